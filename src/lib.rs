@@ -1,0 +1,10 @@
+//! kiln: a daemonless Dockerfile build engine.
+//!
+//! The pipeline runs `syntax` (bytes to a spanned AST) → `shell` (word expansion)
+//! → `instruction` (typed instructions split into stages) → later stages. See
+//! `docs/architecture.md` for the whole picture and the layering rules.
+
+pub mod cli;
+pub mod instruction;
+pub mod shell;
+pub mod syntax;
