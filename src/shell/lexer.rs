@@ -10,6 +10,10 @@ use super::{Env, Lexer};
 
 const MISSING_BRACE: &str = "syntax error: missing '}'";
 
+/// Nesting limit for `${…}` inside `${…}`: recursion must not be able to
+/// overflow the stack on hostile input. Real Dockerfiles nest a few levels.
+const MAX_DEPTH: usize = 128;
+
 /// Collects words for `process_words`: whitespace splits only when it is
 /// unquoted literal text or comes from an unquoted expansion.
 #[derive(Default)]
@@ -60,6 +64,7 @@ pub(crate) struct Word<'a> {
     pos: usize,
     lexer: Lexer,
     env: &'a dyn Env,
+    depth: usize,
     pub(crate) matched: BTreeSet<String>,
     pub(crate) unmatched: BTreeSet<String>,
 }
@@ -71,6 +76,7 @@ impl<'a> Word<'a> {
             pos: 0,
             lexer,
             env,
+            depth: 0,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         }
@@ -284,6 +290,16 @@ impl<'a> Word<'a> {
     }
 
     fn process_dollar(&mut self) -> Result<String, Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Error::new("too many nested variable expansions", self.pos));
+        }
+        self.depth += 1;
+        let result = self.process_dollar_inner();
+        self.depth -= 1;
+        result
+    }
+
+    fn process_dollar_inner(&mut self) -> Result<String, Error> {
         let start = self.pos;
         self.next(); // '$'
 
@@ -439,8 +455,9 @@ impl<'a> Word<'a> {
     }
 }
 
+/// Approximates Go's `unicode.IsDigit`: only `0`-`9` within Latin-1.
 fn is_digit(c: char) -> bool {
-    c.is_ascii_digit() || (!c.is_ascii() && c.is_numeric())
+    c.is_ascii_digit() || (u32::from(c) > 0xFF && c.is_numeric() && !c.is_alphabetic())
 }
 
 fn is_special_param(c: char) -> bool {

@@ -120,9 +120,57 @@ pub(crate) fn trim_suffix(toks: &[Tok], value: &str, longest: bool) -> String {
     }
 }
 
-/// Leftmost match at or after `from`: (start, end) in char indices. Greedy, as
-/// BuildKit compiles the `/` form's pattern greedily.
+/// Leftmost match at or after `from`: (start, end) in char indices, longest
+/// for that start (BuildKit compiles the `/` form's pattern greedily).
+///
+/// One pass: each NFA state keeps the smallest start that reaches it. A state's
+/// future does not depend on its start, so a larger start in the same state can
+/// never win and is dropped. This keeps the search linear in the text.
 fn find(toks: &[Tok], text: &[char], from: usize) -> Option<(usize, usize)> {
+    const DEAD: usize = usize::MAX;
+    let m = toks.len();
+    let mut cur = vec![DEAD; m + 1];
+    let mut next = vec![DEAD; m + 1];
+    let mut best: Option<(usize, usize)> = None;
+    let mut i = from;
+    loop {
+        // Start a new attempt here until some match is known.
+        if best.is_none() && cur[0] == DEAD {
+            cur[0] = i;
+        }
+        for j in 0..m {
+            if toks[j] == Tok::Star && cur[j] < cur[j + 1] {
+                cur[j + 1] = cur[j];
+            }
+        }
+        if cur[m] != DEAD && best.is_none_or(|(s, _)| cur[m] <= s) {
+            best = Some((cur[m], i));
+        }
+        if let Some((s, _)) = best {
+            // Only attempts at least as far left as the best can still win.
+            cur.iter_mut().filter(|x| **x > s).for_each(|x| *x = DEAD);
+            if cur.iter().all(|x| *x == DEAD) {
+                return best;
+            }
+        }
+        let Some(&c) = text.get(i) else {
+            return best;
+        };
+        next.iter_mut().for_each(|x| *x = DEAD);
+        for j in 0..m {
+            if cur[j] != DEAD && accepts(toks[j], c) {
+                let to = if toks[j] == Tok::Star { j } else { j + 1 };
+                next[to] = next[to].min(cur[j]);
+            }
+        }
+        std::mem::swap(&mut cur, &mut next);
+        i += 1;
+    }
+}
+
+/// Reference for `find`: try each start in turn (used by tests).
+#[cfg(test)]
+fn find_naive(toks: &[Tok], text: &[char], from: usize) -> Option<(usize, usize)> {
     (from..=text.len()).find_map(|s| match_at(toks, text, s, true).map(|e| (s, e)))
 }
 
@@ -268,6 +316,36 @@ mod tests {
     fn wildcards_do_not_match_newline() {
         assert_eq!(trim_prefix(&p("*"), "a\nb", true), "\nb");
         assert_eq!(trim_prefix(&p("?"), "\nb", true), "\nb");
+    }
+
+    #[test]
+    fn find_agrees_with_naive_search() {
+        let pats = [
+            "", "*", "a", "a*", "*a", "a*b", "?", "a?b*", "**b", "b*a*", "\\*a",
+        ];
+        let texts = [
+            "", "a", "b", "ab", "ba", "aab", "abab", "bbaab", "a\nb", "x*ab",
+        ];
+        for pat in pats {
+            let toks = p(pat);
+            for text in texts {
+                let t: Vec<char> = text.chars().collect();
+                for from in 0..=t.len() {
+                    assert_eq!(
+                        find(&toks, &t, from),
+                        find_naive(&toks, &t, from),
+                        "{pat:?} {text:?} {from}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_values_stay_fast() {
+        let value = "a".repeat(20_000);
+        assert_eq!(replace_all(&p("a*b"), &value, "x"), value);
+        assert_eq!(replace_all(&p("a"), &value[..100], ""), "");
     }
 
     #[test]

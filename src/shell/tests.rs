@@ -87,6 +87,18 @@ fn words_quirks() {
     assert_eq!(w("a\\ b"), vec!["a b"]);
 }
 
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let e = env();
+    let lx = Lexer::default();
+    let ok = format!("{}x{}", "${Z:-".repeat(100), "}".repeat(100));
+    assert_eq!(lx.process_word(&ok, &e).unwrap().value, "x");
+    let deep = format!("{}x{}", "${Z:-".repeat(100_000), "}".repeat(100_000));
+    let err = lx.process_word(&deep, &e).unwrap_err();
+    assert_eq!(err.message, "too many nested variable expansions");
+    assert!(lx.process_words(&"${A:-\"".repeat(50_000), &e).is_err());
+}
+
 /// Small deterministic LCG so the sweep needs no dependency.
 struct Lcg(u64);
 
