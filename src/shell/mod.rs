@@ -4,8 +4,8 @@
 //! Supported forms: `$A ${A} ${A:-x} ${A-x} ${A:+x} ${A+x} ${A:?msg} ${A?msg}
 //! ${A#p} ${A##p} ${A%p} ${A%%p} ${A/p/r} ${A//p/r}`. Patterns are globs with
 //! `*`, `?` and escapes. One deliberate difference from BuildKit: inside
-//! patterns the escape character is the lexer's (BuildKit always uses `\`
-//! there, even under `# escape=\``).
+//! patterns the escape character is the lexer's; BuildKit always uses `\`
+//! there, even when the Dockerfile's escape character is a backtick.
 
 mod error;
 mod lexer;
