@@ -130,7 +130,10 @@ fn is_go_printable(ch: char) -> bool {
     if ch.is_control() || ch.is_whitespace() {
         return false;
     }
-    if FORMAT_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&code)) {
+    if FORMAT_CHARS
+        .iter()
+        .any(|&(lo, hi)| (lo..=hi).contains(&code))
+    {
         return false;
     }
     let private_use = (0xE000..=0xF8FF).contains(&code) || code >= 0xF0000;
@@ -150,7 +153,10 @@ mod tests {
     fn quotes_like_go() {
         assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
         assert_eq!(go_quote("\0\u{1b}\u{7f}"), r#""\x00\x1b\x7f""#);
-        assert_eq!(go_quote("\u{7}\u{8}\t\n\u{b}\u{c}\r"), r#""\a\b\t\n\v\f\r""#);
+        assert_eq!(
+            go_quote("\u{7}\u{8}\t\n\u{b}\u{c}\r"),
+            r#""\a\b\t\n\v\f\r""#
+        );
         assert_eq!(go_quote("\u{a0}\u{85}\u{2028}"), r#""\u00a0\u0085\u2028""#);
         assert_eq!(go_quote("♥☃é 한"), "\"♥☃é 한\"");
         assert_eq!(go_quote("\u{feff}\u{10ffff}"), r#""\ufeff\U0010ffff""#);

@@ -216,11 +216,8 @@ pub(crate) fn shell_words(
                                     word.push(next);
                                 }
                                 // Other escapes inside double quotes stay as written.
-                                Some(_) => {
-                                    if !raw_escapes {
-                                        word.push(ESCAPE);
-                                    }
-                                }
+                                Some(_) if !raw_escapes => word.push(ESCAPE),
+                                Some(_) => {}
                             }
                         }
                         Some((_, '$')) => read_braced_variable(&mut chars, &mut word)?,
@@ -288,14 +285,19 @@ mod tests {
         assert_eq!(parse_heredoc_word("x<<EOF").unwrap(), None);
         assert!(parse_heredoc_word("<<'EOF").is_err());
         assert_eq!(
-            parse_heredoc_word("99999999999<<A").unwrap().unwrap().file_descriptor,
+            parse_heredoc_word("99999999999<<A")
+                .unwrap()
+                .unwrap()
+                .file_descriptor,
             0
         );
     }
 
     #[test]
     fn odd_lines_do_not_panic() {
-        for line in ["<<", "<< ", "<<-", "\\", "RUN <<'", "RUN ${", "RUN \"\\", "3<<"] {
+        for line in [
+            "<<", "<< ", "<<-", "\\", "RUN <<'", "RUN ${", "RUN \"\\", "3<<",
+        ] {
             let _ = heredocs_from_line(line);
         }
     }

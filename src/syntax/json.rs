@@ -30,11 +30,11 @@ pub(crate) fn json_array(text: &str) -> JsonForm {
     let ranges = element_ranges(body);
     let mut strings = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let (start, end) = ranges
-            .get(index)
-            .map_or((0, body.len()), |&(s, e)| (s, e));
+        let (start, end) = ranges.get(index).map_or((0, body.len()), |&(s, e)| (s, e));
         match item {
-            serde_json::Value::String(value) => strings.push((value, leading + start, leading + end)),
+            serde_json::Value::String(value) => {
+                strings.push((value, leading + start, leading + end))
+            }
             _ => return JsonForm::NonString(leading + start, leading + end),
         }
     }
@@ -125,7 +125,10 @@ mod tests {
         assert_eq!(json_array("[\"a\"] x"), JsonForm::NotJson);
         assert_eq!(json_array("["), JsonForm::NotJson);
         assert_eq!(json_array("[1e400]"), JsonForm::NotJson);
-        assert_eq!(json_array("[\"a\", 42]"), JsonForm::NonString(7, 9));
-        assert_eq!(json_array("[\"a\", {\"b\": [1]}]"), JsonForm::NonString(7, 17));
+        assert_eq!(json_array("[\"a\", 42]"), JsonForm::NonString(6, 8));
+        assert_eq!(
+            json_array("[\"a\", {\"b\": [1]}]"),
+            JsonForm::NonString(6, 16)
+        );
     }
 }

@@ -156,7 +156,10 @@ impl<'a> FileParser<'a> {
                 .map_err(|err| err.with_span(logical.span(self.map, 0, line_text.len())))?;
             let mut heredocs = Vec::with_capacity(found.len());
             for opener in found {
-                let body_start = self.lines.get(self.next).map_or(self.text().len(), |l| l.start);
+                let body_start = self
+                    .lines
+                    .get(self.next)
+                    .map_or(self.text().len(), |l| l.start);
                 let mut content = String::new();
                 let mut terminated = false;
                 while let Some(&body_line) = self.lines.get(self.next) {
@@ -179,7 +182,10 @@ impl<'a> FileParser<'a> {
                         logical.span(self.map, opener.start, opener.end),
                     ));
                 }
-                let body_end = self.lines.get(last_line).map_or(body_start, |l| l.content_end);
+                let body_end = self
+                    .lines
+                    .get(last_line)
+                    .map_or(body_start, |l| l.content_end);
                 heredocs.push(Heredoc {
                     name: opener.word.name,
                     file_descriptor: opener.word.file_descriptor,
@@ -458,7 +464,10 @@ impl Arguments<'_> {
 
     /// HEALTHCHECK: the first word (CMD, NONE, …) then the CMD rule on the rest.
     fn healthcheck(&self) -> Result<(Vec<Arg>, bool), Error> {
-        let kind_len = self.text.find(char::is_whitespace).unwrap_or(self.text.len());
+        let kind_len = self
+            .text
+            .find(char::is_whitespace)
+            .unwrap_or(self.text.len());
         if kind_len == 0 {
             return Ok((Vec::new(), false));
         }
@@ -544,8 +553,20 @@ mod tests {
     #[test]
     fn odd_inputs_do_not_panic() {
         for input in [
-            "\\", "<<", "[", "# escape=", "RUN <<", "RUN [", "ONBUILD", "ENV", "\u{feff}",
-            "RUN \\\n", "FROM a\nRUN <<E\n", "HEALTHCHECK\u{a0}", "LABEL =", "\r\n\r\n",
+            "\\",
+            "<<",
+            "[",
+            "# escape=",
+            "RUN <<",
+            "RUN [",
+            "ONBUILD",
+            "ENV",
+            "\u{feff}",
+            "RUN \\\n",
+            "FROM a\nRUN <<E\n",
+            "HEALTHCHECK\u{a0}",
+            "LABEL =",
+            "\r\n\r\n",
         ] {
             let _ = parse(input.as_bytes());
         }

@@ -134,7 +134,8 @@ pub(crate) fn physical_lines(map: &SourceMap<'_>) -> Result<Vec<PhysicalLine>, E
         } else {
             raw_start
         };
-        let content_end = start.max(raw_start + text[raw_start..raw_end].trim_end_matches('\r').len());
+        let content_end =
+            start.max(raw_start + text[raw_start..raw_end].trim_end_matches('\r').len());
         let end = newline.map_or(text.len(), |nl| nl + 1);
         lines.push(PhysicalLine {
             start,
@@ -151,10 +152,7 @@ pub(crate) fn decode(source: &[u8]) -> Result<&str, Error> {
     std::str::from_utf8(source).map_err(|err| {
         let valid = &source[..err.valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = valid
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         // The valid prefix decodes, so counting its characters is safe.
         let column = std::str::from_utf8(&valid[line_start..])
             .map_or(0, |prefix| prefix.chars().count())
