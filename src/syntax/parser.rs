@@ -6,6 +6,7 @@ use nom::{IResult, Parser, bytes::complete::take_till, character::complete::spac
 
 use super::ast::{Arg, Comment, Directive, Dockerfile, Flag, Heredoc, Node, Span, Warning};
 use super::directive::{escape_char, match_directive, repeated_directive};
+use super::dump::go_lowercase;
 use super::error::Error;
 use super::heredoc::locate_heredocs;
 use super::json::{JsonForm, NOT_STRINGS_MESSAGE, json_array};
@@ -261,14 +262,12 @@ pub(crate) fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 /// The node whose heredocs a line carries: RUN/COPY/ADD in shell form, directly or
 /// wrapped by ONBUILD.
 fn heredoc_target(node: &mut Node) -> Option<&mut Node> {
-    let target = if node.keyword.eq_ignore_ascii_case("onbuild") {
+    let target = if node.keyword_lower() == "onbuild" {
         node.onbuild.as_deref_mut()?
     } else {
         node
     };
-    let takes_heredocs = ["run", "copy", "add"]
-        .iter()
-        .any(|k| target.keyword.eq_ignore_ascii_case(k));
+    let takes_heredocs = matches!(target.keyword_lower().as_str(), "run" | "copy" | "add");
     (takes_heredocs && !target.json).then_some(target)
 }
 
@@ -334,8 +333,8 @@ fn node_from_line(
         text: args,
         start: args_start,
     };
-    let keyword_lower = keyword_text.to_ascii_lowercase();
-    match keyword_lower.as_str() {
+    // Go lower-cases per character, so e.g. a Kelvin sign matches `k`.
+    match go_lowercase(keyword_text).as_str() {
         "from" | "expose" => node.args = arguments.whitespace_separated(),
         "add" | "copy" | "volume" => {
             (node.args, node.json) = match arguments.json()? {

@@ -1,6 +1,8 @@
 //! Byte offsets to line/column positions, physical lines, and logical lines that
 //! remember where each of their pieces came from.
 
+use std::cell::Cell;
+
 use super::ast::{Position, Span};
 use super::error::Error;
 
@@ -18,6 +20,9 @@ pub(crate) struct SourceMap<'a> {
     /// position lookups cheap on 64 KiB lines with thousands of arguments).
     line_is_ascii: Vec<bool>,
     bom_len: usize,
+    /// The last non-ASCII lookup `(offset, column)`: arguments are looked up left
+    /// to right, so counting on from there keeps long lines linear.
+    last_lookup: Cell<(usize, usize)>,
 }
 
 impl<'a> SourceMap<'a> {
@@ -45,6 +50,7 @@ impl<'a> SourceMap<'a> {
             line_starts,
             line_is_ascii,
             bom_len,
+            last_lookup: Cell::new((0, 1)),
         }
     }
 
@@ -77,10 +83,19 @@ impl<'a> SourceMap<'a> {
         } else if self.line_is_ascii.get(line_index).copied().unwrap_or(false) {
             offset - column_start + 1
         } else {
-            self.text
-                .get(column_start..offset)
-                .map_or(0, |prefix| prefix.chars().count())
-                + 1
+            let (last_offset, last_column) = self.last_lookup.get();
+            let (from, base) = if (column_start..=offset).contains(&last_offset) {
+                (last_offset, last_column)
+            } else {
+                (column_start, 1)
+            };
+            let column = self
+                .text
+                .get(from..offset)
+                .map_or(0, |between| between.chars().count())
+                + base;
+            self.last_lookup.set((offset, column));
+            column
         };
         Position {
             offset,
@@ -240,6 +255,22 @@ mod tests {
         // Inside a character or past the end never panics.
         assert_eq!(map.position(second + 1).offset, second);
         assert_eq!(map.position(999).offset, text.len());
+    }
+
+    #[test]
+    fn cached_columns_match_fresh_counts_in_any_order() {
+        let text = "é a é b é\nx é y";
+        let map = SourceMap::new(text);
+        let offsets: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+        for &offset in offsets
+            .iter()
+            .rev()
+            .chain(offsets.iter())
+            .chain(offsets.iter().step_by(3))
+        {
+            let fresh = SourceMap::new(text).position(offset);
+            assert_eq!(map.position(offset), fresh, "offset {offset}");
+        }
     }
 
     #[test]
