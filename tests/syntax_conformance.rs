@@ -600,6 +600,72 @@ fn spans_point_into_the_source() {
     );
 }
 
+#[test]
+fn directives_comments_and_warnings_are_recorded() {
+    let source = fs::read(data_dir("kiln/check-directive/Dockerfile")).expect("Dockerfile");
+    let file = parse_ok(&source);
+    let directives: Vec<(&str, &str)> = file
+        .directives
+        .iter()
+        .map(|d| (d.name.as_str(), d.value.as_str()))
+        .collect();
+    assert_eq!(
+        directives,
+        [
+            ("syntax", "docker/dockerfile:1"),
+            ("check", "skip=all;error=true")
+        ]
+    );
+    assert_eq!(file.directives[1].span.start.line, 2);
+    // The escape line comes after an ordinary comment, so it is only a comment.
+    assert_eq!(file.escape, '\\');
+    let comments: Vec<&str> = file.comments.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(
+        comments,
+        ["this comment ends directive scanning", "escape=`"]
+    );
+    assert_eq!(
+        file.instructions[0].doc_comments,
+        ["this comment ends directive scanning", "escape=`"]
+    );
+
+    let escaped = parse_ok(&fs::read(data_dir("kiln/escape-backtick/Dockerfile")).unwrap());
+    assert_eq!(escaped.escape, '`');
+
+    // Blank and comment lines skipped inside a continuation belong to it.
+    let file = parse_ok(b"RUN a \\\n\n# inside\n  b \\\n\nFROM x\n");
+    assert_eq!(file.instructions[0].span.lines(), (1, 6));
+    assert_eq!(file.instructions[0].args[0].value, "a   b FROM x");
+    assert_eq!(file.comments[0].text, "inside");
+    assert_eq!(file.warnings.len(), 1);
+    assert_eq!(file.warnings[0].span.lines(), (2, 2));
+    let file = parse_ok(b"RUN a \\\n\n");
+    assert_eq!(file.instructions[0].span.lines(), (1, 2));
+
+    // Blank lines separate doc comments.
+    let file = parse_ok(b"# far\n\n# near\nFROM x\n");
+    assert_eq!(file.instructions[0].doc_comments, ["near"]);
+}
+
+#[test]
+fn heredoc_spans_and_onbuild_nesting() {
+    let source = "FROM x\nONBUILD RUN <<A <<-B\none\nA\n\ttwo\n\tB\nRUN echo\n";
+    let file = parse_ok(source.as_bytes());
+    let onbuild = &file.instructions[1];
+    assert!(onbuild.heredocs.is_empty());
+    let inner = onbuild.onbuild.as_deref().expect("wrapped RUN");
+    assert_eq!(inner.keyword, "RUN");
+    assert_eq!(inner.original, "RUN <<A <<-B");
+    assert_eq!(inner.keyword_span.start.column, 9);
+    let names: Vec<&str> = inner.heredocs.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["A", "B"]);
+    assert_eq!(inner.heredocs[0].span.lines(), (3, 4));
+    assert_eq!(inner.heredocs[1].span.lines(), (5, 6));
+    assert_eq!(syntax::chomp(&inner.heredocs[1].content), "two\n");
+    assert_eq!(onbuild.span.lines(), (2, 6));
+    assert_eq!(file.instructions[2].span.lines(), (7, 7));
+}
+
 /// Deterministic pseudo-random mutations of every test file; `parse` must return.
 #[test]
 fn never_panics_on_mutated_input() {

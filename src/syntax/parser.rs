@@ -201,10 +201,16 @@ impl<'a> FileParser<'a> {
             }
         }
 
-        let end = self
-            .lines
-            .get(last_line)
-            .map_or(start, |line| line.content_end);
+        // An empty last line (a blank line skipped at the end of a continuation)
+        // has no character to end on: end after its newline so that
+        // `Span::lines` still counts it.
+        let end = self.lines.get(last_line).map_or(start, |line| {
+            if line.content_end > line.start {
+                line.content_end
+            } else {
+                line.end
+            }
+        });
         node.span = self.map.span(start, end);
         Ok(node)
     }
