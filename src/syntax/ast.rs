@@ -111,9 +111,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// The keyword in lower case, as BuildKit's dump prints it.
+    /// The keyword in lower case, as BuildKit's dump prints it (Go's per-character
+    /// lower-casing, which is also how BuildKit picks the keyword's rule).
     pub fn keyword_lower(&self) -> String {
-        self.keyword.to_lowercase()
+        super::dump::go_lowercase(&self.keyword)
     }
 }
 
