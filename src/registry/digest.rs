@@ -6,9 +6,9 @@ use super::error::{RegistryError, Result};
 
 /// Check that `d` is `sha256:<64 lowercase hex>` and return it unchanged.
 pub fn validate_digest(d: &str) -> Result<&str> {
-    let ok = d
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    let ok = d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
     if ok {
         Ok(d)
     } else {

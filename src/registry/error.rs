@@ -97,7 +97,9 @@ pub enum RegistryError {
     #[error("not an image index: {0}")]
     NotAnIndex(String),
     /// A request body could not be sent again after a failure (streams are one-shot).
-    #[error("{operation} {repository} on {registry}: upload failed and the body stream cannot be replayed: {reason}")]
+    #[error(
+        "{operation} {repository} on {registry}: upload failed and the body stream cannot be replayed: {reason}"
+    )]
     NotReplayable {
         registry: String,
         repository: String,

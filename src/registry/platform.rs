@@ -111,8 +111,8 @@ pub fn is_index_media_type(mt: &str) -> bool {
 /// An exact variant match wins; with no variant asked for (and none implied, as for arm64/arm),
 /// an entry of any variant of that os/arch is accepted.
 pub fn select_platform(index_json: &[u8], wanted: &Platform) -> Result<IndexEntry> {
-    let doc: IndexDoc = serde_json::from_slice(index_json)
-        .map_err(|e| RegistryError::NotAnIndex(e.to_string()))?;
+    let doc: IndexDoc =
+        serde_json::from_slice(index_json).map_err(|e| RegistryError::NotAnIndex(e.to_string()))?;
     if let Some(mt) = &doc.media_type
         && !is_index_media_type(mt)
     {
@@ -227,7 +227,9 @@ mod tests {
           "platform":{"architecture":"amd64","os":"linux","variant":"v3"}}]}"#;
         let e = select_platform(list.as_bytes(), &Platform::parse("linux/amd64").unwrap()).unwrap();
         assert_eq!((e.digest.as_str(), e.size), ("sha256:v3", 7));
-        assert!(select_platform(list.as_bytes(), &Platform::parse("linux/amd64/v2").unwrap()).is_err());
+        assert!(
+            select_platform(list.as_bytes(), &Platform::parse("linux/amd64/v2").unwrap()).is_err()
+        );
     }
 
     #[test]

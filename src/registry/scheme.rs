@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(auth_key("docker.io"), DOCKER_HUB_AUTH_KEY);
         assert_eq!(auth_key("registry-1.docker.io"), DOCKER_HUB_AUTH_KEY);
         assert_eq!(auth_key("localhost:5000"), "localhost:5000");
-        assert_eq!(key_to_hostname("https://index.docker.io/v1/"), "index.docker.io");
+        assert_eq!(
+            key_to_hostname("https://index.docker.io/v1/"),
+            "index.docker.io"
+        );
         assert_eq!(key_to_hostname("http://r:5000/v2/"), "r:5000");
         assert_eq!(key_to_hostname("r:5000"), "r:5000");
     }
