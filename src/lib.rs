@@ -6,5 +6,6 @@
 
 pub mod cli;
 pub mod instruction;
+pub mod registry;
 pub mod shell;
 pub mod syntax;
