@@ -6,5 +6,7 @@
 
 pub mod cli;
 pub mod instruction;
+pub mod oci;
 pub mod shell;
 pub mod syntax;
+pub mod sys;
