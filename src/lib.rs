@@ -8,5 +8,7 @@ pub mod cli;
 pub mod instruction;
 pub mod oci;
 pub mod shell;
+pub mod snapshot;
+pub mod store;
 pub mod syntax;
 pub mod sys;

@@ -499,7 +499,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_references() {
-        let cases: &[(&str, fn(&ReferenceError) -> bool)] = &[
+        type IsExpected = fn(&ReferenceError) -> bool;
+        let cases: &[(&str, IsExpected)] = &[
             ("", |e| matches!(e, ReferenceError::Empty)),
             ("Busybox", |e| {
                 matches!(e, ReferenceError::UppercaseRepository { .. })

@@ -40,6 +40,15 @@ impl SysError {
     pub fn raw_os_error(&self) -> Option<i32> {
         self.source.raw_os_error()
     }
+
+    /// The call failed for lack of privilege or support (`EPERM`, `EACCES`, `ENOTSUP`):
+    /// what an unprivileged caller may choose to tolerate.
+    pub fn is_not_permitted(&self) -> bool {
+        matches!(
+            self.raw_os_error(),
+            Some(libc::EPERM | libc::EACCES | libc::ENOTSUP)
+        )
+    }
 }
 
 pub type Result<T> = std::result::Result<T, SysError>;
