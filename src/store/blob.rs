@@ -1,16 +1,19 @@
 //! Content-addressed blobs: verified ingest, reads, and stale-ingest cleanup.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use super::{IoContext, Lease, Result, Store, StoreError, fsutil};
-use crate::oci::{Algorithm, Digest, Hasher};
+use crate::oci::{Algorithm, Digest, DigestWriter};
 
 /// An ingest file younger than this is never treated as stale: its writer may have created
 /// it and not yet taken its lock.
 const INGEST_GRACE: Duration = Duration::from_secs(60);
+
+/// Writes reach the file in chunks of this size, whatever size the caller writes in.
+const INGEST_BUFFER: usize = 256 * 1024;
 
 /// A blob being written. Bytes are hashed as they are written; [`Ingest::commit`] verifies
 /// them and moves the file into `blobs/`. Dropping an uncommitted ingest removes its file.
@@ -18,18 +21,17 @@ const INGEST_GRACE: Duration = Duration::from_secs(60);
 /// The ingest file is held with an exclusive lock, so that another process opening the
 /// store knows it is alive.
 pub struct Ingest {
-    file: Option<File>,
+    /// `None` once committed.
+    writer: Option<DigestWriter<BufWriter<File>>>,
     path: PathBuf,
     store: Store,
-    hasher: Hasher,
-    written: u64,
     _lease: Lease,
 }
 
 impl Ingest {
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.written
+        self.writer.as_ref().map_or(0, DigestWriter::written)
     }
 
     /// Verifies the content against `expected` digest and `expected_size` (when given),
@@ -40,12 +42,17 @@ impl Ingest {
         expected: Option<&Digest>,
         expected_size: Option<u64>,
     ) -> Result<(Digest, u64)> {
-        let file = self.file.take().ok_or_else(|| StoreError::Io {
+        let writer = self.writer.take().ok_or_else(|| StoreError::Io {
             action: "commit",
             path: self.path.clone(),
             source: io::Error::other("ingest already finished"),
         })?;
-        let result = self.finish(file, expected, expected_size);
+        let (buffered, actual, written) = writer.finish();
+        let result = buffered
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .io_context("write", &self.path)
+            .and_then(|file| self.finish(file, actual, written, expected, expected_size));
         if result.is_err() {
             let _ = fs::remove_file(&self.path);
         }
@@ -55,22 +62,23 @@ impl Ingest {
     fn finish(
         &self,
         file: File,
+        actual: Digest,
+        written: u64,
         expected: Option<&Digest>,
         expected_size: Option<u64>,
     ) -> Result<(Digest, u64)> {
-        let actual = self.hasher.clone().finish();
         if let Some(expected) = expected
             && expected.algorithm() != Algorithm::Sha256
         {
             return Err(StoreError::UnsupportedAlgorithm(expected.clone()));
         }
         if let Some(expected_size) = expected_size
-            && expected_size != self.written
+            && expected_size != written
         {
             return Err(StoreError::SizeMismatch {
                 digest: expected.unwrap_or(&actual).clone(),
                 expected: expected_size,
-                actual: self.written,
+                actual: written,
             });
         }
         if let Some(expected) = expected
@@ -93,30 +101,30 @@ impl Ingest {
                 fsutil::fsync_dir(dir)?;
             }
         }
-        Ok((actual, self.written))
+        Ok((actual, written))
     }
 }
 
 impl Write for Ingest {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let file = self
-            .file
+        self.writer
             .as_mut()
-            .ok_or_else(|| io::Error::other("ingest already finished"))?;
-        let n = file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
+            .ok_or_else(|| io::Error::other("ingest already finished"))?
+            .write(buf)
     }
 
+    /// Pushes buffered bytes to the file (not to disk: [`Ingest::commit`] fsyncs).
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self.writer.as_mut() {
+            Some(writer) => writer.flush(),
+            None => Ok(()),
+        }
     }
 }
 
 impl Drop for Ingest {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        if self.writer.take().is_some() {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -126,7 +134,7 @@ impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ingest")
             .field("path", &self.path)
-            .field("written", &self.written)
+            .field("written", &self.written())
             .finish()
     }
 }
@@ -150,11 +158,12 @@ impl Store {
             return Err(io::Error::other(e.to_string())).io_context("lock ingest file", &path);
         }
         Ok(Ingest {
-            file: Some(file),
+            writer: Some(DigestWriter::new(BufWriter::with_capacity(
+                INGEST_BUFFER,
+                file,
+            ))),
             path,
             store: self.clone(),
-            hasher: Hasher::new(),
-            written: 0,
             _lease: lease,
         })
     }
