@@ -619,3 +619,38 @@ fn concurrent_unpacks_of_the_same_layer_both_succeed() {
     assert_eq!(snapshot_entries(&store), [diff_id.hex().to_string()]);
     assert_eq!(fs::read(results[0].fs_path().join("small")).unwrap(), b"s");
 }
+
+#[test]
+fn long_names_and_link_targets_survive() {
+    let sandbox = Sandbox::new();
+    let long_dir = "d".repeat(120);
+    let long_file = format!("{long_dir}/{}", "f".repeat(150));
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(4);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(MTIME);
+    builder
+        .append_data(&mut header, &long_file, &b"long"[..])
+        .unwrap();
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    link.set_uid(0);
+    link.set_gid(0);
+    link.set_mtime(MTIME);
+    builder
+        .append_link(&mut link, "to-long", &long_file)
+        .unwrap();
+    let tar = builder.into_inner().unwrap();
+    sandbox.unpack(&tar).unwrap();
+    assert_eq!(fs::read(sandbox.dest().join(&long_file)).unwrap(), b"long");
+    assert_eq!(
+        fs::read_link(sandbox.dest().join("to-long")).unwrap(),
+        Path::new(&long_file)
+    );
+    sandbox.assert_untouched();
+}
