@@ -6,6 +6,10 @@
 
 pub mod cli;
 pub mod instruction;
+pub mod oci;
 pub mod registry;
 pub mod shell;
+pub mod snapshot;
+pub mod store;
 pub mod syntax;
+pub mod sys;

@@ -6,10 +6,18 @@ use std::path::Path;
 
 /// Each module with the kiln modules it may use.
 const ALLOWED: &[(&str, &[&str])] = &[
+    ("oci", &[]),
+    ("sys", &[]),
     ("syntax", &[]),
     ("shell", &[]),
     ("instruction", &["syntax", "shell"]),
-    ("cli", &["syntax", "shell", "instruction"]),
+    ("registry", &["oci"]),
+    ("store", &["oci", "sys"]),
+    ("snapshot", &["oci", "sys", "store"]),
+    (
+        "cli",
+        &["oci", "sys", "syntax", "shell", "instruction", "registry", "store", "snapshot"],
+    ),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
