@@ -60,7 +60,7 @@ fn targets_lists_stages_with_descriptions() {
     assert_eq!(lines.len(), 3, "{stdout}");
     assert!(lines[0].starts_with("INDEX") && lines[0].contains("DESCRIPTION"));
     assert!(lines[1].starts_with("0 ") && lines[1].contains("assets"));
-    assert!(lines[1].contains("assets collects the static files of the site."));
+    assert!(lines[1].ends_with("   collects the static files of the site."));
     assert!(lines[2].contains("release (default)") && lines[2].contains("scratch"));
 }
 
@@ -82,14 +82,14 @@ fn outline_shows_used_arguments_and_defaults() {
         "{version}"
     );
     assert!(
-        version.contains("The site version, recorded in a label."),
+        version.ends_with("is the site version, recorded in a label."),
         "{version}"
     );
     let email = stdout
         .lines()
         .find(|l| l.contains("MAINTAINER_EMAIL"))
         .expect(&stdout);
-    assert!(email.contains("team@example.com") && email.contains("Who maintains the image."));
+    assert!(email.contains("team@example.com") && email.ends_with("is who to write to."));
 }
 
 #[test]

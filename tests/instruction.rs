@@ -41,14 +41,14 @@ fn only(stages: &Stages) -> Vec<&Instruction> {
 #[test]
 fn stages_by_name_and_index() {
     let parsed = stages(
-        "# top\nARG BASE=busybox\n# builds things\nFROM $BASE AS Build\nRUN make\n\nFROM scratch\nCOPY --from=build /out /\n",
+        "# top\nARG BASE=busybox\n# build compiles things\nFROM $BASE AS Build\nRUN make\n\nFROM scratch\nCOPY --from=build /out /\n",
     );
     assert_eq!(parsed.global_args.len(), 1);
     assert_eq!(parsed.stages.len(), 2);
     let build = &parsed.stages[0];
     assert_eq!(build.name.as_deref(), Some("build"));
     assert_eq!(build.base, "$BASE");
-    assert_eq!(build.description(), Some("builds things"));
+    assert_eq!(build.description().as_deref(), Some("compiles things"));
     assert_eq!(build.from.span.start.line, 4);
     assert_eq!(parsed.find("BUILD").unwrap().index, 0);
     assert_eq!(parsed.find("1").unwrap().index, 1);
@@ -190,7 +190,7 @@ fn metadata_instructions() {
     let Instruction::Onbuild(onbuild) = commands[9] else {
         panic!()
     };
-    assert!(matches!(*onbuild.trigger, Instruction::Run(_)));
+    assert_eq!(onbuild.keyword, "RUN");
     assert_eq!(onbuild.expression, "RUN echo triggered");
     assert_eq!(commands[13], &Instruction::Workdir("/srv".into()));
     let Instruction::Entrypoint(entrypoint) = commands[16] else {
@@ -274,7 +274,6 @@ fn errors_point_at_the_problem() {
             "FROM scratch\nUSER\n",
             "2:1: USER requires exactly one argument",
         ),
-        ("FROM scratch\nEXPOSE 80/icmp\n", "2:8: invalid proto"),
         (
             "FROM scratch\nONBUILD FROM x\n",
             "2:9: FROM isn't allowed as an ONBUILD trigger",
@@ -288,8 +287,24 @@ fn errors_point_at_the_problem() {
             "1:6: FROM requires either one or three arguments",
         ),
         (
-            "FROM a AS x\nFROM b AS X\n",
-            "2:1: duplicate stage name \"x\" (first used at line 1)",
+            "FROM scratch\nONBUILD ONBUILD RUN x\n",
+            "2:9: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+        ),
+        (
+            "FROM scratch\nCOPY <<A <<B\nx\nA\ny\nB\n",
+            "COPY cannot accept a heredoc as a destination",
+        ),
+        (
+            "FROM scratch\nCOPY ---link a b\n",
+            "2:6: unknown flag: ---link",
+        ),
+        (
+            "FROM scratch\nRUN --network=sandbox true\n",
+            "network mode \"sandbox\" not supported",
+        ),
+        (
+            "FROM scratch\nHEALTHCHECK --retries=5000000000 CMD true\n",
+            "--retries: invalid number",
         ),
         (
             "RUN true\nFROM scratch\n",
@@ -325,4 +340,47 @@ fn variables_wait_for_expansion() {
         "FROM scratch\nARG M=0644\nCOPY --chmod=$M a b\nRUN --mount=type=cache,target=$DIR,uid=$U true\nEXPOSE $PORTS\n",
     );
     assert_eq!(parsed.stages[0].commands.len(), 4);
+}
+
+#[test]
+fn duplicate_stage_names_warn_and_the_later_wins() {
+    let parsed = stages("FROM busybox AS x\nFROM scratch AS x\nFROM x\n");
+    assert_eq!(parsed.warnings.len(), 1);
+    assert!(parsed.warnings[0].message.contains("DuplicateStageName"));
+    assert_eq!(parsed.find("x").unwrap().index, 1);
+    assert_eq!(parsed.find_before("x", 1).unwrap().index, 0);
+    assert_eq!(parsed.dependencies(2), [1, 2]);
+}
+
+#[test]
+fn onbuild_keeps_heredoc_bodies_and_defers_parsing() {
+    let parsed =
+        stages("FROM scratch\nONBUILD RUN <<EOF\necho hi\nEOF\nONBUILD COPY --bogus a b\n");
+    let commands = only(&parsed);
+    let Instruction::Onbuild(with_heredoc) = commands[0] else {
+        panic!()
+    };
+    assert_eq!(with_heredoc.expression, "RUN <<EOF\necho hi\nEOF");
+    let Instruction::Onbuild(unchecked) = commands[1] else {
+        panic!()
+    };
+    assert_eq!(unchecked.expression, "COPY --bogus a b");
+}
+
+#[test]
+fn heredoc_sources_pair_by_name() {
+    let parsed = stages("FROM scratch\nCOPY <<B <<A /dir/\nbee\nB\nay\nA\n");
+    let Instruction::Copy(copy) = only(&parsed)[0] else {
+        panic!()
+    };
+    let names: Vec<_> = copy
+        .transfer
+        .sources
+        .iter()
+        .map(|source| match source {
+            Source::Heredoc(heredoc) => (heredoc.name.as_str(), heredoc.content.as_str()),
+            Source::Path(path) => (path.as_str(), ""),
+        })
+        .collect();
+    assert_eq!(names, [("B", "bee\n"), ("A", "ay\n")]);
 }

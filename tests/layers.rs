@@ -16,7 +16,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("snapshot", &["oci", "sys", "store"]),
     (
         "cli",
-        &["oci", "sys", "syntax", "shell", "instruction", "registry", "store", "snapshot"],
+        &[
+            "oci",
+            "sys",
+            "syntax",
+            "shell",
+            "instruction",
+            "registry",
+            "store",
+            "snapshot",
+        ],
     ),
 ];
 

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use super::EXIT_USAGE;
 use super::diagnostic::{Severity, render};
 use crate::instruction::{self, Stages};
-use crate::syntax;
+use crate::syntax::{self, Span};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -62,15 +62,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let file = match syntax::parse(&source.bytes) {
         Ok(file) => file,
         Err(error) => {
-            eprint!(
-                "{}",
-                render(
-                    Severity::Error,
-                    &source.display,
-                    &text,
-                    error.span(),
-                    &error.to_string()
-                )
+            report(
+                Severity::Error,
+                &source,
+                &text,
+                error.span(),
+                &error.to_string(),
             );
             if call == Call::Check {
                 eprintln!("Check complete: 1 problem found.");
@@ -79,30 +76,24 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     };
     for warning in &file.warnings {
-        eprint!(
-            "{}",
-            render(
-                Severity::Warning,
-                &source.display,
-                &text,
-                warning.span,
-                &warning.message
-            )
+        report(
+            Severity::Warning,
+            &source,
+            &text,
+            warning.span,
+            &warning.message,
         );
     }
     let stages = match instruction::parse(&file) {
         Ok(stages) => stages,
         Err(errors) => {
             for error in &errors {
-                eprint!(
-                    "{}",
-                    render(
-                        Severity::Error,
-                        &source.display,
-                        &text,
-                        error.span(),
-                        &error.to_string()
-                    )
+                report(
+                    Severity::Error,
+                    &source,
+                    &text,
+                    error.span(),
+                    &error.to_string(),
                 );
             }
             if call == Call::Check {
@@ -113,9 +104,24 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
+    for warning in &stages.warnings {
+        report(
+            Severity::Warning,
+            &source,
+            &text,
+            warning.span,
+            &warning.message,
+        );
+    }
+    let warnings = file.warnings.len() + stages.warnings.len();
+
     match call {
         Call::Check => {
-            println!("Check complete: no problems found.");
+            match warnings {
+                0 => println!("Check complete: no problems found."),
+                1 => println!("Check complete: no errors, 1 warning."),
+                n => println!("Check complete: no errors, {n} warnings."),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Call::Targets => {
@@ -137,6 +143,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
              use --call check, --call outline or --call targets"
         ),
     }
+}
+
+fn report(severity: Severity, source: &DockerfileSource, text: &str, span: Span, message: &str) {
+    eprint!("{}", render(severity, &source.display, text, span, message));
 }
 
 fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<DockerfileSource> {
@@ -239,7 +249,7 @@ fn targets_table(stages: &Stages) -> String {
             stage.index.to_string(),
             name,
             stage.base.clone(),
-            stage.description().unwrap_or_default().to_string(),
+            stage.description().unwrap_or_default(),
         ]);
     }
     table(&rows)

@@ -38,12 +38,6 @@ pub enum Error {
     NoStage { keyword: String, span: Span },
     #[error("dockerfile contains no stages to build")]
     NoStages { span: Span },
-    #[error("duplicate stage name {name:?} (first used at line {first_line})")]
-    DuplicateStageName {
-        name: String,
-        first_line: usize,
-        span: Span,
-    },
 }
 
 fn did_you_mean(suggestion: &Option<String>) -> String {
@@ -73,8 +67,7 @@ impl Error {
             | Error::InvalidMount { span, .. }
             | Error::Arguments { span, .. }
             | Error::NoStage { span, .. }
-            | Error::NoStages { span }
-            | Error::DuplicateStageName { span, .. } => *span,
+            | Error::NoStages { span } => *span,
         }
     }
 

@@ -6,8 +6,8 @@ use crate::syntax::{Flag, Span};
 /// How a flag takes its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// `--name=value`, at most once.
-    String,
+    /// `--name=value`, at most once. An empty value (`--name=`) counts as not given.
+    Value,
     /// `--name`, `--name=true|false`, at most once.
     Bool,
     /// `--name=value`, repeatable.
@@ -49,6 +49,14 @@ impl Flags {
             }
             let value = match (kind, flag.value()) {
                 (Kind::Bool, None) => "true".to_string(),
+                (_, Some("")) if kind == Kind::Bool => {
+                    return Err(Error::MissingFlagValue {
+                        flag: known.to_string(),
+                        span: flag.span,
+                    });
+                }
+                // BuildKit treats `--from=` like an absent flag.
+                (_, Some("")) => continue,
                 (Kind::Bool, Some(value)) => match value.to_ascii_lowercase().as_str() {
                     "true" | "false" => value.to_ascii_lowercase(),
                     _ => {
@@ -113,7 +121,7 @@ mod tests {
     }
 
     const ACCEPTED: &[(&str, Kind)] = &[
-        ("from", Kind::String),
+        ("from", Kind::Value),
         ("link", Kind::Bool),
         ("exclude", Kind::List),
     ];

@@ -21,7 +21,7 @@ pub use outline::{StageArgs, UsedArg, outline};
 pub use suggest::closest;
 pub use values::Chmod;
 
-use crate::syntax::{Dockerfile, Heredoc, Node, Span};
+use crate::syntax::{Dockerfile, Heredoc, Node, Span, Warning, go_lowercase, parse_heredoc_word};
 
 /// Every instruction a Dockerfile may hold.
 pub const KEYWORDS: &[&str] = &[
@@ -182,11 +182,14 @@ pub struct Add {
     pub unpack: Option<bool>,
 }
 
-/// `ONBUILD instruction`: a trigger stored in the image.
+/// `ONBUILD instruction`: a trigger stored in the image. Like BuildKit, the trigger
+/// is only checked for its keyword here; it is parsed when a child stage runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Onbuild {
-    pub trigger: Box<Instruction>,
-    /// The trigger's text as written (what the image config records).
+    /// The trigger's keyword in upper case (`RUN`, `COPY`, …).
+    pub keyword: String,
+    /// The trigger's text as the image config records it: the line after ONBUILD,
+    /// followed by each heredoc's body and terminator.
     pub expression: String,
 }
 
@@ -199,8 +202,23 @@ pub struct Command {
     /// The logical line as written (continuations joined).
     pub original: String,
     pub span: Span,
-    /// The comment block right above the instruction (doc comment).
-    pub description: Option<String>,
+    /// The comment lines right above the instruction (doc comments).
+    pub doc_comments: Vec<String>,
+}
+
+impl Command {
+    /// The description of `name` in the doc comments, as buildx finds it: the rest
+    /// of the first comment line that starts with `name` and a space.
+    pub fn description_of(&self, name: &str) -> Option<String> {
+        if name.is_empty() {
+            return None;
+        }
+        let prefix = format!("{name} ");
+        self.doc_comments
+            .iter()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(str::to_string)
+    }
 }
 
 /// One `FROM` and the instructions after it.
@@ -219,9 +237,9 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// The comment block right above FROM.
-    pub fn description(&self) -> Option<&str> {
-        self.from.description.as_deref()
+    /// The description from the comment above FROM (`# name does things`).
+    pub fn description(&self) -> Option<String> {
+        self.from.description_of(self.name.as_deref()?)
     }
 
     /// The name `--target` and progress output use: the AS name, else the index.
@@ -238,20 +256,31 @@ pub struct Stages {
     /// ARG lines before the first FROM.
     pub global_args: Vec<Command>,
     pub stages: Vec<Stage>,
+    /// Problems that do not stop the build (a stage name used twice).
+    pub warnings: Vec<Warning>,
 }
 
 impl Stages {
-    /// A stage by name (case-insensitive) or index.
+    /// A stage by name (case-insensitive) or index, as the whole file sees it.
     pub fn find(&self, reference: &str) -> Option<&Stage> {
-        let lower = reference.to_lowercase();
-        self.stages
+        self.find_before(reference, self.stages.len())
+    }
+
+    /// A stage by name or index among the stages before `before`: what an
+    /// instruction of stage `before` can refer to. When a name is used twice the
+    /// later stage wins, as in BuildKit.
+    pub fn find_before(&self, reference: &str, before: usize) -> Option<&Stage> {
+        let earlier = &self.stages[..before.min(self.stages.len())];
+        let lower = go_lowercase(reference);
+        earlier
             .iter()
+            .rev()
             .find(|stage| stage.name.as_deref() == Some(lower.as_str()))
             .or_else(|| {
                 reference
                     .parse::<usize>()
                     .ok()
-                    .and_then(|index| self.stages.get(index))
+                    .and_then(|index| earlier.get(index))
             })
     }
 }
@@ -260,6 +289,7 @@ impl Stages {
 /// problem found, in source order, not just the first.
 pub fn parse(file: &Dockerfile) -> Result<Stages, Vec<Error>> {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let mut global_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
 
@@ -270,7 +300,7 @@ pub fn parse(file: &Dockerfile) -> Result<Stages, Vec<Error>> {
                 errors.push(error);
                 // Keep the stage structure even when FROM is malformed, so later
                 // instructions are not all reported as outside a stage.
-                if node.keyword.eq_ignore_ascii_case("FROM") {
+                if node.keyword_lower() == "from" {
                     stages.push(placeholder_stage(node, stages.len()));
                 }
                 continue;
@@ -281,9 +311,11 @@ pub fn parse(file: &Dockerfile) -> Result<Stages, Vec<Error>> {
                 if let Some(name) = &from.name
                     && let Some(first) = stages.iter().find(|s| s.name.as_ref() == Some(name))
                 {
-                    errors.push(Error::DuplicateStageName {
-                        name: name.clone(),
-                        first_line: first.from.span.start.line,
+                    warnings.push(Warning {
+                        message: format!(
+                            "DuplicateStageName: stage name {name:?} is also used at line {}; references resolve to the latest stage",
+                            first.from.span.start.line
+                        ),
                         span: command.span,
                     });
                 }
@@ -316,6 +348,7 @@ pub fn parse(file: &Dockerfile) -> Result<Stages, Vec<Error>> {
         Ok(Stages {
             global_args,
             stages,
+            warnings,
         })
     } else {
         Err(errors)
@@ -332,7 +365,7 @@ fn placeholder_stage(node: &Node, index: usize) -> Stage {
         keyword: node.keyword.clone(),
         original: node.original.clone(),
         span: node.span,
-        description: None,
+        doc_comments: Vec::new(),
     };
     Stage {
         index,
@@ -344,10 +377,6 @@ fn placeholder_stage(node: &Node, index: usize) -> Stage {
     }
 }
 
-fn description(node: &Node) -> Option<String> {
-    (!node.doc_comments.is_empty()).then(|| node.doc_comments.join(" "))
-}
-
 /// Types one syntax node.
 pub fn parse_command(node: &Node) -> Result<Command, Error> {
     Ok(Command {
@@ -355,25 +384,24 @@ pub fn parse_command(node: &Node) -> Result<Command, Error> {
         keyword: node.keyword.clone(),
         original: node.original.clone(),
         span: node.span,
-        description: description(node),
+        doc_comments: node.doc_comments.clone(),
     })
 }
 
 fn parse_instruction(node: &Node) -> Result<Instruction, Error> {
-    let keyword = node.keyword.to_uppercase();
     let no_flags = || Flags::parse(&node.flags, &[]);
-    let instruction = match keyword.as_str() {
-        "FROM" => Instruction::From(parse_from(node)?),
-        "RUN" => Instruction::Run(parse_run(node)?),
-        "CMD" => {
+    let instruction = match node.keyword_lower().as_str() {
+        "from" => Instruction::From(parse_from(node)?),
+        "run" => Instruction::Run(parse_run(node)?),
+        "cmd" => {
             no_flags()?;
             Instruction::Cmd(command_line(node))
         }
-        "ENTRYPOINT" => {
+        "entrypoint" => {
             no_flags()?;
             Instruction::Entrypoint(command_line(node))
         }
-        "SHELL" => {
+        "shell" => {
             no_flags()?;
             if !node.json {
                 return Err(args_error(
@@ -386,33 +414,29 @@ fn parse_instruction(node: &Node) -> Result<Instruction, Error> {
             }
             Instruction::Shell(arg_values(node))
         }
-        "ENV" => {
+        "env" => {
             no_flags()?;
             Instruction::Env(key_values(node, "ENV")?)
         }
-        "LABEL" => {
+        "label" => {
             no_flags()?;
             Instruction::Label(key_values(node, "LABEL")?)
         }
-        "ARG" => {
+        "arg" => {
             no_flags()?;
             Instruction::Arg(parse_arg(node)?)
         }
-        "MAINTAINER" => {
+        "maintainer" => {
             no_flags()?;
             Instruction::Maintainer(exactly_one(node, "MAINTAINER")?)
         }
-        "EXPOSE" => {
+        "expose" => {
             no_flags()?;
+            // Ports are checked after expansion (quotes and variables), when planned.
             at_least_one(node, "EXPOSE")?;
-            for arg in &node.args {
-                if !arg.value.contains('$') {
-                    check_port(&arg.value).map_err(|m| Error::arguments(m, arg.span))?;
-                }
-            }
             Instruction::Expose(arg_values(node))
         }
-        "VOLUME" => {
+        "volume" => {
             no_flags()?;
             at_least_one(node, "VOLUME")?;
             if let Some(empty) = node.args.iter().find(|a| a.value.trim().is_empty()) {
@@ -423,22 +447,22 @@ fn parse_instruction(node: &Node) -> Result<Instruction, Error> {
             }
             Instruction::Volume(arg_values(node))
         }
-        "USER" => {
+        "user" => {
             no_flags()?;
             Instruction::User(exactly_one(node, "USER")?)
         }
-        "WORKDIR" => {
+        "workdir" => {
             no_flags()?;
             Instruction::Workdir(exactly_one(node, "WORKDIR")?)
         }
-        "STOPSIGNAL" => {
+        "stopsignal" => {
             no_flags()?;
             Instruction::StopSignal(exactly_one(node, "STOPSIGNAL")?)
         }
-        "HEALTHCHECK" => Instruction::Healthcheck(parse_healthcheck(node)?),
-        "COPY" => Instruction::Copy(parse_copy(node)?),
-        "ADD" => Instruction::Add(parse_add(node)?),
-        "ONBUILD" => Instruction::Onbuild(parse_onbuild(node)?),
+        "healthcheck" => Instruction::Healthcheck(parse_healthcheck(node)?),
+        "copy" => Instruction::Copy(parse_copy(node)?),
+        "add" => Instruction::Add(parse_add(node)?),
+        "onbuild" => Instruction::Onbuild(parse_onbuild(node)?),
         _ => {
             return Err(Error::UnknownInstruction {
                 keyword: node.keyword.clone(),
@@ -495,11 +519,11 @@ fn command_line(node: &Node) -> CommandLine {
 }
 
 fn parse_from(node: &Node) -> Result<From, Error> {
-    let flags = Flags::parse(&node.flags, &[("platform", Kind::String)])?;
+    let flags = Flags::parse(&node.flags, &[("platform", Kind::Value)])?;
     let (image, name) = match node.args.as_slice() {
         [image] => (image, None),
         [image, as_word, name] if as_word.value.eq_ignore_ascii_case("as") => {
-            let lower = name.value.to_lowercase();
+            let lower = go_lowercase(&name.value);
             if !values::valid_stage_name(&lower) {
                 return Err(Error::arguments(
                     format!(
@@ -510,12 +534,6 @@ fn parse_from(node: &Node) -> Result<From, Error> {
                 ));
             }
             (image, Some(lower))
-        }
-        [_, as_word, _] => {
-            return Err(Error::arguments(
-                format!("expected AS, found {:?}", as_word.value),
-                as_word.span,
-            ));
         }
         _ => {
             return Err(args_error(
@@ -536,8 +554,8 @@ fn parse_run(node: &Node) -> Result<Run, Error> {
         &node.flags,
         &[
             ("mount", Kind::List),
-            ("network", Kind::String),
-            ("security", Kind::String),
+            ("network", Kind::Value),
+            ("security", Kind::Value),
         ],
     )?;
     let mounts = flags
@@ -553,7 +571,7 @@ fn parse_run(node: &Node) -> Result<Run, Error> {
     let network = match flags.string("network") {
         None => None,
         Some(given) => Some(match given.value.as_str() {
-            "default" | "sandbox" => Network::Default,
+            "default" => Network::Default,
             "none" => Network::None,
             "host" => Network::Host,
             other => {
@@ -651,23 +669,23 @@ fn parse_healthcheck(node: &Node) -> Result<Healthcheck, Error> {
             "HEALTHCHECK requires at least one argument",
         ));
     };
-    match kind.value.to_uppercase().as_str() {
-        "NONE" => {
+    match go_lowercase(&kind.value).as_str() {
+        "none" => {
             Flags::parse(&node.flags, &[])?;
             if !rest.is_empty() {
                 return Err(args_error(node, "HEALTHCHECK NONE takes no arguments"));
             }
             Ok(Healthcheck::None)
         }
-        "CMD" => {
+        "cmd" => {
             let flags = Flags::parse(
                 &node.flags,
                 &[
-                    ("interval", Kind::String),
-                    ("timeout", Kind::String),
-                    ("start-period", Kind::String),
-                    ("start-interval", Kind::String),
-                    ("retries", Kind::String),
+                    ("interval", Kind::Value),
+                    ("timeout", Kind::Value),
+                    ("start-period", Kind::Value),
+                    ("start-interval", Kind::Value),
+                    ("retries", Kind::Value),
                 ],
             )?;
             if rest.is_empty() || rest.iter().all(|arg| arg.value.is_empty()) && !node.json {
@@ -681,7 +699,7 @@ fn parse_healthcheck(node: &Node) -> Result<Healthcheck, Error> {
                 let command: Vec<&str> = rest.iter().map(|arg| arg.value.as_str()).collect();
                 vec!["CMD-SHELL".to_string(), command.join(" ")]
             };
-            let interval = |name: &str| -> Result<Option<Duration>, Error> {
+            let duration_flag = |name: &str| -> Result<Option<Duration>, Error> {
                 let Some(given) = flags.string(name) else {
                     return Ok(None);
                 };
@@ -697,37 +715,35 @@ fn parse_healthcheck(node: &Node) -> Result<Healthcheck, Error> {
             };
             let retries = match flags.string("retries") {
                 None => None,
-                Some(given) => Some(
-                    given
-                        .value
-                        .parse::<i64>()
-                        .map_err(|_| {
-                            Error::flag_value(
-                                format!("--retries: invalid number {:?}", given.value),
-                                given.span,
-                            )
-                        })
-                        .and_then(|n| {
-                            u32::try_from(n).map_err(|_| {
-                                Error::flag_value(
-                                    format!("--retries cannot be negative ({n})"),
-                                    given.span,
-                                )
-                            })
-                        })?,
-                ),
+                Some(given) => {
+                    let retries = given.value.parse::<i32>().map_err(|_| {
+                        Error::flag_value(
+                            format!("--retries: invalid number {:?}", given.value),
+                            given.span,
+                        )
+                    })?;
+                    Some(u32::try_from(retries).map_err(|_| {
+                        Error::flag_value(
+                            format!("--retries cannot be negative ({retries})"),
+                            given.span,
+                        )
+                    })?)
+                }
             };
             Ok(Healthcheck::Check {
                 test,
-                interval: interval("interval")?,
-                timeout: interval("timeout")?,
-                start_period: interval("start-period")?,
-                start_interval: interval("start-interval")?,
+                interval: duration_flag("interval")?,
+                timeout: duration_flag("timeout")?,
+                start_period: duration_flag("start-period")?,
+                start_interval: duration_flag("start-interval")?,
                 retries,
             })
         }
-        other => Err(Error::arguments(
-            format!("unknown type {other:?} in HEALTHCHECK (try CMD or NONE)"),
+        _ => Err(Error::arguments(
+            format!(
+                "unknown type {:?} in HEALTHCHECK (try CMD or NONE)",
+                kind.value
+            ),
             kind.span,
         )),
     }
@@ -744,18 +760,17 @@ fn parse_transfer(node: &Node, keyword: &str, flags: &Flags) -> Result<Transfer,
         ));
     }
     let (dest, sources) = node.args.split_last().expect("at least two arguments");
-    let mut heredocs = node.heredocs.iter();
+    if heredoc_named(node, &dest.value).is_some() {
+        return Err(Error::arguments(
+            format!("{keyword} cannot accept a heredoc as a destination"),
+            dest.span,
+        ));
+    }
     let sources = sources
         .iter()
-        .map(|arg| {
-            if !node.json
-                && is_heredoc_word(&arg.value)
-                && let Some(heredoc) = heredocs.next()
-            {
-                Source::Heredoc(heredoc.clone())
-            } else {
-                Source::Path(arg.value.clone())
-            }
+        .map(|arg| match heredoc_named(node, &arg.value) {
+            Some(heredoc) => Source::Heredoc(heredoc.clone()),
+            None => Source::Path(arg.value.clone()),
         })
         .collect();
     let chmod = flags.string("chmod");
@@ -775,31 +790,29 @@ fn parse_transfer(node: &Node, keyword: &str, flags: &Flags) -> Result<Transfer,
 }
 
 /// `<<EOF`, `<<-EOF`, `3<<"EOF"`: a word that opens a heredoc.
-fn is_heredoc_word(word: &str) -> bool {
-    let after_fd = word.trim_start_matches(|c: char| c.is_ascii_digit());
-    after_fd.len() > 2 && after_fd.starts_with("<<")
+/// The heredoc that `word` (`<<EOF`, `<<-"EOF"`, …) opens on this instruction.
+fn heredoc_named<'a>(node: &'a Node, word: &str) -> Option<&'a Heredoc> {
+    if node.json {
+        return None;
+    }
+    let opened = parse_heredoc_word(word).ok().flatten()?;
+    node.heredocs
+        .iter()
+        .find(|heredoc| heredoc.name == opened.name)
 }
 
 fn parse_copy(node: &Node) -> Result<Copy, Error> {
     let flags = Flags::parse(
         &node.flags,
         &[
-            ("from", Kind::String),
-            ("chown", Kind::String),
-            ("chmod", Kind::String),
+            ("from", Kind::Value),
+            ("chown", Kind::Value),
+            ("chmod", Kind::Value),
             ("link", Kind::Bool),
             ("parents", Kind::Bool),
             ("exclude", Kind::List),
         ],
     )?;
-    if let Some(from) = flags.string("from")
-        && from.value.is_empty()
-    {
-        return Err(Error::flag_value(
-            "--from requires a stage, index or image",
-            from.span,
-        ));
-    }
     Ok(Copy {
         transfer: parse_transfer(node, "COPY", &flags)?,
         from: flags.string("from").map(|given| given.value),
@@ -811,12 +824,12 @@ fn parse_add(node: &Node) -> Result<Add, Error> {
     let flags = Flags::parse(
         &node.flags,
         &[
-            ("chown", Kind::String),
-            ("chmod", Kind::String),
+            ("chown", Kind::Value),
+            ("chmod", Kind::Value),
             ("link", Kind::Bool),
             ("exclude", Kind::List),
             ("keep-git-dir", Kind::Bool),
-            ("checksum", Kind::String),
+            ("checksum", Kind::Value),
             ("unpack", Kind::Bool),
         ],
     )?;
@@ -839,35 +852,31 @@ fn parse_onbuild(node: &Node) -> Result<Onbuild, Error> {
     let Some(inner) = &node.onbuild else {
         return Err(args_error(node, "ONBUILD requires at least one argument"));
     };
-    let inner_keyword = inner.keyword.to_uppercase();
-    if matches!(inner_keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-        return Err(Error::arguments(
-            format!("{inner_keyword} isn't allowed as an ONBUILD trigger"),
-            inner.keyword_span,
-        ));
+    let keyword = inner.keyword_lower().to_uppercase();
+    match keyword.as_str() {
+        "ONBUILD" => {
+            return Err(Error::arguments(
+                "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+                inner.keyword_span,
+            ));
+        }
+        "FROM" | "MAINTAINER" => {
+            return Err(Error::arguments(
+                format!("{keyword} isn't allowed as an ONBUILD trigger"),
+                inner.keyword_span,
+            ));
+        }
+        _ => {}
+    }
+    // The image records the trigger with its heredoc bodies, as BuildKit does.
+    let mut expression = inner.original.clone();
+    for heredoc in &inner.heredocs {
+        expression.push('\n');
+        expression.push_str(&heredoc.content);
+        expression.push_str(&heredoc.name);
     }
     Ok(Onbuild {
-        trigger: Box::new(parse_instruction(inner)?),
-        expression: inner.original.clone(),
+        keyword,
+        expression,
     })
-}
-
-/// `80`, `80/tcp`, `53/udp`, `8000-8010/sctp`.
-fn check_port(text: &str) -> Result<(), String> {
-    let (ports, protocol) = text.split_once('/').unwrap_or((text, "tcp"));
-    if !matches!(
-        protocol.to_ascii_lowercase().as_str(),
-        "tcp" | "udp" | "sctp"
-    ) {
-        return Err(format!("invalid proto {protocol:?} in EXPOSE {text}"));
-    }
-    let (low, high) = ports.split_once('-').unwrap_or((ports, ports));
-    let parse = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| format!("invalid port {text:?} in EXPOSE"))
-    };
-    if parse(low)? > parse(high)? {
-        return Err(format!("invalid port range {text:?} in EXPOSE"));
-    }
-    Ok(())
 }

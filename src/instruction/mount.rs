@@ -92,15 +92,10 @@ pub struct MountSpec {
 }
 
 impl MountSpec {
-    /// Checks the keys, and every value that needs no expansion.
+    /// Checks the keys, and every value that needs no expansion; values holding a
+    /// variable (and rules that depend on them) wait for [`MountSpec::resolve`].
     pub fn new(text: &str) -> Result<MountSpec, String> {
-        if text.contains('$') {
-            for field in split_csv(text)? {
-                key_of(&field)?;
-            }
-        } else {
-            parse(text, &mut |value| Ok(value.to_string()), 0)?;
-        }
+        parse(text, Values::Deferred, 0)?;
         Ok(MountSpec {
             text: text.to_string(),
         })
@@ -113,7 +108,25 @@ impl MountSpec {
         expand: &mut dyn FnMut(&str) -> Result<String, String>,
         ssh_index: usize,
     ) -> Result<Mount, String> {
-        parse(&self.text, expand, ssh_index)
+        parse(&self.text, Values::Expanded(expand), ssh_index)?
+            .ok_or_else(|| "mount options could not be resolved".to_string())
+    }
+}
+
+/// How `parse` gets values: after expansion, or as written with variables deferred.
+enum Values<'a> {
+    Deferred,
+    Expanded(&'a mut dyn FnMut(&str) -> Result<String, String>),
+}
+
+impl Values<'_> {
+    /// The value to check now, or `None` when it holds a variable not yet known.
+    fn get(&mut self, raw: &str) -> Result<Option<String>, String> {
+        match self {
+            Values::Deferred if raw.contains('$') => Ok(None),
+            Values::Deferred => Ok(Some(raw.to_string())),
+            Values::Expanded(expand) => expand(raw).map(Some),
+        }
     }
 }
 
@@ -134,150 +147,226 @@ fn key_of(field: &str) -> Result<(String, Option<&str>), String> {
     Ok((key, value))
 }
 
-fn parse(
-    text: &str,
-    expand: &mut dyn FnMut(&str) -> Result<String, String>,
-    ssh_index: usize,
-) -> Result<Mount, String> {
-    let mut kind = MountType::Bind;
-    let mut target = None;
+/// Parses a mount. With deferred values, returns `Ok(None)` once every check that
+/// does not depend on a variable has passed.
+fn parse(text: &str, mut values: Values, ssh_index: usize) -> Result<Option<Mount>, String> {
+    // `None` inside: given, but holding a variable not known yet.
+    let mut kind: Option<Option<MountType>> = None;
+    let mut target: Option<Option<String>> = None;
     let mut from = None;
-    let mut source = None;
+    let mut source: Option<Option<String>> = None;
     let mut read_only = None;
-    let mut id = None;
+    let mut id: Option<Option<String>> = None;
     let mut sharing = None;
     let mut size = None;
     let mut mode = None;
     let mut uid = None;
     let mut gid = None;
-    let mut required = false;
-    let mut env = None;
+    let mut required = None;
+    let mut env: Option<Option<String>> = None;
+    let mut deferred = false;
 
     for field in split_csv(text)? {
         let (key, raw) = key_of(&field)?;
-        let value = match (key.as_str(), raw) {
-            // `from` names a stage or image: never expanded, as BuildKit does.
-            ("from", Some(raw)) => raw.to_string(),
-            (_, Some(raw)) => expand(raw)?,
-            (_, None) => "true".to_string(),
+        if key == "from" {
+            let raw = raw.unwrap_or_default();
+            // A stage or image name: never expanded, as in BuildKit.
+            if raw.find('$').is_some_and(|at| at + 1 < raw.len()) {
+                return Err(
+                    "'from' doesn't support variable expansion, define alias stage instead"
+                        .to_string(),
+                );
+            }
+            from = Some(raw.to_string());
+            continue;
+        }
+        let value = match raw {
+            Some(raw) => values.get(raw)?,
+            None => Some("true".to_string()),
         };
+        deferred |= value.is_none();
         match key.as_str() {
             "type" => {
-                kind = match value.to_ascii_lowercase().as_str() {
-                    "bind" => MountType::Bind,
-                    "cache" => MountType::Cache,
-                    "tmpfs" => MountType::Tmpfs,
-                    "secret" => MountType::Secret,
-                    "ssh" => MountType::Ssh,
-                    other => return Err(format!("unsupported mount type {other:?}")),
-                }
-            }
-            "from" => from = Some(value),
-            "source" | "src" => source = Some(value),
-            "target" | "dst" | "destination" => target = Some(value),
-            "readonly" | "ro" => read_only = Some(parse_bool(&key, &value)?),
-            "readwrite" | "rw" => read_only = Some(!parse_bool(&key, &value)?),
-            "required" => required = parse_bool(&key, &value)?,
-            "sharing" => {
-                sharing = Some(match value.to_ascii_lowercase().as_str() {
-                    "shared" => Sharing::Shared,
-                    "private" => Sharing::Private,
-                    "locked" => Sharing::Locked,
-                    other => return Err(format!("unsupported sharing value {other:?}")),
+                kind = Some(match value {
+                    None => None,
+                    Some(value) => Some(match value.to_ascii_lowercase().as_str() {
+                        "bind" => MountType::Bind,
+                        "cache" => MountType::Cache,
+                        "tmpfs" => MountType::Tmpfs,
+                        "secret" => MountType::Secret,
+                        "ssh" => MountType::Ssh,
+                        other => return Err(format!("unsupported mount type {other:?}")),
+                    }),
                 })
             }
-            "id" => id = Some(value),
-            "size" => size = Some(parse_size(&value)?),
-            "mode" => {
-                mode = Some(
-                    u32::from_str_radix(&value, 8)
-                        .map_err(|_| format!("invalid mode {value:?}: expected an octal number"))?,
+            "source" | "src" => source = Some(value),
+            "target" | "dst" | "destination" => target = Some(value),
+            "readonly" | "ro" => read_only = value.map(|v| parse_bool(&key, &v)).transpose()?,
+            "readwrite" | "rw" => {
+                read_only = value
+                    .map(|v| parse_bool(&key, &v).map(|rw| !rw))
+                    .transpose()?
+            }
+            "required" => required = Some(value.map(|v| parse_bool(&key, &v)).transpose()?),
+            "sharing" => {
+                sharing = Some(
+                    value
+                        .map(|value| match value.to_ascii_lowercase().as_str() {
+                            "shared" => Ok(Sharing::Shared),
+                            "private" => Ok(Sharing::Private),
+                            "locked" => Ok(Sharing::Locked),
+                            other => Err(format!("unsupported sharing value {other:?}")),
+                        })
+                        .transpose()?,
                 )
             }
-            "uid" => uid = Some(parse_id("uid", &value)?),
-            "gid" => gid = Some(parse_id("gid", &value)?),
+            "id" => id = Some(value),
+            "size" => size = Some(value.map(|v| parse_size(&v)).transpose()?),
+            "mode" => {
+                mode = Some(
+                    value
+                        .map(|value| {
+                            parse_unsigned(&value, 8).ok_or_else(|| {
+                                format!("invalid mode {value:?}: expected an octal number")
+                            })
+                        })
+                        .transpose()?,
+                )
+            }
+            "uid" => uid = Some(value.map(|v| parse_id("uid", &v)).transpose()?),
+            "gid" => gid = Some(value.map(|v| parse_id("gid", &v)).transpose()?),
             "env" => env = Some(value),
             _ => unreachable!("key_of accepts only known keys"),
         }
     }
 
+    // Without the type, no rule that depends on it can be checked yet.
+    let kind = match kind {
+        None => MountType::Bind,
+        Some(Some(kind)) => kind,
+        Some(None) => return Ok(None),
+    };
     let name = kind.as_str();
     let reject = |present: bool, key: &str| {
         if present {
-            Err(format!("{key} is not supported for {name} mounts"))
+            Err(format!("unexpected key '{key}' for mount type '{name}'"))
         } else {
             Ok(())
         }
     };
     reject(sharing.is_some() && kind != MountType::Cache, "sharing")?;
     reject(size.is_some() && kind != MountType::Tmpfs, "size")?;
-    reject(env.is_some() && kind != MountType::Secret, "env")?;
     reject(
-        from.is_some() && matches!(kind, MountType::Secret | MountType::Ssh | MountType::Tmpfs),
-        "from",
+        required.is_some() && !matches!(kind, MountType::Secret | MountType::Ssh),
+        "required",
     )?;
-    let owner_keys = mode.is_some() || uid.is_some() || gid.is_some();
-    reject(
-        owner_keys && matches!(kind, MountType::Bind | MountType::Tmpfs),
-        "mode/uid/gid",
-    )?;
+    reject(from.is_some() && kind == MountType::Secret, "from")?;
+    for (present, key) in [
+        (mode.is_some(), "mode"),
+        (uid.is_some(), "uid"),
+        (gid.is_some(), "gid"),
+    ] {
+        reject(
+            present && matches!(kind, MountType::Bind | MountType::Tmpfs),
+            key,
+        )?;
+    }
 
-    let target = match kind {
+    let (target, id) = match kind {
         MountType::Secret => {
-            if id.is_none() {
-                let base = target
-                    .as_deref()
-                    .or(source.as_deref())
-                    .map(|path| path.rsplit('/').next().unwrap_or(path).to_string())
-                    .filter(|base| !base.is_empty());
-                match base {
-                    Some(base) => id = Some(base),
-                    None if env.is_some() => {}
-                    None => return Err("secret mount requires an id or a target".to_string()),
-                }
+            // BuildKit: the id is `id`, else the whole `source`, else the target's
+            // base name; the default target is /run/secrets/<base name of the id>.
+            if matches!(source, Some(Some(_))) && matches!(id, Some(Some(_))) {
+                return Err("both source and id can't be set".to_string());
             }
-            match (target, env.is_some()) {
+            if deferred {
+                return Ok(None);
+            }
+            let target = target.flatten();
+            let id = id
+                .flatten()
+                .or(source.clone().flatten())
+                .or_else(|| target.as_deref().map(|t| base_name(t).to_string()))
+                .filter(|id| !id.is_empty())
+                .ok_or("one of source, target required")?;
+            let target = match (target, env.is_some()) {
                 (Some(target), _) => target,
                 // With only env=, the secret is not written to a file.
                 (None, true) => String::new(),
-                (None, false) => format!("/run/secrets/{}", id.as_deref().unwrap_or_default()),
-            }
+                (None, false) => format!("/run/secrets/{}", base_name(&id)),
+            };
+            (target, Some(id))
         }
         MountType::Ssh => {
-            id.get_or_insert_with(|| "default".to_string());
-            target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_index}"))
+            if deferred {
+                return Ok(None);
+            }
+            let target = target
+                .flatten()
+                .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_index}"));
+            (
+                target,
+                Some(id.flatten().unwrap_or_else(|| "default".to_string())),
+            )
         }
-        _ => match target {
-            Some(target) if !target.is_empty() => target,
-            _ => return Err(format!("mount target is required for {name} mounts")),
-        },
+        _ => {
+            let target = match target {
+                Some(Some(target)) if !target.is_empty() => target,
+                Some(None) => return Ok(None),
+                _ => return Err(format!("mount target is required for {name} mounts")),
+            };
+            if deferred {
+                return Ok(None);
+            }
+            // A cache mount without an id is identified by its target.
+            let id = id
+                .flatten()
+                .or_else(|| (kind == MountType::Cache).then(|| target.clone()));
+            (target, id)
+        }
     };
-    if kind == MountType::Cache && id.is_none() {
-        id = Some(target.clone());
-    }
-    let read_only = read_only.unwrap_or(kind == MountType::Bind);
 
-    Ok(Mount {
+    Ok(Some(Mount {
         kind,
         target,
         from,
-        source,
-        read_only,
+        source: source.flatten(),
+        // Bind, secret and ssh mounts are read-only unless asked otherwise.
+        read_only: read_only.unwrap_or(matches!(
+            kind,
+            MountType::Bind | MountType::Secret | MountType::Ssh
+        )),
         id,
-        sharing: sharing.unwrap_or_default(),
-        size,
-        mode,
-        uid,
-        gid,
-        required,
-        env,
-    })
+        sharing: sharing.flatten().unwrap_or_default(),
+        size: size.flatten(),
+        mode: mode.flatten(),
+        uid: uid.flatten(),
+        gid: gid.flatten(),
+        required: required.flatten().unwrap_or(false),
+        env: env.flatten().filter(|_| kind == MountType::Secret),
+    }))
 }
 
+fn base_name(path: &str) -> &str {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path)
+}
+
+/// Go's `strconv.ParseUint`: digits only, no sign.
+fn parse_unsigned(value: &str, radix: u32) -> Option<u32> {
+    if value.is_empty() || value.starts_with('+') {
+        return None;
+    }
+    u32::from_str_radix(value, radix).ok()
+}
+
+/// Go's `strconv.ParseBool`.
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" | "t" => Ok(true),
-        "false" | "0" | "f" => Ok(false),
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
         _ => Err(format!(
             "invalid value for {key}: {value:?} is not a boolean"
         )),
@@ -285,9 +374,7 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
 }
 
 fn parse_id(key: &str, value: &str) -> Result<u32, String> {
-    value
-        .parse()
-        .map_err(|_| format!("invalid {key} {value:?}: expected a number"))
+    parse_unsigned(value, 10).ok_or_else(|| format!("invalid {key} {value:?}: expected a number"))
 }
 
 /// Sizes as Docker writes them: `1024`, `64k`, `128m`, `1.5g`, `2GiB` (powers of 1024).
@@ -396,6 +483,16 @@ mod tests {
         assert_eq!(secret.target, "/run/secrets/token");
         let by_target = literal("type=secret,target=/etc/creds").unwrap();
         assert_eq!(by_target.id.as_deref(), Some("creds"));
+        assert!(by_target.read_only);
+        let by_source = literal("type=secret,source=npmrc,target=/root/.npmrc").unwrap();
+        assert_eq!(by_source.id.as_deref(), Some("npmrc"));
+        let nested_id = literal("type=secret,id=a/b").unwrap();
+        assert_eq!(nested_id.target, "/run/secrets/b");
+        assert!(by_target.read_only);
+        let by_source = literal("type=secret,source=npmrc,target=/root/.npmrc").unwrap();
+        assert_eq!(by_source.id.as_deref(), Some("npmrc"));
+        let nested_id = literal("type=secret,id=a/b").unwrap();
+        assert_eq!(nested_id.target, "/run/secrets/b");
         let env = literal("type=secret,id=tok,env=TOKEN").unwrap();
         assert_eq!(env.env.as_deref(), Some("TOKEN"));
         let ssh = MountSpec::new("type=ssh").unwrap();
@@ -421,15 +518,31 @@ mod tests {
             ("type=volume,target=/x", "unsupported mount type"),
             ("target=/x,tagret=/y", "did you mean target?"),
             ("type=cache", "mount target is required"),
-            ("type=secret,id=a,from=b", "from is not supported"),
+            (
+                "type=secret,id=a,from=b",
+                "unexpected key 'from' for mount type 'secret'",
+            ),
             (
                 "type=secret,id=a,sharing=locked",
-                "sharing is not supported",
+                "unexpected key 'sharing'",
             ),
             (
                 "type=bind,target=/x,mode=0644",
-                "mode/uid/gid is not supported",
+                "unexpected key 'mode' for mount type 'bind'",
             ),
+            ("type=cache,target=/x,required", "unexpected key 'required'"),
+            (
+                "type=secret,source=a,id=b",
+                "both source and id can't be set",
+            ),
+            ("type=secret,env=TOKEN", "one of source, target required"),
+            (
+                "from=$STAGE,target=/x",
+                "doesn't support variable expansion",
+            ),
+            ("type=cahce,target=$DIR", "unsupported mount type"),
+            ("type=cache,target=/x,uid=+1", "invalid uid"),
+            ("type=cache,target=/x,ro=tRuE", "not a boolean"),
             (
                 "type=cache,target=/x,sharing=sometimes",
                 "unsupported sharing",

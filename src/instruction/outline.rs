@@ -28,10 +28,8 @@ impl Stages {
     /// The stage that `--target` names, or the last stage.
     pub fn target(&self, target: Option<&str>) -> Option<&Stage> {
         match target {
-            Some(name) => self
-                .stages
-                .iter()
-                .find(|stage| stage.name.as_deref() == Some(name.to_lowercase().as_str())),
+            // Targets are named; an index is not a target.
+            Some(name) => self.find(name).filter(|stage| stage.name.is_some()),
             None => self.stages.last(),
         }
     }
@@ -52,9 +50,7 @@ impl Stages {
                 .chain(stage.commands.iter().flat_map(stage_references));
             for reference in references {
                 // Only earlier stages can be referenced, which also rules out cycles.
-                if let Some(found) = self.find(&reference)
-                    && found.index < index
-                {
+                if let Some(found) = self.find_before(&reference, index) {
                     pending.push(found.index);
                 }
             }
@@ -147,7 +143,7 @@ fn declared(command: &Command, global: bool) -> Vec<UsedArg> {
             .map(|decl| UsedArg {
                 name: decl.name.clone(),
                 default: decl.default.clone(),
-                description: command.description.clone(),
+                description: command.description_of(&decl.name),
                 global,
             })
             .collect(),

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-/// Parses a Go duration string (`30s`, `1m30s`, `1.5h`, `250ms`, `0`).
+/// Parses a Go duration string (`30s`, `1m30s`, `1.5h`, `250ms`, `0`) exactly as
+/// Go's `time.ParseDuration` does, rounding included, so image configs match
+/// BuildKit's byte for byte.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {text:?}");
     if text == "0" {
@@ -16,34 +18,64 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if body.is_empty() {
         return Err(bad());
     }
-    let mut total = 0f64;
+    let mut total: u64 = 0;
     let mut rest = body;
     while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let (number, tail) = rest.split_at(number_end);
-        let value: f64 = number.parse().map_err(|_| bad())?;
+        let integer_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (integer, tail) = rest.split_at(integer_end);
+        let (fraction, tail) = match tail.strip_prefix('.') {
+            Some(after_dot) => {
+                let end = after_dot
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(after_dot.len());
+                after_dot.split_at(end)
+            }
+            None => ("", tail),
+        };
+        if integer.is_empty() && fraction.is_empty() {
+            return Err(bad());
+        }
         let unit_end = tail
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_end);
-        let nanos_per_unit = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
+        let nanos_per_unit: u64 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             _ => return Err(bad()),
         };
-        total += value * nanos_per_unit;
+        let whole: u64 = if integer.is_empty() {
+            0
+        } else {
+            integer.parse().map_err(|_| bad())?
+        };
+        let mut nanos = whole.checked_mul(nanos_per_unit).ok_or_else(bad)?;
+        // Go keeps at most the fraction digits that fit, then scales in floating
+        // point: the same arithmetic gives the same rounding.
+        let (mut digits, mut scale) = (0u64, 1f64);
+        for digit in fraction.bytes() {
+            if digits > (i64::MAX as u64) / 10 {
+                break;
+            }
+            digits = digits * 10 + u64::from(digit - b'0');
+            scale *= 10.0;
+        }
+        nanos = nanos
+            .checked_add((digits as f64 * (nanos_per_unit as f64 / scale)) as u64)
+            .ok_or_else(bad)?;
+        total = total.checked_add(nanos).ok_or_else(bad)?;
+        if total > i64::MAX as u64 {
+            return Err(bad());
+        }
         rest = tail;
     }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(Duration::from_nanos(total as u64))
+    Ok(Duration::from_nanos(total))
 }
 
 /// A `--chmod` value.
@@ -103,7 +135,7 @@ fn apply_clause(mode: u32, clause: &str, is_dir: bool) -> u32 {
         who_mask |= match class {
             'u' => 0o4700,
             'g' => 0o2070,
-            'o' => 0o1007,
+            'o' => 0o0007,
             _ => 0o7777,
         };
     }
@@ -135,37 +167,40 @@ fn apply_clause(mode: u32, clause: &str, is_dir: bool) -> u32 {
         mode = match op {
             '+' => mode | bits,
             '-' => mode & !bits,
-            _ => (mode & !(who_mask & 0o7777 & !special_kept(who_mask))) | bits,
+            _ => (mode & !who_mask) | bits,
         };
     }
     mode
-}
-
-/// `=` clears the permission bits of the named classes but keeps setuid/setgid of
-/// directories alone in chmod(1); for files it clears them. Keep it simple and
-/// symmetric: clear rwx of the classes, and the special bits only when named.
-fn special_kept(who_mask: u32) -> u32 {
-    who_mask & 0o7000
 }
 
 fn copy_class(bits: u32) -> u32 {
     bits * 0o111
 }
 
-/// A `--checksum` value: `sha256:<64 hex>` (also sha384/sha512 by length).
+/// A `--checksum` value: `sha256:<64 lower-case hex>` (sha384/sha512 by length) for
+/// HTTP sources, or a commit SHA (prefix) of lower-case hex for git sources.
 pub fn parse_checksum(text: &str) -> Result<(), String> {
-    let (algorithm, hex) = text
-        .split_once(':')
-        .ok_or_else(|| format!("invalid checksum {text:?}: expected algorithm:hex"))?;
+    let lower_hex = |hex: &str| {
+        hex.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let Some((algorithm, hex)) = text.split_once(':') else {
+        if !text.is_empty() && text.len() <= 64 && lower_hex(text) {
+            return Ok(());
+        }
+        return Err(format!(
+            "invalid checksum {text:?}: expected sha256:<hex> or a git commit SHA"
+        ));
+    };
     let expected_len = match algorithm {
         "sha256" => 64,
         "sha384" => 96,
         "sha512" => 128,
         _ => return Err(format!("unsupported checksum algorithm {algorithm:?}")),
     };
-    if hex.len() != expected_len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hex.len() != expected_len || !lower_hex(hex) {
         return Err(format!(
-            "invalid checksum {text:?}: expected {expected_len} hex digits"
+            "invalid checksum {text:?}: expected {expected_len} lower-case hex digits"
         ));
     }
     Ok(())
@@ -190,7 +225,16 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
-        for bad in ["", "5", "s", "5x", "-1s", "1..2s"] {
+        assert_eq!(
+            parse_duration("1.001s").unwrap(),
+            Duration::from_nanos(1_001_000_000)
+        );
+        assert_eq!(parse_duration(".5s").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("2562047h").unwrap(),
+            Duration::from_secs(2562047 * 3600)
+        );
+        for bad in ["", "5", "s", "5x", "-1s", "1..2s", ".s", "9999999999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -208,12 +252,17 @@ mod tests {
         assert_eq!(spec.apply(0o600, false), 0o644);
         assert_eq!(spec.apply(0o700, true), 0o755);
         assert_eq!(Chmod::parse("go-w").unwrap().apply(0o777, false), 0o755);
+        assert_eq!(Chmod::parse("u=rw").unwrap().apply(0o4755, false), 0o655);
+        assert_eq!(Chmod::parse("+t").unwrap().apply(0o755, true), 0o1755);
     }
 
     #[test]
     fn checksums_and_names() {
         assert!(parse_checksum(&format!("sha256:{}", "a".repeat(64))).is_ok());
         assert!(parse_checksum("sha256:abc").is_err());
+        assert!(parse_checksum(&format!("sha256:{}", "A".repeat(64))).is_err());
+        assert!(parse_checksum("8f1c2d").is_ok());
+        assert!(parse_checksum("main").is_err());
         assert!(parse_checksum("md5:abc").is_err());
         assert!(valid_stage_name("build-2.x_y"));
         assert!(!valid_stage_name("2build"));

@@ -127,18 +127,20 @@ pub struct Flag {
 }
 
 impl Flag {
-    /// The name without the leading dashes (`mount` for `--mount=…`).
+    /// The name without the two leading dashes (`mount` for `--mount=…`; a third
+    /// dash stays, so `---link` is the unknown flag `-link`, as in BuildKit).
     pub fn name(&self) -> &str {
-        let body = self.text.trim_start_matches('-');
+        let body = self.body();
         body.split_once('=').map_or(body, |(name, _)| name)
     }
 
     /// The value after the first `=`, if any.
     pub fn value(&self) -> Option<&str> {
-        self.text
-            .trim_start_matches('-')
-            .split_once('=')
-            .map(|(_, value)| value)
+        self.body().split_once('=').map(|(_, value)| value)
+    }
+
+    fn body(&self) -> &str {
+        self.text.strip_prefix("--").unwrap_or(&self.text)
     }
 }
 

@@ -37,7 +37,7 @@ pub fn dump_node(node: &Node) -> String {
 
 /// Go's `strings.ToLower`: per character, without Rust's context rules (final sigma)
 /// and with Go's single-character result for U+0130.
-pub(crate) fn go_lowercase(text: &str) -> String {
+pub fn go_lowercase(text: &str) -> String {
     text.chars()
         .map(|ch| match ch {
             '\u{130}' => 'i',
