@@ -6,5 +6,6 @@
 
 pub mod cli;
 pub mod instruction;
+pub mod plan;
 pub mod shell;
 pub mod syntax;
