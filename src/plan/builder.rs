@@ -220,6 +220,12 @@ impl<'a> Planner<'a> {
     }
 
     pub(crate) fn plan(mut self) -> Result<Plan, Error> {
+        // Plan the stages the target names literally first, in source order, so
+        // ops are numbered (and images resolved) the way the file reads. Others
+        // (through variables or ONBUILD) are planned when first referenced.
+        for index in self.stages.dependencies(self.target) {
+            self.stage(index)?;
+        }
         let state = self.stage(self.target)?;
         let mut config = state.config.clone();
         config.labels.extend(
@@ -261,7 +267,8 @@ impl<'a> Planner<'a> {
                 history: state.history,
                 base: state.base,
                 layers: state.layers,
-                platform: state.platform,
+                // The result is for the target platform, whatever FROM --platform said.
+                platform: self.options.target_platform.clone(),
             },
             stages,
             unused_build_args,
@@ -957,6 +964,7 @@ impl<'a> Planner<'a> {
             user: state.user.clone(),
             workdir: state.workdir.clone(),
             hostname,
+            platform: state.platform.to_string(),
             network: network.to_string(),
             security: security.to_string(),
             mounts,

@@ -97,6 +97,9 @@ pub struct Exec {
     /// Absolute working directory; the solver creates it if missing.
     pub workdir: String,
     pub hostname: String,
+    /// The stage's platform (`FROM --platform`, else the target platform): what
+    /// the binaries run as (emulated when it is not the host's).
+    pub platform: String,
     /// `default`, `none` or `host`.
     pub network: String,
     /// `sandbox` or `insecure`.
