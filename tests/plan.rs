@@ -363,3 +363,37 @@ fn inputs_are_ordered() {
     assert_eq!(plan.op(inputs[1]).definition.kind(), "exec");
     assert_eq!(plan.op(inputs[2]).definition.kind(), "context");
 }
+
+/// `plan` is layer L3: it may use `syntax`, `shell` and `instruction` only.
+#[test]
+fn plan_uses_only_lower_layers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/plan");
+    let allowed = ["syntax", "shell", "instruction", "plan"];
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = fs::read_to_string(&path).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            for (start, _) in line.match_indices("crate::") {
+                let rest = &line[start + "crate::".len()..];
+                let module: String = rest
+                    .trim_start_matches('{')
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    allowed.contains(&module.as_str()),
+                    "{}:{}: plan uses {module}",
+                    path.display(),
+                    number + 1
+                );
+            }
+        }
+        for forbidden in ["std::fs", "std::net", "tokio", "std::process"] {
+            assert!(
+                !text.contains(forbidden),
+                "{}: uses {forbidden}",
+                path.display()
+            );
+        }
+    }
+}
