@@ -1174,6 +1174,9 @@ impl<'a> Planner<'a> {
 
         let mut sources = Vec::new();
         for path in &paths {
+            if add.is_none() && is_git_source(path) {
+                return Err(Error::invalid("source can't be a git ref for COPY", span));
+            }
             if let Some(add) = add.filter(|_| is_git_source(path)) {
                 let metadata = state.metadata(name.clone(), span, onbuild);
                 let node = self.add_op(

@@ -6,7 +6,38 @@
 //! `RUN --mount from=`), ONBUILD triggers of base images, pruning to the
 //! target, and the image config and history the build writes.
 //!
-//! What the solver does with each op is documented on the op types in [`op`].
+//! # What the solver does with each op
+//!
+//! Inputs are incoming edges numbered by weight ([`Plan::inputs`]); a cache key
+//! is `sha256(kind, Definition::cache_definition(), input keys…)`, except that
+//! a `Context` source is keyed by the content digest of the files it selects.
+//!
+//! - `Source::Image`: pull/unpack `reference@manifest_digest` for `platform`.
+//!   `Source::Scratch`: the empty filesystem. `Source::Context`: the local
+//!   context filtered by `include` (all when empty), `exclude` and
+//!   `.dockerignore`. `Source::Url`: download to `/<filename>`, verifying
+//!   `checksum` when given. `Source::Git`: clone `url` (`#ref:subdir`).
+//! - `Exec`: run `argv` on a snapshot of input 0 with exactly `env` (plus each
+//!   `proxy_env` entry whose name `env` lacks), `user` (empty = root; names
+//!   via the rootfs `/etc/passwd`), `workdir` (created if missing), `hostname`,
+//!   `network`, `security`, the `mounts` (bind/cache read `source` in their
+//!   `input`; cache ids persist across builds; secret/ssh come from the
+//!   session), and `files` written read-only at their `path` (`/dev/pipes/…`)
+//!   outside the layer. The layer is the diff of the upper dir.
+//! - `FileOp::Copy`: onto a snapshot of input 0, copy each source in order to
+//!   `dest` (a trailing `/` or several sources mean "into the directory";
+//!   `create_dest_path` makes parents): `Path` sources by wildcard in their
+//!   input, `Inline` sources as files named `name` with `mode`. Apply `chown`
+//!   (names resolved against the destination's `/etc/passwd` and
+//!   `/etc/group`; default 0:0), `chmod` (octal or symbolic, see
+//!   [`crate::instruction::Chmod`]), `exclude`, `unpack` (local tar archives
+//!   are extracted). With `link`, the layer is the copy onto an empty
+//!   filesystem, so it does not depend on input 0.
+//! - `FileOp::Mkdir` (WORKDIR): create `path` with parents, mode `mode`,
+//!   owned by `owner` (resolved like chown); when nothing changed, drop the
+//!   layer ([`Layer::skip_if_empty`]) and mark its history entry `empty_layer`.
+//!
+//! Op types and fields are documented in [`op`].
 
 mod builder;
 mod dump;
