@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod instruction;
 pub mod oci;
+pub mod plan;
 pub mod registry;
 pub mod shell;
 pub mod snapshot;
