@@ -7,4 +7,5 @@
 pub mod cli;
 pub mod instruction;
 pub mod shell;
+pub mod source;
 pub mod syntax;
