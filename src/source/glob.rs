@@ -79,11 +79,8 @@ fn scan_chunk(pattern: &str) -> (bool, &str, &str) {
     let mut i = start;
     while i < bytes.len() {
         match bytes[i] {
-            b'\\' => {
-                if i + 1 < bytes.len() {
-                    i += 1;
-                }
-            }
+            // A trailing `\` is left for match_chunk to reject.
+            b'\\' if i + 1 < bytes.len() => i += 1,
             b'[' => in_range = true,
             b']' => in_range = false,
             b'*' if !in_range => break,
@@ -161,7 +158,7 @@ fn match_chunk<'a>(chunk: &str, s: &'a str) -> Result<Option<&'a str>, BadPatter
                 // Go compares bytes; on valid UTF-8 comparing whole characters is the same.
                 let literal = chunk.chars().next().unwrap_or('\u{fffd}');
                 if !failed {
-                    if s.chars().next() != Some(literal) {
+                    if !s.starts_with(literal) {
                         failed = true;
                     }
                     s = skip_char(s);
