@@ -374,3 +374,32 @@ fn special_files_and_big_files() {
     assert_eq!(digest.files["empty"], format!("sha256:{}", sha256_hex(b"")));
     assert_eq!(digest.stats.bytes_hashed, big.len() as u64);
 }
+
+#[test]
+fn stat_cache_many_files_and_two_roots() {
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    for i in 0..600 {
+        write(first.path(), &format!("d{}/f{i}", i % 7), &format!("{i}"));
+        write(
+            second.path(),
+            &format!("d{}/f{i}", i % 7),
+            &format!("other {i}"),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let state = tempfile::tempdir().unwrap();
+    let cache = StatCache::open(&state.path().join("stat.redb"));
+    for root in [first.path(), second.path()] {
+        let ctx = open(root, &[]);
+        let selection = ctx.select(&["."], &[]).unwrap();
+        let cold = ctx.digest(&selection, Some(&cache)).unwrap();
+        assert_eq!(cold.stats.files_hashed, 600);
+        let warm = ctx.digest(&selection, Some(&cache)).unwrap();
+        assert_eq!(
+            (warm.stats.files_hashed, warm.stats.files_from_cache),
+            (0, 600)
+        );
+        assert_eq!(warm.digest, ctx.digest(&selection, None).unwrap().digest);
+    }
+}

@@ -210,3 +210,11 @@ fn no_panic_on_odd_patterns() {
     assert!(m.matches("~").unwrap());
     assert!(!m.matches("x").unwrap());
 }
+
+#[test]
+fn posix_classes_and_unicode_in_classes() {
+    let m = PatternMatcher::new(["é[[:digit:]]x", "[[:alpha:]ü]z"]).unwrap();
+    assert!(m.matches("é7x").unwrap());
+    assert!(!m.matches("éax").unwrap());
+    assert!(m.matches("üz").unwrap());
+}

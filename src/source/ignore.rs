@@ -368,9 +368,12 @@ fn translate(pattern: &str) -> (MatchType, String) {
                 // Go's regex takes `[` in a class literally (except `[:name:]`); Rust's
                 // would open a nested class.
                 let rest: String = chars.clone().collect();
-                if let Some(end) = rest.strip_prefix(':').and_then(|r| r.find(":]")) {
+                let posix = rest
+                    .strip_prefix(':')
+                    .and_then(|r| r.find(":]").map(|end| r[..end].chars().count() + 3));
+                if let Some(class_chars) = posix {
                     regex.push('[');
-                    for _ in 0..end + 3 {
+                    for _ in 0..class_chars {
                         if let Some(n) = chars.next() {
                             regex.push(n);
                         }

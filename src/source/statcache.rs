@@ -3,6 +3,7 @@
 //! The cache is an optimisation only: any problem with it (corrupt, locked by another
 //! process, unwritable) disables it and hashing goes on without it.
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -11,6 +12,8 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("context-stat-v1");
 const VALUE_VERSION: u8 = 1;
 const VALUE_LEN: usize = 1 + 8 * 5 + 4 + 32;
+/// From this many files on, scan the root's records instead of looking each one up.
+const SCAN_THRESHOLD: usize = 512;
 
 /// What identifies one version of a file without reading it. Never part of any digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,6 +92,24 @@ impl StatCache {
                 Err(err) => return Err(err.into()),
             };
             let mut found = Vec::with_capacity(files.len());
+            if files.len() >= SCAN_THRESHOLD {
+                // One ordered scan of this root's records beats many point lookups.
+                let mut start = root.to_vec();
+                start.push(0);
+                let mut end = root.to_vec();
+                end.push(1);
+                let mut records: HashMap<Vec<u8>, [u8; VALUE_LEN]> = HashMap::new();
+                for row in table.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+                    let (key, value) = row?;
+                    if let Ok(value) = <[u8; VALUE_LEN]>::try_from(value.value()) {
+                        records.insert(key.value()[start.len()..].to_vec(), value);
+                    }
+                }
+                for (rel, stat) in files {
+                    found.push(records.get(*rel).and_then(|v| decode(v, stat)));
+                }
+                return Ok(found);
+            }
             let mut key = Vec::new();
             for (rel, stat) in files {
                 make_key(&mut key, root, rel);
