@@ -403,3 +403,17 @@ fn stat_cache_many_files_and_two_roots() {
         assert_eq!(warm.digest, ctx.digest(&selection, None).unwrap().digest);
     }
 }
+
+#[test]
+fn many_symlinks_under_a_wildcard_are_not_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "target/file", "t");
+    for i in 0..60 {
+        symlink("target", root.join(format!("l{i:02}"))).unwrap();
+    }
+    let ctx = open(root, &[]);
+    let selection = ctx.select(&["l*/file"], &[]).unwrap();
+    assert_eq!(paths(&selection), ["target/file"]);
+    assert_eq!(selection.sources[0].roots.len(), 1);
+}

@@ -293,14 +293,23 @@ impl Context {
                         let mut branch = current.clone();
                         branch.push(name);
                         let mut branch_rest = rest.clone();
+                        // Each branch counts only the links on its own path.
+                        let mut branch_hops = *hops;
                         if self.follow_symlink(
                             &mut branch,
                             &mut branch_rest,
                             follow_last,
-                            hops,
+                            &mut branch_hops,
                             source,
                         )? {
-                            self.expand(branch, branch_rest, follow_last, hops, source, found)?;
+                            self.expand(
+                                branch,
+                                branch_rest,
+                                follow_last,
+                                &mut branch_hops,
+                                source,
+                                found,
+                            )?;
                         }
                     }
                     return Ok(());
