@@ -11,6 +11,7 @@ pub mod plan;
 pub mod registry;
 pub mod shell;
 pub mod snapshot;
+pub mod source;
 pub mod store;
 pub mod syntax;
 pub mod sys;

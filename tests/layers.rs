@@ -11,7 +11,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("syntax", &[]),
     ("shell", &[]),
     ("instruction", &["syntax", "shell"]),
+    ("plan", &["syntax", "shell", "instruction"]),
     ("registry", &["oci"]),
+    ("source", &[]),
     ("store", &["oci", "sys"]),
     ("snapshot", &["oci", "sys", "store"]),
     (
