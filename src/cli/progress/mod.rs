@@ -75,7 +75,11 @@ impl FromStr for ProgressMode {
 impl ProgressMode {
     /// The concrete mode (never `Auto`): the flag wins, then `BUILDKIT_PROGRESS` (an invalid
     /// value is ignored, so a stale environment cannot break builds), then auto-detection.
-    pub fn resolve(flag: Option<ProgressMode>, env: Option<&str>, stderr_tty: bool) -> ProgressMode {
+    pub fn resolve(
+        flag: Option<ProgressMode>,
+        env: Option<&str>,
+        stderr_tty: bool,
+    ) -> ProgressMode {
         let chosen = flag
             .or_else(|| env.and_then(|v| v.trim().parse().ok()))
             .unwrap_or(ProgressMode::Auto);
@@ -96,9 +100,7 @@ pub fn stderr_renderer(mode: ProgressMode, clock: Clock) -> Box<dyn Renderer> {
     match mode {
         ProgressMode::Tty => Box::new(TtyRenderer::stderr(clock)),
         ProgressMode::Auto if stderr_is_terminal() => Box::new(TtyRenderer::stderr(clock)),
-        ProgressMode::Auto | ProgressMode::Plain => {
-            Box::new(PlainRenderer::new(std::io::stderr()))
-        }
+        ProgressMode::Auto | ProgressMode::Plain => Box::new(PlainRenderer::new(std::io::stderr())),
         ProgressMode::Rawjson => Box::new(JsonRenderer::new(std::io::stderr())),
         ProgressMode::Quiet => Box::new(QuietRenderer),
     }
@@ -207,7 +209,10 @@ mod tests {
     fn lines() {
         let mut partial = String::new();
         assert!(complete_lines(&mut partial, "ab").is_empty());
-        assert_eq!(complete_lines(&mut partial, "c\r\nd\n\ne"), ["abc", "d", ""]);
+        assert_eq!(
+            complete_lines(&mut partial, "c\r\nd\n\ne"),
+            ["abc", "d", ""]
+        );
         assert_eq!(partial, "e");
     }
 
@@ -218,7 +223,10 @@ mod tests {
         assert_eq!(ProgressMode::resolve(None, None, false), Plain);
         assert_eq!(ProgressMode::resolve(None, Some("rawjson"), true), Rawjson);
         assert_eq!(ProgressMode::resolve(None, Some("bogus"), false), Plain);
-        assert_eq!(ProgressMode::resolve(Some(Quiet), Some("plain"), true), Quiet);
+        assert_eq!(
+            ProgressMode::resolve(Some(Quiet), Some("plain"), true),
+            Quiet
+        );
         assert_eq!(ProgressMode::resolve(Some(Auto), Some("plain"), true), Tty);
     }
 }

@@ -66,7 +66,11 @@ impl<W: Write + Send> PlainRenderer<W> {
         if self.printed_any {
             self.line("");
         }
-        let name = self.steps.get(&id).map(|s| s.name.clone()).unwrap_or_default();
+        let name = self
+            .steps
+            .get(&id)
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
         self.line(&header(id, &name));
         self.current = Some(id);
     }
