@@ -29,10 +29,11 @@ struct Step {
     name: String,
     started: bool,
     started_at: f64,
-    /// Bytes after the last newline, printed when the line ends or the step does.
-    partial: String,
-    /// When the buffered partial line began: its timestamp is that of its first chunk.
-    partial_at: f64,
+    /// Per stream (stdout, stderr): text after the last newline, printed when the line ends
+    /// or the step does.
+    partial: [String; 2],
+    /// When each buffered partial line began: a line's timestamp is that of its first chunk.
+    partial_at: [f64; 2],
     /// A miss explained before the start event arrived, printed right after the header.
     early_miss: Option<String>,
     progress_done: bool,
@@ -82,18 +83,20 @@ impl<W: Write + Send> PlainRenderer<W> {
         self.line(&format!("#{id} {t:.3} {text}"));
     }
 
-    /// Prints a step's unfinished last line (its output ended without a newline).
+    /// Prints a step's unfinished last lines (its output ended without a newline).
     fn flush_partial(&mut self, id: u64) {
-        let Some(step) = self.steps.get_mut(&id) else {
-            return;
-        };
-        if step.partial.is_empty() {
-            return;
+        for stream in 0..2 {
+            let Some(step) = self.steps.get_mut(&id) else {
+                return;
+            };
+            if step.partial[stream].is_empty() {
+                continue;
+            }
+            let text = std::mem::take(&mut step.partial[stream]);
+            let at = step.partial_at[stream];
+            let text = text.strip_suffix('\r').unwrap_or(&text).to_string();
+            self.log_line(id, at, &text);
         }
-        let text = std::mem::take(&mut step.partial);
-        let at = step.partial_at;
-        let text = text.strip_suffix('\r').unwrap_or(&text).to_string();
-        self.log_line(id, at, &text);
     }
 
     fn status(&mut self, id: u64, text: &str) {
@@ -141,20 +144,24 @@ impl<W: Write + Send> Renderer for PlainRenderer<W> {
                     step.early_miss = Some(reason.clone());
                 }
             }
-            Event::VertexLog { id, data, at, .. } => {
+            Event::VertexLog {
+                id,
+                stream,
+                data,
+                at,
+            } => {
                 let step = self.steps.entry(*id).or_default();
-                if step.partial.is_empty() {
-                    step.partial_at = *at;
+                let s = *stream as usize;
+                if step.partial[s].is_empty() {
+                    step.partial_at[s] = *at;
                 }
-                let lines = complete_lines(&mut step.partial, data);
+                let lines = complete_lines(&mut step.partial[s], data);
                 if lines.is_empty() {
                     return;
                 }
                 // The first completed line began at the buffered time; later ones in this chunk.
-                let first_at = step.partial_at;
-                if !step.partial.is_empty() {
-                    step.partial_at = *at;
-                }
+                let first_at = step.partial_at[s];
+                step.partial_at[s] = *at;
                 for (i, text) in lines.iter().enumerate() {
                     self.log_line(*id, if i == 0 { first_at } else { *at }, text);
                 }
@@ -189,7 +196,7 @@ impl<W: Write + Send> Renderer for PlainRenderer<W> {
         let mut open: Vec<u64> = self
             .steps
             .iter()
-            .filter(|(_, s)| !s.partial.is_empty())
+            .filter(|(_, s)| s.partial.iter().any(|p| !p.is_empty()))
             .map(|(id, _)| *id)
             .collect();
         open.sort_unstable();
