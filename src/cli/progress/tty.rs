@@ -46,7 +46,7 @@ enum LineKind {
 /// One line of the view: text on the left, a timer on the right.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewLine {
-    pub kind_log: bool,
+    pub is_log: bool,
     pub text: String,
     pub time: String,
 }
@@ -58,8 +58,8 @@ struct Step {
     seen_at: f64,
     state: State,
     tail: VecDeque<String>,
-    /// All complete lines, kept for the error report only.
-    lines: Vec<String>,
+    /// The last lines for the error report (the full log is in the `LogStore`).
+    error_tail: VecDeque<String>,
     partial: String,
     miss: Option<String>,
     progress: Option<(u64, Option<u64>)>,
@@ -116,7 +116,7 @@ impl TtyRenderer {
             header.push_str(" FINISHED");
         }
         let mut lines = vec![ViewLine {
-            kind_log: false,
+            is_log: false,
             text: header,
             time: String::new(),
         }];
@@ -137,7 +137,7 @@ impl TtyRenderer {
                 }
             };
             lines.push(ViewLine {
-                kind_log: false,
+                is_log: false,
                 text,
                 time: format!("{:.1}s", secs.max(0.0)),
             });
@@ -169,8 +169,7 @@ impl TtyRenderer {
             };
             report.push_str("------\n");
             report.push_str(&format!(" > {}:\n", step.name));
-            let from = step.lines.len().saturating_sub(ERROR_TAIL_LINES);
-            for l in &step.lines[from..] {
+            for l in &step.error_tail {
                 report.push_str(l);
                 report.push('\n');
             }
@@ -194,7 +193,7 @@ impl TtyRenderer {
             }
         }
         for (i, line) in view.iter().enumerate() {
-            let kind = match (i, line.kind_log) {
+            let kind = match (i, line.is_log) {
                 (0, _) => LineKind::Header,
                 (_, true) => LineKind::Log,
                 _ => LineKind::Step,
@@ -216,7 +215,7 @@ impl TtyRenderer {
 
 fn log_line(text: String) -> ViewLine {
     ViewLine {
-        kind_log: true,
+        is_log: true,
         text,
         time: String::new(),
     }
@@ -252,7 +251,10 @@ impl Renderer for TtyRenderer {
                     if step.tail.len() > TAIL_LINES {
                         step.tail.pop_front();
                     }
-                    step.lines.push(line);
+                    step.error_tail.push_back(line);
+                    if step.error_tail.len() > ERROR_TAIL_LINES {
+                        step.error_tail.pop_front();
+                    }
                 }
             }
             Event::VertexCached { id } => self.steps.entry(*id).or_default().state = State::Cached,
@@ -268,11 +270,15 @@ impl Renderer for TtyRenderer {
             }
             Event::BuildWarning { message } => self.warnings.push(message.clone()),
         }
-        self.sync();
+        // The bars are redrawn on the next tick, not per event: a chatty step sends
+        // thousands of chunks.
     }
 
     fn tick(&mut self) {
-        self.sync();
+        // Timers move even without events, so a tick always redraws while the build runs.
+        if !self.finished {
+            self.sync();
+        }
     }
 
     fn finish(&mut self) {
