@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use kiln::cache::{BlobRef, CacheIndex, Explain, Record, ResultRef, StepIdentity, explain};
+use kiln::cache::{BlobRef, CacheIndex, Explain, Record, ResultRef, StepIdentity, explain, key};
 
 fn index_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("cache-v1").join("index.redb")
@@ -354,8 +354,8 @@ fn write_many(path: &Path, prefix: &str, count: u64) {
     }
 }
 
-const PER_WRITER: u64 = 60;
-/// 60 keys plus a second key for every tenth.
+const PER_WRITER: u64 = 30;
+/// 30 keys plus a second key for every tenth.
 const KEYS_PER_WRITER: u64 = PER_WRITER + PER_WRITER / 10;
 
 #[test]
@@ -426,4 +426,18 @@ fn processes_share_the_index() {
     }
     assert_eq!(seen.get("p1"), Some(&KEYS_PER_WRITER));
     assert_eq!(seen.get("p2"), Some(&KEYS_PER_WRITER));
+}
+
+#[test]
+fn keys_are_unambiguous_hex() {
+    let k = key(b"{\"op\":\"exec\"}", &["a", "b"]);
+    assert_eq!(k.len(), 64);
+    assert!(
+        k.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+    assert_eq!(k, key(b"{\"op\":\"exec\"}", &["a", "b"]));
+    assert_ne!(k, key(b"{\"op\":\"exec\"}", &["b", "a"]));
+    assert_ne!(k, key(b"{\"op\":\"exec\"}", &["ab"]));
+    assert_ne!(key(b"x", &[]), key(b"", &["x"]));
 }

@@ -117,6 +117,22 @@ impl Batch<'_> {
     }
 }
 
+/// The cache key of an op: sha256 hex of its canonical definition bytes
+/// (`plan::Definition::cache_definition`) and the keys of its inputs, in input order.
+/// Every part is length-prefixed, so no two different lists encode alike.
+pub fn key(definition: &[u8], input_keys: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"kiln-cache-key-v1\0");
+    hasher.update((definition.len() as u64).to_le_bytes());
+    hasher.update(definition);
+    hasher.update((input_keys.len() as u64).to_le_bytes());
+    for input in input_keys {
+        hasher.update((input.len() as u64).to_le_bytes());
+        hasher.update(input.as_bytes());
+    }
+    hex(&hasher.finalize())
+}
+
 /// Unix seconds now.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
