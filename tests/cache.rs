@@ -281,8 +281,11 @@ fn truncated_database_is_recovered() {
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(len / 3).unwrap();
     drop(file);
-    // Either redb repairs it or the index starts over; it must open and work.
+    // redb refuses a file shorter than its recorded layout: the index starts over.
     let index = CacheIndex::open(&path).unwrap();
+    let recovery = index.recovered().expect("moved aside");
+    assert!(recovery.reason.contains("truncated"), "{}", recovery.reason);
+    assert_eq!(index.usage().unwrap(), (0, 0));
     index
         .put("after", record(1, 1, Explain::new()), None)
         .unwrap();
@@ -440,4 +443,42 @@ fn keys_are_unambiguous_hex() {
     assert_ne!(k, key(b"{\"op\":\"exec\"}", &["b", "a"]));
     assert_ne!(k, key(b"{\"op\":\"exec\"}", &["ab"]));
     assert_ne!(key(b"x", &[]), key(b"", &["x"]));
+}
+
+#[test]
+fn undecodable_records_are_misses_and_pruned_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = index_path(&dir);
+    {
+        let index = CacheIndex::open(&path).unwrap();
+        index
+            .put("good", record(5, 50, Explain::new()), None)
+            .unwrap();
+    }
+    {
+        let db = redb::Database::builder()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("records-v1");
+            txn.open_table(def)
+                .unwrap()
+                .insert("bad", b"{not json".as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let index = CacheIndex::open(&path).unwrap();
+    assert!(index.recovered().is_none());
+    assert!(index.get("bad").unwrap().is_none());
+    let order: Vec<String> = index
+        .iter_by_last_used()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(order, ["bad", "good"]);
+    assert_eq!(index.remove(&["bad".into()]).unwrap(), 1);
 }

@@ -276,8 +276,8 @@ impl CacheIndex {
         self.recovered.as_ref()
     }
 
-    /// The record for `key` (its `inputs.files` not loaded). Notes the use; the new
-    /// last-use time is written with the next commit.
+    /// The record for `key` (its `inputs.files` not loaded), `None` when absent or
+    /// undecodable. Notes the use; the new last-use time is written with the next commit.
     pub fn get(&self, key: &str) -> Result<Option<Record>, CacheError> {
         let found = self.read(|txn| {
             let Some(table) = open_read(txn, RECORDS)? else {
@@ -289,7 +289,11 @@ impl CacheIndex {
         let Some(bytes) = found else {
             return Ok(None);
         };
-        let (mut record, _) = self.decode(key, &bytes)?;
+        // An undecodable record (written by a newer kiln, or damaged) is a miss; the
+        // rebuilt step's put replaces it.
+        let Ok((mut record, _)) = self.decode(key, &bytes) else {
+            return Ok(None);
+        };
         let now = unix_now();
         record.last_used_at = record.last_used_at.max(now);
         self.touched
@@ -341,7 +345,9 @@ impl CacheIndex {
         let Some((key, bytes)) = found else {
             return Ok(None);
         };
-        let (mut record, files_ref) = self.decode(&key, &bytes)?;
+        let Ok((mut record, files_ref)) = self.decode(&key, &bytes) else {
+            return Ok(None);
+        };
         if let Some(files_ref) = files_ref {
             let files = self.read(|txn| {
                 let Some(table) = open_read(txn, FILES)? else {
@@ -396,7 +402,8 @@ impl CacheIndex {
         Ok(removed)
     }
 
-    /// Every record (without file maps), least recently used first, for pruning.
+    /// Every record (without file maps), least recently used first, for pruning. A record
+    /// that cannot be decoded comes first, with zero times and size.
     pub fn iter_by_last_used(&self) -> Result<Vec<(String, Record)>, CacheError> {
         self.flush()?;
         let rows = self.read(|txn| {
@@ -412,7 +419,17 @@ impl CacheIndex {
         })?;
         let mut records = Vec::with_capacity(rows.len());
         for (key, bytes) in rows {
-            let (record, _) = self.decode(&key, &bytes)?;
+            // An undecodable record sorts first (never used), so pruning removes it.
+            let record = match self.decode(&key, &bytes) {
+                Ok((record, _)) => record,
+                Err(_) => Record {
+                    result: ResultRef::default(),
+                    created_at: 0,
+                    last_used_at: 0,
+                    size_bytes: 0,
+                    inputs: Explain::default(),
+                },
+            };
             records.push((key, record));
         }
         records.sort_by(|a, b| {
