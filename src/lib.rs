@@ -4,10 +4,12 @@
 //! → `instruction` (typed instructions split into stages) → later stages. See
 //! `docs/architecture.md` for the whole picture and the layering rules.
 
+pub mod cache;
 pub mod cli;
 pub mod instruction;
 pub mod oci;
 pub mod plan;
+pub mod progress;
 pub mod registry;
 pub mod shell;
 pub mod snapshot;

@@ -3,6 +3,7 @@
 
 mod build;
 mod diagnostic;
+pub mod progress;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,232 @@
+//! Progress renderers: turn the solver's [`Event`] stream into what people (or tools) see on
+//! stderr. `plain` is BuildKit's `--progress=plain`, `tty` an indicatif live view, `rawjson`
+//! one event per line, `quiet` nothing.
+//!
+//! The CLI wires one up like this:
+//!
+//! ```no_run
+//! # async fn build() {
+//! use kiln::cli::progress::{self, ProgressMode};
+//! use kiln::progress::{Clock, LogStore, Sink};
+//! let mode = ProgressMode::resolve(None, std::env::var("BUILDKIT_PROGRESS").ok().as_deref(),
+//!     progress::stderr_is_terminal());
+//! let (sink, rx) = Sink::channel();
+//! let logs = LogStore::new();
+//! let renderer = progress::stderr_renderer(mode, Clock::start());
+//! let task = tokio::spawn(progress::drive(rx, renderer, logs.clone()));
+//! // … the solver sends into `sink` (and its clones) …
+//! drop(sink);
+//! task.await.unwrap();
+//! // `logs.all()` goes into the build record; `logs.tail(id, 10)` into an error message.
+//! # }
+//! ```
+
+mod plain;
+mod tty;
+
+use std::io::{IsTerminal, Write};
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::progress::{Clock, Event, LogStore};
+
+pub use plain::PlainRenderer;
+pub use tty::TtyRenderer;
+
+/// Something that shows progress events.
+pub trait Renderer: Send {
+    fn event(&mut self, event: &Event);
+    /// Called about ten times a second while the build runs (timers of live views).
+    fn tick(&mut self) {}
+    /// The stream ended: flush, settle the view, report errors.
+    fn finish(&mut self);
+}
+
+/// `--progress` values, as in `docker buildx build`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// tty when stderr is a terminal, else plain.
+    Auto,
+    Tty,
+    Plain,
+    Rawjson,
+    Quiet,
+}
+
+impl FromStr for ProgressMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ProgressMode, String> {
+        match s {
+            "auto" => Ok(ProgressMode::Auto),
+            "tty" => Ok(ProgressMode::Tty),
+            "plain" => Ok(ProgressMode::Plain),
+            "rawjson" => Ok(ProgressMode::Rawjson),
+            "quiet" => Ok(ProgressMode::Quiet),
+            other => Err(format!(
+                "invalid progress mode {other:?}: expected auto, tty, plain, rawjson or quiet"
+            )),
+        }
+    }
+}
+
+impl ProgressMode {
+    /// The concrete mode (never `Auto`): the flag wins, then `BUILDKIT_PROGRESS` (an invalid
+    /// value is ignored, so a stale environment cannot break builds), then auto-detection.
+    pub fn resolve(
+        flag: Option<ProgressMode>,
+        env: Option<&str>,
+        stderr_tty: bool,
+    ) -> ProgressMode {
+        let chosen = flag
+            .or_else(|| env.and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(ProgressMode::Auto);
+        match chosen {
+            ProgressMode::Auto if stderr_tty => ProgressMode::Tty,
+            ProgressMode::Auto => ProgressMode::Plain,
+            other => other,
+        }
+    }
+}
+
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// A renderer for `mode` writing to stderr. `clock` times the live view's timers.
+pub fn stderr_renderer(mode: ProgressMode, clock: Clock) -> Box<dyn Renderer> {
+    match mode {
+        ProgressMode::Tty => Box::new(TtyRenderer::stderr(clock)),
+        ProgressMode::Auto if stderr_is_terminal() => Box::new(TtyRenderer::stderr(clock)),
+        ProgressMode::Auto | ProgressMode::Plain => Box::new(PlainRenderer::new(std::io::stderr())),
+        ProgressMode::Rawjson => Box::new(JsonRenderer::new(std::io::stderr())),
+        ProgressMode::Quiet => Box::new(QuietRenderer),
+    }
+}
+
+/// Feeds every event to `logs` and `renderer` until all senders are dropped, ticking the
+/// renderer meanwhile, then finishes it.
+pub async fn drive(
+    mut rx: UnboundedReceiver<Event>,
+    mut renderer: Box<dyn Renderer>,
+    logs: LogStore,
+) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            event = rx.recv() => match event {
+                Some(event) => {
+                    logs.record(&event);
+                    renderer.event(&event);
+                }
+                None => break,
+            },
+            _ = ticks.tick() => renderer.tick(),
+        }
+    }
+    renderer.finish();
+}
+
+/// `--progress rawjson`: one JSON object per line.
+pub struct JsonRenderer<W: Write + Send> {
+    out: W,
+}
+
+impl<W: Write + Send> JsonRenderer<W> {
+    pub fn new(out: W) -> Self {
+        JsonRenderer { out }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl<W: Write + Send> Renderer for JsonRenderer<W> {
+    fn event(&mut self, event: &Event) {
+        // A closed stderr must not fail the build.
+        let _ = writeln!(self.out, "{}", event.to_json_line());
+    }
+
+    fn finish(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+/// `--progress quiet`: nothing; errors reach the user through the CLI's error path.
+pub struct QuietRenderer;
+
+impl Renderer for QuietRenderer {
+    fn event(&mut self, _: &Event) {}
+    fn finish(&mut self) {}
+}
+
+/// Byte counts as BuildKit prints them (decimal units): `512B`, `3.40MB`.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
+}
+
+/// Splits `data` onto `partial` and returns the lines it completed (without `\n` or `\r\n`).
+pub(crate) fn complete_lines(partial: &mut String, data: &str) -> Vec<String> {
+    partial.push_str(data);
+    let Some(last) = partial.rfind('\n') else {
+        return Vec::new();
+    };
+    let rest = partial.split_off(last + 1);
+    let done = std::mem::replace(partial, rest);
+    done[..done.len() - 1]
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(3_400_000), "3.40MB");
+        assert_eq!(human_size(1_500), "1.50kB");
+    }
+
+    #[test]
+    fn lines() {
+        let mut partial = String::new();
+        assert!(complete_lines(&mut partial, "ab").is_empty());
+        assert_eq!(
+            complete_lines(&mut partial, "c\r\nd\n\ne"),
+            ["abc", "d", ""]
+        );
+        assert_eq!(partial, "e");
+    }
+
+    #[test]
+    fn modes() {
+        use ProgressMode::*;
+        assert_eq!(ProgressMode::resolve(None, None, true), Tty);
+        assert_eq!(ProgressMode::resolve(None, None, false), Plain);
+        assert_eq!(ProgressMode::resolve(None, Some("rawjson"), true), Rawjson);
+        assert_eq!(ProgressMode::resolve(None, Some("bogus"), false), Plain);
+        assert_eq!(
+            ProgressMode::resolve(Some(Quiet), Some("plain"), true),
+            Quiet
+        );
+        assert_eq!(ProgressMode::resolve(Some(Auto), Some("plain"), true), Tty);
+    }
+}
