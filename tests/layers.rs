@@ -7,6 +7,7 @@ use std::path::Path;
 /// Each module with the kiln modules it may use.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("oci", &[]),
+    ("progress", &[]),
     ("sys", &[]),
     ("syntax", &[]),
     ("shell", &[]),
@@ -14,17 +15,23 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("plan", &["syntax", "shell", "instruction"]),
     ("registry", &["oci"]),
     ("source", &[]),
+    ("cache", &["oci", "store"]),
     ("store", &["oci", "sys"]),
     ("snapshot", &["oci", "sys", "store"]),
+    // The command line may use everything.
     (
         "cli",
         &[
             "oci",
             "sys",
+            "progress",
             "syntax",
             "shell",
             "instruction",
+            "plan",
             "registry",
+            "source",
+            "cache",
             "store",
             "snapshot",
         ],
