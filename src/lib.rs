@@ -6,5 +6,8 @@
 
 pub mod cli;
 pub mod instruction;
+pub mod sandbox;
 pub mod shell;
+pub mod snapshot;
 pub mod syntax;
+pub mod sys;

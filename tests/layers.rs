@@ -9,7 +9,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("syntax", &[]),
     ("shell", &[]),
     ("instruction", &["syntax", "shell"]),
-    ("cli", &["syntax", "shell", "instruction"]),
+    ("sys", &[]),
+    ("snapshot", &["sys"]),
+    ("sandbox", &["sys"]),
+    ("cli", &["syntax", "shell", "instruction", "sandbox"]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

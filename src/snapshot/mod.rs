@@ -1,0 +1,3 @@
+//! Snapshots.
+pub mod diff;
+pub mod overlay;
