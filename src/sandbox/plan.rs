@@ -158,7 +158,11 @@ pub fn build(spec: &Spec, state_dir: &std::path::Path) -> Plan {
             source: Source::Host("/dev/null".into()),
             target: path.into(),
             recursive: false,
-            attrs: READONLY,
+            // Not nodev: reading the masked file must reach /dev/null.
+            attrs: MountAttrs {
+                nodev: false,
+                ..READONLY
+            },
             create: None,
         });
     }
