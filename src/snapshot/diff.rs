@@ -231,6 +231,7 @@ impl<W: Write> LayerWriter<W> {
         } else {
             None
         };
+        let is_link = first_link.is_some();
         if let Some(first) = first_link {
             header.set_entry_type(tar::EntryType::Link);
             set_link(&mut header, &first, &mut pax);
@@ -269,7 +270,13 @@ impl<W: Write> LayerWriter<W> {
             }
         }
         set_name(&mut header, name, &mut pax);
-        for (key, value) in sys::inspect::list_xattrs(path)? {
+        // A hard link shares its inode's xattrs, which the first entry carries.
+        let xattrs = if is_link {
+            Vec::new()
+        } else {
+            sys::inspect::list_xattrs(path)?
+        };
+        for (key, value) in xattrs {
             if key.starts_with(OVERLAY_XATTR_PREFIX) {
                 continue;
             }
@@ -432,11 +439,19 @@ pub fn list_tar(tar_bytes: &[u8]) -> io::Result<Vec<TarEntry>> {
             .link_name_bytes()
             .map(|l| OsString::from_vec(l.into_owned()).into());
         let mut xattrs = Vec::new();
+        let mut uid = header.uid()?;
+        let mut gid = header.gid()?;
+        let number = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|v| v.parse().ok());
         if let Some(extensions) = entry.pax_extensions()? {
             for ext in extensions {
                 let ext = ext?;
                 if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
                     xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+                }
+                match ext.key_bytes() {
+                    b"uid" => uid = number(ext.value_bytes()).unwrap_or(uid),
+                    b"gid" => gid = number(ext.value_bytes()).unwrap_or(gid),
+                    _ => {}
                 }
             }
         }
@@ -446,8 +461,8 @@ pub fn list_tar(tar_bytes: &[u8]) -> io::Result<Vec<TarEntry>> {
             path: OsString::from_vec(entry.path_bytes().into_owned()).into(),
             kind: header.entry_type().as_byte(),
             mode: header.mode()?,
-            uid: entry.header().uid()?,
-            gid: entry.header().gid()?,
+            uid,
+            gid,
             mtime: header.mtime()?,
             link,
             body,

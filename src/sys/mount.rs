@@ -108,7 +108,7 @@ pub fn mount_overlay(
     match overlay_new_api(lowers, upper) {
         Ok(mount) => attach(mount.as_fd(), Target::Path(target)),
         // ENOSYS: no fsopen; EINVAL from `lowerdir+`: a kernel older than 6.8.
-        Err(Fallback::Classic) => overlay_classic(lowers, upper, target),
+        Err(Fallback::Classic) => mount_overlay_classic(lowers, upper, target),
         Err(Fallback::Fail(error)) => Err(error),
     }
 }
@@ -169,9 +169,15 @@ fn set_string(fs: &OwnedFd, key: &'static str, value: &OsStr) -> Result<()> {
     })
 }
 
-/// Classic `mount(2)`: the whole option string must fit one page, so long
-/// chains are expressed relative to their common directory (via `chdir`).
-fn overlay_classic(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, target: &Path) -> Result<()> {
+/// Classic `mount(2)` (the fallback of [`mount_overlay`], public for tests):
+/// the whole option string must fit one page, so long chains are expressed
+/// relative to their common directory (via `chdir`, which is process-wide:
+/// call it single-threaded or with absolute paths everywhere else).
+pub fn mount_overlay_classic(
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<()> {
     let mut all: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
     if let Some((u, w)) = upper {
         all.push(u);
