@@ -101,15 +101,10 @@ pub fn resolve(user: &str, passwd: &str, group: &str) -> Result<ResolvedUser, Us
         None => entry.as_ref().map_or(0, |p| p.gid),
     };
     let mut supplementary_gids = Vec::new();
-    if group_part.is_none() {
-        if let Some(p) = &entry {
-            for g in group_entries(group) {
-                if g.members.contains(&p.name)
-                    && g.gid != gid
-                    && !supplementary_gids.contains(&g.gid)
-                {
-                    supplementary_gids.push(g.gid);
-                }
+    if let (None, Some(p)) = (group_part, &entry) {
+        for g in group_entries(group) {
+            if g.members.contains(&p.name) && g.gid != gid && !supplementary_gids.contains(&g.gid) {
+                supplementary_gids.push(g.gid);
             }
         }
     }
