@@ -77,6 +77,8 @@ const TESTS: &[(&str, TestFn)] = tests![
     volumes_are_bound_with_their_mode,
     init_reaps_orphans_and_forwards_signals,
     killing_the_sandbox_process_leaves_nothing_behind,
+    kill_stops_the_whole_sandbox,
+    inherited_stdio_runs_without_output_events,
     cgroup_limits_apply_and_groups_are_removed,
     pids_limit_stops_fork_bombs,
 ];
@@ -652,6 +654,45 @@ async fn killing_the_sandbox_process_leaves_nothing_behind() {
         states.iter().all(|n| n != "kiln-sandbox"),
         "state dir removed? {states:?}"
     );
+}
+
+async fn kill_stops_the_whole_sandbox() {
+    let Some(env) = Env::new() else { return };
+    let spec = env.spec("(sleep 1000 &); echo ready; exec sleep 1000");
+    let mut running = Sandbox::spawn(&spec, &common::options(env.dir.path())).unwrap();
+    wait_for(&mut running, "ready").await;
+    let outer = running.pid().unwrap();
+    let init = children(outer)[0];
+    running.kill().unwrap();
+    let status = running.wait().await.unwrap();
+    assert_eq!(status.code, 137);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gone(init) {
+        assert!(Instant::now() < deadline, "init {init} survived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sleepers = std::process::Command::new("pgrep")
+        .args(["-x", "sleep"])
+        .output();
+    if let Ok(out) = sleepers {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap_or_default();
+            assert!(
+                !root.starts_with(env.dir.path()),
+                "sleep {pid} of the sandbox survived"
+            );
+        }
+    }
+    assert_no_mounts_of(env.dir.path());
+}
+
+async fn inherited_stdio_runs_without_output_events() {
+    let Some(env) = Env::new() else { return };
+    let mut options = common::options(env.dir.path());
+    options.stdio = kiln::sandbox::StdioMode::Inherit;
+    let mut running = Sandbox::spawn(&env.spec("exit 5"), &options).unwrap();
+    assert_eq!(running.wait().await.unwrap().code, 5);
+    assert!(running.events.try_recv().is_err());
 }
 
 async fn cgroup_limits_apply_and_groups_are_removed() {

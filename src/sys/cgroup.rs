@@ -144,3 +144,61 @@ pub fn join(procs_files: &[PathBuf]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: CgroupLimits = CgroupLimits {
+        memory_bytes: Some(1 << 30),
+        pids: Some(64),
+    };
+
+    #[test]
+    fn v2_writes_unified_limits_and_delegates_controllers() {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("cgroup.controllers"), "memory pids").unwrap();
+        let group = Cgroup::create(root.path(), "abc", LIMITS).unwrap();
+        let dir = root.path().join("kiln/abc");
+        assert_eq!(group.dirs, vec![dir.clone()]);
+        assert_eq!(
+            fs::read_to_string(dir.join("memory.max")).unwrap(),
+            "1073741824"
+        );
+        assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap(), "64");
+        let delegated =
+            fs::read_to_string(root.path().join("kiln/cgroup.subtree_control")).unwrap();
+        assert_eq!(delegated, "+memory +pids");
+        assert_eq!(group.procs_files(), vec![dir.join("cgroup.procs")]);
+    }
+
+    #[test]
+    fn v1_uses_one_hierarchy_per_controller() {
+        let root = tempfile::tempdir().unwrap();
+        for controller in ["memory", "pids"] {
+            fs::create_dir(root.path().join(controller)).unwrap();
+            fs::write(root.path().join(controller).join("cgroup.procs"), "").unwrap();
+        }
+        let group = Cgroup::create(root.path(), "abc", LIMITS).unwrap();
+        let memory = root.path().join("memory/kiln/abc");
+        let pids = root.path().join("pids/kiln/abc");
+        assert_eq!(group.dirs, vec![memory.clone(), pids.clone()]);
+        assert_eq!(
+            fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap(),
+            "1073741824"
+        );
+        assert_eq!(fs::read_to_string(pids.join("pids.max")).unwrap(), "64");
+    }
+
+    #[test]
+    fn missing_hierarchies_and_bad_ids_are_errors_that_say_why() {
+        let root = tempfile::tempdir().unwrap();
+        let error = Cgroup::create(root.path(), "abc", LIMITS).unwrap_err();
+        assert!(
+            error.to_string().contains("no cgroup v1 memory hierarchy"),
+            "{error}"
+        );
+        assert!(Cgroup::create(root.path(), "../x", LIMITS).is_err());
+        assert!(Cgroup::create(root.path(), "", LIMITS).is_err());
+    }
+}
