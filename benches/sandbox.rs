@@ -53,10 +53,16 @@ fn main() {
         String::from_utf8_lossy(&made.stderr)
     );
     let lower = image.join("rootfs");
+    // Upper/work dirs go to $KILN_BENCH_DIR when set (e.g. /dev/shm, to take the
+    // ext4 journal and discards of a busy disk out of the number), else $TMPDIR.
+    let scratch_root = std::env::var_os("KILN_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let scratch = tempfile::Builder::new()
         .prefix("kiln-bench-")
-        .tempdir()
+        .tempdir_in(&scratch_root)
         .unwrap();
+    println!("upper/work dirs under {}", scratch_root.display());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -72,7 +78,6 @@ fn main() {
 async fn measure(lower: &Path, scratch: &Path, network: NetworkMode) -> Vec<Duration> {
     let options = SpawnOptions {
         exe: Some(std::env::current_exe().unwrap()),
-        state_root: Some(scratch.join("state")),
         ..SpawnOptions::default()
     };
     let runs = runs();

@@ -42,7 +42,8 @@ pub enum StdioMode {
 pub struct SpawnOptions {
     /// The kiln binary; default: `$KILN_SANDBOX_EXE`, else the current executable.
     pub exe: Option<PathBuf>,
-    /// Where state directories go; default: `$TMPDIR/kiln-sandbox`.
+    /// Where state directories go; default: `/run/kiln/sandbox` (tmpfs), else
+    /// `$TMPDIR/kiln-sandbox`.
     pub state_root: Option<PathBuf>,
     pub stdio: StdioMode,
     /// Where cgroups are mounted; default `/sys/fs/cgroup`.
@@ -93,6 +94,16 @@ pub struct Running {
     finished: bool,
 }
 
+/// `/run/kiln/sandbox` when it can be made (a tmpfs: the state files cost no
+/// disk writes or discards), else `$TMPDIR/kiln-sandbox`.
+fn default_state_root() -> PathBuf {
+    let run = PathBuf::from("/run/kiln/sandbox");
+    if std::fs::create_dir_all(&run).is_ok() {
+        return run;
+    }
+    std::env::temp_dir().join("kiln-sandbox")
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn unique_id() -> String {
@@ -114,10 +125,10 @@ impl Sandbox {
             (None, Some(exe)) => PathBuf::from(exe),
             (None, None) => std::env::current_exe().map_err(SandboxError::NoExecutable)?,
         };
-        let state_root = options
-            .state_root
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("kiln-sandbox"));
+        let state_root = match &options.state_root {
+            Some(root) => root.clone(),
+            None => default_state_root(),
+        };
         std::fs::create_dir_all(&state_root).map_err(io_err("mkdir", &state_root))?;
         let id = unique_id();
         let state_dir = state_root.join(&id);
