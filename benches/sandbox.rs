@@ -67,17 +67,32 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    for network in [NetworkMode::Host, NetworkMode::None] {
+    for (network, shared) in [
+        (NetworkMode::Host, false),
+        (NetworkMode::None, false),
+        (NetworkMode::None, true),
+    ] {
         let cpu_before = cpu_ticks();
-        let times = runtime.block_on(measure(&lower, scratch.path(), network));
+        let times = runtime.block_on(measure(&lower, scratch.path(), network, shared));
         let cpu = (cpu_ticks() - cpu_before) as f64 * 10.0 / (times.len() + 10) as f64;
-        report(network, times, cpu);
+        let label = match (network, shared) {
+            (NetworkMode::Host, _) => "host",
+            (NetworkMode::None, false) => "none (new netns per step)",
+            (NetworkMode::None, true) => "none (shared empty netns)",
+        };
+        report(label, times, cpu);
     }
 }
 
-async fn measure(lower: &Path, scratch: &Path, network: NetworkMode) -> Vec<Duration> {
+async fn measure(
+    lower: &Path,
+    scratch: &Path,
+    network: NetworkMode,
+    shared: bool,
+) -> Vec<Duration> {
     let options = SpawnOptions {
         exe: Some(std::env::current_exe().unwrap()),
+        share_empty_net_ns: shared,
         ..SpawnOptions::default()
     };
     let runs = runs();
@@ -121,11 +136,11 @@ fn cpu_ticks() -> u64 {
         .sum()
 }
 
-fn report(network: NetworkMode, mut times: Vec<Duration>, cpu_ms: f64) {
+fn report(network: &str, mut times: Vec<Duration>, cpu_ms: f64) {
     times.sort();
     let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
     println!(
-        "sandboxed /bin/true, network {network:?}: median {:.2} ms, p90 {:.2} ms, min {:.2} ms, \
+        "sandboxed /bin/true, network {network}: median {:.2} ms, p90 {:.2} ms, min {:.2} ms, \
          CPU {cpu_ms:.2} ms/step ({} runs)",
         at(0.5).as_secs_f64() * 1e3,
         at(0.9).as_secs_f64() * 1e3,

@@ -64,6 +64,7 @@ const TESTS: &[(&str, TestFn)] = tests![
     hostname_is_the_containers_and_the_hosts_stays,
     host_files_are_not_reachable,
     network_none_has_only_loopback_and_it_is_up,
+    network_none_can_share_one_empty_namespace,
     host_network_sees_the_hosts_interfaces,
     writes_land_in_the_upper_dir_not_in_the_lower,
     generated_etc_files_and_mountpoints_stay_out_of_the_layer,
@@ -225,6 +226,31 @@ async fn network_none_has_only_loopback_and_it_is_up() {
         "0",
         "no DNS without a network"
     );
+}
+
+async fn network_none_can_share_one_empty_namespace() {
+    let Some(env) = Env::new() else { return };
+    let mut options = common::options(env.dir.path());
+    options.share_empty_net_ns = true;
+    let spec = env
+        .spec("ls /sys/class/net; ip link show lo; readlink /proc/self/ns/net")
+        .with_network("box", NetworkMode::None);
+    let mut namespaces = Vec::new();
+    for _ in 0..2 {
+        let mut running = Sandbox::spawn(&spec, &options).unwrap();
+        let status = running.wait().await.unwrap();
+        let mut out = String::new();
+        while let Ok(event) = running.events.try_recv() {
+            out.push_str(&String::from_utf8_lossy(&event.data));
+        }
+        assert_eq!(status.code, 0, "{out}");
+        assert!(out.starts_with("lo\n"), "{out}");
+        assert!(out.contains("UP"), "{out}");
+        namespaces.push(out.lines().last().unwrap().to_string());
+    }
+    assert_eq!(namespaces[0], namespaces[1], "one shared namespace");
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(namespaces[0], host.display().to_string());
 }
 
 async fn host_network_sees_the_hosts_interfaces() {

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::child::{CREATED_FILE, ChildConfig, ERROR_FILE, ROOT_DIR, SPEC_FILE};
 use super::error::{SandboxError, io_err};
-use super::spec::Spec;
+use super::spec::{NetworkMode, Spec};
 use crate::sys::cgroup::Cgroup;
 
 /// Environment variable naming the kiln binary to run as the sandbox child
@@ -48,6 +48,32 @@ pub struct SpawnOptions {
     pub stdio: StdioMode,
     /// Where cgroups are mounted; default `/sys/fs/cgroup`.
     pub cgroup_root: Option<PathBuf>,
+    /// `--network none` steps join one empty network namespace that this
+    /// process creates once and keeps, instead of each creating its own
+    /// (~0.6 ms per step). Steps running at the same time then share `lo`.
+    pub share_empty_net_ns: bool,
+}
+
+/// The shared empty network namespace, created on first use.
+fn shared_net_ns() -> Result<PathBuf, SandboxError> {
+    static NET_NS: std::sync::OnceLock<Result<std::os::fd::OwnedFd, String>> =
+        std::sync::OnceLock::new();
+    let fd =
+        NET_NS.get_or_init(|| crate::sys::namespace::new_empty_net_ns().map_err(|e| e.to_string()));
+    match fd {
+        Ok(fd) => {
+            use std::os::fd::AsRawFd;
+            Ok(PathBuf::from(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                fd.as_raw_fd()
+            )))
+        }
+        Err(reason) => Err(SandboxError::Sys(crate::sys::SysError::Invalid {
+            call: "shared network namespace",
+            reason: reason.clone(),
+        })),
+    }
 }
 
 /// Which stream a chunk of output came from.
@@ -143,10 +169,15 @@ impl Sandbox {
                     .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"));
                 Some(Cgroup::create(&root, &id, spec.limits).map_err(SandboxError::Cgroup)?)
             };
+            let shared_net_ns = match spec.network {
+                NetworkMode::None if options.share_empty_net_ns => Some(shared_net_ns()?),
+                _ => None,
+            };
             let config = ChildConfig {
                 spec: spec.clone(),
                 cgroup_procs: cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default(),
                 parent_pid: std::process::id() as i32,
+                shared_net_ns,
             };
             for (name, text) in [
                 (SPEC_FILE, serde_json::to_string(&config)?),

@@ -79,3 +79,38 @@ pub fn loopback_up() -> Result<()> {
     }
     Ok(())
 }
+
+/// Creates an empty network namespace with `lo` up and returns a descriptor
+/// that keeps it alive. The work happens on a short-lived thread of its own,
+/// so no thread of the caller (e.g. a tokio worker) ever changes namespace.
+pub fn new_empty_net_ns() -> Result<std::os::fd::OwnedFd> {
+    std::thread::spawn(|| -> Result<std::os::fd::OwnedFd> {
+        // SAFETY: unshare(CLONE_NEWNET) only changes this thread's network
+        // namespace; the thread ends right after, so nothing else observes it.
+        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNET) }
+            .map_err(|e| SysError::call("unshare(CLONE_NEWNET)", e))?;
+        loopback_up()?;
+        let path = "/proc/thread-self/ns/net";
+        std::fs::File::open(path)
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|e| SysError::path("open", path, e))
+    })
+    .join()
+    .unwrap_or_else(|_| {
+        Err(SysError::Invalid {
+            call: "unshare(CLONE_NEWNET)",
+            reason: "the namespace thread panicked".into(),
+        })
+    })
+}
+
+/// Joins the network namespace that `path` names (an nsfs file, or a
+/// `/proc/<pid>/fd/<n>` link to one held by another process).
+pub fn join_net_ns(path: &std::path::Path) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| SysError::path("open", path, e))?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&file),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .map_err(|e| SysError::path("setns", path, e))
+}
