@@ -11,6 +11,7 @@ pub mod oci;
 pub mod plan;
 pub mod progress;
 pub mod registry;
+pub mod sandbox;
 pub mod shell;
 pub mod snapshot;
 pub mod source;

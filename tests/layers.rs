@@ -18,6 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("cache", &["oci", "store"]),
     ("store", &["oci", "sys"]),
     ("snapshot", &["oci", "sys", "store"]),
+    ("sandbox", &["sys"]),
     // The command line may use everything.
     (
         "cli",
@@ -34,6 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "cache",
             "store",
             "snapshot",
+            "sandbox",
         ],
     ),
 ];

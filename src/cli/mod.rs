@@ -28,6 +28,12 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile (today: the --call front-end methods).
     Build(build::BuildArgs),
+    /// Internal: the sandbox child that kiln re-executes for each RUN step.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox {
+        /// The sandbox's state directory (holds spec.json).
+        state_dir: std::path::PathBuf,
+    },
 }
 
 /// Runs the command line and turns the outcome into an exit code.
@@ -42,6 +48,7 @@ pub fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Build(args) => build::run(args),
+        Command::Sandbox { state_dir } => return crate::sandbox::child_main(&state_dir),
     };
     match outcome {
         Ok(code) => code,

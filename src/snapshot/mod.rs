@@ -1,7 +1,10 @@
-//! Snapshots: unpacked layers under `snapshots-v1/<chain-id>/` (`fs/` + `meta.json`).
+//! Snapshots: unpacked layers under `snapshots-v1/<chain-id>/` (`fs/` + `meta.json`),
+//! overlay chains of them (`overlay`) and layer diffs of upper dirs (`diff`).
 //!
 //! L4: may use `oci`, `sys` and `store`. Synchronous; async callers use `spawn_blocking`.
 
+pub mod diff;
+pub mod overlay;
 pub mod unpack;
 
 use std::io;

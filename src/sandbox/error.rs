@@ -1,0 +1,56 @@
+//! Errors of the sandbox, parent and child side.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::sys::SysError;
+
+use super::user::UserError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("sandbox spec is not valid JSON: {0}")]
+    BadSpec(#[from] serde_json::Error),
+    #[error("the command is empty")]
+    EmptyCommand,
+    #[error("{0}: executable file not found in $PATH")]
+    NotFound(String),
+    #[error("working directory {dir}: {source}")]
+    WorkingDir {
+        dir: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the process that started the sandbox is gone")]
+    ParentGone,
+    #[error("cannot find the kiln executable to run the sandbox: {0}")]
+    NoExecutable(#[source] io::Error),
+    #[error("starting the sandbox: {0}")]
+    Spawn(#[source] io::Error),
+    #[error("waiting for the sandbox: {0}")]
+    Wait(#[source] io::Error),
+    #[error("cgroup limits: {0}")]
+    Cgroup(#[source] SysError),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Sys(#[from] SysError),
+}
+
+pub(crate) fn io_err<'a>(
+    what: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(io::Error) -> SandboxError + 'a {
+    move |source| SandboxError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}

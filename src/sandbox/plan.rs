@@ -1,0 +1,437 @@
+//! The sandbox as data: which namespaces the outer child creates and which
+//! mounts the init makes inside the root, in order. Built without any syscall
+//! (so tests can check it without root); `child` executes it.
+
+use std::path::PathBuf;
+
+use super::spec::{NetworkMode, Spec};
+use crate::sys::mount::MountAttrs;
+use crate::sys::namespace::Namespaces;
+
+/// What to create at a missing mountpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    Dir,
+    File,
+    /// A directory or a file, like the bind source.
+    LikeSource,
+}
+
+/// Where a mount's source comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A host path (trusted: kiln's own files, `-v` sources, `/dev/null`, `/sys`).
+    Host(PathBuf),
+    /// The target itself, re-mounted with new attributes (e.g. `/proc/sys` ro).
+    Itself,
+}
+
+/// One step inside the root. Paths are relative to the container root and
+/// resolved with `RESOLVE_IN_ROOT`. `create: None` skips the step when the
+/// target is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Mount {
+        fstype: String,
+        options: Vec<(String, String)>,
+        attrs: MountAttrs,
+        target: PathBuf,
+        create: Option<Create>,
+    },
+    Bind {
+        source: Source,
+        target: PathBuf,
+        recursive: bool,
+        attrs: MountAttrs,
+        create: Option<Create>,
+    },
+    Mknod {
+        path: PathBuf,
+        major: u32,
+        minor: u32,
+        mode: u32,
+    },
+    Mkdir {
+        path: PathBuf,
+        mode: u32,
+    },
+    Symlink {
+        target: String,
+        path: PathBuf,
+    },
+}
+
+/// The whole setup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Created by the outer child before forking the init (mount is created
+    /// by the init itself, so the outer child keeps the host's mount view).
+    pub namespaces: Namespaces,
+    pub steps: Vec<Step>,
+}
+
+const NOSUID_NODEV_NOEXEC: MountAttrs = MountAttrs {
+    readonly: false,
+    nosuid: true,
+    nodev: true,
+    noexec: true,
+};
+const READONLY: MountAttrs = MountAttrs {
+    readonly: true,
+    nosuid: true,
+    nodev: true,
+    noexec: true,
+};
+
+/// Device nodes of `/dev`: (name, major, minor).
+pub const DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// `/proc` entries made read-only, and those hidden (as Docker does).
+const PROC_READONLY: [&str; 5] = [
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+const PROC_MASKED_FILES: [&str; 5] = [
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/sched_debug",
+];
+const PROC_MASKED_DIRS: [&str; 2] = ["proc/acpi", "proc/scsi"];
+
+fn opts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `path` inside the container, relative, without `..` tricks: the child
+/// resolves it in the root anyway; this only normalises the spelling.
+pub fn in_root(path: &str) -> PathBuf {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect()
+}
+
+/// Builds the plan for `spec`; `state_dir` holds the generated `/etc` files.
+pub fn build(spec: &Spec, state_dir: &std::path::Path) -> Plan {
+    let new_net = spec.network == NetworkMode::None;
+    let namespaces = Namespaces {
+        mount: false,
+        uts: true,
+        ipc: true,
+        pid: true,
+        net: new_net,
+    };
+    let mut steps = Vec::new();
+    // /proc: a procfs of the new pid namespace, with the sensitive parts read-only or hidden.
+    steps.push(Step::Mount {
+        fstype: "proc".into(),
+        options: Vec::new(),
+        attrs: NOSUID_NODEV_NOEXEC,
+        target: "proc".into(),
+        create: Some(Create::Dir),
+    });
+    for path in PROC_READONLY {
+        steps.push(Step::Bind {
+            source: Source::Itself,
+            target: path.into(),
+            recursive: false,
+            attrs: READONLY,
+            create: None,
+        });
+    }
+    for path in PROC_MASKED_FILES {
+        steps.push(Step::Bind {
+            source: Source::Host("/dev/null".into()),
+            target: path.into(),
+            recursive: false,
+            // Not nodev: reading the masked file must reach /dev/null.
+            attrs: MountAttrs {
+                nodev: false,
+                ..READONLY
+            },
+            create: None,
+        });
+    }
+    for path in PROC_MASKED_DIRS {
+        steps.push(Step::Mount {
+            fstype: "tmpfs".into(),
+            options: Vec::new(),
+            attrs: READONLY,
+            target: path.into(),
+            create: None,
+        });
+    }
+    // /dev: a small tmpfs with mknod'ed nodes (root outside a user namespace may
+    // mknod; it costs no mount per node, unlike binding the host's nodes).
+    steps.push(Step::Mount {
+        fstype: "tmpfs".into(),
+        options: opts(&[("mode", "755"), ("size", "65536k")]),
+        attrs: MountAttrs {
+            readonly: false,
+            nosuid: true,
+            nodev: false,
+            noexec: true,
+        },
+        target: "dev".into(),
+        create: Some(Create::Dir),
+    });
+    for (name, major, minor) in DEVICES {
+        steps.push(Step::Mknod {
+            path: PathBuf::from("dev").join(name),
+            major,
+            minor,
+            mode: 0o666,
+        });
+    }
+    for (dir, mode) in [
+        ("dev/pts", 0o755),
+        ("dev/shm", 0o1777),
+        ("dev/mqueue", 0o1777),
+    ] {
+        steps.push(Step::Mkdir {
+            path: dir.into(),
+            mode,
+        });
+    }
+    steps.push(Step::Mount {
+        fstype: "devpts".into(),
+        options: opts(&[("newinstance", ""), ("ptmxmode", "0666"), ("mode", "0620")]),
+        attrs: MountAttrs {
+            readonly: false,
+            nosuid: true,
+            nodev: false,
+            noexec: true,
+        },
+        target: "dev/pts".into(),
+        create: None,
+    });
+    steps.push(Step::Mount {
+        fstype: "tmpfs".into(),
+        options: opts(&[("mode", "1777"), ("size", "65536k")]),
+        attrs: NOSUID_NODEV_NOEXEC,
+        target: "dev/shm".into(),
+        create: None,
+    });
+    steps.push(Step::Mount {
+        fstype: "mqueue".into(),
+        options: Vec::new(),
+        attrs: NOSUID_NODEV_NOEXEC,
+        target: "dev/mqueue".into(),
+        create: None,
+    });
+    for (target, path) in [
+        ("pts/ptmx", "dev/ptmx"),
+        ("/proc/self/fd", "dev/fd"),
+        ("/proc/self/fd/0", "dev/stdin"),
+        ("/proc/self/fd/1", "dev/stdout"),
+        ("/proc/self/fd/2", "dev/stderr"),
+    ] {
+        steps.push(Step::Symlink {
+            target: target.into(),
+            path: path.into(),
+        });
+    }
+    // /sys read-only: a sysfs of our own net namespace, or the host's (bound,
+    // since a fresh sysfs would show the host's network devices anyway).
+    steps.push(if new_net {
+        Step::Mount {
+            fstype: "sysfs".into(),
+            options: Vec::new(),
+            attrs: READONLY,
+            target: "sys".into(),
+            create: Some(Create::Dir),
+        }
+    } else {
+        Step::Bind {
+            source: Source::Host("/sys".into()),
+            target: "sys".into(),
+            recursive: true,
+            attrs: READONLY,
+            create: Some(Create::Dir),
+        }
+    });
+    for name in ["hosts", "resolv.conf", "hostname"] {
+        steps.push(Step::Bind {
+            source: Source::Host(state_dir.join(name)),
+            target: PathBuf::from("etc").join(name),
+            recursive: false,
+            attrs: MountAttrs {
+                readonly: true,
+                nosuid: true,
+                nodev: true,
+                noexec: true,
+            },
+            create: Some(Create::File),
+        });
+    }
+    for mount in &spec.mounts {
+        steps.push(Step::Bind {
+            source: Source::Host(mount.source.clone()),
+            target: in_root(&mount.destination),
+            recursive: true,
+            attrs: MountAttrs {
+                readonly: mount.readonly,
+                ..MountAttrs::default()
+            },
+            create: Some(Create::LikeSource),
+        });
+    }
+    Plan { namespaces, steps }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::spec::{BindMount, Rootfs};
+
+    fn spec(network: NetworkMode) -> Spec {
+        let rootfs = Rootfs::Dir { path: "/r".into() };
+        Spec::new(rootfs, vec!["true".into()]).with_network("box", network)
+    }
+
+    fn targets(plan: &Plan) -> Vec<String> {
+        plan.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mount { fstype, target, .. } => {
+                    Some(format!("{fstype}:{}", target.display()))
+                }
+                Step::Bind { target, .. } => Some(format!("bind:{}", target.display())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn host_network_shares_the_net_namespace_and_binds_sys() {
+        let plan = build(&spec(NetworkMode::Host), "/state".as_ref());
+        assert_eq!(
+            plan.namespaces,
+            Namespaces {
+                mount: false,
+                uts: true,
+                ipc: true,
+                pid: true,
+                net: false
+            }
+        );
+        let t = targets(&plan);
+        assert!(t.contains(&"bind:sys".to_string()), "{t:?}");
+        assert!(!t.iter().any(|m| m.starts_with("sysfs")));
+    }
+
+    #[test]
+    fn no_network_gets_a_new_net_namespace_and_its_own_sysfs() {
+        let plan = build(&spec(NetworkMode::None), "/state".as_ref());
+        assert!(plan.namespaces.net);
+        assert!(targets(&plan).contains(&"sysfs:sys".to_string()));
+        assert!(plan.steps.iter().any(|s| matches!(s,
+            Step::Mount { fstype, attrs, .. } if fstype == "sysfs" && attrs.readonly)));
+    }
+
+    #[test]
+    fn dev_proc_and_etc_files_are_planned_in_order() {
+        let plan = build(&spec(NetworkMode::Host), "/state".as_ref());
+        let t = targets(&plan);
+        let pos = |m: &str| {
+            t.iter()
+                .position(|x| x == m)
+                .unwrap_or_else(|| panic!("{m} missing: {t:?}"))
+        };
+        assert!(pos("proc:proc") < pos("bind:proc/sys"));
+        assert!(pos("tmpfs:dev") < pos("devpts:dev/pts"));
+        assert!(pos("tmpfs:dev") < pos("tmpfs:dev/shm"));
+        assert!(pos("mqueue:dev/mqueue") > pos("tmpfs:dev"));
+        for name in ["hosts", "resolv.conf", "hostname"] {
+            let step = plan
+                .steps
+                .iter()
+                .find(|s| {
+                    matches!(s,
+                Step::Bind { target, .. } if *target == PathBuf::from("etc").join(name))
+                })
+                .unwrap();
+            let Step::Bind {
+                source,
+                attrs,
+                create,
+                ..
+            } = step
+            else {
+                unreachable!()
+            };
+            assert_eq!(*source, Source::Host(PathBuf::from("/state").join(name)));
+            assert!(attrs.readonly);
+            assert_eq!(*create, Some(Create::File));
+        }
+        let devpts = plan.steps.iter().find_map(|s| match s {
+            Step::Mount {
+                fstype, options, ..
+            } if fstype == "devpts" => Some(options.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            devpts,
+            Some(opts(&[
+                ("newinstance", ""),
+                ("ptmxmode", "0666"),
+                ("mode", "0620")
+            ]))
+        );
+        let nodes: Vec<_> = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Mknod { .. }))
+            .collect();
+        assert_eq!(nodes.len(), 6);
+        assert!(plan.steps.contains(&Step::Symlink {
+            target: "pts/ptmx".into(),
+            path: "dev/ptmx".into()
+        }));
+    }
+
+    #[test]
+    fn volumes_become_binds_with_their_mode() {
+        let mut s = spec(NetworkMode::Host);
+        s.mounts.push(BindMount {
+            source: "/src".into(),
+            destination: "/work//out/".into(),
+            readonly: true,
+        });
+        let plan = build(&s, "/state".as_ref());
+        let last = plan.steps.last().unwrap();
+        assert_eq!(
+            *last,
+            Step::Bind {
+                source: Source::Host("/src".into()),
+                target: "work/out".into(),
+                recursive: true,
+                attrs: MountAttrs {
+                    readonly: true,
+                    ..MountAttrs::default()
+                },
+                create: Some(Create::LikeSource),
+            }
+        );
+    }
+
+    #[test]
+    fn in_root_normalises_paths() {
+        assert_eq!(in_root("/a/./b//c/"), PathBuf::from("a/b/c"));
+        assert_eq!(in_root("/"), PathBuf::new());
+    }
+}

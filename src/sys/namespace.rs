@@ -1,0 +1,116 @@
+//! Namespaces: `unshare`, the hostname, and bringing up `lo` in a new net ns.
+
+use std::os::fd::AsRawFd;
+
+use rustix::thread::UnshareFlags;
+use serde::{Deserialize, Serialize};
+
+use super::error::{Result, SysError};
+
+/// Which namespaces to create (a plain set, so callers need no syscall types).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespaces {
+    pub mount: bool,
+    pub uts: bool,
+    pub ipc: bool,
+    pub pid: bool,
+    pub net: bool,
+}
+
+/// Moves the calling process into new namespaces (for `pid`: its next child).
+pub fn unshare(ns: Namespaces) -> Result<()> {
+    let mut flags = UnshareFlags::empty();
+    for (on, flag) in [
+        (ns.mount, UnshareFlags::NEWNS),
+        (ns.uts, UnshareFlags::NEWUTS),
+        (ns.ipc, UnshareFlags::NEWIPC),
+        (ns.pid, UnshareFlags::NEWPID),
+        (ns.net, UnshareFlags::NEWNET),
+    ] {
+        if on {
+            flags |= flag;
+        }
+    }
+    if flags.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: kiln calls this only from the single-threaded `__sandbox` child (and
+    // tests that fork first), so no other thread shares the unshared state.
+    unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(|e| SysError::call("unshare", e))
+}
+
+/// Sets the hostname of the current UTS namespace.
+pub fn set_hostname(name: &str) -> Result<()> {
+    rustix::system::sethostname(name.as_bytes()).map_err(|e| SysError::call("sethostname", e))
+}
+
+/// Sets `IFF_UP` on the loopback interface of the current network namespace.
+pub fn loopback_up() -> Result<()> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(SysError::call("socket", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a freshly opened descriptor that nothing else owns.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: the socket is open and `request` is a valid `ifreq` the kernel
+    // reads and writes for SIOCGIFFLAGS.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } != 0 {
+        return Err(SysError::call(
+            "ioctl SIOCGIFFLAGS lo",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
+    unsafe {
+        request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: as above, for SIOCSIFFLAGS.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } != 0 {
+        return Err(SysError::call(
+            "ioctl SIOCSIFFLAGS lo",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates an empty network namespace with `lo` up and returns a descriptor
+/// that keeps it alive. The work happens on a short-lived thread of its own,
+/// so no thread of the caller (e.g. a tokio worker) ever changes namespace.
+pub fn new_empty_net_ns() -> Result<std::os::fd::OwnedFd> {
+    std::thread::spawn(|| -> Result<std::os::fd::OwnedFd> {
+        // SAFETY: unshare(CLONE_NEWNET) only changes this thread's network
+        // namespace; the thread ends right after, so nothing else observes it.
+        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNET) }
+            .map_err(|e| SysError::call("unshare(CLONE_NEWNET)", e))?;
+        loopback_up()?;
+        let path = "/proc/thread-self/ns/net";
+        std::fs::File::open(path)
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|e| SysError::path("open", path, e))
+    })
+    .join()
+    .unwrap_or_else(|_| {
+        Err(SysError::Invalid {
+            call: "unshare(CLONE_NEWNET)",
+            reason: "the namespace thread panicked".into(),
+        })
+    })
+}
+
+/// Joins the network namespace that `path` names (an nsfs file, or a
+/// `/proc/<pid>/fd/<n>` link to one held by another process).
+pub fn join_net_ns(path: &std::path::Path) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| SysError::path("open", path, e))?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&file),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .map_err(|e| SysError::path("setns", path, e))
+}
