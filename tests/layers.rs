@@ -14,9 +14,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("registry", &["oci"]),
     ("store", &["oci", "sys"]),
     ("snapshot", &["oci", "sys", "store"]),
+    ("image", &["oci", "sys", "store", "snapshot", "registry"]),
     (
         "cli",
-        &["oci", "sys", "syntax", "shell", "instruction", "registry", "store", "snapshot"],
+        &[
+            "oci",
+            "sys",
+            "syntax",
+            "shell",
+            "instruction",
+            "registry",
+            "store",
+            "snapshot",
+            "image",
+        ],
     ),
 ];
 

@@ -3,6 +3,7 @@
 
 mod build;
 mod diagnostic;
+mod image;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,8 @@ const EXIT_USAGE: u8 = 2;
     propagate_version = true
 )]
 struct Cli {
+    #[command(flatten)]
+    global: image::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,6 +30,8 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile (today: the --call front-end methods).
     Build(build::BuildArgs),
+    #[command(flatten)]
+    Image(image::ImageCommand),
 }
 
 /// Runs the command line and turns the outcome into an exit code.
@@ -41,6 +46,7 @@ pub fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Build(args) => build::run(args),
+        Command::Image(command) => image::run(command, &cli.global),
     };
     match outcome {
         Ok(code) => code,
