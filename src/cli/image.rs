@@ -203,21 +203,41 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Runs an image command; usage errors (a bad reference or platform) exit 2.
+/// Runs an image command: errors are printed here, once each (registry and store errors
+/// already carry their causes in their messages); usage errors exit 2.
 pub fn run(command: ImageCommand, global: &GlobalArgs) -> Result<ExitCode> {
     match dispatch(command, global) {
         Ok(code) => Ok(code),
         Err(error) => {
+            eprintln!("error: {}", render(&error));
             let usage = error
                 .downcast_ref::<ImageError>()
                 .is_some_and(|e| matches!(e, ImageError::Usage(_)));
-            if usage {
-                eprintln!("error: {error:#}");
-                return Ok(ExitCode::from(EXIT_USAGE));
-            }
-            Err(error)
+            Ok(if usage {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
+}
+
+/// The error and its causes, skipping a cause its predecessor's message already contains.
+fn render(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if previous.contains(&message) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&message);
+        previous = message;
+    }
+    out
 }
 
 fn dispatch(command: ImageCommand, global: &GlobalArgs) -> Result<ExitCode> {

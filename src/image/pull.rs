@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{
@@ -247,8 +247,12 @@ async fn fetch_to_store(
     Ok(true)
 }
 
-/// Downloads the layers (a few at a time) while unpacking them bottom-up as soon as each
-/// one and everything below it is stored. Returns whether anything was downloaded.
+/// Downloads the layers (a few at a time), unpacking each one while it downloads.
+///
+/// A layer's snapshot depends only on its own bytes (its parent matters for the chain id,
+/// not the content), so layers unpack in parallel; the tar stream is verified against the
+/// config's diff_id, and the pull tags nothing until every snapshot exists. Layers already
+/// stored are unpacked from the store. Returns whether anything was downloaded.
 async fn fetch_layers(
     client: &Client,
     store: &Store,
@@ -257,52 +261,57 @@ async fn fetch_layers(
     diff_ids: &[Digest],
     report: &Reporter,
 ) -> Result<bool> {
-    let (ready_tx, ready_rx) = mpsc::unbounded_channel::<usize>();
-    let existing: Vec<bool> = layers.iter().map(|(d, _)| store.has_blob(d)).collect();
-    let unpacker = tokio::spawn(unpack_in_order(
-        store.clone(),
-        layers.iter().map(|(d, _)| d.clone()).collect(),
-        diff_ids.to_vec(),
-        existing.clone(),
-        ready_rx,
-        report.clone(),
-    ));
-
+    let chains: Vec<Digest> = (1..=diff_ids.len())
+        .filter_map(|n| crate::oci::chain_id(&diff_ids[..n]))
+        .collect();
     let permits = Arc::new(Semaphore::new(PARALLEL_TRANSFERS));
-    let mut tasks: JoinSet<Result<(usize, bool)>> = JoinSet::new();
+    let mut tasks: JoinSet<Result<bool>> = JoinSet::new();
     for (i, (digest, size)) in layers.iter().enumerate() {
         let id = short_id(digest);
-        if existing[i] {
-            report(Event::Status {
-                id,
-                status: Status::AlreadyExists,
-            });
-            let _ = ready_tx.send(i);
-            continue;
-        }
-        report(Event::Status {
-            id: id.clone(),
-            status: Status::Waiting,
-        });
+        let parent = i.checked_sub(1).map(|p| chains[p].clone());
+        let diff_id = diff_ids[i].clone();
         let (client, store, rref, report) =
             (client.clone(), store.clone(), rref.clone(), report.clone());
         let (digest, size, permits) = (digest.clone(), *size, permits.clone());
+        if store.has_blob(&digest) {
+            report(Event::Status {
+                id: id.clone(),
+                status: Status::AlreadyExists,
+            });
+        } else {
+            report(Event::Status {
+                id: id.clone(),
+                status: Status::Waiting,
+            });
+        }
         tasks.spawn(async move {
             let _permit = permits
                 .acquire_owned()
                 .await
                 .map_err(|e| ImageError::Task(e.to_string()))?;
+            if store.has_blob(&digest) {
+                blocking(move || unpack_one(&store, parent.as_ref(), &diff_id, &digest)).await?;
+                return Ok(false);
+            }
             report(Event::Status {
                 id: id.clone(),
                 status: Status::Downloading,
             });
-            let fetched =
-                fetch_to_store(&client, &store, &rref, &digest, size, Some(&id), &report).await?;
+            fetch_and_unpack(
+                &client,
+                &store,
+                &rref,
+                (&digest, size),
+                (parent, diff_id),
+                &id,
+                &report,
+            )
+            .await?;
             report(Event::Status {
                 id,
-                status: Status::DownloadComplete,
+                status: Status::PullComplete,
             });
-            Ok((i, fetched))
+            Ok(true)
         });
     }
 
@@ -313,70 +322,163 @@ async fn fetch_layers(
             .map_err(|e| ImageError::Task(e.to_string()))
             .and_then(|r| r)
         {
-            Ok((i, fetched)) => {
-                downloaded |= fetched;
-                let _ = ready_tx.send(i);
-            }
+            Ok(fetched) => downloaded |= fetched,
             Err(e) => {
-                // Stop the other downloads; their ingests remove themselves when dropped.
+                // Stop the other transfers; their ingests and temp snapshots go when dropped.
                 tasks.abort_all();
                 failure.get_or_insert(e);
             }
         }
     }
-    drop(ready_tx);
-    if let Some(e) = failure {
-        unpacker.abort();
-        let _ = unpacker.await;
-        return Err(e);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(downloaded),
     }
-    unpacker
-        .await
-        .map_err(|e| ImageError::Task(e.to_string()))??;
-    Ok(downloaded)
 }
 
-async fn unpack_in_order(
-    store: Store,
-    blobs: Vec<Digest>,
-    diff_ids: Vec<Digest>,
-    existing: Vec<bool>,
-    mut ready_rx: mpsc::UnboundedReceiver<usize>,
-    report: Reporter,
+/// Streams one layer into a store ingest and, through a bounded pipe, into the unpacker.
+async fn fetch_and_unpack(
+    client: &Client,
+    store: &Store,
+    rref: &RegistryRef,
+    (digest, size): (&Digest, u64),
+    (parent, diff_id): (Option<Digest>, Digest),
+    id: &str,
+    report: &Reporter,
 ) -> Result<()> {
-    let mut ready = vec![false; blobs.len()];
-    let mut parent: Option<Digest> = None;
-    let mut next = 0;
-    while next < blobs.len() {
-        if !ready[next] {
-            match ready_rx.recv().await {
-                Some(i) => ready[i] = true,
-                None => return Err(ImageError::Task("download cancelled".into())),
-            }
-            continue;
-        }
-        // Layers that were already stored were reported as such; stay quiet about them.
-        let id = (!existing[next]).then(|| short_id(&blobs[next]));
-        if let Some(id) = &id {
-            report(Event::Status {
+    let ingest_store = store.clone();
+    let ingest = blocking(move || Ok(ingest_store.ingest()?)).await?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(PIPE_CHUNKS);
+    let unpack_store = store.clone();
+    let unpacker = tokio::task::spawn_blocking(move || {
+        crate::snapshot::unpack_layer(
+            &unpack_store,
+            parent.as_ref(),
+            &diff_id,
+            PipeReader::new(rx),
+        )
+    });
+    let progress = {
+        let (report, id) = (report.clone(), id.to_string());
+        move |done: u64| {
+            report(Event::Bytes {
                 id: id.clone(),
-                status: Status::Extracting,
-            });
+                done,
+                total: size,
+            })
         }
-        let (s, p, d, b) = (
-            store.clone(),
-            parent.clone(),
-            diff_ids[next].clone(),
-            blobs[next].clone(),
-        );
-        parent = Some(blocking(move || unpack_one(&s, p.as_ref(), &d, &b)).await?);
-        if let Some(id) = id {
-            report(Event::Status {
-                id,
-                status: Status::PullComplete,
-            });
+    };
+    let tee = Tee {
+        ingest,
+        pipe: Some(tx),
+    };
+    let fetched = client
+        .fetch_blob_to_writer(rref, &digest.to_string(), Some(size), tee, &progress)
+        .await;
+    let fetched = match fetched {
+        Ok(tee) => tee,
+        Err(e) => {
+            // The pipe closed without its end marker: the unpacker fails and cleans up.
+            let _ = unpacker.await;
+            return Err(e.into());
         }
-        next += 1;
+    };
+    let Tee { ingest, pipe } = fetched;
+    if let Some(pipe) = pipe {
+        let _ = pipe.send(Chunk::End);
     }
+    report(Event::Status {
+        id: id.to_string(),
+        status: Status::DownloadComplete,
+    });
+    let expected = digest.clone();
+    let committed = blocking(move || {
+        ingest.commit(Some(&expected), Some(size))?;
+        Ok(())
+    })
+    .await;
+    let unpacked = unpacker
+        .await
+        .map_err(|e| ImageError::Task(e.to_string()))?;
+    committed?;
+    unpacked?;
     Ok(())
+}
+
+/// Chunks in flight between a download and its unpacker (bounded: backpressure).
+const PIPE_CHUNKS: usize = 64;
+
+enum Chunk {
+    Data(Vec<u8>),
+    /// The download completed; without it, a closed pipe means it was cut short.
+    End,
+}
+
+/// Writes to the ingest and copies every byte to the unpacker.
+struct Tee {
+    ingest: crate::store::Ingest,
+    /// `None` once the unpacker stopped listening (it had the snapshot already, or failed).
+    pipe: Option<std::sync::mpsc::SyncSender<Chunk>>,
+}
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.ingest.write(buf)?;
+        if let Some(pipe) = &self.pipe
+            && pipe.send(Chunk::Data(buf[..n].to_vec())).is_err()
+        {
+            self.pipe = None;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.ingest.flush()
+    }
+}
+
+/// The unpacker's end of the pipe.
+struct PipeReader {
+    rx: std::sync::mpsc::Receiver<Chunk>,
+    current: Vec<u8>,
+    offset: usize,
+    ended: bool,
+}
+
+impl PipeReader {
+    fn new(rx: std::sync::mpsc::Receiver<Chunk>) -> PipeReader {
+        PipeReader {
+            rx,
+            current: Vec::new(),
+            offset: 0,
+            ended: false,
+        }
+    }
+}
+
+impl std::io::Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.offset == self.current.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Chunk::Data(data)) => {
+                    self.current = data;
+                    self.offset = 0;
+                }
+                Ok(Chunk::End) => self.ended = true,
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "layer download interrupted",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.offset);
+        buf[..n].copy_from_slice(&self.current[self.offset..self.offset + n]);
+        self.offset += n;
+        Ok(n)
+    }
 }

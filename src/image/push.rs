@@ -1,6 +1,7 @@
 //! `kiln push`: upload only what the registry lacks, mounting across repositories when we
 //! know where a blob already lives, then the manifest by tag.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -31,7 +32,7 @@ pub async fn push(
 ) -> Result<Pushed> {
     let lookup_store = store.clone();
     let name = reference.clone();
-    let (image, manifest_bytes, manifest_type) = blocking(move || {
+    let (image, manifest_bytes, manifest_type, known) = blocking(move || {
         let descriptor = lookup_store
             .lookup(&name)?
             .ok_or_else(|| ImageError::NotFound(name.to_string()))?;
@@ -43,7 +44,18 @@ pub async fn push(
             .ok()
             .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
             .unwrap_or_else(|| descriptor.media_type().to_string());
-        Ok((image, bytes, declared))
+        let mut known = HashMap::new();
+        for layer in image
+            .layers
+            .iter()
+            .map(|l| l.digest())
+            .chain([image.manifest.config().digest()])
+        {
+            let digest = Digest::from_oci(layer).map_err(StoreError::from)?;
+            let sources = sources::sources_of(&lookup_store, &digest);
+            known.insert(digest, sources);
+        }
+        Ok((image, bytes, declared, known))
     })
     .await?;
     if !media_type::is_manifest(&manifest_type) {
@@ -78,6 +90,7 @@ pub async fn push(
             report.clone(),
             permits.clone(),
         );
+        let known = known.get(&digest).cloned().unwrap_or_default();
         tasks.spawn(async move {
             let _permit = permits
                 .acquire_owned()
@@ -87,8 +100,7 @@ pub async fn push(
                 &client,
                 &store,
                 &target,
-                &digest,
-                size,
+                (&digest, size, &known),
                 id.as_deref(),
                 &report,
             )
@@ -144,8 +156,7 @@ async fn push_blob(
     client: &Client,
     store: &Store,
     target: &RegistryRef,
-    digest: &Digest,
-    size: u64,
+    (digest, size, known): (&Digest, u64, &[String]),
     id: Option<&str>,
     report: &Reporter,
 ) -> Result<Status> {
@@ -154,7 +165,6 @@ async fn push_blob(
         return Ok(Status::LayerAlreadyExists);
     }
     let prefix = format!("{}/", target.registry);
-    let known = sources::sources_of(store, digest);
     let mount_from = known.iter().filter_map(|location| {
         location
             .strip_prefix(&prefix)
