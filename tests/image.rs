@@ -30,15 +30,31 @@ fn tools() -> bool {
 }
 
 /// A directory that lives as long as the test process.
+///
+/// Statics are never dropped, so a small `sh` watchdog removes it when the process exits.
+// The watchdog must outlive this process, so it is deliberately never waited for.
+#[allow(clippy::zombie_processes)]
 fn fixture_dir() -> &'static Path {
-    static D: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static D: OnceLock<PathBuf> = OnceLock::new();
     D.get_or_init(|| {
-        tempfile::Builder::new()
+        let dir = tempfile::Builder::new()
             .prefix("kiln-image-test-")
             .tempdir()
             .unwrap()
+            .keep();
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"while kill -0 "$1" 2>/dev/null; do sleep 0.2; done; rm -rf "$2""#)
+            .arg("sh")
+            .arg(std::process::id().to_string())
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        dir
     })
-    .path()
 }
 
 /// The busybox base image (`testdata/busybox/make-image.sh`), made once: its OCI layout
