@@ -4,10 +4,11 @@
 # Makes a ~300 MiB image (the busybox test base plus random gzip layers), then in one run:
 #   push: skopeo copy oci:… docker://…   vs   kiln load + kiln push
 #   pull: skopeo copy docker://… oci:…   vs   kiln pull (fresh root; includes unpacking)
-# and prints MB/s (1 MB = 10^6 bytes of blobs moved) and kiln/skopeo ratios.
+# and prints MB/s (1 MB = 10^6 bytes of blobs moved), best of RUNS (default 3), and the
+# kiln/skopeo ratios.
 #
 # Usage: benches/registry-throughput.sh            (builds kiln in release mode)
-#        KILN=/path/to/kiln LAYERS=3 LAYER_MIB=100 benches/registry-throughput.sh
+#        KILN=/path/to/kiln LAYERS=3 LAYER_MIB=100 RUNS=3 benches/registry-throughput.sh
 # Needs: docker-registry, skopeo, busybox-static, gzip, cargo.
 set -euo pipefail
 export LC_ALL=C
@@ -31,10 +32,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- registry -------------------------------------------------------------------------------
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-reg=127.0.0.1:$port
-cat > "$work/registry.yml" <<EOF
+# --- registry (a fresh one per run, so no run can mount what an earlier one pushed) --------
+registry_pid=
+start_registry() {
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  reg=127.0.0.1:$port
+  rm -rf "$work/registry"
+  cat > "$work/registry.yml" <<EOF
 version: 0.1
 log:
   level: error
@@ -44,12 +48,18 @@ storage:
 http:
   addr: $reg
 EOF
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do
-  curl -sf "http://$reg/v2/" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+  docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+  registry_pid=$!
+  for _ in $(seq 100); do
+    curl -sf "http://$reg/v2/" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "registry did not start" >&2; exit 1
+}
+stop_registry() {
+  kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true
+  registry_pid=
+}
 
 # --- image ----------------------------------------------------------------------------------
 testdata/busybox/make-image.sh "$work/busybox" >/dev/null
@@ -100,34 +110,42 @@ now() { date +%s.%N; }
 rate() { awk -v b="$total" -v s="$1" 'BEGIN{printf "%.1f", b/1e6/s}'; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", b-a}'; }
 
-# skopeo's blob-info cache would let a later copy mount instead of upload: keep it private.
+# Keep skopeo's per-user state out of the way (its blob-info cache could turn uploads into
+# mounts; each run also gets a fresh registry on a new port for the same reason).
 export XDG_DATA_HOME=$work/xdg HOME=$work/home
 mkdir -p "$XDG_DATA_HOME" "$HOME"
 
-# --- push -----------------------------------------------------------------------------------
-t0=$(now)
-skopeo copy -q --dest-tls-verify=false "oci:$oci:latest" "docker://$reg/skopeo-push:1"
-t1=$(now); skopeo_push=$(secs "$t0" "$t1")
-
 skopeo copy -q "oci:$oci:latest" "oci-archive:$work/image.tar:bench:1"
 "$KILN" --root "$work/kiln-src" load -q -i "$work/image.tar" >/dev/null
-"$KILN" --root "$work/kiln-src" tag bench:1 "$reg/kiln-push:1"
 rm -f "$work/image.tar"
-sync
-t0=$(now)
-"$KILN" --root "$work/kiln-src" push -q "$reg/kiln-push:1" >/dev/null
-t1=$(now); kiln_push=$(secs "$t0" "$t1")
 
-# --- pull -----------------------------------------------------------------------------------
-sync
-t0=$(now)
-skopeo copy -q --src-tls-verify=false "docker://$reg/skopeo-push:1" "oci:$work/skopeo-pull:latest"
-t1=$(now); skopeo_pull=$(secs "$t0" "$t1")
-
-sync
-t0=$(now)
-"$KILN" --root "$work/kiln-pull" pull -q "$reg/kiln-push:1" >/dev/null
-t1=$(now); kiln_pull=$(secs "$t0" "$t1")
+# Best of RUNS: the machine is shared, so the minimum is the least disturbed measurement.
+best() { awk -v a="$1" -v b="$2" 'BEGIN{print (a == "" || b < a) ? b : a}'; }
+skopeo_push= kiln_push= skopeo_pull= kiln_pull=
+for run in $(seq "${RUNS:-3}"); do
+  start_registry
+  rm -rf "$work/kiln-pull" "$work/skopeo-pull" "$work/kiln-src/image-v1"
+  "$KILN" --root "$work/kiln-src" tag bench:1 "$reg/kiln-push:1"
+  sync
+  t0=$(now)
+  skopeo copy -q --dest-tls-verify=false "oci:$oci:latest" "docker://$reg/skopeo-push:1"
+  t1=$(now); skopeo_push=$(best "$skopeo_push" "$(secs "$t0" "$t1")")
+  sync
+  t0=$(now)
+  "$KILN" --root "$work/kiln-src" push -q "$reg/kiln-push:1" >/dev/null
+  t1=$(now); kiln_push=$(best "$kiln_push" "$(secs "$t0" "$t1")")
+  sync
+  t0=$(now)
+  skopeo copy -q --src-tls-verify=false "docker://$reg/skopeo-push:1" "oci:$work/skopeo-pull:latest"
+  t1=$(now); skopeo_pull=$(best "$skopeo_pull" "$(secs "$t0" "$t1")")
+  sync
+  t0=$(now)
+  "$KILN" --root "$work/kiln-pull" pull -q "$reg/kiln-push:1" >/dev/null
+  t1=$(now); kiln_pull=$(best "$kiln_pull" "$(secs "$t0" "$t1")")
+  "$KILN" --root "$work/kiln-src" image rm "$reg/kiln-push:1" >/dev/null
+  stop_registry
+  echo "run $run: push skopeo/kiln $skopeo_push/$kiln_push s, pull $skopeo_pull/$kiln_pull s (best so far)" >&2
+done
 
 printf '%-6s %-8s %9s %9s\n' op tool seconds MB/s
 printf '%-6s %-8s %9s %9s\n' push skopeo "$skopeo_push" "$(rate "$skopeo_push")"
