@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod image;
 pub mod instruction;
 pub mod oci;
 pub mod plan;

@@ -19,6 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("store", &["oci", "sys"]),
     ("snapshot", &["oci", "sys", "store"]),
     ("sandbox", &["sys"]),
+    ("image", &["oci", "sys", "store", "snapshot", "registry"]),
     // The command line may use everything.
     (
         "cli",
@@ -36,6 +37,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "store",
             "snapshot",
             "sandbox",
+            "image",
         ],
     ),
 ];

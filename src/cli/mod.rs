@@ -3,6 +3,7 @@
 
 mod build;
 mod diagnostic;
+mod image;
 pub mod progress;
 
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ const EXIT_USAGE: u8 = 2;
     propagate_version = true
 )]
 struct Cli {
+    #[command(flatten)]
+    global: image::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,6 +37,8 @@ enum Command {
         /// The sandbox's state directory (holds spec.json).
         state_dir: std::path::PathBuf,
     },
+    #[command(flatten)]
+    Image(image::ImageCommand),
 }
 
 /// Runs the command line and turns the outcome into an exit code.
@@ -49,6 +54,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Build(args) => build::run(args),
         Command::Sandbox { state_dir } => return crate::sandbox::child_main(&state_dir),
+        Command::Image(command) => image::run(command, &cli.global),
     };
     match outcome {
         Ok(code) => code,

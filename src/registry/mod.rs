@@ -116,3 +116,15 @@ pub struct Resolved {
     /// The exact bytes served (digests are over these, never re-serialise them).
     pub bytes: Vec<u8>,
 }
+
+impl From<&crate::oci::Reference> for RegistryRef {
+    /// The registry's view of a normalised reference (tag and digest kept as given).
+    fn from(r: &crate::oci::Reference) -> RegistryRef {
+        RegistryRef {
+            registry: r.registry().to_string(),
+            repository: r.repository().to_string(),
+            tag: r.tag().map(str::to_string),
+            digest: r.digest().map(|d| d.to_string()),
+        }
+    }
+}

@@ -75,6 +75,26 @@ impl Store {
         })
     }
 
+    /// Keeps `manifest` in `index.json` without a name (as `docker load` keeps an image
+    /// saved by id), unless an entry for the same digest is already there.
+    pub fn keep_unnamed(&self, manifest: &Descriptor) -> Result<()> {
+        let digest = Digest::from_oci(manifest.digest())?;
+        if !self.has_blob(&digest) {
+            return Err(StoreError::BlobNotFound(digest));
+        }
+        let mut entry = manifest.clone();
+        if let Some(annotations) = entry.annotations().clone() {
+            let mut annotations = annotations;
+            annotations.remove(ANNOTATION_REF_NAME);
+            entry.set_annotations((!annotations.is_empty()).then_some(annotations));
+        }
+        self.update_index(|manifests| {
+            if !manifests.iter().any(|d| d.digest() == entry.digest()) {
+                manifests.push(entry);
+            }
+        })
+    }
+
     /// Removes the name `reference`; returns what it pointed to, if anything.
     pub fn untag(&self, reference: &Reference) -> Result<Option<Descriptor>> {
         let name = reference.to_string();

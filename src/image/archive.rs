@@ -1,0 +1,555 @@
+//! `kiln save` and `kiln load`: docker-archive and OCI image layout tarballs.
+//!
+//! The docker format is what Docker 25+ writes: an OCI image layout (`oci-layout`,
+//! `index.json`, `blobs/sha256/…`) plus the legacy `manifest.json` and `repositories`, so
+//! both old and new `docker load` and skopeo's `docker-archive:` read it. Layers are stored
+//! as they are in the store (usually gzip); `docker load` decompresses them itself.
+//!
+//! `load` reads both kinds, and the legacy layout skopeo and old Docker write
+//! (`<hex>.json` configs, `<id>/layer.tar` or `<hex>.tar` layers, often symlinked).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::{ImageError, Result, io_err, resolve, unpack_image};
+use crate::oci::{
+    ANNOTATION_REF_NAME, Compression, Descriptor, Digest, MediaType, Reference, media_type,
+};
+use crate::registry::{Platform, select_platform};
+use crate::store::{Store, StoreError};
+
+/// Annotation containerd and Docker 25+ put on `index.json` entries: the full image name.
+const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// Metadata files are read into memory; anything bigger is not metadata.
+const MAX_METADATA: u64 = 16 << 20;
+
+/// Which tarball `kiln save` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// Docker 25+ layout: OCI layout plus `manifest.json` and `repositories`.
+    Docker,
+    /// A plain OCI image layout.
+    Oci,
+}
+
+/// An image `kiln load` imported.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Familiar names (`busybox:latest`); empty if the archive did not name the image.
+    pub names: Vec<String>,
+    pub id: Digest,
+}
+
+struct Saved {
+    name: Option<Reference>,
+    manifest: Descriptor,
+    manifest_digest: Digest,
+    config: Digest,
+    layers: Vec<Digest>,
+}
+
+/// Writes the images `queries` (names or ids) as one archive to `out`.
+pub fn save(
+    store: &Store,
+    queries: &[String],
+    format: ArchiveFormat,
+    out: impl Write,
+) -> Result<()> {
+    let mut images = Vec::new();
+    for query in queries {
+        let (descriptor, image) = resolve(store, query)?;
+        // Docker keeps the name only when the image was named by it.
+        let name = query
+            .parse::<Reference>()
+            .ok()
+            .filter(|r| r.tag().is_some() && store.lookup(r).ok().flatten().is_some());
+        let mut manifest = Descriptor::new(
+            descriptor.media_type().clone(),
+            image.manifest_size,
+            image.manifest_digest.to_oci(),
+        );
+        manifest.set_platform(descriptor.platform().clone());
+        images.push(Saved {
+            name,
+            manifest,
+            manifest_digest: image.manifest_digest.clone(),
+            config: image.config_digest.clone(),
+            layers: image
+                .layers
+                .iter()
+                .map(|l| Digest::from_oci(l.digest()))
+                .collect::<Result<_, _>>()
+                .map_err(StoreError::from)?,
+        });
+    }
+
+    let mut tar = tar::Builder::new(out);
+    let err = |e: std::io::Error| ImageError::Io {
+        action: "write archive",
+        path: PathBuf::from("-"),
+        source: e,
+    };
+    add_dir(&mut tar, "blobs/").map_err(err)?;
+    add_dir(&mut tar, "blobs/sha256/").map_err(err)?;
+    let mut written = std::collections::HashSet::new();
+    for image in &images {
+        let blobs = image
+            .layers
+            .iter()
+            .chain([&image.config, &image.manifest_digest]);
+        for digest in blobs {
+            if !written.insert(digest.clone()) {
+                continue;
+            }
+            let file = store.open_blob(digest)?;
+            let size = store.blob_size(digest)?;
+            add_file(
+                &mut tar,
+                &format!("blobs/sha256/{}", digest.hex()),
+                size,
+                file,
+            )
+            .map_err(err)?;
+        }
+    }
+    add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(err)?;
+
+    let mut index_entries = Vec::new();
+    for image in &images {
+        let mut entry = serde_json::to_value(&image.manifest).unwrap_or(Value::Null);
+        if let Some(name) = &image.name {
+            entry["annotations"] = json!({
+                ANNOTATION_CONTAINERD_NAME: name.to_string(),
+                ANNOTATION_REF_NAME: name.tag().unwrap_or("latest"),
+            });
+        }
+        index_entries.push(entry);
+    }
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": index_entries,
+    });
+    add_bytes(
+        &mut tar,
+        "index.json",
+        &serde_json::to_vec(&index).unwrap_or_default(),
+    )
+    .map_err(err)?;
+
+    if format == ArchiveFormat::Docker {
+        let mut manifest_json = Vec::new();
+        let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for image in &images {
+            let tags: Vec<String> = image
+                .name
+                .iter()
+                .map(|n| format!("{}:{}", n.familiar(), n.tag().unwrap_or("latest")))
+                .collect();
+            manifest_json.push(json!({
+                "Config": format!("blobs/sha256/{}", image.config.hex()),
+                "RepoTags": tags,
+                "Layers": image.layers.iter().map(|l| format!("blobs/sha256/{}", l.hex())).collect::<Vec<_>>(),
+            }));
+            if let (Some(name), Some(top)) = (&image.name, image.layers.last()) {
+                repositories.entry(name.familiar()).or_default().insert(
+                    name.tag().unwrap_or("latest").to_string(),
+                    top.hex().to_string(),
+                );
+            }
+        }
+        add_bytes(
+            &mut tar,
+            "manifest.json",
+            &serde_json::to_vec(&manifest_json).unwrap_or_default(),
+        )
+        .map_err(err)?;
+        add_bytes(
+            &mut tar,
+            "repositories",
+            &serde_json::to_vec(&repositories).unwrap_or_default(),
+        )
+        .map_err(err)?;
+    }
+    tar.into_inner().map_err(err)?.flush().map_err(err)?;
+    Ok(())
+}
+
+fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header
+}
+
+fn add_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str) -> std::io::Result<()> {
+    let mut h = header(tar::EntryType::Directory, 0, 0o755);
+    tar.append_data(&mut h, path, std::io::empty())
+}
+
+fn add_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> std::io::Result<()> {
+    add_file(tar, path, bytes.len() as u64, bytes)
+}
+
+fn add_file<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    size: u64,
+    data: impl Read,
+) -> std::io::Result<()> {
+    let mut h = header(tar::EntryType::Regular, size, 0o644);
+    tar.append_data(&mut h, path, data)
+}
+
+/// What one pass over the archive found.
+#[derive(Default)]
+struct Contents {
+    /// Archive path → digest of the stored file.
+    files: HashMap<String, Digest>,
+    /// Link path → what it points at (archive-relative).
+    links: HashMap<String, String>,
+    /// Small metadata files by path.
+    metadata: HashMap<String, Vec<u8>>,
+}
+
+impl Contents {
+    fn digest_of(&self, path: &str) -> Option<&Digest> {
+        let mut path = normalise(path)?;
+        for _ in 0..16 {
+            if let Some(d) = self.files.get(&path) {
+                return Some(d);
+            }
+            path = self.links.get(&path)?.clone();
+        }
+        None
+    }
+}
+
+/// `./a//b` → `a/b`; `None` for paths that climb out.
+fn normalise(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn is_metadata(path: &str) -> bool {
+    matches!(
+        path,
+        "manifest.json" | "index.json" | "repositories" | "oci-layout"
+    )
+}
+
+/// Imports every image of a docker or OCI archive (optionally gzip-compressed) from
+/// `input`; `source` names it in errors. Blobs are verified, layers unpacked, names tagged.
+pub fn load(store: &Store, input: impl Read, source: &Path) -> Result<Vec<Loaded>> {
+    let archive_err = |reason: String| ImageError::Archive {
+        path: source.to_path_buf(),
+        reason,
+    };
+    let _lease = store.lease()?;
+    let mut input = BufReader::with_capacity(1 << 20, input);
+    let head = input.fill_buf().map_err(io_err("read", source))?;
+    let decompressed: Box<dyn Read> = match Compression::detect(head) {
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(input)),
+        Compression::Zstd => {
+            Box::new(zstd::Decoder::with_buffer(input).map_err(io_err("read", source))?)
+        }
+        Compression::None => Box::new(input),
+    };
+    let contents = read_entries(store, decompressed, source)?;
+
+    let mut wanted: Vec<(Digest, Vec<Reference>)> = Vec::new();
+    let oci_manifests = match contents.metadata.get("index.json") {
+        Some(bytes) => {
+            oci_images(store, bytes).map_err(|e| archive_err(format!("index.json: {e}")))?
+        }
+        None => Vec::new(),
+    };
+    if let Some(bytes) = contents.metadata.get("manifest.json") {
+        let entries: Vec<DockerEntry> = serde_json::from_slice(bytes)
+            .map_err(|e| archive_err(format!("manifest.json: {e}")))?;
+        for entry in entries {
+            let config = contents
+                .digest_of(&entry.config)
+                .ok_or_else(|| {
+                    archive_err(format!(
+                        "manifest.json names {} but the archive lacks it",
+                        entry.config
+                    ))
+                })?
+                .clone();
+            let mut names = Vec::new();
+            for tag in entry.repo_tags.iter().flatten() {
+                names.push(
+                    tag.parse::<Reference>()
+                        .map_err(|e| archive_err(format!("manifest.json: {e}")))?,
+                );
+            }
+            // Keep the original manifest (and its digest) when the OCI index has it.
+            let existing = oci_manifests.iter().find(|(_, c, _)| *c == config);
+            let manifest = match existing {
+                Some((digest, _, _)) => digest.clone(),
+                None => {
+                    let mut layers = Vec::new();
+                    for layer in &entry.layers {
+                        let digest = contents.digest_of(layer).ok_or_else(|| {
+                            archive_err(format!(
+                                "manifest.json names layer {layer} but the archive lacks it"
+                            ))
+                        })?;
+                        layers.push(digest.clone());
+                    }
+                    build_manifest(store, &config, &layers)?
+                }
+            };
+            wanted.push((manifest, names));
+        }
+    } else if contents.metadata.contains_key("index.json") {
+        for (manifest, _, names) in oci_manifests {
+            wanted.push((manifest, names));
+        }
+    } else {
+        return Err(archive_err(
+            "not an image archive: it has neither manifest.json (docker) nor index.json (OCI)"
+                .into(),
+        ));
+    }
+    if wanted.is_empty() {
+        return Err(archive_err("the archive holds no images".into()));
+    }
+
+    let mut loaded = Vec::new();
+    for (manifest, names) in wanted {
+        let image = store
+            .image(&manifest)
+            .map_err(|e| archive_err(e.to_string()))?;
+        for layer in &image.layers {
+            let digest = Digest::from_oci(layer.digest()).map_err(StoreError::from)?;
+            if !store.has_blob(&digest) {
+                return Err(archive_err(format!(
+                    "layer {digest} is missing from the archive"
+                )));
+            }
+        }
+        unpack_image(store, &image)?;
+        let descriptor = Descriptor::new(
+            MediaType::from(
+                serde_json::from_slice::<Value>(&store.read_blob(&manifest)?)
+                    .ok()
+                    .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
+                    .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string())
+                    .as_str(),
+            ),
+            image.manifest_size,
+            manifest.to_oci(),
+        );
+        let mut shown = Vec::new();
+        for name in &names {
+            store.tag(name, &descriptor)?;
+            shown.push(match name.tag() {
+                Some(tag) => format!("{}:{tag}", name.familiar()),
+                None => name.to_string(),
+            });
+        }
+        if names.is_empty() {
+            store.keep_unnamed(&descriptor)?;
+        }
+        loaded.push(Loaded {
+            names: shown,
+            id: image.config_digest.clone(),
+        });
+    }
+    Ok(loaded)
+}
+
+#[derive(serde::Deserialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+/// One pass over the tar: blobs into the store (verified when named by digest), links and
+/// metadata remembered.
+fn read_entries(store: &Store, input: impl Read, source: &Path) -> Result<Contents> {
+    let archive_err = |reason: String| ImageError::Archive {
+        path: source.to_path_buf(),
+        reason,
+    };
+    let mut contents = Contents::default();
+    let mut archive = tar::Archive::new(input);
+    let entries = archive
+        .entries()
+        .map_err(|e| archive_err(format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| archive_err(format!("not a tar archive: {e}")))?;
+        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let Some(path) = normalise(&raw_path) else {
+            return Err(archive_err(format!(
+                "entry {raw_path:?} climbs out of the archive"
+            )));
+        };
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            kind @ (tar::EntryType::Symlink | tar::EntryType::Link) => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
+                // Symlinks are relative to their directory; hard links to the archive root.
+                let joined = if kind == tar::EntryType::Symlink && !target.starts_with('/') {
+                    match path.rsplit_once('/') {
+                        Some((dir, _)) => format!("{dir}/{target}"),
+                        None => target,
+                    }
+                } else {
+                    target
+                };
+                if let Some(target) = normalise(&joined) {
+                    contents.links.insert(path, target);
+                }
+                continue;
+            }
+            _ => continue,
+        }
+        if is_metadata(&path) {
+            if entry.size() > MAX_METADATA {
+                return Err(archive_err(format!("{path} is implausibly large")));
+            }
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| archive_err(format!("reading {path}: {e}")))?;
+            contents.metadata.insert(path, bytes);
+            continue;
+        }
+        let expected = path
+            .strip_prefix("blobs/sha256/")
+            .and_then(|hex| Digest::from_sha256_hex(hex).ok());
+        if let Some(expected) = &expected
+            && store.has_blob(expected)
+        {
+            contents.files.insert(path, expected.clone());
+            continue;
+        }
+        let size = entry.size();
+        let mut ingest = store.ingest()?;
+        std::io::copy(&mut entry, &mut ingest)
+            .map_err(|e| archive_err(format!("reading {path}: {e}")))?;
+        let (digest, _) = ingest
+            .commit(expected.as_ref(), Some(size))
+            .map_err(|e| archive_err(format!("{path}: {e}")))?;
+        contents.files.insert(path, digest);
+    }
+    Ok(contents)
+}
+
+/// Manifests of an OCI `index.json` (nested indexes resolved to the host platform), with
+/// their config digests and names.
+fn oci_images(store: &Store, index: &[u8]) -> Result<Vec<(Digest, Digest, Vec<Reference>)>> {
+    let invalid = |reason: String| ImageError::Invalid {
+        what: "index.json".into(),
+        reason,
+    };
+    let json: Value = serde_json::from_slice(index).map_err(|e| invalid(e.to_string()))?;
+    let entries = json
+        .get("manifests")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("no manifests".into()))?;
+    let mut out: Vec<(Digest, Digest, Vec<Reference>)> = Vec::new();
+    for entry in entries {
+        let mut digest: Digest = entry
+            .get("digest")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .parse()
+            .map_err(|e| invalid(format!("{e}")))?;
+        let annotation =
+            |key: &str| entry.pointer(&format!("/annotations/{}", key.replace('/', "~1")));
+        let name = annotation(ANNOTATION_CONTAINERD_NAME)
+            .or_else(|| annotation(ANNOTATION_REF_NAME))
+            .and_then(Value::as_str)
+            // A bare tag ("latest") names no repository: the image stays unnamed.
+            .filter(|n| n.contains(':') || n.contains('/'))
+            .and_then(|n| n.parse::<Reference>().ok());
+        let mut declared = entry
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or(media_type::OCI_MANIFEST)
+            .to_string();
+        // An index (multi-platform image): take the host's manifest.
+        for _ in 0..4 {
+            if !media_type::is_index(&declared) {
+                break;
+            }
+            let bytes = store.read_blob(&digest)?;
+            let chosen = select_platform(&bytes, &Platform::host())?;
+            digest = chosen.digest.parse().map_err(|e| invalid(format!("{e}")))?;
+            declared = chosen.media_type;
+        }
+        let manifest: Value = serde_json::from_slice(&store.read_blob(&digest)?)
+            .map_err(|e| invalid(format!("manifest {digest}: {e}")))?;
+        let config: Digest = manifest
+            .pointer("/config/digest")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .parse()
+            .map_err(|e| invalid(format!("manifest {digest}: {e}")))?;
+        match out.iter_mut().find(|(d, _, _)| *d == digest) {
+            Some((_, _, names)) => names.extend(name),
+            None => out.push((digest, config, name.into_iter().collect())),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes an OCI manifest for a legacy docker archive entry; returns its digest.
+fn build_manifest(store: &Store, config: &Digest, layers: &[Digest]) -> Result<Digest> {
+    let mut descriptors = Vec::new();
+    for layer in layers {
+        let mut head = [0u8; 4];
+        let mut file = store.open_blob(layer)?;
+        let n = file
+            .read(&mut head)
+            .map_err(io_err("read", store.blob_path(layer)))?;
+        let media_type = match Compression::detect(&head[..n]) {
+            Compression::Gzip => media_type::OCI_LAYER_GZIP,
+            Compression::Zstd => media_type::OCI_LAYER_ZSTD,
+            Compression::None => media_type::OCI_LAYER,
+        };
+        descriptors.push(json!({
+            "mediaType": media_type,
+            "digest": layer.to_string(),
+            "size": store.blob_size(layer)?,
+        }));
+    }
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_MANIFEST,
+        "config": {
+            "mediaType": media_type::OCI_CONFIG,
+            "digest": config.to_string(),
+            "size": store.blob_size(config)?,
+        },
+        "layers": descriptors,
+    });
+    Ok(store.write_blob(&serde_json::to_vec(&manifest).unwrap_or_default())?)
+}

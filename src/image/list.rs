@@ -1,0 +1,294 @@
+//! Local image commands: tag, images, inspect, history, rm, prune.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs;
+
+use serde_json::{Value, json};
+
+use super::{ANNOTATION_INDEX, ANNOTATION_REPO_DIGEST, ImageError, Result, parse_rfc3339};
+use crate::oci::{Descriptor, Digest, Reference, media_type};
+use crate::store::{Image, PruneReport, PruneRoots, Store, StoreError};
+
+/// One row of `kiln images`: one name of one image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageSummary {
+    /// Familiar repository name (`busybox`, `127.0.0.1:5000/x`).
+    pub repository: String,
+    /// `None` for images named by digest only.
+    pub tag: Option<String>,
+    /// The manifest digest.
+    pub digest: Digest,
+    /// The image id (config digest).
+    pub id: Digest,
+    /// The config's `created`, as written.
+    pub created: Option<String>,
+    /// Sum of the (compressed) layer sizes: what the store holds and a push sends.
+    pub size: u64,
+}
+
+/// One row of `kiln image history`, newest first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryRow {
+    /// The image id on the top row, `None` (`<missing>`) below, as Docker shows it.
+    pub id: Option<Digest>,
+    pub created: Option<String>,
+    pub created_by: String,
+    /// Compressed size of the layer this step made (0 for metadata-only steps).
+    pub size: u64,
+    pub comment: String,
+}
+
+/// What `kiln image rm` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removed {
+    Untagged(String),
+}
+
+fn not_found(query: &str) -> impl FnOnce(StoreError) -> ImageError + '_ {
+    move |e| match e {
+        StoreError::ImageNotFound(_) => ImageError::NotFound(query.to_string()),
+        other => other.into(),
+    }
+}
+
+/// Finds an image by name or id prefix, as `docker image inspect` does.
+pub fn resolve(store: &Store, query: &str) -> Result<(Descriptor, Image)> {
+    let descriptor = store.resolve_image(query).map_err(not_found(query))?;
+    let digest = Digest::from_oci(descriptor.digest()).map_err(StoreError::from)?;
+    let image = store.image(&digest)?;
+    Ok((descriptor, image))
+}
+
+/// `kiln tag SRC DST`: names the image `src` also as `dst`.
+pub fn tag(store: &Store, src: &str, dst: &Reference) -> Result<()> {
+    let (descriptor, _) = resolve(store, src)?;
+    let _lease = store.lease()?;
+    store.tag(dst, &descriptor)?;
+    Ok(())
+}
+
+fn layers_size(image: &Image) -> u64 {
+    image.layers.iter().map(|l| l.size()).sum()
+}
+
+fn created(image: &Image) -> Option<String> {
+    image.config.created().clone()
+}
+
+/// Every named image, newest first (then by name).
+pub fn list(store: &Store) -> Result<Vec<ImageSummary>> {
+    let mut rows = Vec::new();
+    for (reference, descriptor) in store.list()? {
+        if media_type::is_index(descriptor.media_type().as_ref()) {
+            continue; // kiln tags manifests; an index from another tool has no single image.
+        }
+        let Ok(digest) = Digest::from_oci(descriptor.digest()) else {
+            continue;
+        };
+        let image = store.image(&digest)?;
+        rows.push(ImageSummary {
+            repository: reference.familiar(),
+            tag: reference.tag().map(str::to_string),
+            digest,
+            id: image.config_digest.clone(),
+            created: created(&image),
+            size: layers_size(&image),
+        });
+    }
+    rows.sort_by(|a, b| {
+        let ta = a.created.as_deref().and_then(parse_rfc3339);
+        let tb = b.created.as_deref().and_then(parse_rfc3339);
+        tb.cmp(&ta)
+            .then_with(|| a.repository.cmp(&b.repository))
+            .then_with(|| a.tag.cmp(&b.tag))
+    });
+    Ok(rows)
+}
+
+/// Names in the index that point at `manifest`.
+fn names_of(store: &Store, manifest: &Digest) -> Result<Vec<(Reference, Descriptor)>> {
+    Ok(store
+        .list()?
+        .into_iter()
+        .filter(|(_, d)| d.digest().to_string() == manifest.to_string())
+        .collect())
+}
+
+/// `docker image inspect`'s object for one image.
+pub fn inspect(store: &Store, query: &str) -> Result<Value> {
+    let (_, image) = resolve(store, query)?;
+    let config: Value =
+        serde_json::from_slice(&store.read_blob(&image.config_digest)?).map_err(|e| {
+            ImageError::Invalid {
+                what: format!("image config {}", image.config_digest),
+                reason: e.to_string(),
+            }
+        })?;
+    let mut tags = Vec::new();
+    let mut digests = BTreeSet::new();
+    for (reference, descriptor) in names_of(store, &image.manifest_digest)? {
+        match reference.tag() {
+            Some(tag) => tags.push(format!("{}:{tag}", reference.familiar())),
+            None => {
+                digests.insert(format!(
+                    "{}@{}",
+                    reference.familiar(),
+                    image.manifest_digest
+                ));
+            }
+        }
+        let repo_digest = descriptor
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_REPO_DIGEST));
+        if let Some(repo_digest) = repo_digest
+            && let Ok(parsed) = repo_digest.parse::<Reference>()
+            && let Some(digest) = parsed.digest()
+        {
+            digests.insert(format!("{}@{digest}", parsed.familiar()));
+        }
+    }
+    let field = |name: &str| config.get(name).cloned().unwrap_or(Value::Null);
+    let mut object = json!({
+        "Id": image.config_digest.to_string(),
+        "RepoTags": tags,
+        "RepoDigests": digests.into_iter().collect::<Vec<_>>(),
+        "Parent": "",
+        "Comment": "",
+        "Created": field("created"),
+        "Author": config.get("author").cloned().unwrap_or(json!("")),
+        "Config": field("config"),
+        "Architecture": field("architecture"),
+        "Os": field("os"),
+        "Size": layers_size(&image),
+        "RootFS": {
+            "Type": "layers",
+            "Layers": image.diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        },
+        "Metadata": { "LastTagTime": "0001-01-01T00:00:00Z" },
+    });
+    if let Some(variant) = config.get("variant") {
+        object["Variant"] = variant.clone();
+    }
+    Ok(object)
+}
+
+/// `kiln image history`: the config's history with each layer's size, newest first.
+pub fn history(store: &Store, query: &str) -> Result<Vec<HistoryRow>> {
+    let (_, image) = resolve(store, query)?;
+    let mut sizes = image.layers.iter().map(|l| l.size());
+    let mut rows: Vec<HistoryRow> = match image.config.history() {
+        Some(history) if !history.is_empty() => history
+            .iter()
+            .map(|h| HistoryRow {
+                id: None,
+                created: h.created().clone(),
+                created_by: h.created_by().clone().unwrap_or_default(),
+                size: if h.empty_layer().unwrap_or(false) {
+                    0
+                } else {
+                    sizes.next().unwrap_or(0)
+                },
+                comment: h.comment().clone().unwrap_or_default(),
+            })
+            .collect(),
+        // No history: one row per layer, as Docker shows images built without it.
+        _ => sizes
+            .map(|size| HistoryRow {
+                id: None,
+                created: created(&image),
+                created_by: String::new(),
+                size,
+                comment: String::new(),
+            })
+            .collect(),
+    };
+    rows.reverse();
+    if let Some(top) = rows.first_mut() {
+        top.id = Some(image.config_digest.clone());
+    }
+    Ok(rows)
+}
+
+/// The id of a container (under `containers-v1/`) whose config uses image `id`, if any.
+fn container_using(store: &Store, id: &Digest) -> Option<String> {
+    let entries = fs::read_dir(store.containers_dir()).ok()?;
+    for entry in entries.flatten() {
+        let Ok(bytes) = fs::read(entry.path().join("config.json")) else {
+            continue;
+        };
+        let Ok(config) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        let image = config.get("image").and_then(Value::as_str).unwrap_or("");
+        if !image.is_empty() && image.strip_prefix("sha256:").unwrap_or(image) == id.hex() {
+            return Some(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    None
+}
+
+/// `kiln image rm`: removes a name, or every name of an image given by id (with `force`
+/// when there are several). Content is freed by [`prune`]. Refuses while a container uses
+/// the image and this would remove its last name, unless `force`.
+pub fn remove(store: &Store, query: &str, force: bool) -> Result<Vec<Removed>> {
+    let (descriptor, image) = resolve(store, query)?;
+    let names = names_of(store, &image.manifest_digest)?;
+    let by_name = query
+        .parse::<Reference>()
+        .ok()
+        .filter(|r| names.iter().any(|(n, _)| n == r));
+    let doomed: Vec<Reference> = match by_name {
+        Some(reference) => vec![reference],
+        None => {
+            if names.len() > 1 && !force {
+                return Err(ImageError::MultipleReferences {
+                    id: image.config_digest.hex()[..12].to_string(),
+                    names: names.iter().map(|(n, _)| n.familiar()).collect(),
+                });
+            }
+            names.iter().map(|(n, _)| n.clone()).collect()
+        }
+    };
+    let last_name = doomed.len() >= names.len();
+    if last_name
+        && !force
+        && let Some(container) = container_using(store, &image.config_digest)
+    {
+        return Err(ImageError::InUse {
+            image: query.to_string(),
+            container,
+        });
+    }
+    let _ = descriptor;
+    let mut removed = Vec::new();
+    for reference in doomed {
+        if store.untag(&reference)?.is_some() {
+            let shown = match reference.tag() {
+                Some(tag) => format!("{}:{tag}", reference.familiar()),
+                None => reference.to_string(),
+            };
+            removed.push(Removed::Untagged(shown));
+        }
+    }
+    Ok(removed)
+}
+
+/// `kiln image prune`: removes blobs and snapshots that no name reaches (keeping pulled
+/// indexes of tagged images and the images of containers).
+pub fn prune(store: &Store) -> Result<PruneReport> {
+    let mut roots = PruneRoots::default();
+    let mut kept = HashSet::new();
+    for (_, descriptor) in store.list()? {
+        if let Some(index) = descriptor
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_INDEX))
+            .and_then(|d| d.parse::<Digest>().ok())
+        {
+            kept.insert(index);
+        }
+    }
+    roots.blobs = kept;
+    Ok(store.prune(&roots)?)
+}

@@ -1,0 +1,484 @@
+//! `kiln pull`: resolve, download (verified, in parallel), unpack, tag.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::{
+    ANNOTATION_INDEX, ANNOTATION_REPO_DIGEST, Event, ImageError, PARALLEL_TRANSFERS, Reporter,
+    Result, Status, blocking, short_id, sources, unpack_one,
+};
+use crate::oci::{
+    Descriptor, DescriptorBuilder, Digest, ImageManifest, MediaType, Reference, media_type,
+};
+use crate::registry::{Client, Platform, RegistryRef, is_index_media_type, select_platform};
+use crate::store::{Store, StoreError};
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub reference: Reference,
+    /// What the registry resolved the reference to (an index or a manifest).
+    pub digest: Digest,
+    pub manifest_digest: Digest,
+    /// The image id (config digest).
+    pub id: Digest,
+    /// False when every blob was already stored and the name already pointed here.
+    pub downloaded: bool,
+}
+
+fn parse_digest(s: &str, what: &str) -> Result<Digest> {
+    s.parse().map_err(|e| ImageError::Invalid {
+        what: what.to_string(),
+        reason: format!("{e}"),
+    })
+}
+
+/// Pulls `reference` into `store` and tags it; layers are unpacked into snapshots.
+///
+/// Blobs go through store ingests (verified against their digests and sizes) and become
+/// visible only when complete; the tag is written last, so an interrupted pull leaves at
+/// most unreferenced complete blobs, and a rerun picks up from them.
+pub async fn pull(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    platform: Option<&Platform>,
+    report: Reporter,
+) -> Result<Pulled> {
+    let rref = RegistryRef::from(reference);
+    let top = client.resolve(&rref).await?;
+    let top_digest = parse_digest(&top.digest, "manifest digest")?;
+    let looks_like_index = serde_json::from_slice::<serde_json::Value>(&top.bytes)
+        .ok()
+        .is_some_and(|v| v.get("manifests").is_some());
+    let (index, manifest) = if is_index_media_type(&top.media_type) || looks_like_index {
+        let wanted = platform.cloned().unwrap_or_else(Platform::host);
+        let entry = select_platform(&top.bytes, &wanted)?;
+        let by_digest = RegistryRef {
+            tag: None,
+            ..rref.clone()
+        }
+        .with_digest(entry.digest.clone());
+        (Some(top), client.resolve(&by_digest).await?)
+    } else {
+        (None, top)
+    };
+    let manifest_digest = parse_digest(&manifest.digest, "manifest digest")?;
+    let what = || format!("manifest {manifest_digest} of {rref}");
+    if !media_type::is_manifest(&manifest.media_type) {
+        return Err(ImageError::UnsupportedMediaType {
+            what: what(),
+            media_type: manifest.media_type.clone(),
+        });
+    }
+    let parsed: ImageManifest =
+        serde_json::from_slice(&manifest.bytes).map_err(|e| ImageError::Invalid {
+            what: what(),
+            reason: e.to_string(),
+        })?;
+    let config_digest = Digest::from_oci(parsed.config().digest()).map_err(StoreError::from)?;
+    let config_size = parsed.config().size();
+    let mut layers = Vec::new();
+    for layer in parsed.layers() {
+        let mt = layer.media_type().to_string();
+        if media_type::layer_compression(&mt).is_none() {
+            return Err(ImageError::UnsupportedMediaType {
+                what: format!("a layer of {}", what()),
+                media_type: mt,
+            });
+        }
+        let digest = Digest::from_oci(layer.digest()).map_err(StoreError::from)?;
+        layers.push((digest, layer.size()));
+    }
+
+    // Held until the tag is written, so a concurrent prune cannot collect what we fetched.
+    let lease_store = store.clone();
+    let _lease = blocking(move || Ok(lease_store.lease()?)).await?;
+
+    let mut downloaded = fetch_to_store(
+        client,
+        store,
+        &rref,
+        &config_digest,
+        config_size,
+        None,
+        &report,
+    )
+    .await?;
+    let config_store = store.clone();
+    let config_for_read = config_digest.clone();
+    let config_bytes = blocking(move || Ok(config_store.read_blob(&config_for_read)?)).await?;
+    let diff_ids = diff_ids(&config_bytes, &config_digest)?;
+    if diff_ids.len() != layers.len() {
+        return Err(ImageError::Invalid {
+            what: what(),
+            reason: format!(
+                "{} layers but config {config_digest} lists {} diff_ids",
+                layers.len(),
+                diff_ids.len()
+            ),
+        });
+    }
+
+    downloaded |= fetch_layers(client, store, &rref, &layers, &diff_ids, &report).await?;
+
+    // Manifest and index last: once they are stored, everything they name is.
+    let write_store = store.clone();
+    let manifest_bytes = manifest.bytes.clone();
+    let index_bytes = index.as_ref().map(|i| i.bytes.clone());
+    blocking(move || {
+        write_store.write_blob(&manifest_bytes)?;
+        if let Some(bytes) = index_bytes {
+            write_store.write_blob(&bytes)?;
+        }
+        Ok(())
+    })
+    .await?;
+
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        ANNOTATION_REPO_DIGEST.to_string(),
+        format!("{}@{top_digest}", reference.name()),
+    );
+    if index.is_some() {
+        annotations.insert(ANNOTATION_INDEX.to_string(), top_digest.to_string());
+    }
+    let descriptor = DescriptorBuilder::default()
+        .media_type(MediaType::from(manifest.media_type.as_str()))
+        .digest(manifest_digest.to_oci())
+        .size(manifest.bytes.len() as u64)
+        .annotations(
+            annotations
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
+        .build()
+        .map_err(|e| ImageError::Invalid {
+            what: what(),
+            reason: e.to_string(),
+        })?;
+    let tag_store = store.clone();
+    let tag_ref = reference.clone();
+    let previous = blocking(move || {
+        let previous = tag_store.lookup(&tag_ref)?;
+        tag_store.tag(&tag_ref, &descriptor)?;
+        Ok(previous)
+    })
+    .await?;
+    downloaded |= previous.is_none_or(|p: Descriptor| p.digest() != &manifest_digest.to_oci());
+
+    let mut all: Vec<Digest> = layers.iter().map(|(d, _)| d.clone()).collect();
+    all.push(config_digest.clone());
+    let src_store = store.clone();
+    let (registry, repository) = (rref.registry.clone(), rref.repository.clone());
+    blocking(move || sources::record(&src_store, &registry, &repository, &all)).await?;
+
+    Ok(Pulled {
+        reference: reference.clone(),
+        digest: top_digest,
+        manifest_digest,
+        id: config_digest,
+        downloaded,
+    })
+}
+
+/// `rootfs.diff_ids` of an image config.
+pub(crate) fn diff_ids(config: &[u8], digest: &Digest) -> Result<Vec<Digest>> {
+    let invalid = |reason: String| ImageError::Invalid {
+        what: format!("image config {digest}"),
+        reason,
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(config).map_err(|e| invalid(e.to_string()))?;
+    let ids = json
+        .pointer("/rootfs/diff_ids")
+        .and_then(|v| v.as_array())
+        .ok_or_else(|| invalid("no rootfs.diff_ids".into()))?;
+    ids.iter()
+        .map(|id| {
+            id.as_str()
+                .ok_or_else(|| invalid("a diff_id is not a string".into()))?
+                .parse::<Digest>()
+                .map_err(|e| invalid(e.to_string()))
+        })
+        .collect()
+}
+
+/// Downloads one blob into the store unless it is there; returns whether it downloaded.
+async fn fetch_to_store(
+    client: &Client,
+    store: &Store,
+    rref: &RegistryRef,
+    digest: &Digest,
+    size: u64,
+    id: Option<&str>,
+    report: &Reporter,
+) -> Result<bool> {
+    if store.has_blob(digest) {
+        return Ok(false);
+    }
+    let ingest_store = store.clone();
+    let ingest = blocking(move || Ok(ingest_store.ingest()?)).await?;
+    let progress = {
+        let report = report.clone();
+        let id = id.map(str::to_string);
+        move |done: u64| {
+            if let Some(id) = &id {
+                report(Event::Bytes {
+                    id: id.clone(),
+                    done,
+                    total: size,
+                });
+            }
+        }
+    };
+    let ingest = client
+        .fetch_blob_to_writer(rref, &digest.to_string(), Some(size), ingest, &progress)
+        .await?;
+    let expected = digest.clone();
+    blocking(move || {
+        ingest.commit(Some(&expected), Some(size))?;
+        Ok(())
+    })
+    .await?;
+    Ok(true)
+}
+
+/// Downloads the layers (a few at a time), unpacking each one while it downloads.
+///
+/// A layer's snapshot depends only on its own bytes (its parent matters for the chain id,
+/// not the content), so layers unpack in parallel; the tar stream is verified against the
+/// config's diff_id, and the pull tags nothing until every snapshot exists. Layers already
+/// stored are unpacked from the store. Returns whether anything was downloaded.
+async fn fetch_layers(
+    client: &Client,
+    store: &Store,
+    rref: &RegistryRef,
+    layers: &[(Digest, u64)],
+    diff_ids: &[Digest],
+    report: &Reporter,
+) -> Result<bool> {
+    let chains: Vec<Digest> = (1..=diff_ids.len())
+        .filter_map(|n| crate::oci::chain_id(&diff_ids[..n]))
+        .collect();
+    let permits = Arc::new(Semaphore::new(PARALLEL_TRANSFERS));
+    let mut tasks: JoinSet<Result<bool>> = JoinSet::new();
+    for (i, (digest, size)) in layers.iter().enumerate() {
+        let id = short_id(digest);
+        let parent = i.checked_sub(1).map(|p| chains[p].clone());
+        let diff_id = diff_ids[i].clone();
+        let (client, store, rref, report) =
+            (client.clone(), store.clone(), rref.clone(), report.clone());
+        let (digest, size, permits) = (digest.clone(), *size, permits.clone());
+        if store.has_blob(&digest) {
+            report(Event::Status {
+                id: id.clone(),
+                status: Status::AlreadyExists,
+            });
+        } else {
+            report(Event::Status {
+                id: id.clone(),
+                status: Status::Waiting,
+            });
+        }
+        tasks.spawn(async move {
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|e| ImageError::Task(e.to_string()))?;
+            if store.has_blob(&digest) {
+                blocking(move || unpack_one(&store, parent.as_ref(), &diff_id, &digest)).await?;
+                return Ok(false);
+            }
+            report(Event::Status {
+                id: id.clone(),
+                status: Status::Downloading,
+            });
+            fetch_and_unpack(
+                &client,
+                &store,
+                &rref,
+                (&digest, size),
+                (parent, diff_id),
+                &id,
+                &report,
+            )
+            .await?;
+            report(Event::Status {
+                id,
+                status: Status::PullComplete,
+            });
+            Ok(true)
+        });
+    }
+
+    let mut downloaded = false;
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined
+            .map_err(|e| ImageError::Task(e.to_string()))
+            .and_then(|r| r)
+        {
+            Ok(fetched) => downloaded |= fetched,
+            Err(e) => {
+                // Stop the other transfers; their ingests and temp snapshots go when dropped.
+                tasks.abort_all();
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(downloaded),
+    }
+}
+
+/// Streams one layer into a store ingest and, through a bounded pipe, into the unpacker.
+async fn fetch_and_unpack(
+    client: &Client,
+    store: &Store,
+    rref: &RegistryRef,
+    (digest, size): (&Digest, u64),
+    (parent, diff_id): (Option<Digest>, Digest),
+    id: &str,
+    report: &Reporter,
+) -> Result<()> {
+    let ingest_store = store.clone();
+    let ingest = blocking(move || Ok(ingest_store.ingest()?)).await?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(PIPE_CHUNKS);
+    let unpack_store = store.clone();
+    let unpacker = tokio::task::spawn_blocking(move || {
+        crate::snapshot::unpack_layer(
+            &unpack_store,
+            parent.as_ref(),
+            &diff_id,
+            PipeReader::new(rx),
+        )
+    });
+    let progress = {
+        let (report, id) = (report.clone(), id.to_string());
+        move |done: u64| {
+            report(Event::Bytes {
+                id: id.clone(),
+                done,
+                total: size,
+            })
+        }
+    };
+    let tee = Tee {
+        ingest,
+        pipe: Some(tx),
+    };
+    let fetched = client
+        .fetch_blob_to_writer(rref, &digest.to_string(), Some(size), tee, &progress)
+        .await;
+    let fetched = match fetched {
+        Ok(tee) => tee,
+        Err(e) => {
+            // The pipe closed without its end marker: the unpacker fails and cleans up.
+            let _ = unpacker.await;
+            return Err(e.into());
+        }
+    };
+    let Tee { ingest, pipe } = fetched;
+    if let Some(pipe) = pipe {
+        let _ = pipe.send(Chunk::End);
+    }
+    report(Event::Status {
+        id: id.to_string(),
+        status: Status::DownloadComplete,
+    });
+    let expected = digest.clone();
+    let committed = blocking(move || {
+        ingest.commit(Some(&expected), Some(size))?;
+        Ok(())
+    })
+    .await;
+    let unpacked = unpacker
+        .await
+        .map_err(|e| ImageError::Task(e.to_string()))?;
+    committed?;
+    unpacked?;
+    Ok(())
+}
+
+/// Chunks in flight between a download and its unpacker (bounded: backpressure).
+const PIPE_CHUNKS: usize = 64;
+
+enum Chunk {
+    Data(Vec<u8>),
+    /// The download completed; without it, a closed pipe means it was cut short.
+    End,
+}
+
+/// Writes to the ingest and copies every byte to the unpacker.
+struct Tee {
+    ingest: crate::store::Ingest,
+    /// `None` once the unpacker stopped listening (it had the snapshot already, or failed).
+    pipe: Option<std::sync::mpsc::SyncSender<Chunk>>,
+}
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.ingest.write(buf)?;
+        if let Some(pipe) = &self.pipe
+            && pipe.send(Chunk::Data(buf[..n].to_vec())).is_err()
+        {
+            self.pipe = None;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.ingest.flush()
+    }
+}
+
+/// The unpacker's end of the pipe.
+struct PipeReader {
+    rx: std::sync::mpsc::Receiver<Chunk>,
+    current: Vec<u8>,
+    offset: usize,
+    ended: bool,
+}
+
+impl PipeReader {
+    fn new(rx: std::sync::mpsc::Receiver<Chunk>) -> PipeReader {
+        PipeReader {
+            rx,
+            current: Vec::new(),
+            offset: 0,
+            ended: false,
+        }
+    }
+}
+
+impl std::io::Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.offset == self.current.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Chunk::Data(data)) => {
+                    self.current = data;
+                    self.offset = 0;
+                }
+                Ok(Chunk::End) => self.ended = true,
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "layer download interrupted",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.offset);
+        buf[..n].copy_from_slice(&self.current[self.offset..self.offset + n]);
+        self.offset += n;
+        Ok(n)
+    }
+}

@@ -1,0 +1,207 @@
+//! `kiln push`: upload only what the registry lacks, mounting across repositories when we
+//! know where a blob already lives, then the manifest by tag.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::{
+    Event, ImageError, PARALLEL_TRANSFERS, Reporter, Result, Status, blocking, short_id, sources,
+};
+use crate::oci::{Digest, Reference, media_type};
+use crate::registry::{BlobSource, Client, RegistryRef};
+use crate::store::{Store, StoreError};
+
+/// What a push did.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub reference: Reference,
+    /// Digest of the manifest as pushed (the bytes are pushed unchanged).
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Pushes the local image named `reference` to its registry under the same name.
+pub async fn push(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    report: Reporter,
+) -> Result<Pushed> {
+    let lookup_store = store.clone();
+    let name = reference.clone();
+    let (image, manifest_bytes, manifest_type, known) = blocking(move || {
+        let descriptor = lookup_store
+            .lookup(&name)?
+            .ok_or_else(|| ImageError::NotFound(name.to_string()))?;
+        let digest = Digest::from_oci(descriptor.digest()).map_err(StoreError::from)?;
+        let image = lookup_store.image(&digest)?;
+        let bytes = lookup_store.read_blob(&digest)?;
+        // Push the bytes with the media type they declare, or the one the index recorded.
+        let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| descriptor.media_type().to_string());
+        let mut known = HashMap::new();
+        for layer in image
+            .layers
+            .iter()
+            .map(|l| l.digest())
+            .chain([image.manifest.config().digest()])
+        {
+            let digest = Digest::from_oci(layer).map_err(StoreError::from)?;
+            let sources = sources::sources_of(&lookup_store, &digest);
+            known.insert(digest, sources);
+        }
+        Ok((image, bytes, declared, known))
+    })
+    .await?;
+    if !media_type::is_manifest(&manifest_type) {
+        return Err(ImageError::UnsupportedMediaType {
+            what: format!("pushing {reference}"),
+            media_type: manifest_type,
+        });
+    }
+
+    let target = RegistryRef::repo(reference.registry(), reference.repository());
+    let mut blobs: Vec<(Digest, u64, bool)> = Vec::new();
+    for layer in &image.layers {
+        let digest = Digest::from_oci(layer.digest()).map_err(StoreError::from)?;
+        blobs.push((digest, layer.size(), true));
+    }
+    blobs.push((image.config_digest.clone(), image.config_size, false));
+
+    let permits = Arc::new(Semaphore::new(PARALLEL_TRANSFERS));
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    for (digest, size, is_layer) in blobs.clone() {
+        let id = is_layer.then(|| short_id(&digest));
+        if let Some(id) = &id {
+            report(Event::Status {
+                id: id.clone(),
+                status: Status::Waiting,
+            });
+        }
+        let (client, store, target, report, permits) = (
+            client.clone(),
+            store.clone(),
+            target.clone(),
+            report.clone(),
+            permits.clone(),
+        );
+        let known = known.get(&digest).cloned().unwrap_or_default();
+        tasks.spawn(async move {
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|e| ImageError::Task(e.to_string()))?;
+            let status = push_blob(
+                &client,
+                &store,
+                &target,
+                (&digest, size, &known),
+                id.as_deref(),
+                &report,
+            )
+            .await?;
+            if let Some(id) = id {
+                report(Event::Status { id, status });
+            }
+            Ok(())
+        });
+    }
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined
+            .map_err(|e| ImageError::Task(e.to_string()))
+            .and_then(|r| r)
+        {
+            tasks.abort_all();
+            failure.get_or_insert(e);
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+
+    let manifest_ref = match (reference.tag(), reference.digest()) {
+        (Some(tag), _) => target.clone().with_tag(tag),
+        (None, Some(digest)) => target.clone().with_digest(digest.to_string()),
+        (None, None) => target.clone().with_tag("latest"),
+    };
+    let pushed = client
+        .push_manifest(&manifest_ref, &manifest_type, &manifest_bytes)
+        .await?;
+    let digest: Digest = pushed.parse().map_err(|e| ImageError::Invalid {
+        what: format!("pushed manifest digest of {reference}"),
+        reason: format!("{e}"),
+    })?;
+
+    let record_store = store.clone();
+    let all: Vec<Digest> = blobs.into_iter().map(|(d, _, _)| d).collect();
+    let (registry, repository) = (target.registry.clone(), target.repository.clone());
+    blocking(move || sources::record(&record_store, &registry, &repository, &all)).await?;
+
+    Ok(Pushed {
+        reference: reference.clone(),
+        digest,
+        size: manifest_bytes.len() as u64,
+    })
+}
+
+/// Makes one blob present in `target`: HEAD, else mount from a known repository of the same
+/// registry, else upload it from the store.
+async fn push_blob(
+    client: &Client,
+    store: &Store,
+    target: &RegistryRef,
+    (digest, size, known): (&Digest, u64, &[String]),
+    id: Option<&str>,
+    report: &Reporter,
+) -> Result<Status> {
+    let digest_str = digest.to_string();
+    if client.blob_exists(target, &digest_str).await? {
+        return Ok(Status::LayerAlreadyExists);
+    }
+    let prefix = format!("{}/", target.registry);
+    let mount_from = known.iter().filter_map(|location| {
+        location
+            .strip_prefix(&prefix)
+            .filter(|repo| *repo != target.repository && !repo.is_empty())
+    });
+    for from in mount_from {
+        if client.mount_blob(target, from, &digest_str).await? {
+            return Ok(Status::MountedFrom(from.to_string()));
+        }
+    }
+    if let Some(id) = id {
+        report(Event::Status {
+            id: id.to_string(),
+            status: Status::Pushing,
+        });
+    }
+    let progress: Option<crate::registry::Progress> = id.map(|id| {
+        let (report, id) = (report.clone(), id.to_string());
+        Arc::new(move |done: u64| {
+            report(Event::Bytes {
+                id: id.clone(),
+                done,
+                total: size,
+            })
+        }) as crate::registry::Progress
+    });
+    if !store.has_blob(digest) {
+        return Err(StoreError::BlobNotFound(digest.clone()).into());
+    }
+    client
+        .push_blob(
+            target,
+            &digest_str,
+            size,
+            BlobSource::Path(store.blob_path(digest)),
+            progress,
+        )
+        .await?;
+    Ok(Status::Pushed)
+}
