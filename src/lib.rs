@@ -5,6 +5,7 @@
 //! `docs/architecture.md` for the whole picture and the layering rules.
 
 pub mod cli;
+pub mod fileop;
 pub mod instruction;
 pub mod oci;
 pub mod plan;

@@ -3,6 +3,8 @@
 //! L0: the only module that uses `nix`/`libc` directly or contains `unsafe`.
 #![allow(unsafe_code)]
 
+pub mod fileop;
+
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
