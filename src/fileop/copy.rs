@@ -165,12 +165,12 @@ impl<'a> Copier<'a> {
                 exclude_info = info;
             }
         }
-        if let Some(filter) = self.filter {
-            if !filter.entries.contains(src_rel) {
-                include = false;
-                if !(is_dir && filter.ancestors.contains(src_rel)) {
-                    return Ok(());
-                }
+        if let Some(filter) = self.filter
+            && !filter.entries.contains(src_rel)
+        {
+            include = false;
+            if !(is_dir && filter.ancestors.contains(src_rel)) {
+                return Ok(());
             }
         }
         // Nothing below an excluded directory can come back without a `!` pattern.

@@ -640,14 +640,20 @@ impl CopyRun<'_, '_> {
                         {
                             let target =
                                 resolve(&root_path, matched_os(&matched).as_os_str(), true)?;
-                            if !exists(&target.host) {
+                            let found = exists(&target.host);
+                            if context {
+                                // Only what the selection holds may be read: otherwise the
+                                // link itself is copied (see the module docs).
+                                if found && allowed(&target) {
+                                    followed = target;
+                                }
+                            } else if found {
+                                followed = target;
+                            } else {
                                 return Err(Error::NotFound {
                                     keyword,
                                     path: matched.display(),
                                 });
-                            }
-                            if allowed(&target) {
-                                followed = target;
                             }
                         }
                         let meta = fs::symlink_metadata(&followed.host)
