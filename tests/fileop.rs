@@ -230,14 +230,17 @@ fn copy_from_context(
     )
 }
 
-/// The busybox base rootfs (`testdata/busybox/make-image.sh`), built once per run.
+/// The busybox base rootfs (`testdata/busybox/make-image.sh`), built once into the target
+/// directory's test scratch space and reused by later runs.
 fn busybox() -> Option<&'static Path> {
     static ROOTFS: OnceLock<Option<PathBuf>> = OnceLock::new();
     ROOTFS
         .get_or_init(|| {
-            let dest =
-                std::env::temp_dir().join(format!("kiln-fileop-busybox-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dest);
+            let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fileop-busybox");
+            let rootfs = dest.join("rootfs");
+            if rootfs.join("etc/passwd").exists() && rootfs.join("bin/busybox").exists() {
+                return Some(rootfs);
+            }
             let status = std::process::Command::new("bash")
                 .arg(concat!(
                     env!("CARGO_MANIFEST_DIR"),
@@ -247,7 +250,7 @@ fn busybox() -> Option<&'static Path> {
                 .stdout(std::process::Stdio::null())
                 .status();
             match status {
-                Ok(s) if s.success() => Some(dest.join("rootfs")),
+                Ok(s) if s.success() => Some(rootfs),
                 other => {
                     let why = format!("busybox fixture failed: {other:?}");
                     assert!(std::env::var_os("CI").is_none(), "{why}");
@@ -534,6 +537,28 @@ fn missing_or_ignored_context_file() {
         dump(&env.upper()),
         lines(&["app/ 755 0:0", "app/kept 644 0:0 \"k\""])
     );
+    let whole = context.select(&["."], &[]).unwrap();
+    let env = Env::new();
+    env.run(
+        FileOp::Copy(copy_op(vec![path_source(1, "/")], "/all")),
+        &[
+            Input::Layers(&[]),
+            Input::Context {
+                root: context.root(),
+                selection: &whole,
+            },
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        dump(&env.upper()),
+        lines(&[
+            "all/ 755 0:0",
+            "all/src/ 755 0:0",
+            "all/src/kept 644 0:0 \"k\""
+        ])
+    );
+
     let env = Env::new();
     let err = env
         .run(
@@ -595,6 +620,17 @@ fn chown_names_from_the_destination_rootfs() {
             "{spec}"
         );
     }
+
+    // --link: the layer starts empty, but names still come from the parent.
+    let env = Env::new();
+    let mut copy = copy_op(vec![path_source(1, "/f")], "/etc/f");
+    copy.chown = Some("app".into());
+    copy.link = true;
+    copy_from_context(&env, &[rootfs.to_path_buf()], &ctx, &["f"], &[], copy).unwrap();
+    assert_eq!(
+        dump(&env.upper()),
+        lines(&["etc/ 755 1000:1000", "etc/f 644 1000:1000 \"f\""])
+    );
 
     let env = Env::new();
     let mut copy = copy_op(vec![path_source(1, "/f")], "/f");
@@ -1168,6 +1204,27 @@ fn add_extracts_local_archives() {
         "x/not.tar 644 0:0 \"just text, not an archive\""
     );
 
+    // A directory of the archive where the parent has a file: the file is whited out and
+    // the new directory is opaque in the layer.
+    fs::write(
+        ctx.join("dir.tar"),
+        tar_bytes(&[("f/", None, 0o755, 0), ("f/inner", Some("i"), 0o644, 0)]),
+    )
+    .unwrap();
+    let lower2 = env0.path("l2");
+    file(&lower2, "opt/f", "a file", 0o644);
+    let env = Env::new();
+    let copy = copy_op(vec![add_source("/dir.tar", true)], "/opt/");
+    copy_from_context(&env, &[lower2], &ctx, &["dir.tar"], &[], copy).unwrap();
+    assert_eq!(
+        dump(&env.upper()),
+        lines(&[
+            "opt/ 755 0:0",
+            "opt/f/ 755 0:0 opaque",
+            "opt/f/inner 644 0:0 \"i\""
+        ])
+    );
+
     let env = Env::new();
     let copy = copy_op(vec![add_source("/x.tar.xz", true)], "/x/");
     let err = copy_from_context(&env, &[], &ctx, &["x.tar.xz"], &[], copy).unwrap_err();
@@ -1228,6 +1285,28 @@ fn workdir_mkdir() {
         .run(mkdir("/etc/passwd/x", ""), &[Input::Layers(&layers)])
         .unwrap_err();
     assert_eq!(err.to_string(), "mkdir /etc/passwd: not a directory");
+    // Without parents: one directory, which must have its parent.
+    let env = Env::new();
+    let op = FileOp::Mkdir(Mkdir {
+        path: "/home/x".into(),
+        owner: "app:staff".into(),
+        mode: 0o700,
+        make_parents: false,
+    });
+    env.run(op, &[Input::Layers(&layers)]).unwrap();
+    assert_eq!(
+        dump(&env.upper()),
+        lines(&["home/ 755 0:0", "home/x/ 700 1000:50"])
+    );
+    let env = Env::new();
+    let op = FileOp::Mkdir(Mkdir {
+        path: "/nope/x".into(),
+        owner: String::new(),
+        mode: 0o755,
+        make_parents: false,
+    });
+    let err = env.run(op, &[Input::Layers(&layers)]).unwrap_err();
+    assert_eq!(err.to_string(), "mkdir /nope/x: no such file or directory");
     // FROM scratch: written directly.
     let env = Env::new();
     let out = env

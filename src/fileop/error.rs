@@ -29,6 +29,8 @@ pub enum Error {
     CopyToNonDirectory { path: String },
     #[error("cannot replace to directory {path} with file")]
     ReplaceDirectoryWithFile { path: String },
+    #[error("mkdir {path}: no such file or directory")]
+    MkdirNoParent { path: String },
     #[error("mkdir {path}: not a directory")]
     MkdirNotDirectory { path: String },
     #[error("unable to find user {name}: no matching entries in passwd file")]

@@ -311,7 +311,12 @@ fn run_mkdir(dest_root: &Path, mkdir: &Mkdir, report: &mut Report) -> Result<()>
             path: resolved.display(),
         }),
         Err(_) => {
-            fs::create_dir(&resolved.host).map_err(Error::io("mkdir", &resolved.host))?;
+            fs::create_dir(&resolved.host).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::MkdirNoParent {
+                    path: resolved.display(),
+                },
+                _ => Error::io("mkdir", &resolved.host)(e),
+            })?;
             copy::set_mode(&resolved.host, mode)?;
             lchown(&resolved.host, owner)?;
             report.dirs += 1;
