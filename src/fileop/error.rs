@@ -43,13 +43,6 @@ pub enum Error {
     BadPattern { pattern: String, reason: String },
     #[error("{path}: too many levels of symbolic links")]
     SymlinkLoop { path: String },
-    #[error(
-        "ADD failed: {path} is {compression}-compressed, which kiln cannot unpack; use ADD --unpack=false to copy it as a file"
-    )]
-    UnsupportedCompression {
-        path: String,
-        compression: &'static str,
-    },
     #[error("ADD failed: extracting {path}: {source}")]
     Extract {
         path: String,

@@ -61,8 +61,8 @@
 //! - Context sources: only entries of the given [`Selection`] (after `.dockerignore` and
 //!   `--exclude`) are copied. A source that is itself a symlink is followed (BuildKit's
 //!   `FollowSymlinks`) only when its target was selected too; otherwise the link is copied.
-//! - ADD: an archive is recognised by content (gzip, zstd or plain tar); bzip2 and xz are
-//!   reported as unsupported rather than copied silently. Entries are extracted with the
+//! - ADD: an archive is recognised by content (a tar, plain or compressed with gzip, bzip2,
+//!   xz or zstd; anything else is copied as a file). Entries are extracted with the
 //!   snapshot unpacker's checks, then merged: an existing entry of another type is
 //!   replaced (as Docker's `Untar`), owners come from the archive unless `--chown`, and
 //!   `--chmod` does not apply.
@@ -748,18 +748,17 @@ impl CopyRun<'_, '_> {
         if !is_file {
             return Ok(false);
         }
-        match archive::detect(&item.followed.host)? {
-            archive::Kind::NotArchive => return Ok(false),
-            archive::Kind::Unsupported(compression) => {
-                return Err(Error::UnsupportedCompression {
-                    path: item.matched.display(),
-                    compression,
-                });
-            }
-            archive::Kind::Archive => {}
+        if !archive::is_archive(&item.followed.host)? {
+            return Ok(false);
         }
         let extracted = self.temp_dir("archive")?;
-        archive::extract(&item.followed.host, &extracted, &item.matched.display())?;
+        let tmp = self.temp_dir("decompressed")?;
+        archive::extract(
+            &item.followed.host,
+            &extracted,
+            &tmp,
+            &item.matched.display(),
+        )?;
         let dest = resolve(self.dest_root, OsStr::new(&self.copy.dest), true)?;
         mkdir_all(self.dest_root, &dest.rel, 0o755, None, self.report, false)?;
         let mut copier = Copier::new(self.dest_root, self.report);
