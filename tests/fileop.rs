@@ -1413,3 +1413,37 @@ fn a_copy_over_whiteouts_and_opaque_dirs_of_the_parent() {
     .unwrap();
     assert_eq!(dump(&env2.upper()), lines(&["cfg-copy/ 755 0:0"]));
 }
+
+#[test]
+fn mounts_never_reach_the_host_even_on_panic() {
+    if !privileged("mounts_never_reach_the_host_even_on_panic") {
+        return;
+    }
+    let env = Env::new();
+    let lower = env.path("lower");
+    file(&lower, "f", "f", 0o644);
+    let upper = env.path("up");
+    let work = env.path("work");
+    let target = env.path("mnt");
+    let overlay = kiln::sys::fileop::Overlay {
+        lowers: vec![lower],
+        upper: Some((upper.clone(), work)),
+    };
+    // A thread that mounts in its private namespace and dies without unmounting.
+    let joined = std::thread::spawn({
+        let target = target.clone();
+        move || {
+            kiln::sys::fileop::enter_private_mount_namespace().unwrap();
+            kiln::sys::fileop::mount_overlay(&overlay, &target).unwrap();
+            assert!(target.join("f").exists(), "mounted inside the thread");
+            fs::write(target.join("new"), "n").unwrap();
+            panic!("dying with the mount in place");
+        }
+    })
+    .join();
+    assert!(joined.is_err());
+    // The host never saw the mount; what was written went to the upper directory.
+    assert!(!target.join("f").exists());
+    assert_eq!(fs::read_to_string(upper.join("new")).unwrap(), "n");
+    env.check_clean();
+}

@@ -17,6 +17,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("store", &["oci", "sys"]),
     ("snapshot", &["oci", "sys", "store"]),
     (
+        "fileop",
+        &[
+            "oci",
+            "sys",
+            "store",
+            "snapshot",
+            "source",
+            "instruction",
+            "plan",
+        ],
+    ),
+    (
         "cli",
         &[
             "oci",

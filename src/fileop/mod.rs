@@ -153,6 +153,8 @@ pub fn run(request: &Request<'_>) -> Result<Outcome> {
     let result = std::thread::scope(|scope| {
         let spawned = std::thread::Builder::new()
             .name("kiln-fileop".to_string())
+            // The copy recurses once per directory level.
+            .stack_size(16 << 20)
             .spawn_scoped(scope, || execute(request, &scratch.path));
         match spawned {
             Err(e) => Err(Error::io("spawn thread for", &scratch.path)(e)),
