@@ -389,7 +389,6 @@ struct SourceRoot {
 struct Item {
     /// The input (None: a heredoc written to scratch).
     input: Option<usize>,
-    root: PathBuf,
     /// The matched path, final component not followed.
     matched: Resolved,
     /// What is copied: `matched`, or its target when the source symlink is followed.
@@ -460,7 +459,7 @@ impl CopyRun<'_, '_> {
             dest.ends_with('/') || dest.ends_with("/.") || dest.is_empty() || dest == "/";
         if items.len() > 1 && !dest_is_dir_syntax {
             let resolved = resolve(self.dest_root, OsStr::new(dest), true)?;
-            let is_dir = fs::metadata(&resolved.host).is_ok_and(|m| m.is_dir());
+            let is_dir = fs::symlink_metadata(&resolved.host).is_ok_and(|m| m.is_dir());
             if !is_dir {
                 return Err(Error::DestNotDirectory { keyword });
             }
@@ -679,7 +678,6 @@ impl CopyRun<'_, '_> {
                         }
                         items.push(Item {
                             input: Some(*input),
-                            root: root_path.clone(),
                             matched,
                             followed,
                             name,
@@ -733,7 +731,6 @@ impl CopyRun<'_, '_> {
         };
         Ok(Item {
             input: None,
-            root: dir,
             matched: resolved.clone(),
             followed: resolved,
             name: OsString::from(name),
@@ -827,7 +824,6 @@ impl CopyRun<'_, '_> {
             Some(input) => self.roots.get(&input).and_then(|r| r.filter.as_ref()),
             None => None,
         };
-        let _ = &item.root;
         let mut copier = Copier::new(self.dest_root, self.report);
         copier.owner = owner;
         copier.chmod = chmod;
