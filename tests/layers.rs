@@ -20,6 +20,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("snapshot", &["oci", "sys", "store"]),
     ("sandbox", &["sys"]),
     ("image", &["oci", "sys", "store", "snapshot", "registry"]),
+    (
+        "fileop",
+        &[
+            "oci",
+            "sys",
+            "store",
+            "snapshot",
+            "source",
+            "instruction",
+            "plan",
+        ],
+    ),
     // The command line may use everything.
     (
         "cli",
@@ -38,6 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "snapshot",
             "sandbox",
             "image",
+            "fileop",
         ],
     ),
 ];

@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod error;
+pub mod fileop;
 pub mod fs;
 pub mod inspect;
 pub mod mount;
