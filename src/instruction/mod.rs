@@ -12,6 +12,8 @@ mod outline;
 mod suggest;
 pub mod values;
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 pub use error::Error;
@@ -291,6 +293,7 @@ pub fn parse(file: &Dockerfile) -> Result<Stages, Vec<Error>> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut global_args = Vec::new();
+    let mut first_line_of_name = HashMap::new();
     let mut stages: Vec<Stage> = Vec::new();
 
     for node in &file.instructions {
@@ -308,16 +311,21 @@ pub fn parse(file: &Dockerfile) -> Result<Stages, Vec<Error>> {
         };
         match &command.instruction {
             Instruction::From(from) => {
-                if let Some(name) = &from.name
-                    && let Some(first) = stages.iter().find(|s| s.name.as_ref() == Some(name))
-                {
-                    warnings.push(Warning {
-                        message: format!(
-                            "DuplicateStageName: stage name {name:?} is also used at line {}; references resolve to the latest stage",
-                            first.from.span.start.line
-                        ),
-                        span: command.span,
-                    });
+                // A map, not a scan of earlier stages: files with thousands of
+                // stages stay linear.
+                if let Some(name) = &from.name {
+                    match first_line_of_name.entry(name.clone()) {
+                        Entry::Occupied(first) => warnings.push(Warning {
+                            message: format!(
+                                "DuplicateStageName: stage name {name:?} is also used at line {}; references resolve to the latest stage",
+                                first.get()
+                            ),
+                            span: command.span,
+                        }),
+                        Entry::Vacant(slot) => {
+                            slot.insert(command.span.start.line);
+                        }
+                    }
                 }
                 stages.push(Stage {
                     index: stages.len(),
