@@ -129,7 +129,8 @@ pub fn run_foreground(mut container: Container, interactive: bool) -> Result<Run
 }
 
 /// `kiln run -d`: starts `kiln __monitor <id>` in its own session with stdio on the
-/// container's log, waits until it has taken the container over, and returns.
+/// container's log, waits until the container is running (or already ended), and
+/// returns.
 // The monitor must outlive this process; it is deliberately never waited for.
 #[allow(clippy::zombie_processes)]
 pub fn start_detached(store: &Store, container: &Container) -> Result<()> {
@@ -152,12 +153,11 @@ pub fn start_detached(store: &Store, container: &Container) -> Result<()> {
         .stderr(open_log()?)
         .spawn()
         .map_err(io_err("start", &exe))?;
-    let me = ProcessId::current();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut current = container.clone();
     loop {
         let _ = current.reload();
-        if current.state.status != Status::Created || current.state.owner != me {
+        if current.state.status != Status::Created {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {

@@ -908,7 +908,7 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(command_text(&argv, false), "\"sh -c 'sleep 100; ec…\"");
+        assert_eq!(command_text(&argv, false), "\"sh -c 'sleep 100; e…\"");
         assert_eq!(
             command_text(&argv, true),
             "\"sh -c 'sleep 100; echo done'\""
