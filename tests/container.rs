@@ -216,6 +216,23 @@ fn run_echo_and_exit_codes() {
 }
 
 #[test]
+fn stdin_only_with_interactive() {
+    let f = fixture!();
+    let feed = |args: &[&str]| {
+        let mut child = f
+            .command(&f.root, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped\n").unwrap();
+        text(&child.wait_with_output().unwrap().stdout)
+    };
+    assert_eq!(feed(&["run", "--rm", "-i", "busybox", "cat"]), "piped\n");
+    assert_eq!(feed(&["run", "--rm", "busybox", "cat"]), "");
+}
+
+#[test]
 fn run_options_env_workdir_user_hostname() {
     let f = fixture!();
     let (code, out) = run(
@@ -406,6 +423,21 @@ fn image_rm_refuses_an_image_in_use() {
     );
     let rm = f.kiln_in(&root, &["image", "rm", "-f", "busybox"]);
     assert!(rm.status.success(), "{}", text(&rm.stderr));
+    // Prune keeps the snapshot the container runs on.
+    let prune = f.kiln_in(&root, &["image", "prune", "-f"]);
+    assert!(prune.status.success(), "{}", text(&prune.stderr));
+    let snapshots = std::fs::read_dir(root.join("snapshots-v1"))
+        .unwrap()
+        .count();
+    assert_eq!(snapshots, 1);
+    let rm = f.kiln_in(&root, &["rm", "user"]);
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
+    let prune = f.kiln_in(&root, &["image", "prune", "-f"]);
+    assert!(prune.status.success(), "{}", text(&prune.stderr));
+    let snapshots = std::fs::read_dir(root.join("snapshots-v1"))
+        .unwrap()
+        .count();
+    assert_eq!(snapshots, 0);
 }
 
 #[test]

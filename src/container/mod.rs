@@ -128,6 +128,9 @@ pub struct ContainerConfig {
     pub limits: CgroupLimits,
     /// The image's snapshot directories, top first.
     pub lowers: Vec<PathBuf>,
+    /// Their chain ids, bottom first: `image prune` keeps them while the container exists.
+    #[serde(default)]
+    pub snapshots: Vec<String>,
     /// `--rm`.
     pub auto_remove: bool,
     /// Signal number `stop` sends first (the image's StopSignal, else SIGTERM).
@@ -302,6 +305,11 @@ pub fn list(store: &Store) -> Result<Vec<Container>> {
             let _ = fs::remove_dir_all(entry.path());
             continue;
         }
+        if name.starts_with(".new-") && is_stale(&entry.path()) {
+            // A creation that was interrupted.
+            let _ = fs::remove_dir_all(entry.path());
+            continue;
+        }
         if name.starts_with('.') {
             continue;
         }
@@ -322,6 +330,15 @@ pub fn list(store: &Store) -> Result<Vec<Container>> {
             .then_with(|| a.config.id.cmp(&b.config.id))
     });
     Ok(out)
+}
+
+/// Whether `path` was last modified over a minute ago (a creation takes milliseconds).
+fn is_stale(path: &Path) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > std::time::Duration::from_secs(60))
 }
 
 /// Marks a container whose owner is gone as exited (137), and removes it when it was
@@ -623,8 +640,9 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
     let _lease = store.lease()?;
     crate::image::unpack_image(store, &image)?;
     let mut lowers = Vec::new();
-    for chain in image.chain_ids() {
-        match crate::snapshot::open_snapshot(store, &chain)? {
+    let chain_ids = image.chain_ids();
+    for chain in &chain_ids {
+        match crate::snapshot::open_snapshot(store, chain)? {
             Some(snapshot) => lowers.push(snapshot.fs_path()),
             None => {
                 return Err(ContainerError::Usage(format!(
@@ -742,6 +760,7 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
         mounts,
         limits: options.limits,
         lowers,
+        snapshots: chain_ids.iter().map(ToString::to_string).collect(),
         auto_remove: options.auto_remove,
         stop_signal,
     };
