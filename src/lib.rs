@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod container;
 pub mod fileop;
 pub mod image;
 pub mod instruction;

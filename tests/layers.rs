@@ -21,6 +21,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sandbox", &["sys"]),
     ("image", &["oci", "sys", "store", "snapshot", "registry"]),
     (
+        "container",
+        &["oci", "sys", "store", "snapshot", "sandbox", "image"],
+    ),
+    (
         "fileop",
         &[
             "oci",
@@ -51,6 +55,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sandbox",
             "image",
             "fileop",
+            "container",
         ],
     ),
 ];

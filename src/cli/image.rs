@@ -185,19 +185,19 @@ pub enum ImageCommand {
     Logout { server: Option<String> },
 }
 
-fn open_store(global: &GlobalArgs) -> Result<Store> {
+pub(super) fn open_store(global: &GlobalArgs) -> Result<Store> {
     let root = select_root(global.root.as_deref())?;
     Store::open(&root).with_context(|| format!("opening store {}", root.display()))
 }
 
-fn client(global: &GlobalArgs) -> Result<Client> {
+pub(super) fn client(global: &GlobalArgs) -> Result<Client> {
     let mut insecure = global.insecure_registry.clone();
     insecure.extend(insecure_from_env());
     let config = ClientConfig::new(insecure, Arc::new(DockerConfig::from_env()));
     Ok(Client::new(config)?)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
@@ -223,7 +223,7 @@ pub fn run(command: ImageCommand, global: &GlobalArgs) -> Result<ExitCode> {
 }
 
 /// The error and its causes, skipping a cause its predecessor's message already contains.
-fn render(error: &anyhow::Error) -> String {
+pub(super) fn render(error: &anyhow::Error) -> String {
     let mut out = String::new();
     let mut previous = String::new();
     for cause in error.chain() {
@@ -384,7 +384,7 @@ impl Renderer {
     }
 }
 
-fn shown_name(reference: &Reference) -> String {
+pub(super) fn shown_name(reference: &Reference) -> String {
     match (reference.tag(), reference.digest()) {
         (_, Some(digest)) => format!("{}@{digest}", reference.familiar()),
         (Some(tag), None) => format!("{}:{tag}", reference.familiar()),

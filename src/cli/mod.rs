@@ -2,6 +2,7 @@
 //! picks exit codes (0 success, 1 failure, 2 bad usage or an invalid Dockerfile).
 
 mod build;
+mod container;
 mod diagnostic;
 mod image;
 pub mod progress;
@@ -39,6 +40,8 @@ enum Command {
     },
     #[command(flatten)]
     Image(image::ImageCommand),
+    #[command(flatten)]
+    Container(container::ContainerCommand),
 }
 
 /// Runs the command line and turns the outcome into an exit code.
@@ -55,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Build(args) => build::run(args),
         Command::Sandbox { state_dir } => return crate::sandbox::child_main(&state_dir),
         Command::Image(command) => image::run(command, &cli.global),
+        Command::Container(command) => container::run(command, &cli.global),
     };
     match outcome {
         Ok(code) => code,

@@ -275,7 +275,7 @@ pub fn remove(store: &Store, query: &str, force: bool) -> Result<Vec<Removed>> {
 }
 
 /// `kiln image prune`: removes blobs and snapshots that no name reaches (keeping pulled
-/// indexes of tagged images and the images of containers).
+/// indexes of tagged images and the snapshots of containers).
 pub fn prune(store: &Store) -> Result<PruneReport> {
     let mut roots = PruneRoots::default();
     let mut kept = HashSet::new();
@@ -290,5 +290,30 @@ pub fn prune(store: &Store) -> Result<PruneReport> {
         }
     }
     roots.blobs = kept;
+    roots.snapshots = container_snapshots(store);
     Ok(store.prune(&roots)?)
+}
+
+/// The snapshots containers run on (`"snapshots"` in their `config.json`): kept by
+/// [`prune`] even when their image has lost its names.
+fn container_snapshots(store: &Store) -> HashSet<Digest> {
+    let mut out = HashSet::new();
+    let Ok(entries) = fs::read_dir(store.containers_dir()) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Ok(bytes) = fs::read(entry.path().join("config.json")) else {
+            continue;
+        };
+        let Ok(config) = serde_json::from_slice::<Value>(&bytes) else {
+            continue;
+        };
+        let chains = config.get("snapshots").and_then(Value::as_array);
+        for chain in chains.into_iter().flatten() {
+            if let Some(digest) = chain.as_str().and_then(|s| s.parse::<Digest>().ok()) {
+                out.insert(digest);
+            }
+        }
+    }
+    out
 }

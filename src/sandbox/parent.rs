@@ -35,6 +35,9 @@ pub enum StdioMode {
     Piped,
     /// The caller's terminal (`kiln run`).
     Inherit,
+    /// stdin from the caller; stdout/stderr as [`OutputEvent`]s (`kiln run -i`,
+    /// which also copies the output to the container's log).
+    PipedWithStdin,
 }
 
 /// Options of [`Sandbox::spawn`].
@@ -205,6 +208,12 @@ impl Sandbox {
             StdioMode::Piped => {
                 command
                     .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+            }
+            StdioMode::PipedWithStdin => {
+                command
+                    .stdin(Stdio::inherit())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped());
             }

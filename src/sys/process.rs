@@ -46,6 +46,14 @@ pub fn own_pid() -> i32 {
     rustix::process::getpid().as_raw_nonzero().get()
 }
 
+/// Starts a new session with this process as its leader (setsid), detaching
+/// it from the caller's terminal and process group.
+pub fn new_session() -> Result<()> {
+    rustix::process::setsid()
+        .map(|_| ())
+        .map_err(|e| SysError::call("setsid", e))
+}
+
 /// Closes every descriptor from 3 up (close_range, else a /proc/self/fd walk).
 pub fn close_fds_from_3() -> Result<()> {
     // SAFETY: close_range only closes descriptors; nothing in this process keeps

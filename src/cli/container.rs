@@ -1,0 +1,369 @@
+//! Container commands: run, ps, rm, logs, stop (and the hidden `__monitor`). Output and
+//! exit codes follow the docker CLI's: `run` exits with the container's code, or 125
+//! when kiln itself failed.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::container::{self, ContainerError, RunOptions, Status};
+use crate::image::{self, Event, ImageError, Reporter};
+use crate::sandbox::{CgroupLimits, NetworkMode};
+use crate::store::Store;
+
+use super::image::{GlobalArgs, client, open_store, render, runtime, shown_name};
+
+/// Docker's exit code when `docker run` itself fails.
+const EXIT_RUN_FAILED: u8 = 125;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NetworkArg {
+    /// The host's network (kiln has no bridge network).
+    Host,
+    /// Only a loopback interface.
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Run in the background and print the container id.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Name the container.
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (K=V, or K to take kiln's value).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Bind mount a host directory: SRC:DST[:ro] (SRC is created if missing).
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
+    volume: Vec<String>,
+    /// Working directory inside the container (created if missing).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// User: name|uid[:group|gid].
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Replace the image's ENTRYPOINT (and clear its CMD).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Network: host (default; kiln has no bridge network) or none.
+    #[arg(long, value_enum, default_value = "host")]
+    network: NetworkArg,
+    /// Container host name (default: the short container id).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// Maximum number of processes (0 or -1: unlimited).
+    #[arg(long, allow_negative_numbers = true)]
+    pids_limit: Option<i64>,
+    /// Keep stdin open and forward it to the container.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Accepted for compatibility: kiln allocates no pseudo-terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// The image (pulled when missing).
+    image: String,
+    /// Command and arguments (replace the image's CMD).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create and run a container from an image.
+    Run(Box<RunArgs>),
+    /// List containers.
+    Ps {
+        /// Show all containers (default: only running ones).
+        #[arg(short, long)]
+        all: bool,
+        /// Only ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Do not truncate ids and commands.
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Remove containers (their writable layer and state; bind-mounted host
+    /// directories stay).
+    Rm {
+        /// Kill a running container first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Print a container's output (stdout and stderr combined).
+    Logs {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
+    /// Stop running containers: the stop signal, then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Internal: owns a detached container (`run -d`).
+    #[command(name = "__monitor", hide = true)]
+    Monitor { id: String },
+}
+
+/// Runs a container command.
+pub fn run(command: ContainerCommand, global: &GlobalArgs) -> Result<ExitCode> {
+    let result = match command {
+        ContainerCommand::Run(args) => return Ok(run_container(&args, global)),
+        ContainerCommand::Ps {
+            all,
+            quiet,
+            no_trunc,
+        } => ps(&open_store(global)?, all, quiet, no_trunc),
+        ContainerCommand::Rm { force, containers } => {
+            each(&open_store(global)?, &containers, |store, query| {
+                container::remove(store, query, force)
+            })
+        }
+        ContainerCommand::Logs { container } => logs(&open_store(global)?, &container),
+        ContainerCommand::Stop { time, containers } => {
+            each(&open_store(global)?, &containers, |store, query| {
+                container::stop(store, query, Duration::from_secs(time)).map(|_| ())
+            })
+        }
+        ContainerCommand::Monitor { id } => {
+            let store = open_store(global)?;
+            let code = container::monitor_main(&store, &id)?;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
+        }
+    };
+    match result {
+        Ok(code) => Ok(code),
+        Err(error) => {
+            eprintln!("error: {}", render(&error));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Applies `action` to each named container, printing the name as given on success
+/// (as docker does) and every failure; fails if any failed.
+fn each(
+    store: &Store,
+    queries: &[String],
+    action: impl Fn(&Store, &str) -> Result<(), ContainerError>,
+) -> Result<ExitCode> {
+    let mut failed = false;
+    for query in queries {
+        match action(store, query) {
+            Ok(()) => println!("{query}"),
+            Err(error) => {
+                eprintln!("error: {error}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn logs(store: &Store, query: &str) -> Result<ExitCode> {
+    let container = container::resolve(store, query)?;
+    let bytes = container::read_log(&container)?;
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(&bytes);
+    let _ = out.flush();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes rows as Go's tabwriter does for docker (min width 10, padding 3).
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            let widest = rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+            (widest + 3).max(10)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == columns {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                let pad = widths[c] - cell.chars().count();
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn ps(store: &Store, all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode> {
+    let now = container::now_secs();
+    let containers: Vec<_> = container::list(store)?
+        .into_iter()
+        .filter(|c| all || c.state.status == Status::Running)
+        .collect();
+    let id = |c: &container::Container| {
+        if no_trunc {
+            c.config.id.clone()
+        } else {
+            c.short_id().to_string()
+        }
+    };
+    let mut out = io::stdout().lock();
+    if quiet {
+        for c in &containers {
+            let _ = writeln!(out, "{}", id(c));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![
+        [
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>(),
+    ];
+    for c in &containers {
+        let created = image::parse_rfc3339(&c.config.created)
+            .map(|t| image::humanize_since(now - t))
+            .unwrap_or_default();
+        rows.push(vec![
+            id(c),
+            c.config.image_ref.clone(),
+            container::command_text(&c.config.command, no_trunc),
+            created,
+            container::status_text(c, now),
+            String::new(),
+            c.config.name.clone(),
+        ]);
+    }
+    let _ = out.write_all(table(&rows).as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pull progress for `run`: docker prints it on stderr.
+fn stderr_reporter() -> Reporter {
+    std::sync::Arc::new(|event| {
+        if let Event::Status { id, status } = event
+            && status != image::Status::Extracting
+        {
+            eprintln!("{id}: {status}");
+        }
+    })
+}
+
+/// Makes sure the image is in the store, pulling it (with docker's messages) if not.
+fn ensure_image(store: &Store, global: &GlobalArgs, name: &str) -> Result<()> {
+    match image::resolve(store, name) {
+        Ok(_) => return Ok(()),
+        Err(ImageError::NotFound(_)) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let reference = image::parse_reference(name)?;
+    eprintln!("Unable to find image '{}' locally", shown_name(&reference));
+    let tag = reference
+        .digest()
+        .map(|d| d.to_string())
+        .or_else(|| reference.tag().map(str::to_string))
+        .unwrap_or_else(|| "latest".to_string());
+    eprintln!("{tag}: Pulling from {}", reference.repository());
+    let client = client(global)?;
+    let pulled = runtime()?.block_on(image::pull(
+        store,
+        &client,
+        &reference,
+        None,
+        stderr_reporter(),
+    ))?;
+    eprintln!("Digest: {}", pulled.digest);
+    eprintln!(
+        "Status: Downloaded newer image for {}",
+        shown_name(&reference)
+    );
+    Ok(())
+}
+
+fn run_options(args: &RunArgs) -> Result<RunOptions> {
+    let memory_bytes = args
+        .memory
+        .as_deref()
+        .map(container::parse_memory)
+        .transpose()?;
+    let pids = args.pids_limit.filter(|n| *n > 0).map(|n| n as u64);
+    Ok(RunOptions {
+        name: args.name.clone(),
+        image_ref: args.image.clone(),
+        args: args.command.clone(),
+        entrypoint: args.entrypoint.clone(),
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        hostname: args.hostname.clone(),
+        network: match args.network {
+            NetworkArg::Host => NetworkMode::Host,
+            NetworkArg::None => NetworkMode::None,
+        },
+        volumes: args.volume.clone(),
+        limits: CgroupLimits { memory_bytes, pids },
+        auto_remove: args.rm,
+    })
+}
+
+fn run_container(args: &RunArgs, global: &GlobalArgs) -> ExitCode {
+    let attempt = || -> Result<ExitCode> {
+        let store = open_store(global)?;
+        let options = run_options(args)?;
+        ensure_image(&store, global, &args.image)?;
+        let created = container::create(&store, &options).context("creating the container")?;
+        if args.detach {
+            container::start_detached(&store, &created)?;
+            println!("{}", created.config.id);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let outcome = container::run_foreground(created, args.interactive)?;
+        if outcome.code == 125
+            && let Some(error) = outcome.setup_error
+        {
+            eprintln!("error: {}", error.trim());
+        }
+        Ok(ExitCode::from(u8::try_from(outcome.code).unwrap_or(255)))
+    };
+    match attempt() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {}", render(&error));
+            ExitCode::from(EXIT_RUN_FAILED)
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Running a container: in the foreground (output copied to the log), or detached under
+//! a `kiln __monitor <id>` process; and stopping one.
+
+use std::fs;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{
+    Container, ContainerError, ProcessId, Result, SIGKILL, Status, io_err, load, now_rfc3339,
+    remove_dir, resolve, wait_exit,
+};
+use crate::sandbox::child::EXIT_SETUP_FAILED;
+use crate::sandbox::{Sandbox, SpawnOptions, StdioMode, Stream};
+use crate::store::Store;
+
+/// The hidden subcommand of the monitor process.
+pub const MONITOR_COMMAND: &str = "__monitor";
+
+/// How a foreground run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// The command's exit code (128 + n for signal n; 125 when the sandbox failed).
+    pub code: i32,
+    /// Why the sandbox could not start the command, when it could not.
+    pub setup_error: Option<String>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ContainerError::Task(e.to_string()))
+}
+
+fn record_start(container: &mut Container, pid: Option<u32>) -> Result<()> {
+    let pid = pid.and_then(|p| i32::try_from(p).ok());
+    container.state.status = Status::Running;
+    container.state.pid = pid;
+    container.state.process = pid.and_then(ProcessId::of);
+    container.state.owner = ProcessId::current();
+    container.state.started_at = Some(now_rfc3339());
+    container.save_state()
+}
+
+fn record_end(container: &mut Container, outcome: &RunOutcome) -> Result<()> {
+    // Someone may have removed it meanwhile (`rm -f`): then there is nothing to record.
+    if !container.dir.exists() {
+        return Ok(());
+    }
+    container.state.status = Status::Exited;
+    container.state.exit_code = Some(outcome.code);
+    container.state.finished_at = Some(now_rfc3339());
+    container.state.error = outcome.setup_error.clone();
+    if container.state.started_at.is_none() {
+        container.state.started_at = container.state.finished_at.clone();
+    }
+    container.save_state()?;
+    if container.config.auto_remove {
+        remove_dir(container)?;
+    }
+    Ok(())
+}
+
+/// Spawns the sandbox, records it running, forwards (and logs) its output, waits.
+async fn supervise(
+    container: &mut Container,
+    stdio: StdioMode,
+    log: Option<&mut fs::File>,
+) -> Result<RunOutcome> {
+    let spec = container.spec();
+    let options = SpawnOptions {
+        stdio,
+        ..Default::default()
+    };
+    let mut running = match Sandbox::spawn(&spec, &options) {
+        Ok(running) => running,
+        Err(error) => {
+            return Ok(RunOutcome {
+                code: i32::from(EXIT_SETUP_FAILED),
+                setup_error: Some(error.to_string()),
+            });
+        }
+    };
+    record_start(container, running.pid())?;
+    if let Some(log) = log {
+        let mut stdout = std::io::stdout();
+        let mut stderr = std::io::stderr();
+        while let Some(event) = running.events.recv().await {
+            // A closed terminal must not stop the container; the log still gets it.
+            let _ = match event.stream {
+                Stream::Stdout => stdout.write_all(&event.data).and_then(|()| stdout.flush()),
+                Stream::Stderr => stderr.write_all(&event.data),
+            };
+            let _ = log.write_all(&event.data);
+        }
+    }
+    let status = running.wait().await?;
+    Ok(RunOutcome {
+        code: status.code,
+        setup_error: status.setup_error,
+    })
+}
+
+/// Runs a created container in the foreground: stdin forwarded when `interactive`,
+/// stdout/stderr forwarded and copied to the log. Records the exit and, with `--rm`,
+/// removes the container.
+pub fn run_foreground(mut container: Container, interactive: bool) -> Result<RunOutcome> {
+    let log_path = container.log_path();
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .map_err(io_err("open", &log_path))?;
+    let stdio = if interactive {
+        StdioMode::PipedWithStdin
+    } else {
+        StdioMode::Piped
+    };
+    let outcome = runtime()?.block_on(supervise(&mut container, stdio, Some(&mut log)));
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => RunOutcome {
+            code: i32::from(EXIT_SETUP_FAILED),
+            setup_error: Some(error.to_string()),
+        },
+    };
+    record_end(&mut container, &outcome)?;
+    Ok(outcome)
+}
+
+/// `kiln run -d`: starts `kiln __monitor <id>` in its own session with stdio on the
+/// container's log, waits until the container is running (or already ended), and
+/// returns.
+// The monitor must outlive this process; it is deliberately never waited for.
+#[allow(clippy::zombie_processes)]
+pub fn start_detached(store: &Store, container: &Container) -> Result<()> {
+    let exe = std::env::current_exe().map_err(io_err("locate", "/proc/self/exe"))?;
+    let log_path = container.log_path();
+    let open_log = || {
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err("open", &log_path))
+    };
+    let root = fs::canonicalize(store.root()).map_err(io_err("resolve", store.root()))?;
+    let mut child = Command::new(&exe)
+        .arg("--root")
+        .arg(&root)
+        .arg(MONITOR_COMMAND)
+        .arg(&container.config.id)
+        .stdin(Stdio::null())
+        .stdout(open_log()?)
+        .stderr(open_log()?)
+        .spawn()
+        .map_err(io_err("start", &exe))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut current = container.clone();
+    loop {
+        let _ = current.reload();
+        if current.state.status != Status::Created {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // It ended before taking over: say why (it wrote to the log).
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(ContainerError::Task(format!(
+                "the container monitor exited ({status}): {}",
+                log.trim()
+            )));
+        }
+        if !current.dir.exists() || Instant::now() >= deadline {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Entry point of `kiln __monitor <id>`: owns a detached container until it exits.
+pub fn monitor_main(store: &Store, id: &str) -> Result<i32> {
+    // Leave the caller's session: its terminal's hangup or Ctrl-C must not reach us.
+    let _ = crate::sys::process::new_session();
+    let dir = store.containers_dir().join(id);
+    let mut container = load(&dir)?;
+    container.state.owner = ProcessId::current();
+    container.save_state()?;
+    // Our stdout and stderr are the log; the sandbox inherits them.
+    let outcome = runtime()?.block_on(supervise(&mut container, StdioMode::Inherit, None));
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => RunOutcome {
+            code: i32::from(EXIT_SETUP_FAILED),
+            setup_error: Some(error.to_string()),
+        },
+    };
+    if let Some(error) = &outcome.setup_error {
+        eprintln!("kiln: {error}");
+    }
+    record_end(&mut container, &outcome)?;
+    Ok(outcome.code)
+}
+
+/// `kiln stop`: the stop signal (the image's StopSignal, else SIGTERM), then SIGKILL
+/// after `timeout`; waits for the exit. A container that is not running is left alone.
+pub fn stop(store: &Store, query: &str, timeout: Duration) -> Result<Container> {
+    let mut container = resolve(store, query)?;
+    if container.state.status != Status::Running {
+        return Ok(container);
+    }
+    let signal_it = |container: &Container, signal: i32| {
+        if let Some(process) = container.state.process
+            && process.is_alive()
+        {
+            let _ = crate::sys::process::send_signal(process.pid, signal);
+        }
+    };
+    signal_it(&container, container.config.stop_signal);
+    if !wait_exit(&mut container, timeout) {
+        signal_it(&container, SIGKILL);
+        wait_exit(&mut container, Duration::from_secs(10));
+    }
+    Ok(container)
+}
