@@ -185,12 +185,12 @@ pub enum ImageCommand {
     Logout { server: Option<String> },
 }
 
-fn open_store(global: &GlobalArgs) -> Result<Store> {
+pub(super) fn open_store(global: &GlobalArgs) -> Result<Store> {
     let root = select_root(global.root.as_deref())?;
     Store::open(&root).with_context(|| format!("opening store {}", root.display()))
 }
 
-fn client(global: &GlobalArgs) -> Result<Client> {
+pub(super) fn client(global: &GlobalArgs) -> Result<Client> {
     let mut insecure = global.insecure_registry.clone();
     insecure.extend(insecure_from_env());
     let config = ClientConfig::new(insecure, Arc::new(DockerConfig::from_env()));
