@@ -556,8 +556,16 @@ fn build(
                         let export_store = store.clone();
                         let export_cache = cache.clone();
                         let plan = plan.clone();
+                        let newest = solved.results.values().map(|r| r.created_at).max();
+                        let created = match newest {
+                            Some(t) if t > 0 => t,
+                            _ => std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs()),
+                        };
                         let options = ExportOptions {
                             source_date_epoch,
+                            created,
                             tags: tags.clone(),
                         };
                         let exported = tokio::task::spawn_blocking(move || {

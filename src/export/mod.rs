@@ -53,6 +53,9 @@ pub struct LayerInput {
 pub struct ExportOptions {
     /// `SOURCE_DATE_EPOCH`: history times and file mtimes clamped to it.
     pub source_date_epoch: Option<u64>,
+    /// The image's `created` time (Unix seconds) when `source_date_epoch` is unset: the
+    /// solver's newest step, so that a rebuild from the cache gives the same image id.
+    pub created: u64,
     pub tags: Vec<Reference>,
 }
 
@@ -158,11 +161,7 @@ pub fn export(
     }
     puts.commit()?;
 
-    let now = options.source_date_epoch.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    });
+    let now = options.source_date_epoch.unwrap_or(options.created);
     let created = rfc3339(now);
     for entry in &mut history {
         if entry.created.is_none() {

@@ -116,6 +116,9 @@ pub struct NodeResult {
     /// For a context source: what it selected, and the content digest.
     pub context: Option<Arc<(Selection, ContextDigest)>>,
     pub cached: bool,
+    /// When the step's result was made (Unix seconds; 0 for sources): the exporter dates
+    /// the image by its newest step, so a warm rebuild gives the same image id.
+    pub created_at: u64,
 }
 
 /// What the solver produced: every op's result.
@@ -367,6 +370,7 @@ impl Task {
                 empty: false,
                 context: None,
                 cached: true,
+                created_at: 0,
             }),
             Definition::Source(Source::Image {
                 manifest_digest, ..
@@ -431,6 +435,7 @@ impl Task {
                     empty: false,
                     context: None,
                     cached: false,
+                    created_at: 0,
                 })
             }
             Err(message) => {
@@ -468,6 +473,7 @@ impl Task {
                     empty: false,
                     context: Some(Arc::new((selection, digest))),
                     cached: false,
+                    created_at: 0,
                 })
             }
             Err(error) => {
@@ -555,6 +561,7 @@ impl Task {
                 empty: record.result.empty_layer,
                 context: None,
                 cached: true,
+                created_at: record.created_at,
             });
         }
         let explain = self.explain();
@@ -609,15 +616,13 @@ impl Task {
             empty_layer: empty,
             ..ResultRef::default()
         };
+        let record = Record::new(result, explain, size);
+        let created_at = record.created_at;
         self.shared
             .puts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((
-                key.clone(),
-                Record::new(result, explain, size),
-                self.identity.clone(),
-            ));
+            .push((key.clone(), record, self.identity.clone()));
         Ok(NodeResult {
             key,
             chain,
@@ -625,6 +630,7 @@ impl Task {
             empty,
             context: None,
             cached: false,
+            created_at,
         })
     }
 
