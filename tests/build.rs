@@ -19,7 +19,8 @@ use serde_json::Value;
 fn kiln_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("build-bin-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("build-bin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let copy = dir.join("kiln");
         std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &copy).unwrap();
@@ -42,7 +43,11 @@ fn busybox_archive() -> Option<&'static Path> {
             .join(format!("build-busybox-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dest);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/busybox/make-image.sh");
-        let out = Command::new("bash").arg(&script).arg(&dest).output().unwrap();
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&dest)
+            .output()
+            .unwrap();
         if !out.status.success() {
             return Err(format!(
                 "make-image.sh failed: {}",
@@ -53,11 +58,17 @@ fn busybox_archive() -> Option<&'static Path> {
         let out = Command::new("skopeo")
             .args(["copy", "-q"])
             .arg(format!("oci:{}:latest", dest.join("oci").display()))
-            .arg(format!("docker-archive:{}:busybox:latest", archive.display()))
+            .arg(format!(
+                "docker-archive:{}:busybox:latest",
+                archive.display()
+            ))
             .output()
             .unwrap();
         if !out.status.success() {
-            return Err(format!("skopeo copy: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "skopeo copy: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok(archive)
     });
@@ -154,10 +165,9 @@ impl Env {
             .unwrap_or_else(|| panic!("{name} not in index.json: {index}"));
         let manifest: Value =
             serde_json::from_slice(&self.blob(entry["digest"].as_str().unwrap())).unwrap();
-        let config: Value = serde_json::from_slice(
-            &self.blob(manifest["config"]["digest"].as_str().unwrap()),
-        )
-        .unwrap();
+        let config: Value =
+            serde_json::from_slice(&self.blob(manifest["config"]["digest"].as_str().unwrap()))
+                .unwrap();
         (manifest, config)
     }
 
@@ -310,7 +320,10 @@ fn failing_run_names_the_line_and_shows_output() {
     let err = stderr(&out);
     assert!(err.contains("Dockerfile:2"), "{err}");
     assert!(err.contains("exit code: 3"), "{err}");
-    assert!(err.contains("first-line") && err.contains("second-line"), "{err}");
+    assert!(
+        err.contains("first-line") && err.contains("second-line"),
+        "{err}"
+    );
     // Nothing half-made is left.
     let leftovers: Vec<_> = std::fs::read_dir(env.root().join("snapshots-v1"))
         .unwrap()
@@ -374,7 +387,9 @@ fn independent_stages_run_in_parallel() {
     let Some(env) = Env::new(true) else { return };
     let mut dockerfile = String::new();
     for s in ["a", "b", "c", "d"] {
-        dockerfile.push_str(&format!("FROM busybox AS {s}\nRUN sleep 1 && echo {s} > /{s}\n"));
+        dockerfile.push_str(&format!(
+            "FROM busybox AS {s}\nRUN sleep 1 && echo {s} > /{s}\n"
+        ));
     }
     dockerfile.push_str("FROM scratch\n");
     for s in ["a", "b", "c", "d"] {

@@ -32,6 +32,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "plan",
         ],
     ),
+    // L5: the scheduler and the exporter tie the stages below together.
+    (
+        "solve",
+        &[
+            "oci", "sys", "progress", "syntax", "plan", "source", "cache", "store", "snapshot",
+            "sandbox", "image", "fileop",
+        ],
+    ),
+    ("export", &["oci", "plan", "cache", "store", "snapshot"]),
     // The command line may use everything.
     (
         "cli",
@@ -51,6 +60,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sandbox",
             "image",
             "fileop",
+            "solve",
+            "export",
         ],
     ),
 ];

@@ -49,7 +49,7 @@ pub enum SolveError {
         name: String,
         span: Option<Span>,
         message: String,
-        tail: Vec<String>,
+        tail: Box<[String]>,
     },
     #[error("{what} is not supported yet")]
     Unsupported {
@@ -399,7 +399,7 @@ impl Task {
             name: self.op.metadata.name.clone(),
             span: self.op.metadata.span,
             message: message.into(),
-            tail,
+            tail: tail.into_boxed_slice(),
         }
     }
 
