@@ -9,20 +9,44 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use serde_json::Value;
 
+/// A directory for the fixtures of this test process, removed by a small `sh` watchdog
+/// when the process exits (statics are never dropped).
+// The watchdog must outlive this process, so it is deliberately never waited for.
+#[allow(clippy::zombie_processes)]
+fn fixture_dir() -> &'static Path {
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-build-test-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"while kill -0 "$1" 2>/dev/null; do sleep 0.2; done; rm -rf "$2""#)
+            .arg("sh")
+            .arg(std::process::id().to_string())
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        dir
+    })
+}
+
 /// The kiln binary, copied once: `target/debug/kiln` is shared with other worktrees.
 fn kiln_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("build-bin-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let copy = dir.join("kiln");
+        let copy = fixture_dir().join("kiln");
         std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &copy).unwrap();
         copy
     })
@@ -39,9 +63,7 @@ fn busybox_archive() -> Option<&'static Path> {
         if !Path::new("/usr/bin/skopeo").exists() {
             return Err("/usr/bin/skopeo is missing (apt-get install skopeo)".into());
         }
-        let dest = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("build-busybox-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dest);
+        let dest = fixture_dir().join("busybox");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/busybox/make-image.sh");
         let out = Command::new("bash")
             .arg(&script)

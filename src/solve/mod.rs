@@ -215,8 +215,10 @@ impl Solver {
             .map_err(|_| SolveError::Internal("the plan has a cycle".into()))?;
         let identities = step_identities(plan, &self.shared);
         // Vertex numbers in topological order, as BuildKit numbers them in start order.
+        // (`scratch` is not shown, so it takes no number.)
         let vertex_ids: HashMap<NodeIndex, u64> = order
             .iter()
+            .filter(|n| !matches!(graph[**n].definition, Definition::Source(Source::Scratch)))
             .enumerate()
             .map(|(i, n)| (*n, i as u64 + 1))
             .collect();
@@ -242,7 +244,7 @@ impl Solver {
                         shared: self.shared.clone(),
                         op: graph[node].clone(),
                         inputs,
-                        vertex: vertex_ids[&node],
+                        vertex: vertex_ids.get(&node).copied().unwrap_or(0),
                         identity: identities.get(&node).cloned(),
                         cancel: self.cancel.subscribe(),
                     };
@@ -587,22 +589,31 @@ impl Task {
             Definition::File(file) => self.file(file.clone(), &staging).await,
             Definition::Source(_) => unreachable!("sources are not steps"),
         };
-        let finished = outcome.and_then(|(empty, size)| {
-            let meta = serde_json::json!({ "key": key, "kind": self.op.definition.kind(), "empty": empty });
-            let meta_path = staging.join("meta.json");
-            std::fs::write(&meta_path, meta.to_string())
-                .map_err(SolveError::io("write", &meta_path))?;
-            if dir.exists() {
-                crate::snapshot::overlay::remove(&dir)
-                    .map_err(|e| SolveError::Internal(e.to_string()))?;
-            }
-            std::fs::rename(&staging, &dir).map_err(SolveError::io("rename", &staging))?;
-            Ok((empty, size))
-        });
+        let kind = self.op.definition.kind();
+        let (meta_key, from, to) = (key.clone(), staging.clone(), dir.clone());
+        let finished = match outcome {
+            Err(error) => Err(error),
+            Ok((empty, size)) => blocking(move || {
+                let meta = serde_json::json!({ "key": meta_key, "kind": kind, "empty": empty });
+                let meta_path = from.join("meta.json");
+                std::fs::write(&meta_path, meta.to_string())
+                    .map_err(SolveError::io("write", &meta_path))?;
+                // A result the cache index no longer knows (or --no-cache replaces).
+                if to.exists() {
+                    crate::snapshot::overlay::remove(&to)
+                        .map_err(|e| SolveError::Internal(e.to_string()))?;
+                }
+                std::fs::rename(&from, &to).map_err(SolveError::io("rename", &from))?;
+                Ok((empty, size))
+            })
+            .await
+            .and_then(|r| r),
+        };
         let (empty, size) = match finished {
             Ok(done) => done,
             Err(error) => {
-                let _ = crate::snapshot::overlay::remove(&staging);
+                let staging = staging.clone();
+                let _ = blocking(move || crate::snapshot::overlay::remove(&staging)).await;
                 match &error {
                     SolveError::Step { message, .. } => vertex.error(message.clone()),
                     other => vertex.error(other.to_string()),
