@@ -441,7 +441,11 @@ fn build(
                 error.span(),
                 &error.to_string(),
             );
-            return Ok(ExitCode::from(EXIT_USAGE));
+            // A base image that cannot be found or pulled is a failure, not a usage error.
+            return Ok(match error {
+                plan::Error::Resolve { .. } => ExitCode::FAILURE,
+                _ => ExitCode::from(EXIT_USAGE),
+            });
         }
     };
     for warning in &plan.warnings {
@@ -613,6 +617,10 @@ fn build(
             }
             Ok(ExitCode::SUCCESS)
         }
+        Err(BuildFailure::Solve(SolveError::Cancelled)) => {
+            eprintln!("error: the build was cancelled");
+            Ok(ExitCode::from(EXIT_CANCELLED))
+        }
         Err(BuildFailure::Solve(error)) => {
             match (&error, error.span()) {
                 (SolveError::Step { message, tail, .. }, Some(span)) => {
@@ -633,6 +641,9 @@ fn build(
         Err(BuildFailure::Other(error)) => Err(error),
     }
 }
+
+/// Exit status after Ctrl-C or SIGTERM, as shells report a SIGINT death.
+const EXIT_CANCELLED: u8 = 130;
 
 enum BuildFailure {
     Solve(SolveError),
