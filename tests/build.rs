@@ -445,3 +445,33 @@ fn quiet_and_iidfile() {
     assert_eq!(std::fs::read_to_string(iid).unwrap(), id);
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 }
+
+#[test]
+fn run_heredoc_cache_mount_and_arg_miss() {
+    let Some(env) = Env::new(true) else { return };
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nARG V=one\nRUN <<EOT\n#!/bin/sh\necho \"script $V\" > /script.txt\nEOT\n\
+         RUN --mount=type=cache,target=/cache echo x >> /cache/n && wc -l < /cache/n > /count\n",
+    );
+    env.build_ok(&["-t", "heredoc"]);
+    let (manifest, _) = env.image("docker.io/library/heredoc:latest");
+    let script = env.layer(&manifest, 1);
+    assert_eq!(script["script.txt"].1, b"script one\n");
+    // The script itself is mounted outside the layer.
+    assert!(
+        !script.keys().any(|k| k.starts_with("dev")),
+        "{:?}",
+        script.keys()
+    );
+    let counted = env.layer(&manifest, 2);
+    assert_eq!(counted["count"].1, b"1\n");
+    assert!(!counted.keys().any(|k| k.starts_with("cache/")));
+
+    // A changed build arg is named; the cache mount persists across builds.
+    let (_, log) = env.build_ok(&["-t", "heredoc", "--build-arg", "V=two"]);
+    assert!(log.contains("cache miss: ARG V changed"), "{log}");
+    let (manifest, _) = env.image("docker.io/library/heredoc:latest");
+    assert_eq!(env.layer(&manifest, 1)["script.txt"].1, b"script two\n");
+    assert_eq!(env.layer(&manifest, 2)["count"].1, b"2\n");
+}
