@@ -4,6 +4,7 @@
 //! (`snapshot::diff`), dropped when empty and `skip_if_empty` (its history entry then says
 //! `empty_layer`), written as a gzip stream (level 6) into a store ingest while the tar is
 //! hashed for the diff_id and the compressed stream for the blob digest, in one pass. The
+//! layers that need it are compressed in parallel (one thread per CPU). The
 //! blob is remembered in the cache index under a key derived from the step's key and
 //! `SOURCE_DATE_EPOCH`, so a warm rebuild compresses nothing. Base image layers are reused
 //! as they are. Then the config (the plan's config, `rootfs.diff_ids`, history with
@@ -13,6 +14,8 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -39,6 +42,9 @@ pub enum ExportError {
 }
 
 type Result<T, E = ExportError> = std::result::Result<T, E>;
+
+/// A compressed layer: its diff_id and blob.
+type Blob = (String, BlobRef);
 
 /// One layer the build made: the op's layer directory and cache key.
 #[derive(Debug, Clone)]
@@ -101,8 +107,8 @@ pub fn export(
             }));
         }
     }
-    let mut compressed = 0;
-    let mut puts = cache_index.batch();
+    // Which layers are kept, and which of those have a compressed blob already.
+    let mut kept: Vec<(usize, &LayerInput, String, Option<Blob>)> = Vec::new();
     for (layer, input) in plan.image.layers.iter().zip(layers) {
         let empty = std::fs::read_dir(&input.dir)
             .map_err(|e| layer_error(input, e))?
@@ -113,6 +119,9 @@ pub fn export(
                 entry.empty_layer = true;
             }
             continue;
+        }
+        if let Some(entry) = history.get_mut(layer.history_index) {
+            entry.empty_layer = false;
         }
         let blob_key = cache::key(
             format!(
@@ -130,28 +139,55 @@ pub fn export(
             let digest: Digest = blob.digest.parse().ok()?;
             store.has_blob(&digest).then_some((diff_id, blob))
         });
-        let (diff_id, blob) = match cached {
-            Some(found) => found,
-            None => {
-                let (diff_id, blob) = compress(store, input, options.source_date_epoch)?;
-                compressed += 1;
-                let result = ResultRef {
-                    diff_id: Some(diff_id.clone()),
-                    blob: Some(blob.clone()),
-                    ..ResultRef::default()
-                };
-                let size = blob.size;
-                puts.put(
-                    blob_key,
-                    Record::new(result, Explain::new().with("step", input.key.clone()), size),
-                    None,
-                );
-                (diff_id, blob)
-            }
-        };
-        if let Some(entry) = history.get_mut(layer.history_index) {
-            entry.empty_layer = false;
+        kept.push((layer.history_index, input, blob_key, cached));
+    }
+
+    // Compress the rest in parallel, one layer per worker at a time.
+    let missing: Vec<usize> = (0..kept.len()).filter(|i| kept[*i].3.is_none()).collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(missing.len());
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<(usize, Result<Blob>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = missing.get(n) else { break };
+                    let made = compress(store, kept[i].1, options.source_date_epoch);
+                    done.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((i, made));
+                }
+            });
         }
+    });
+    let done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let compressed = done.len();
+    let mut puts = cache_index.batch();
+    for (i, made) in done {
+        let (diff_id, blob) = made?;
+        let result = ResultRef {
+            diff_id: Some(diff_id.clone()),
+            blob: Some(blob.clone()),
+            ..ResultRef::default()
+        };
+        let size = blob.size;
+        puts.put(
+            kept[i].2.clone(),
+            Record::new(
+                result,
+                Explain::new().with("step", kept[i].1.key.clone()),
+                size,
+            ),
+            None,
+        );
+        kept[i].3 = Some((diff_id, blob));
+    }
+    puts.commit()?;
+    for (_, _, _, made) in kept {
+        let (diff_id, blob) = made.expect("every kept layer has a blob now");
         diff_ids.push(diff_id);
         descriptors.push(json!({
             "mediaType": blob.media_type,
@@ -159,7 +195,6 @@ pub fn export(
             "size": blob.size,
         }));
     }
-    puts.commit()?;
 
     let now = options.source_date_epoch.unwrap_or(options.created);
     let created = rfc3339(now);
