@@ -494,3 +494,26 @@ fn source_date_epoch_makes_builds_reproducible() {
         "two --no-cache builds with SOURCE_DATE_EPOCH differ"
     );
 }
+
+#[test]
+fn identical_stages_and_unsupported_mounts() {
+    let Some(env) = Env::new(true) else { return };
+    env.write(
+        "Dockerfile",
+        "FROM busybox AS a\nRUN echo same > /s\nFROM busybox AS b\nRUN echo same > /s\n\
+         FROM scratch\nCOPY --from=a /s /a\nCOPY --from=b /s /b\n",
+    );
+    let (_, log) = env.build_ok(&["-t", "same"]);
+    let (manifest, _) = env.image("docker.io/library/same:latest");
+    assert_eq!(env.layer(&manifest, 1)["b"].1, b"same\n", "{log}");
+
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=secret,id=token cat /run/secrets/token\n",
+    );
+    let out = env.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("type=secret is not supported yet"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+}

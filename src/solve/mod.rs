@@ -20,7 +20,7 @@
 mod exec;
 mod resolver;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -140,6 +140,9 @@ struct Shared {
     clock: Clock,
     options: SolveOptions,
     puts: Mutex<Vec<(String, Record, Option<StepIdentity>)>>,
+    /// Keys whose snapshot this build made: a second op with the same key (two stages doing
+    /// the same thing at once) keeps that one, which other steps may already be using.
+    made: Mutex<HashSet<String>>,
     jobs: Semaphore,
 }
 
@@ -172,6 +175,7 @@ impl Solver {
                 clock,
                 options,
                 puts: Mutex::new(Vec::new()),
+                made: Mutex::new(HashSet::new()),
                 jobs,
             }),
             cancel: watch::channel(false).0,
@@ -591,6 +595,7 @@ impl Task {
         };
         let kind = self.op.definition.kind();
         let (meta_key, from, to) = (key.clone(), staging.clone(), dir.clone());
+        let shared = self.shared.clone();
         let finished = match outcome {
             Err(error) => Err(error),
             Ok((empty, size)) => blocking(move || {
@@ -598,12 +603,20 @@ impl Task {
                 let meta_path = from.join("meta.json");
                 std::fs::write(&meta_path, meta.to_string())
                     .map_err(SolveError::io("write", &meta_path))?;
+                let mut made = shared.made.lock().unwrap_or_else(PoisonError::into_inner);
+                if made.contains(&meta_key) {
+                    // This build made it already (and may be using it): keep that one.
+                    drop(made);
+                    let _ = crate::snapshot::overlay::remove(&from);
+                    return Ok((empty, size));
+                }
                 // A result the cache index no longer knows (or --no-cache replaces).
                 if to.exists() {
                     crate::snapshot::overlay::remove(&to)
                         .map_err(|e| SolveError::Internal(e.to_string()))?;
                 }
                 std::fs::rename(&from, &to).map_err(SolveError::io("rename", &from))?;
+                made.insert(meta_key);
                 Ok((empty, size))
             })
             .await
