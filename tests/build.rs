@@ -517,3 +517,61 @@ fn identical_stages_and_unsupported_mounts() {
     assert!(err.contains("type=secret is not supported yet"), "{err}");
     assert!(err.contains("Dockerfile:2"), "{err}");
 }
+
+#[test]
+fn interrupt_stops_the_build_and_cleans_up() {
+    let Some(env) = Env::new(true) else { return };
+    env.write("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n");
+    let mut child = Command::new(kiln_bin())
+        .arg("--root")
+        .arg(env.root())
+        .args(["build", "--progress", "plain"])
+        .arg(env.context())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the step's first output line, then Ctrl-C.
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stderr_pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break seen,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    });
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    let marker = env.root().join("snapshots-v1");
+    // The step is running once its temporary directory exists.
+    while Instant::now() < deadline {
+        let running = std::fs::read_dir(&marker).ok().is_some_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("tmp-build-"))
+        });
+        if running {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let start = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(start.elapsed().as_secs() < 10, "took {:?}", start.elapsed());
+    assert!(log.contains("cancelled"), "{log}");
+    let leftovers: Vec<_> = std::fs::read_dir(&marker)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
