@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod cli;
 pub mod container;
+pub mod export;
 pub mod fileop;
 pub mod image;
 pub mod instruction;
@@ -17,6 +18,7 @@ pub mod registry;
 pub mod sandbox;
 pub mod shell;
 pub mod snapshot;
+pub mod solve;
 pub mod source;
 pub mod store;
 pub mod syntax;

@@ -36,6 +36,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "plan",
         ],
     ),
+    // L5: the scheduler and the exporter tie the stages below together.
+    (
+        "solve",
+        &[
+            "oci", "sys", "progress", "syntax", "plan", "source", "cache", "store", "snapshot",
+            "sandbox", "image", "fileop",
+        ],
+    ),
+    ("export", &["oci", "plan", "cache", "store", "snapshot"]),
     // The command line may use everything.
     (
         "cli",
@@ -56,6 +65,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "image",
             "fileop",
             "container",
+            "solve",
+            "export",
         ],
     ),
 ];

@@ -9,7 +9,22 @@ use clap::{Args, ValueEnum};
 
 use super::EXIT_USAGE;
 use super::diagnostic::{Severity, render};
+use super::image::GlobalArgs;
+use super::progress::ProgressMode;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::cache::CacheIndex;
+use crate::cli::progress;
+use crate::export::{self, ExportOptions, LayerInput};
+use crate::image;
 use crate::instruction::{self, Stages};
+use crate::oci::Reference;
+use crate::plan;
+use crate::progress::{Clock, LogStore, Sink};
+use crate::registry;
+use crate::solve::{Puller, SolveError, SolveOptions, Solver, StoreResolver};
+use crate::source::{Context as SourceContext, IgnoreFile, PatternMatcher};
 use crate::syntax::{self, Span};
 
 #[derive(Debug, Args)]
@@ -32,6 +47,38 @@ pub struct BuildArgs {
     /// The stage to build (`outline` describes this stage).
     #[arg(long = "target", value_name = "STAGE")]
     target: Option<String>,
+
+    /// Name (and optionally tag) the image: `name[:tag]` (repeatable).
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    tags: Vec<String>,
+
+    /// Set a build argument: `K=V`, or `K` to take its value from the environment.
+    #[arg(long = "build-arg", value_name = "K=V")]
+    build_args: Vec<String>,
+
+    /// Add a label to the image: `K=V` (repeatable).
+    #[arg(long = "label", value_name = "K=V")]
+    labels: Vec<String>,
+
+    /// Do not use the cache: run every step.
+    #[arg(long = "no-cache")]
+    no_cache: bool,
+
+    /// How to show progress.
+    #[arg(long = "progress", value_enum, value_name = "MODE")]
+    progress: Option<ProgressMode>,
+
+    /// Print only the image id.
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+
+    /// Write the image id to this file.
+    #[arg(long = "iidfile", value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+
+    /// Steps running at once (default: the number of CPUs).
+    #[arg(long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
 }
 
 /// Front-end methods, named as in `docker buildx build --call`.
@@ -54,7 +101,7 @@ struct DockerfileSource {
     bytes: Vec<u8>,
 }
 
-pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: BuildArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let call = if args.check { Call::Check } else { args.call };
     let source = read_dockerfile(&args)?;
     let text = String::from_utf8_lossy(&source.bytes).into_owned();
@@ -138,10 +185,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             print!("{}", outline_text(&stages, target));
             Ok(ExitCode::SUCCESS)
         }
-        Call::Build => bail!(
-            "building images is not available yet in this version of kiln; \
-             use --call check, --call outline or --call targets"
-        ),
+        Call::Build => build(&args, global, &source, &text, file.escape, &stages),
     }
 }
 
@@ -287,4 +331,321 @@ fn outline_text(stages: &Stages, target: &instruction::Stage) -> String {
         out.push_str(&table(&rows));
     }
     out
+}
+
+/// `K=V` pairs; a bare `K` takes its value from the environment (skipped when unset), as
+/// `docker build --build-arg` does.
+fn key_values(items: &[String], from_env: bool) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        match item.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None if from_env => {
+                if let Ok(v) = std::env::var(item) {
+                    out.insert(item.clone(), v);
+                }
+            }
+            None => bail!("invalid value {item:?}: expected KEY=VALUE"),
+        }
+    }
+    Ok(out)
+}
+
+/// `kiln build`: plan, solve, export, tag.
+fn build(
+    args: &BuildArgs,
+    global: &GlobalArgs,
+    source: &DockerfileSource,
+    text: &str,
+    escape: char,
+    stages: &Stages,
+) -> anyhow::Result<ExitCode> {
+    if args.context == "-" {
+        bail!("building needs a context directory (`-` is only for --call methods)");
+    }
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| {
+            t.parse::<Reference>()
+                .map_err(|e| anyhow::anyhow!("invalid tag {t:?}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let build_args = key_values(&args.build_args, true)?;
+    let options = plan::Options {
+        target: args.target.clone(),
+        labels: key_values(&args.labels, false)?,
+        escape,
+        dockerfile_name: source.display.clone(),
+        build_args: build_args.clone(),
+        ..plan::Options::default()
+    };
+    let source_date_epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))
+        })
+        .transpose()?;
+
+    let store = super::image::open_store(global)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+
+    // Plan, pulling base images that are not in the store yet.
+    let planned = {
+        let pull_store = store.clone();
+        let handle = runtime.handle().clone();
+        let mut client = None;
+        let quiet = args.quiet;
+        let puller: Puller<'_> = Box::new(move |reference, platform| {
+            if client.is_none() {
+                client = Some(super::image::client(global).map_err(|e| format!("{e:#}"))?);
+            }
+            let client = client.as_ref().expect("just set");
+            if !quiet {
+                eprintln!("pulling {reference}");
+            }
+            let platform = registry::Platform {
+                os: platform.os.clone(),
+                architecture: platform.architecture.clone(),
+                variant: platform.variant.clone(),
+            };
+            handle
+                .block_on(image::pull(
+                    &pull_store,
+                    client,
+                    reference,
+                    Some(&platform),
+                    image::quiet(),
+                ))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        let mut resolver = StoreResolver::new(store.clone(), Some(puller));
+        plan::build(stages, &options, &mut resolver)
+    };
+    let plan = match planned {
+        Ok(plan) => plan,
+        Err(error) => {
+            report(
+                Severity::Error,
+                source,
+                text,
+                error.span(),
+                &error.to_string(),
+            );
+            // A base image that cannot be found or pulled is a failure, not a usage error.
+            return Ok(match error {
+                plan::Error::Resolve { .. } => ExitCode::FAILURE,
+                _ => ExitCode::from(EXIT_USAGE),
+            });
+        }
+    };
+    for warning in &plan.warnings {
+        eprintln!("{warning}");
+    }
+
+    let ignore = match IgnoreFile::locate(Path::new(&args.context), &source.display) {
+        Some(path) => {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            Some(PatternMatcher::new(IgnoreFile::parse_bytes(&bytes))?)
+        }
+        None => None,
+    };
+    let context = Arc::new(SourceContext::open(Path::new(&args.context), ignore)?);
+    let cache_dir = store.cache_dir();
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("creating {}", cache_dir.display()))?;
+    let cache = Arc::new(CacheIndex::open(&cache_dir.join("index.redb"))?);
+    let dockerfile = match &args.file {
+        Some(f) if f == "-" => "-".to_string(),
+        _ => std::fs::canonicalize(
+            args.file
+                .as_ref()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(&args.context).join(&source.display)),
+        )
+        .map_or_else(|_| source.display.clone(), |p| p.display().to_string()),
+    };
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::resolve(
+            args.progress,
+            std::env::var("BUILDKIT_PROGRESS").ok().as_deref(),
+            progress::stderr_is_terminal(),
+        )
+    };
+    let clock = Clock::start();
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+
+    let outcome = runtime.block_on(async {
+        let (sink, rx) = Sink::channel();
+        let logs = LogStore::new();
+        let renderer = progress::stderr_renderer(mode, clock.clone());
+        let drive = tokio::spawn(progress::drive(rx, renderer, logs.clone()));
+        let solver = Solver::new(
+            store.clone(),
+            cache.clone(),
+            context,
+            sink.clone(),
+            clock.clone(),
+            SolveOptions {
+                jobs,
+                no_cache: args.no_cache,
+                dockerfile,
+                sandbox_exe: None,
+            },
+        );
+        let canceller = solver.canceller();
+        let signals = tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(term) => {
+                        term.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+            let _ = canceller.send(true);
+        });
+        let solved = solver.solve(&plan).await;
+        signals.abort();
+        let result = match solved {
+            Ok(solved) => {
+                let vertex_id = plan.graph.node_count() as u64 + 1;
+                let vertex = sink.vertex(&clock, vertex_id, "exporting to image");
+                let layers: Result<Vec<LayerInput>, String> = plan
+                    .image
+                    .layers
+                    .iter()
+                    .map(|layer| {
+                        let op = &plan.graph[layer.node];
+                        let result = solved
+                            .results
+                            .get(&layer.node)
+                            .ok_or_else(|| format!("no result for {}", op.metadata.name))?;
+                        Ok(LayerInput {
+                            dir: result
+                                .layer
+                                .clone()
+                                .ok_or_else(|| format!("{} made no layer", op.metadata.name))?,
+                            key: result.key.clone(),
+                            name: op.metadata.name.clone(),
+                        })
+                    })
+                    .collect();
+                match layers {
+                    Err(message) => {
+                        vertex.error(message.clone());
+                        Err(BuildFailure::Other(anyhow::anyhow!(message)))
+                    }
+                    Ok(layers) => {
+                        let export_store = store.clone();
+                        let export_cache = cache.clone();
+                        let plan = plan.clone();
+                        let newest = solved.results.values().map(|r| r.created_at).max();
+                        let created = match newest {
+                            Some(t) if t > 0 => t,
+                            _ => std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs()),
+                        };
+                        let options = ExportOptions {
+                            source_date_epoch,
+                            created,
+                            tags: tags.clone(),
+                        };
+                        let exported = tokio::task::spawn_blocking(move || {
+                            export::export(&export_store, &export_cache, &plan, &layers, &options)
+                        })
+                        .await;
+                        match exported {
+                            Ok(Ok(exported)) => {
+                                vertex.done();
+                                Ok(exported)
+                            }
+                            Ok(Err(error)) => {
+                                vertex.error(error.to_string());
+                                Err(BuildFailure::Other(error.into()))
+                            }
+                            Err(error) => {
+                                vertex.error(error.to_string());
+                                Err(BuildFailure::Other(error.into()))
+                            }
+                        }
+                    }
+                }
+            }
+            Err(error) => Err(BuildFailure::Solve(error)),
+        };
+        drop(solver);
+        drop(sink);
+        let _ = drive.await;
+        result
+    });
+
+    match outcome {
+        Ok(exported) => {
+            let id = exported.image_id.to_string();
+            if let Some(path) = &args.iidfile {
+                std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if args.quiet {
+                println!("{id}");
+            } else {
+                for tag in &tags {
+                    eprintln!("naming to {tag}");
+                }
+                println!("{id}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(BuildFailure::Solve(SolveError::Cancelled)) => {
+            eprintln!("error: the build was cancelled");
+            Ok(ExitCode::from(EXIT_CANCELLED))
+        }
+        Err(BuildFailure::Solve(error)) => {
+            match (&error, error.span()) {
+                (SolveError::Step { message, tail, .. }, Some(span)) => {
+                    if !tail.is_empty() {
+                        eprintln!("------");
+                        for line in tail {
+                            eprintln!(" > {line}");
+                        }
+                        eprintln!("------");
+                    }
+                    report(Severity::Error, source, text, span, message);
+                }
+                (_, Some(span)) => report(Severity::Error, source, text, span, &error.to_string()),
+                (_, None) => eprintln!("error: {error}"),
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        Err(BuildFailure::Other(error)) => Err(error),
+    }
+}
+
+/// Exit status after Ctrl-C or SIGTERM, as shells report a SIGINT death.
+const EXIT_CANCELLED: u8 = 130;
+
+enum BuildFailure {
+    Solve(SolveError),
+    Other(anyhow::Error),
 }

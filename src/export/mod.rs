@@ -1,0 +1,340 @@
+//! The exporter: a solved plan to an OCI image in the store (layer L5).
+//!
+//! For each layer of the target image (`plan.image.layers`): the diff of that op's upper
+//! (`snapshot::diff`), dropped when empty and `skip_if_empty` (its history entry then says
+//! `empty_layer`), written as a gzip stream (level 6) into a store ingest while the tar is
+//! hashed for the diff_id and the compressed stream for the blob digest, in one pass. The
+//! layers that need it are compressed in parallel (one thread per CPU). The
+//! blob is remembered in the cache index under a key derived from the step's key and
+//! `SOURCE_DATE_EPOCH`, so a warm rebuild compresses nothing. Base image layers are reused
+//! as they are. Then the config (the plan's config, `rootfs.diff_ids`, history with
+//! `created` times, platform), the OCI manifest, and the tags.
+//!
+//! Blocking: callers run [`export`] in `spawn_blocking`.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::{Value, json};
+
+use crate::cache::{self, BlobRef, CacheIndex, Explain, Record, ResultRef};
+use crate::oci::{Descriptor, Digest, Hasher, MediaType, Reference, media_type};
+use crate::plan::Plan;
+use crate::snapshot::diff::{self, DiffOptions};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cache index: {0}")]
+    Cache(#[from] cache::CacheError),
+    #[error("writing the layer of {name}: {reason}")]
+    Layer { name: String, reason: String },
+    #[error("base image {reference}: {reason}")]
+    Base { reference: String, reason: String },
+    #[error("the result of {0} is missing")]
+    MissingResult(String),
+}
+
+type Result<T, E = ExportError> = std::result::Result<T, E>;
+
+/// A compressed layer: its diff_id and blob.
+type Blob = (String, BlobRef);
+
+/// One layer the build made: the op's layer directory and cache key.
+#[derive(Debug, Clone)]
+pub struct LayerInput {
+    pub dir: PathBuf,
+    pub key: String,
+    /// The display name of the op, for messages.
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// `SOURCE_DATE_EPOCH`: history times and file mtimes clamped to it.
+    pub source_date_epoch: Option<u64>,
+    /// The image's `created` time (Unix seconds) when `source_date_epoch` is unset: the
+    /// solver's newest step, so that a rebuild from the cache gives the same image id.
+    pub created: u64,
+    pub tags: Vec<Reference>,
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// The image id: the config digest.
+    pub image_id: Digest,
+    pub manifest_digest: Digest,
+    pub manifest_size: u64,
+    /// Layers compressed in this export (0 on a warm rebuild).
+    pub compressed: usize,
+}
+
+/// Writes the image of `plan` into `store`. `layers[i]` is the result of
+/// `plan.image.layers[i].node`.
+pub fn export(
+    store: &Store,
+    cache_index: &CacheIndex,
+    plan: &Plan,
+    layers: &[LayerInput],
+    options: &ExportOptions,
+) -> Result<Exported> {
+    let _lease = store.lease()?;
+    let mut history = plan.image.history.clone();
+    let mut diff_ids: Vec<String> = Vec::new();
+    let mut descriptors: Vec<Value> = Vec::new();
+    if let Some(base) = &plan.image.base {
+        let digest: Digest = base
+            .manifest_digest
+            .parse()
+            .map_err(|e| ExportError::Base {
+                reference: base.reference.clone(),
+                reason: format!("{e}"),
+            })?;
+        let image = store.image(&digest)?;
+        for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
+            diff_ids.push(diff_id.to_string());
+            descriptors.push(json!({
+                "mediaType": layer.media_type().to_string(),
+                "digest": layer.digest().to_string(),
+                "size": layer.size(),
+            }));
+        }
+    }
+    // Which layers are kept, and which of those have a compressed blob already.
+    let mut kept: Vec<(usize, &LayerInput, String, Option<Blob>)> = Vec::new();
+    for (layer, input) in plan.image.layers.iter().zip(layers) {
+        let empty = std::fs::read_dir(&input.dir)
+            .map_err(|e| layer_error(input, e))?
+            .next()
+            .is_none();
+        if empty && layer.skip_if_empty {
+            if let Some(entry) = history.get_mut(layer.history_index) {
+                entry.empty_layer = true;
+            }
+            continue;
+        }
+        if let Some(entry) = history.get_mut(layer.history_index) {
+            entry.empty_layer = false;
+        }
+        let blob_key = cache::key(
+            format!(
+                "layer-gzip-v1\0{}",
+                options
+                    .source_date_epoch
+                    .map_or(String::new(), |e| e.to_string())
+            )
+            .as_bytes(),
+            &[&input.key],
+        );
+        let cached = cache_index.get(&blob_key)?.and_then(|record| {
+            let blob = record.result.blob?;
+            let diff_id = record.result.diff_id?;
+            let digest: Digest = blob.digest.parse().ok()?;
+            store.has_blob(&digest).then_some((diff_id, blob))
+        });
+        kept.push((layer.history_index, input, blob_key, cached));
+    }
+
+    // Compress the rest in parallel, one layer per worker at a time.
+    let missing: Vec<usize> = (0..kept.len()).filter(|i| kept[*i].3.is_none()).collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(missing.len());
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<(usize, Result<Blob>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = missing.get(n) else { break };
+                    let made = compress(store, kept[i].1, options.source_date_epoch);
+                    done.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((i, made));
+                }
+            });
+        }
+    });
+    let done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let compressed = done.len();
+    let mut puts = cache_index.batch();
+    for (i, made) in done {
+        let (diff_id, blob) = made?;
+        let result = ResultRef {
+            diff_id: Some(diff_id.clone()),
+            blob: Some(blob.clone()),
+            ..ResultRef::default()
+        };
+        let size = blob.size;
+        puts.put(
+            kept[i].2.clone(),
+            Record::new(
+                result,
+                Explain::new().with("step", kept[i].1.key.clone()),
+                size,
+            ),
+            None,
+        );
+        kept[i].3 = Some((diff_id, blob));
+    }
+    puts.commit()?;
+    for (_, _, _, made) in kept {
+        let (diff_id, blob) = made.expect("every kept layer has a blob now");
+        diff_ids.push(diff_id);
+        descriptors.push(json!({
+            "mediaType": blob.media_type,
+            "digest": blob.digest,
+            "size": blob.size,
+        }));
+    }
+
+    let now = options.source_date_epoch.unwrap_or(options.created);
+    let created = rfc3339(now);
+    for entry in &mut history {
+        if entry.created.is_none() {
+            entry.created = Some(created.clone());
+        }
+    }
+    let platform = &plan.image.platform;
+    let mut config = json!({
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "created": created,
+        "config": serde_json::to_value(&plan.image.config).unwrap_or(Value::Null),
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "history": serde_json::to_value(&history).unwrap_or(Value::Null),
+    });
+    if let Some(variant) = &platform.variant {
+        config["variant"] = json!(variant);
+    }
+    if let Some(author) = &plan.image.author {
+        config["author"] = json!(author);
+    }
+    let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
+    let config_digest = store.write_blob(&config_bytes)?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_MANIFEST,
+        "config": {
+            "mediaType": media_type::OCI_CONFIG,
+            "digest": config_digest.to_string(),
+            "size": config_bytes.len(),
+        },
+        "layers": descriptors,
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+    let manifest_digest = store.write_blob(&manifest_bytes)?;
+    let descriptor = Descriptor::new(
+        MediaType::from(media_type::OCI_MANIFEST),
+        manifest_bytes.len() as u64,
+        manifest_digest.to_oci(),
+    );
+    for tag in &options.tags {
+        store.tag(tag, &descriptor)?;
+    }
+    if options.tags.is_empty() {
+        store.keep_unnamed(&descriptor)?;
+    }
+    Ok(Exported {
+        image_id: config_digest,
+        manifest_digest,
+        manifest_size: manifest_bytes.len() as u64,
+        compressed,
+    })
+}
+
+fn layer_error(input: &LayerInput, e: impl ToString) -> ExportError {
+    ExportError::Layer {
+        name: input.name.clone(),
+        reason: e.to_string(),
+    }
+}
+
+/// Hashes everything written through it, then passes it on.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Hasher,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the layer of `input` gzip-compressed into a store ingest; returns the diff_id
+/// and the blob.
+fn compress(store: &Store, input: &LayerInput, epoch: Option<u64>) -> Result<(String, BlobRef)> {
+    let ingest = store.ingest()?;
+    let gzip = GzEncoder::new(ingest, Compression::new(6));
+    let sink = HashingWriter {
+        inner: gzip,
+        hasher: Hasher::new(),
+    };
+    let sink = diff::diff(
+        &input.dir,
+        &DiffOptions {
+            source_date_epoch: epoch,
+        },
+        sink,
+    )
+    .map_err(|e| layer_error(input, e))?;
+    let diff_id = sink.hasher.finish();
+    let ingest = sink.inner.finish().map_err(|e| layer_error(input, e))?;
+    let (digest, size) = ingest.commit(None, None)?;
+    Ok((
+        diff_id.to_string(),
+        BlobRef {
+            digest: digest.to_string(),
+            size,
+            media_type: media_type::OCI_LAYER_GZIP.to_string(),
+        },
+    ))
+}
+
+/// `seconds` since the epoch as RFC 3339 UTC (`2024-01-02T03:04:05Z`).
+pub fn rfc3339(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let rest = seconds % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,624 @@
+//! `kiln build` end to end: the built binary on temp contexts and store roots, with the
+//! busybox base image (testdata/busybox/make-image.sh) loaded into each root. The results
+//! are checked by reading the store (an OCI layout): manifest, config, layer tars.
+//! Privileged (root, overlayfs, namespaces): skipped with the reason otherwise, failing
+//! under `CI`.
+
+mod common;
+
+use kiln::progress::Event;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use serde_json::Value;
+
+/// A directory for the fixtures of this test process, removed by a small `sh` watchdog
+/// when the process exits (statics are never dropped).
+// The watchdog must outlive this process, so it is deliberately never waited for.
+#[allow(clippy::zombie_processes)]
+fn fixture_dir() -> &'static Path {
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-build-test-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"while kill -0 "$1" 2>/dev/null; do sleep 0.2; done; rm -rf "$2""#)
+            .arg("sh")
+            .arg(std::process::id().to_string())
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        dir
+    })
+}
+
+/// The kiln binary, copied once: `target/debug/kiln` is shared with other worktrees.
+fn kiln_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let copy = fixture_dir().join("kiln");
+        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &copy).unwrap();
+        copy
+    })
+}
+
+/// The busybox image as a docker archive, made once per test binary; `None` (after
+/// printing why, or panicking under CI) when the tools are missing.
+fn busybox_archive() -> Option<&'static Path> {
+    static ARCHIVE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let made = ARCHIVE.get_or_init(|| {
+        if !Path::new("/bin/busybox").exists() {
+            return Err("/bin/busybox is missing (apt-get install busybox-static)".into());
+        }
+        if !Path::new("/usr/bin/skopeo").exists() {
+            return Err("/usr/bin/skopeo is missing (apt-get install skopeo)".into());
+        }
+        let dest = fixture_dir().join("busybox");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/busybox/make-image.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&dest)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return Err(format!(
+                "make-image.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let archive = dest.join("busybox.tar");
+        let out = Command::new("skopeo")
+            .args(["copy", "-q"])
+            .arg(format!("oci:{}:latest", dest.join("oci").display()))
+            .arg(format!(
+                "docker-archive:{}:busybox:latest",
+                archive.display()
+            ))
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return Err(format!(
+                "skopeo copy: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(archive)
+    });
+    match made {
+        Ok(path) => Some(path),
+        Err(reason) => {
+            common::skip(reason);
+            None
+        }
+    }
+}
+
+/// A temp store root (with busybox loaded when asked) and a context directory.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// `None` when the test cannot run here (the reason is printed).
+    fn new(with_busybox: bool) -> Option<Env> {
+        if let Some(reason) = common::privileged_unavailable() {
+            common::skip(&reason);
+            return None;
+        }
+        let env = Env {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir_all(env.context()).unwrap();
+        if with_busybox {
+            let archive = busybox_archive()?;
+            let out = env.kiln(&["load", "-i", archive.to_str().unwrap()]);
+            assert!(out.status.success(), "load: {}", stderr(&out));
+        }
+        Some(env)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn context(&self) -> PathBuf {
+        self.dir.path().join("ctx")
+    }
+
+    fn write(&self, path: &str, content: &str) {
+        let full = self.context().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, content).unwrap();
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        Command::new(kiln_bin())
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("BUILDKIT_PROGRESS")
+            .output()
+            .unwrap()
+    }
+
+    /// `kiln build --progress plain ARGS CONTEXT`.
+    fn build(&self, args: &[&str]) -> Output {
+        let mut all = vec!["build", "--progress", "plain"];
+        all.extend_from_slice(args);
+        let context = self.context();
+        all.push(context.to_str().unwrap());
+        self.kiln(&all)
+    }
+
+    fn build_ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.build(args);
+        assert!(out.status.success(), "build failed:\n{}", stderr(&out));
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(id.starts_with("sha256:"), "stdout: {id}");
+        (id, stderr(&out))
+    }
+
+    fn blob(&self, digest: &str) -> Vec<u8> {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        std::fs::read(self.root().join("blobs/sha256").join(hex)).unwrap()
+    }
+
+    /// The manifest and config of the image tagged `name` (full reference).
+    fn image(&self, name: &str) -> (Value, Value) {
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(self.root().join("index.json")).unwrap())
+                .unwrap();
+        let entry = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in index.json: {index}"));
+        let manifest: Value =
+            serde_json::from_slice(&self.blob(entry["digest"].as_str().unwrap())).unwrap();
+        let config: Value =
+            serde_json::from_slice(&self.blob(manifest["config"]["digest"].as_str().unwrap()))
+                .unwrap();
+        (manifest, config)
+    }
+
+    /// Every entry of layer `n` of the image: path → (mode, content).
+    fn layer(&self, manifest: &Value, n: usize) -> BTreeMap<String, (u32, Vec<u8>)> {
+        let digest = manifest["layers"][n]["digest"].as_str().unwrap();
+        let gz = self.blob(digest);
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
+        let mut out = BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mode = entry.header().mode().unwrap();
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            out.insert(path, (mode, content));
+        }
+        out
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn scratch_copy_files_modes_and_heredoc() {
+    let Some(env) = Env::new(false) else { return };
+    env.write("app/hello.txt", "hello\n");
+    env.write("app/run.sh", "#!/bin/sh\n");
+    std::fs::set_permissions(
+        env.context().join("app/run.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    env.write("ignored.txt", "no");
+    env.write(".dockerignore", "ignored.txt\n");
+    env.write(
+        "Dockerfile",
+        "FROM scratch\nCOPY app/ /app/\nCOPY <<EOF /etc/motd\nwelcome\nEOF\nCOPY --chmod=600 app/hello.txt /secret\n",
+    );
+    let (id, _) = env.build_ok(&["-t", "scratch-copy"]);
+    let (manifest, config) = env.image("docker.io/library/scratch-copy:latest");
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    assert_eq!(config_digest, id);
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 3);
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+    assert_eq!(config["history"].as_array().unwrap().len(), 3);
+    assert!(config["history"][0]["created"].is_string());
+    let first = env.layer(&manifest, 0);
+    assert_eq!(first["app/hello.txt"].1, b"hello\n");
+    assert_eq!(first["app/run.sh"].0 & 0o777, 0o755);
+    assert!(!first.keys().any(|k| k.contains("ignored")));
+    let second = env.layer(&manifest, 1);
+    assert_eq!(second["etc/motd"].1, b"welcome\n");
+    let third = env.layer(&manifest, 2);
+    assert_eq!(third["secret"].0 & 0o777, 0o600);
+
+    // skopeo reads the store as an OCI layout.
+    if Path::new("/usr/bin/skopeo").exists() {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!(
+                "oci:{}:docker.io/library/scratch-copy:latest",
+                env.root().display()
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn run_on_busybox_writes_files_and_whiteouts() {
+    let Some(env) = Env::new(true) else { return };
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN echo built > /built.txt && rm /bin/vi && mkdir -p /data && echo x > /data/x\n",
+    );
+    env.build_ok(&["-t", "runner"]);
+    let (manifest, config) = env.image("docker.io/library/runner:latest");
+    // The base layer, then ours.
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    let layer = env.layer(&manifest, 1);
+    assert_eq!(layer["built.txt"].1, b"built\n");
+    assert_eq!(layer["data/x"].1, b"x\n");
+    assert!(layer.contains_key("bin/.wh.vi"), "{:?}", layer.keys());
+    assert!(!layer.keys().any(|k| k.starts_with("etc/hosts")));
+}
+
+#[test]
+fn metadata_instructions_and_build_args() {
+    let Some(env) = Env::new(true) else { return };
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nARG NAME=default\nENV GREETING=hi-$NAME\nWORKDIR /srv/app\n\
+         RUN echo \"$GREETING $NAME\" > out.txt\nUSER 1000:1000\nLABEL a=b\nEXPOSE 8080\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"echo hi\"]\n",
+    );
+    env.build_ok(&["-t", "meta", "--build-arg", "NAME=given", "--label", "c=d"]);
+    let (manifest, config) = env.image("docker.io/library/meta:latest");
+    let c = &config["config"];
+    assert!(
+        c["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "GREETING=hi-given")
+    );
+    assert_eq!(c["WorkingDir"], "/srv/app");
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["Labels"]["a"], "b");
+    assert_eq!(c["Labels"]["c"], "d");
+    assert!(c["ExposedPorts"]["8080/tcp"].is_object());
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["echo hi"]));
+    let layers = manifest["layers"].as_array().unwrap().len();
+    let run = env.layer(&manifest, layers - 1);
+    assert_eq!(run["srv/app/out.txt"].1, b"hi-given given\n");
+}
+
+#[test]
+fn multistage_target_and_copy_from() {
+    let Some(env) = Env::new(true) else { return };
+    env.write(
+        "Dockerfile",
+        "FROM busybox AS build\nRUN echo artifact > /artifact\n\
+         FROM busybox AS broken\nRUN exit 3\n\
+         FROM scratch AS final\nCOPY --from=build /artifact /artifact\n\
+         FROM final AS extra\nRUN exit 4\n",
+    );
+    // `broken` and `extra` are not needed for `final`: they never run.
+    let (_, log) = env.build_ok(&["-t", "multi", "--target", "final"]);
+    assert!(!log.contains("exit 3"), "{log}");
+    let (manifest, _) = env.image("docker.io/library/multi:latest");
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 1);
+    assert_eq!(env.layer(&manifest, 0)["artifact"].1, b"artifact\n");
+}
+
+#[test]
+fn failing_run_names_the_line_and_shows_output() {
+    let Some(env) = Env::new(true) else { return };
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN echo first-line && echo second-line >&2 && exit 3\n",
+    );
+    let out = env.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(
+        err.contains("first-line") && err.contains("second-line"),
+        "{err}"
+    );
+    // Nothing half-made is left.
+    let leftovers: Vec<_> = std::fs::read_dir(env.root().join("snapshots-v1"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn missing_copy_source_is_a_clear_error() {
+    let Some(env) = Env::new(false) else { return };
+    env.write("Dockerfile", "FROM scratch\nCOPY nope.txt /\n");
+    let out = env.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("nope.txt"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+}
+
+#[test]
+fn cache_hits_touch_and_changed_files() {
+    let Some(env) = Env::new(true) else { return };
+    env.write("a.txt", "a\n");
+    env.write("b.txt", "b\n");
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN echo base > /base\nCOPY . /src/\nRUN cat /src/a.txt > /copy\n",
+    );
+    let (first, _) = env.build_ok(&["-t", "cached"]);
+    let (second, log) = env.build_ok(&["-t", "cached"]);
+    assert_eq!(first, second, "a warm rebuild keeps the image id");
+    assert_eq!(log.matches("CACHED").count(), 3, "{log}");
+
+    // touch keeps the cache.
+    let file = std::fs::File::options()
+        .write(true)
+        .open(env.context().join("a.txt"))
+        .unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    drop(file);
+    let (third, log) = env.build_ok(&["-t", "cached"]);
+    assert_eq!(third, first);
+    assert_eq!(log.matches("CACHED").count(), 3, "{log}");
+
+    // One changed byte reruns from that COPY on, naming the file.
+    env.write("a.txt", "A\n");
+    let (fourth, log) = env.build_ok(&["-t", "cached"]);
+    assert_ne!(fourth, first);
+    assert_eq!(log.matches("CACHED").count(), 1, "{log}");
+    assert!(log.contains("cache miss: 1 file changed: a.txt"), "{log}");
+
+    // --no-cache reruns everything.
+    let (_, log) = env.build_ok(&["-t", "cached", "--no-cache"]);
+    assert_eq!(log.matches("CACHED").count(), 0, "{log}");
+}
+
+#[test]
+fn independent_stages_run_in_parallel() {
+    let Some(env) = Env::new(true) else { return };
+    let mut dockerfile = String::new();
+    for s in ["a", "b", "c", "d"] {
+        dockerfile.push_str(&format!(
+            "FROM busybox AS {s}\nRUN sleep 1 && echo {s} > /{s}\n"
+        ));
+    }
+    dockerfile.push_str("FROM scratch\n");
+    for s in ["a", "b", "c", "d"] {
+        dockerfile.push_str(&format!("COPY --from={s} /{s} /{s}\n"));
+    }
+    env.write("Dockerfile", &dockerfile);
+    // Not a speed check: the progress events say when each RUN started and how long it
+    // took, and with --jobs 4 the four 1-second steps must all be running at once.
+    let context = env.context();
+    let out = env.kiln(&[
+        "build",
+        "--progress",
+        "rawjson",
+        "--jobs",
+        "4",
+        "-t",
+        "parallel",
+        context.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "build failed:\n{}", stderr(&out));
+    let events: Vec<Event> = stderr(&out)
+        .lines()
+        .filter_map(|line| Event::from_json_line(line).ok())
+        .collect();
+    let mut runs = std::collections::BTreeMap::new();
+    for event in &events {
+        if let Event::VertexStarted {
+            id,
+            name,
+            started_at,
+        } = event
+            && name.contains("RUN sleep 1")
+        {
+            runs.insert(*id, (*started_at, None));
+        }
+    }
+    for event in &events {
+        if let Event::VertexDone { id, duration } = event
+            && let Some((started, end)) = runs.get_mut(id)
+        {
+            *end = Some(*started + *duration);
+        }
+    }
+    assert_eq!(runs.len(), 4, "{events:?}");
+    let last_start = runs
+        .values()
+        .map(|(start, _)| *start)
+        .fold(f64::MIN, f64::max);
+    let first_end = runs
+        .values()
+        .map(|(_, end)| end.expect("every RUN finished"))
+        .fold(f64::MAX, f64::min);
+    assert!(
+        last_start < first_end,
+        "the RUN steps did not overlap: {runs:?}"
+    );
+}
+
+#[test]
+fn quiet_and_iidfile() {
+    let Some(env) = Env::new(false) else { return };
+    env.write("f", "x");
+    env.write("Dockerfile", "FROM scratch\nCOPY f /f\n");
+    let iid = env.dir.path().join("iid");
+    let out = env.kiln(&[
+        "build",
+        "-q",
+        "--iidfile",
+        iid.to_str().unwrap(),
+        env.context().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(id.starts_with("sha256:"));
+    assert_eq!(std::fs::read_to_string(iid).unwrap(), id);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
+
+#[test]
+fn run_heredoc_cache_mount_and_arg_miss() {
+    let Some(env) = Env::new(true) else { return };
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nARG V=one\nRUN <<EOT\n#!/bin/sh\necho \"script $V\" > /script.txt\nEOT\n\
+         RUN --mount=type=cache,target=/cache echo x >> /cache/n && wc -l < /cache/n > /count\n",
+    );
+    env.build_ok(&["-t", "heredoc"]);
+    let (manifest, _) = env.image("docker.io/library/heredoc:latest");
+    let script = env.layer(&manifest, 1);
+    assert_eq!(script["script.txt"].1, b"script one\n");
+    // The script itself is mounted outside the layer.
+    assert!(
+        !script.keys().any(|k| k.starts_with("dev")),
+        "{:?}",
+        script.keys()
+    );
+    let counted = env.layer(&manifest, 2);
+    assert_eq!(counted["count"].1, b"1\n");
+    assert!(!counted.keys().any(|k| k.starts_with("cache/")));
+
+    // A changed build arg is named; the cache mount persists across builds.
+    let (_, log) = env.build_ok(&["-t", "heredoc", "--build-arg", "V=two"]);
+    assert!(log.contains("cache miss: ARG V changed"), "{log}");
+    let (manifest, _) = env.image("docker.io/library/heredoc:latest");
+    assert_eq!(env.layer(&manifest, 1)["script.txt"].1, b"script two\n");
+    assert_eq!(env.layer(&manifest, 2)["count"].1, b"2\n");
+}
+
+#[test]
+fn source_date_epoch_makes_builds_reproducible() {
+    let Some(env) = Env::new(true) else { return };
+    env.write("f.txt", "f\n");
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY f.txt /f.txt\nRUN mkdir /made && echo x > /made/x\n",
+    );
+    let args = ["--no-cache", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+    let (first, _) = env.build_ok(&args);
+    // Later file times, same image: mtimes are clamped, history times fixed.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (second, _) = env.build_ok(&args);
+    assert_eq!(
+        first, second,
+        "two --no-cache builds with SOURCE_DATE_EPOCH differ"
+    );
+}
+
+#[test]
+fn identical_stages_and_unsupported_mounts() {
+    let Some(env) = Env::new(true) else { return };
+    env.write(
+        "Dockerfile",
+        "FROM busybox AS a\nRUN echo same > /s\nFROM busybox AS b\nRUN echo same > /s\n\
+         FROM scratch\nCOPY --from=a /s /a\nCOPY --from=b /s /b\n",
+    );
+    let (_, log) = env.build_ok(&["-t", "same"]);
+    let (manifest, _) = env.image("docker.io/library/same:latest");
+    assert_eq!(env.layer(&manifest, 1)["b"].1, b"same\n", "{log}");
+
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=secret,id=token cat /run/secrets/token\n",
+    );
+    let out = env.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("type=secret is not supported yet"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+}
+
+#[test]
+fn interrupt_stops_the_build_and_cleans_up() {
+    let Some(env) = Env::new(true) else { return };
+    env.write("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n");
+    let mut child = Command::new(kiln_bin())
+        .arg("--root")
+        .arg(env.root())
+        .args(["build", "--progress", "plain"])
+        .arg(env.context())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the step's first output line, then Ctrl-C.
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stderr_pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break seen,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    });
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    let marker = env.root().join("snapshots-v1");
+    // The step is running once its temporary directory exists.
+    while Instant::now() < deadline {
+        let running = std::fs::read_dir(&marker).ok().is_some_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("tmp-build-"))
+        });
+        if running {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let start = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    // Not a speed check: the step sleeps 60 s, so ending well before proves the
+    // interrupt stopped it instead of waiting for it.
+    assert!(start.elapsed().as_secs() < 45, "took {:?}", start.elapsed());
+    assert!(log.contains("cancelled"), "{log}");
+    let leftovers: Vec<_> = std::fs::read_dir(&marker)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
