@@ -60,6 +60,7 @@ pub use image::{
 pub use op::{
     Copy, CopySource, Definition, Exec, ExecMount, FileOp, HeredocFile, Metadata, Mkdir, Op, Source,
 };
+pub use paths::clean as clean_path;
 
 use crate::instruction::Stages;
 

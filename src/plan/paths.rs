@@ -1,7 +1,7 @@
 //! Path and URL helpers with Go's `path` semantics.
 
 /// Go's `path.Clean`: lexical, `/`-separated.
-pub(crate) fn clean(path: &str) -> String {
+pub fn clean(path: &str) -> String {
     if path.is_empty() {
         return ".".to_string();
     }

@@ -198,30 +198,7 @@ fn get_escaped(chunk: &str) -> Result<(char, &str), BadPattern> {
 /// Go's `filepath.Clean` for `/`: collapse separators, drop `.`, resolve `..` lexically
 /// (never above a leading `/`), no trailing `/`, and `.` for an empty result.
 pub fn go_clean(path: &str) -> String {
-    if path.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
+    crate::plan::clean_path(path)
 }
 
 #[cfg(test)]
