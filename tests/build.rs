@@ -16,31 +16,10 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-/// A directory for the fixtures of this test process, removed by a small `sh` watchdog
-/// when the process exits (statics are never dropped).
-// The watchdog must outlive this process, so it is deliberately never waited for.
-#[allow(clippy::zombie_processes)]
+/// A directory that lives as long as the test process.
 fn fixture_dir() -> &'static Path {
     static D: OnceLock<PathBuf> = OnceLock::new();
-    D.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-build-test-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        Command::new("sh")
-            .arg("-c")
-            .arg(r#"while kill -0 "$1" 2>/dev/null; do sleep 0.2; done; rm -rf "$2""#)
-            .arg("sh")
-            .arg(std::process::id().to_string())
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        dir
-    })
+    D.get_or_init(|| common::process_temp_dir("kiln-build-test-"))
 }
 
 /// The kiln binary, copied once: `target/debug/kiln` is shared with other worktrees.

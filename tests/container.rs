@@ -3,6 +3,8 @@
 //! into a shared store root. Needs root, busybox-static and skopeo; without them the
 //! tests print why and pass, and with `CI` set they fail instead.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -34,28 +36,9 @@ struct Fixture {
     root: PathBuf,
 }
 
-/// A directory that lives as long as the test process; a small `sh` watchdog removes it
-/// when the process exits (statics are never dropped).
-// The watchdog must outlive this process, so it is deliberately never waited for.
-#[allow(clippy::zombie_processes)]
+/// A directory that lives as long as the test process.
 fn fixture_dir() -> PathBuf {
-    let dir = tempfile::Builder::new()
-        .prefix("kiln-container-test-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    Command::new("sh")
-        .arg("-c")
-        .arg(r#"while kill -0 "$1" 2>/dev/null; do sleep 0.2; done; rm -rf "$2""#)
-        .arg("sh")
-        .arg(std::process::id().to_string())
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    dir
+    common::process_temp_dir("kiln-container-test-")
 }
 
 fn make_fixture() -> Result<Fixture, String> {

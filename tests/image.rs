@@ -2,6 +2,8 @@
 //! skopeo as the independent reader and writer of archives, and a fake registry for
 //! content that lies.
 
+mod common;
+
 #[path = "common/registry.rs"]
 mod harness;
 
@@ -30,31 +32,9 @@ fn tools() -> bool {
 }
 
 /// A directory that lives as long as the test process.
-///
-/// Statics are never dropped, so a small `sh` watchdog removes it when the process exits.
-// The watchdog must outlive this process, so it is deliberately never waited for.
-#[allow(clippy::zombie_processes)]
 fn fixture_dir() -> &'static Path {
     static D: OnceLock<PathBuf> = OnceLock::new();
-    D.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("kiln-image-test-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        Command::new("sh")
-            .arg("-c")
-            .arg(r#"while kill -0 "$1" 2>/dev/null; do sleep 0.2; done; rm -rf "$2""#)
-            .arg("sh")
-            .arg(std::process::id().to_string())
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        dir
-    })
+    D.get_or_init(|| common::process_temp_dir("kiln-image-test-"))
 }
 
 /// The busybox base image (`testdata/busybox/make-image.sh`), made once: its OCI layout

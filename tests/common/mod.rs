@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use kiln::sandbox::{ExitStatus, Rootfs, Sandbox, SpawnOptions, Spec, Stream};
@@ -143,4 +144,28 @@ pub async fn run(spec: &Spec, state_root: &Path) -> Ran {
 /// `sh -c script` as the argv of a spec.
 pub fn sh(script: &str) -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into(), script.into()]
+}
+
+/// A fresh directory that lives as long as the test process: statics are never dropped,
+/// so a small `sh` watchdog removes it when the process exits.
+// The watchdog must outlive this process, so it is deliberately never waited for.
+#[allow(clippy::zombie_processes)]
+pub fn process_temp_dir(prefix: &str) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap()
+        .keep();
+    Command::new("sh")
+        .arg("-c")
+        .arg(r#"while kill -0 "$1" 2>/dev/null; do sleep 0.2; done; rm -rf "$2""#)
+        .arg("sh")
+        .arg(std::process::id().to_string())
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    dir
 }
