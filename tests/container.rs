@@ -10,25 +10,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Skips the calling test (printing why), or fails it when `CI` is set.
-fn skip(reason: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("container test cannot run under CI: {reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 struct Fixture {
     dir: PathBuf,
     kiln: PathBuf,
@@ -42,7 +23,7 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn make_fixture() -> Result<Fixture, String> {
-    if !is_root() {
+    if !common::is_root() {
         return Err("needs root (namespaces, overlay mounts)".into());
     }
     if !Path::new("/bin/busybox").exists() {
@@ -151,7 +132,7 @@ fn fixture() -> Option<&'static Fixture> {
     match F.get_or_init(make_fixture) {
         Ok(fixture) => Some(fixture),
         Err(reason) => {
-            skip(reason);
+            common::skip(reason);
             None
         }
     }

@@ -16,7 +16,8 @@ pub fn skip(reason: &str) {
     eprintln!("SKIPPED: {reason}");
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (from `/proc`, without a syscall crate).
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
