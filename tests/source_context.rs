@@ -154,7 +154,7 @@ fn symlinks_resolve_inside_the_context() {
     assert_eq!(paths(&selection), ["etc/passwd"]);
     let digest = ctx.digest(&selection, None).unwrap();
     let own = format!("sha256:{}", sha256_hex(b"inside"));
-    assert_eq!(digest.files["etc/passwd"], own);
+    assert_eq!(digest.files()["etc/passwd"], own);
     assert_eq!(select(&ctx, &["up/passwd"], &[]), ["etc/passwd"]);
 
     // A loop is an error, not a hang.
@@ -229,7 +229,7 @@ fn digest_depends_on_content_and_mode_not_times() {
     let ctx = open(root, &[]);
     let digest = |ctx: &Context| ctx.digest(&ctx.select(&["."], &[]).unwrap(), None).unwrap();
     let first = digest(&ctx);
-    assert_eq!(first.files.len(), 6);
+    assert_eq!(first.files().len(), 6);
     assert!(first.digest.starts_with("sha256:") && first.digest.len() == 71);
 
     set_mtime(
@@ -245,14 +245,14 @@ fn digest_depends_on_content_and_mode_not_times() {
     write(root, "dir/x.txt", "X");
     let changed = digest(&ctx);
     assert_ne!(changed.digest, first.digest);
-    let changes = FileChanges::between(&first.files, &changed.files);
+    let changes = FileChanges::between(&first.files(), &changed.files());
     assert_eq!(changes.changed, ["dir/x.txt"]);
     assert!(changes.added.is_empty() && changes.removed.is_empty());
 
     fs::set_permissions(root.join("b.txt"), fs::Permissions::from_mode(0o755)).unwrap();
     let chmodded = digest(&ctx);
     assert_ne!(chmodded.digest, changed.digest);
-    assert_eq!(chmodded.files, changed.files);
+    assert_eq!(chmodded.files(), changed.files());
 
     symlink("a.txt", root.join("ln")).unwrap();
     let linked = digest(&ctx);
@@ -307,7 +307,7 @@ fn stat_cache_avoids_rereading_unchanged_files() {
         (0, 6)
     );
     assert_eq!(warm.digest, cold.digest);
-    assert_eq!(warm.files, cold.files);
+    assert_eq!(warm.files(), cold.files());
     drop(cache);
 
     // Persistent across opens; a changed file is re-read, the others are not.
@@ -320,7 +320,7 @@ fn stat_cache_avoids_rereading_unchanged_files() {
         (1, 5)
     );
     assert_eq!(
-        FileChanges::between(&cold.files, &after.files).changed,
+        FileChanges::between(&cold.files(), &after.files()).changed,
         ["c.md"]
     );
     let uncached = ctx.digest(&selection, None).unwrap();
@@ -368,10 +368,13 @@ fn special_files_and_big_files() {
     let ctx = open(root, &[]);
     let digest = ctx.digest(&ctx.select(&["."], &[]).unwrap(), None).unwrap();
     assert_eq!(
-        digest.files["big.bin"],
+        digest.files()["big.bin"],
         format!("sha256:{}", sha256_hex(&big))
     );
-    assert_eq!(digest.files["empty"], format!("sha256:{}", sha256_hex(b"")));
+    assert_eq!(
+        digest.files()["empty"],
+        format!("sha256:{}", sha256_hex(b""))
+    );
     assert_eq!(digest.stats.bytes_hashed, big.len() as u64);
 }
 

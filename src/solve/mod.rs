@@ -17,11 +17,13 @@
 //!   Ctrl-C, via [`Solver::cancel`]) kills running sandboxes, waits for running ops to stop,
 //!   removes their temporary directories and returns that first error.
 
+mod copied;
 mod exec;
 mod resolver;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use petgraph::Direction;
@@ -516,7 +518,7 @@ impl Task {
                     let digest = &context.1;
                     explain = explain
                         .with("files", digest.digest.clone())
-                        .with_files(digest.files.clone());
+                        .with_files(digest.files());
                 }
                 None => explain = explain.with(name, input.key.clone()),
             }
@@ -572,12 +574,16 @@ impl Task {
         }
         let explain = self.explain();
         if use_cache
-            && let Some((previous_key, previous)) = previous
-            && previous_key != key
+            && let Some((previous_key, previous)) = &previous
+            && *previous_key != key
             && let Some(reason) = cache::explain(&previous.inputs, &explain)
         {
             vertex.miss(reason);
         }
+        // The snapshot an earlier run of this step made, for an incremental COPY.
+        let earlier = previous
+            .and_then(|(_, record)| record.result.snapshot)
+            .map(|name| snapshots.join(name));
 
         let staging = snapshots.join(format!(
             "tmp-build-{}-{}",
@@ -590,7 +596,7 @@ impl Task {
             Definition::Exec(exec) => {
                 exec::run(&self, exec, &base_chain, &staging, &mut vertex).await
             }
-            Definition::File(file) => self.file(file.clone(), &staging).await,
+            Definition::File(file) => self.file(file.clone(), &staging, earlier).await,
             Definition::Source(_) => unreachable!("sources are not steps"),
         };
         let kind = self.op.definition.kind();
@@ -658,8 +664,14 @@ impl Task {
         })
     }
 
-    /// COPY/ADD/WORKDIR into `staging/fs`. Returns (empty, bytes written).
-    async fn file(&self, op: FileOp, staging: &Path) -> Result<(bool, u64)> {
+    /// COPY/ADD/WORKDIR into `staging/fs`. Returns (empty, bytes written). `earlier` is the
+    /// snapshot of an earlier run of the same step, whose unchanged files may be reused.
+    async fn file(
+        &self,
+        op: FileOp,
+        staging: &Path,
+        earlier: Option<PathBuf>,
+    ) -> Result<(bool, u64)> {
         let _permit = self
             .shared
             .jobs
@@ -671,27 +683,61 @@ impl Task {
         let inputs = self.inputs.clone();
         let root = self.shared.context.root().to_path_buf();
         let scratch = staging.to_path_buf();
-        let outcome = blocking(move || {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            let digests: Vec<Option<HashMap<PathBuf, [u8; 32]>>> = inputs
+                .iter()
+                .map(|input| {
+                    input.context.as_ref().map(|context| {
+                        context
+                            .1
+                            .file_digests
+                            .iter()
+                            .map(|(path, digest)| (PathBuf::from(path), *digest))
+                            .collect()
+                    })
+                })
+                .collect();
             let owned: Vec<fileop::Input<'_>> = inputs
                 .iter()
-                .map(|input| match &input.context {
+                .zip(&digests)
+                .map(|(input, digests)| match &input.context {
                     Some(context) => fileop::Input::Context {
                         root: &root,
                         selection: &context.0,
+                        digests: digests.as_ref(),
                     },
                     None => fileop::Input::Layers(&input.chain),
                 })
                 .collect();
-            fileop::run(&fileop::Request {
+            let reuse = earlier.as_deref().and_then(copied::read);
+            let outcome = fileop::run(&fileop::Request {
                 op: &op,
                 inputs: &owned,
                 upper: &upper,
                 scratch: Some(&scratch),
-            })
-        })
-        .await?;
-        match outcome {
+                reuse: reuse.as_ref(),
+                cancel: Some(&flag),
+            })?;
+            if !outcome.copied.is_empty() {
+                copied::write(&scratch, &outcome.copied)
+                    .map_err(fileop::Error::io("write", scratch.join(copied::FILE)))?;
+            }
+            Ok::<_, fileop::Error>(outcome)
+        });
+        tokio::pin!(work);
+        let mut cancel_rx = self.cancel.clone();
+        let joined = tokio::select! {
+            joined = &mut work => joined,
+            _ = cancelled(&mut cancel_rx) => {
+                cancel.store(true, Ordering::Relaxed);
+                work.await
+            }
+        };
+        match joined.map_err(|e| SolveError::Internal(e.to_string()))? {
             Ok(outcome) => Ok((outcome.empty, outcome.report.bytes)),
+            Err(fileop::Error::Cancelled) => Err(SolveError::Cancelled),
             Err(error) => Err(self.step_error(error.to_string(), Vec::new())),
         }
     }

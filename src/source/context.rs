@@ -28,6 +28,8 @@ const READ_BUFFER: usize = 1 << 20;
 /// A file modified this close to the hashing time could change again without its mtime
 /// moving (coarse kernel timestamps), so its digest is not cached (git's "racy clean").
 const RACY_WINDOW_NS: i64 = 20_000_000;
+/// A directory with this many subdirectories has its subtrees walked in parallel.
+const PARALLEL_WALK_DIRS: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FileKind {
@@ -112,9 +114,20 @@ pub struct Stats {
 pub struct ContextDigest {
     /// `sha256:<hex>` over the canonical encoding of every entry.
     pub digest: String,
-    /// Each regular file's content digest (`sha256:<hex>`), by relative path.
-    pub files: BTreeMap<String, String>,
+    /// Each regular file's content digest, in path order.
+    pub file_digests: Vec<(String, [u8; 32])>,
     pub stats: Stats,
+}
+
+impl ContextDigest {
+    /// Each regular file's content digest (`sha256:<hex>`), by relative path: what a cache
+    /// record keeps to explain a later miss (built on demand; hits never need it).
+    pub fn files(&self) -> BTreeMap<String, String> {
+        self.file_digests
+            .iter()
+            .map(|(path, digest)| (path.clone(), format!("sha256:{}", hex(digest))))
+            .collect()
+    }
 }
 
 /// The difference between two per-file digest maps, to explain a cache miss.
@@ -431,15 +444,16 @@ impl Context {
             )
         };
         let walk = Walk {
+            root: &self.root,
             ignore: self.ignore.as_ref(),
             exclude,
         };
         walk.visit(
-            &self.root,
             os_path.to_path_buf(),
             meta,
             ignore_state,
             exclude_rel.map(|rel| (rel, MatchInfo::default())),
+            false,
             out,
         )
     }
@@ -453,10 +467,14 @@ impl Context {
         cache: Option<&StatCache>,
     ) -> Result<ContextDigest, Error> {
         let root_key = self.root.as_os_str().as_bytes();
-        let files: Vec<&Entry> = selection
-            .entries
+        // Indexes of the regular files in `selection.entries` (sorted by path, so the
+        // files are too: the stat cache lookup relies on it).
+        let file_indexes: Vec<usize> = (0..selection.entries.len())
+            .filter(|&i| selection.entries[i].kind == FileKind::File)
+            .collect();
+        let files: Vec<&Entry> = file_indexes
             .iter()
-            .filter(|e| e.kind == FileKind::File)
+            .map(|&i| &selection.entries[i])
             .collect();
         let mut cache_status = cache.map_or(CacheStatus::NotConfigured, StatCache::status);
 
@@ -495,15 +513,11 @@ impl Context {
             cache_status = CacheStatus::Disabled { reason };
         }
 
-        let by_path: BTreeMap<&Path, [u8; 32]> = files
-            .iter()
-            .zip(&digests)
-            .filter_map(|(e, d)| d.map(|d| (e.os_path.as_path(), d)))
-            .collect();
         let mut tree = Sha256::new();
         tree.update(b"kiln-context-v1\0");
-        let mut file_map = BTreeMap::new();
-        for entry in &selection.entries {
+        let mut file_digests = Vec::with_capacity(files.len());
+        let mut next_file = file_indexes.iter().zip(&digests).peekable();
+        for (index, entry) in selection.entries.iter().enumerate() {
             let path = entry.os_path.as_os_str().as_bytes();
             tree.update((path.len() as u64).to_be_bytes());
             tree.update(path);
@@ -514,14 +528,19 @@ impl Context {
                 tree.update((target.len() as u64).to_be_bytes());
                 tree.update(target);
             }
-            if let Some(digest) = by_path.get(entry.os_path.as_path()) {
-                tree.update(digest);
-                file_map.insert(entry.path.clone(), format!("sha256:{}", hex(digest)));
+            if let Some(&(&file_index, digest)) = next_file.peek()
+                && file_index == index
+            {
+                next_file.next();
+                if let Some(digest) = digest {
+                    tree.update(digest);
+                    file_digests.push((entry.path.clone(), *digest));
+                }
             }
         }
         Ok(ContextDigest {
             digest: format!("sha256:{}", hex(&tree.finalize().into())),
-            files: file_map,
+            file_digests,
             stats: Stats {
                 entries: selection.entries.len(),
                 files_hashed: to_hash.len(),
@@ -638,8 +657,12 @@ fn hash_file(
     })
 }
 
+/// A subtree walked on its own thread: (child index, anything visible, its entries).
+type Subtree = (usize, bool, Vec<Entry>);
+
 /// The recursive walk of one matched source.
 struct Walk<'a> {
+    root: &'a Path,
     ignore: Option<&'a PatternMatcher>,
     exclude: Option<&'a PatternMatcher>,
 }
@@ -650,11 +673,11 @@ impl Walk<'_> {
     /// or None for the source directory itself. Returns whether anything was added.
     fn visit(
         &self,
-        root: &Path,
         os_path: PathBuf,
         meta: Metadata,
         ignore_state: Option<(bool, MatchInfo)>,
         exclude_state: Option<(String, MatchInfo)>,
+        nested: bool,
         out: &mut Vec<Entry>,
     ) -> Result<bool, Error> {
         let ignored = ignore_state.as_ref().is_some_and(|(ignored, _)| *ignored);
@@ -669,7 +692,7 @@ impl Walk<'_> {
         let kind = FileKind::of(&meta);
         if kind != FileKind::Dir {
             if !hidden {
-                out.push(make_entry(root, os_path, &meta, kind)?);
+                out.push(make_entry(self.root, os_path, &meta, kind)?);
             }
             return Ok(!hidden);
         }
@@ -679,7 +702,7 @@ impl Walk<'_> {
         if hidden && !may_reinclude {
             return Ok(false);
         }
-        let full = root.join(&os_path);
+        let full = self.root.join(&os_path);
         let io_error = |source| Error::Io {
             path: full.clone(),
             source,
@@ -691,8 +714,10 @@ impl Walk<'_> {
             let child_meta = child.metadata().map_err(io_error)?;
             children.push((child.file_name(), child_meta));
         }
-        let mut any_visible = false;
-        for (name, child_meta) in children {
+        let visit_child = |(name, child_meta): (OsString, Metadata),
+                           nested: bool,
+                           out: &mut Vec<Entry>|
+         -> Result<bool, Error> {
             let child_path = if os_path.as_os_str() == "." {
                 PathBuf::from(&name)
             } else {
@@ -713,19 +738,80 @@ impl Walk<'_> {
                 };
                 (rel, exclude_info.clone().unwrap_or_default())
             });
-            any_visible |= self.visit(
-                root,
+            self.visit(
                 child_path,
                 child_meta,
                 child_ignore,
                 child_exclude,
+                nested,
                 out,
-            )?;
+            )
+        };
+        let subdirs = children.iter().filter(|(_, m)| m.is_dir()).count();
+        let workers = if nested || subdirs < PARALLEL_WALK_DIRS {
+            1
+        } else {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(4)
+        };
+        let mut any_visible = false;
+        if workers == 1 {
+            for child in children {
+                any_visible |= visit_child(child, nested, out)?;
+            }
+        } else {
+            // Stat calls dominate a warm walk: spread this directory's subtrees over a few
+            // threads, then append their entries in order (they are sorted later anyway).
+            let count = children.len();
+            let queue = std::sync::Mutex::new(children.into_iter().enumerate());
+            let parts: Vec<Result<Vec<Subtree>, Error>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut done = Vec::new();
+                            loop {
+                                let next = queue
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .next();
+                                let Some((index, child)) = next else {
+                                    return Ok(done);
+                                };
+                                let mut entries = Vec::new();
+                                let visible = visit_child(child, true, &mut entries)?;
+                                done.push((index, visible, entries));
+                            }
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| {
+                        handle.join().unwrap_or_else(|_| {
+                            Err(Error::Io {
+                                path: full.clone(),
+                                source: std::io::Error::other("a walking thread panicked"),
+                            })
+                        })
+                    })
+                    .collect()
+            });
+            let mut ordered: Vec<Option<(bool, Vec<Entry>)>> = (0..count).map(|_| None).collect();
+            for part in parts {
+                for (index, visible, entries) in part? {
+                    ordered[index] = Some((visible, entries));
+                }
+            }
+            for (visible, entries) in ordered.into_iter().flatten() {
+                any_visible |= visible;
+                out.extend(entries);
+            }
         }
         let keep = !hidden || any_visible;
         // The context root itself is not an entry: only what is inside it is copied.
         if keep && os_path.as_os_str() != "." {
-            out.push(make_entry(root, os_path, &meta, kind)?);
+            out.push(make_entry(self.root, os_path, &meta, kind)?);
         }
         Ok(keep)
     }

@@ -3,7 +3,6 @@
 //! The cache is an optimisation only: any problem with it (corrupt, locked by another
 //! process, unwritable) disables it and hashing goes on without it.
 
-use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -78,6 +77,7 @@ impl StatCache {
     }
 
     /// The cached digest of each `(relative path, stat)` whose stat tuple is unchanged.
+    /// `files` must be sorted by path bytes.
     pub(crate) fn lookup(
         &self,
         root: &[u8],
@@ -93,21 +93,32 @@ impl StatCache {
             };
             let mut found = Vec::with_capacity(files.len());
             if files.len() >= SCAN_THRESHOLD {
-                // One ordered scan of this root's records beats many point lookups.
+                // One ordered scan of this root's records beats many point lookups. The
+                // records and `files` are both sorted by path bytes: merge them.
                 let mut start = root.to_vec();
                 start.push(0);
                 let mut end = root.to_vec();
                 end.push(1);
-                let mut records: HashMap<Vec<u8>, [u8; VALUE_LEN]> = HashMap::new();
+                let mut wanted = files.iter().peekable();
                 for row in table.range::<&[u8]>(start.as_slice()..end.as_slice())? {
                     let (key, value) = row?;
-                    if let Ok(value) = <[u8; VALUE_LEN]>::try_from(value.value()) {
-                        records.insert(key.value()[start.len()..].to_vec(), value);
+                    let rel = &key.value()[start.len()..];
+                    while let Some((next, _)) = wanted.peek()
+                        && *next < rel
+                    {
+                        wanted.next();
+                        found.push(None);
+                    }
+                    match wanted.peek() {
+                        Some((next, stat)) if *next == rel => {
+                            found.push(decode(value.value(), stat));
+                            wanted.next();
+                        }
+                        Some(_) => {}
+                        None => break,
                     }
                 }
-                for (rel, stat) in files {
-                    found.push(records.get(*rel).and_then(|v| decode(v, stat)));
-                }
+                found.resize(files.len(), None);
                 return Ok(found);
             }
             let mut key = Vec::new();
