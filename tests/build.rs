@@ -176,8 +176,17 @@ impl Env {
     /// Every entry of layer `n` of the image: path → (mode, content).
     fn layer(&self, manifest: &Value, n: usize) -> BTreeMap<String, (u32, Vec<u8>)> {
         let digest = manifest["layers"][n]["digest"].as_str().unwrap();
-        let gz = self.blob(digest);
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
+        let blob = self.blob(digest);
+        // Layers kiln builds are stored uncompressed (their digest is the diff_id); base
+        // image layers keep the compression they were pulled or loaded with.
+        let reader: Box<dyn Read + '_> = match manifest["layers"][n]["mediaType"].as_str() {
+            Some("application/vnd.oci.image.layer.v1.tar") => Box::new(&blob[..]),
+            Some("application/vnd.oci.image.layer.v1.tar+gzip") => {
+                Box::new(flate2::read::GzDecoder::new(&blob[..]))
+            }
+            other => panic!("layer {n} has media type {other:?}"),
+        };
+        let mut archive = tar::Archive::new(reader);
         let mut out = BTreeMap::new();
         for entry in archive.entries().unwrap() {
             let mut entry = entry.unwrap();

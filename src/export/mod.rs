@@ -2,27 +2,25 @@
 //!
 //! For each layer of the target image (`plan.image.layers`): the diff of that op's upper
 //! (`snapshot::diff`), dropped when empty and `skip_if_empty` (its history entry then says
-//! `empty_layer`), written as a gzip stream (level 6) into a store ingest while the tar is
-//! hashed for the diff_id and the compressed stream for the blob digest, in one pass. The
-//! layers that need it are compressed in parallel (one thread per CPU). The
-//! blob is remembered in the cache index under a key derived from the step's key and
-//! `SOURCE_DATE_EPOCH`, so a warm rebuild compresses nothing. Base image layers are reused
+//! `empty_layer`), written as an uncompressed tar into a store ingest, whose digest is the
+//! diff_id. Local layers stay uncompressed, as in Docker's own image store: compressing is
+//! work only a transfer needs, so `image::push` compresses (once per layer, remembered)
+//! and a local build never pays for it. Layers are written in parallel (one thread per
+//! CPU). The blob is remembered in the cache index under a key derived from the step's key
+//! and `SOURCE_DATE_EPOCH`, so a warm rebuild writes nothing. Base image layers are reused
 //! as they are. Then the config (the plan's config, `rootfs.diff_ids`, history with
 //! `created` times, platform), the OCI manifest, and the tags.
 //!
 //! Blocking: callers run [`export`] in `spawn_blocking`.
 
-use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use serde_json::{Value, json};
 
 use crate::cache::{self, BlobRef, CacheIndex, Explain, Record, ResultRef};
-use crate::oci::{Descriptor, Digest, Hasher, MediaType, Reference, media_type};
+use crate::oci::{Descriptor, Digest, MediaType, Reference, media_type};
 use crate::plan::Plan;
 use crate::snapshot::diff::{self, DiffOptions};
 use crate::store::Store;
@@ -43,7 +41,7 @@ pub enum ExportError {
 
 type Result<T, E = ExportError> = std::result::Result<T, E>;
 
-/// A compressed layer: its diff_id and blob.
+/// A written layer: its diff_id and blob.
 type Blob = (String, BlobRef);
 
 /// One layer the build made: the op's layer directory and cache key.
@@ -72,8 +70,8 @@ pub struct Exported {
     pub image_id: Digest,
     pub manifest_digest: Digest,
     pub manifest_size: u64,
-    /// Layers compressed in this export (0 on a warm rebuild).
-    pub compressed: usize,
+    /// Layers written in this export (0 on a warm rebuild).
+    pub written: usize,
 }
 
 /// Writes the image of `plan` into `store`. `layers[i]` is the result of
@@ -107,7 +105,7 @@ pub fn export(
             }));
         }
     }
-    // Which layers are kept, and which of those have a compressed blob already.
+    // Which layers are kept, and which of those have a blob already.
     let mut kept: Vec<(usize, &LayerInput, String, Option<Blob>)> = Vec::new();
     for (layer, input) in plan.image.layers.iter().zip(layers) {
         let empty = std::fs::read_dir(&input.dir)
@@ -125,7 +123,7 @@ pub fn export(
         }
         let blob_key = cache::key(
             format!(
-                "layer-gzip-v1\0{}",
+                "layer-tar-v1\0{}",
                 options
                     .source_date_epoch
                     .map_or(String::new(), |e| e.to_string())
@@ -142,7 +140,7 @@ pub fn export(
         kept.push((layer.history_index, input, blob_key, cached));
     }
 
-    // Compress the rest in parallel, one layer per worker at a time.
+    // Write the rest in parallel, one layer per worker at a time.
     let missing: Vec<usize> = (0..kept.len()).filter(|i| kept[*i].3.is_none()).collect();
     let workers = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
@@ -155,7 +153,7 @@ pub fn export(
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = missing.get(n) else { break };
-                    let made = compress(store, kept[i].1, options.source_date_epoch);
+                    let made = write_layer(store, kept[i].1, options.source_date_epoch);
                     done.lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .push((i, made));
@@ -164,7 +162,7 @@ pub fn export(
         }
     });
     let done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
-    let compressed = done.len();
+    let written = done.len();
     let mut puts = cache_index.batch();
     for (i, made) in done {
         let (diff_id, blob) = made?;
@@ -247,7 +245,7 @@ pub fn export(
         image_id: config_digest,
         manifest_digest,
         manifest_size: manifest_bytes.len() as u64,
-        compressed,
+        written,
     })
 }
 
@@ -258,50 +256,25 @@ fn layer_error(input: &LayerInput, e: impl ToString) -> ExportError {
     }
 }
 
-/// Hashes everything written through it, then passes it on.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Hasher,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Writes the layer of `input` gzip-compressed into a store ingest; returns the diff_id
-/// and the blob.
-fn compress(store: &Store, input: &LayerInput, epoch: Option<u64>) -> Result<(String, BlobRef)> {
+/// Writes the layer of `input` as an uncompressed tar into a store ingest; returns the
+/// diff_id (the blob's own digest) and the blob.
+fn write_layer(store: &Store, input: &LayerInput, epoch: Option<u64>) -> Result<(String, BlobRef)> {
     let ingest = store.ingest()?;
-    let gzip = GzEncoder::new(ingest, Compression::new(6));
-    let sink = HashingWriter {
-        inner: gzip,
-        hasher: Hasher::new(),
-    };
-    let sink = diff::diff(
+    let ingest = diff::diff(
         &input.dir,
         &DiffOptions {
             source_date_epoch: epoch,
         },
-        sink,
+        ingest,
     )
     .map_err(|e| layer_error(input, e))?;
-    let diff_id = sink.hasher.finish();
-    let ingest = sink.inner.finish().map_err(|e| layer_error(input, e))?;
     let (digest, size) = ingest.commit(None, None)?;
     Ok((
-        diff_id.to_string(),
+        digest.to_string(),
         BlobRef {
             digest: digest.to_string(),
             size,
-            media_type: media_type::OCI_LAYER_GZIP.to_string(),
+            media_type: media_type::OCI_LAYER.to_string(),
         },
     ))
 }

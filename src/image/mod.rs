@@ -4,7 +4,8 @@
 //! (`snapshot`) and talks to registries (`registry`). Besides the store's own layout it
 //! keeps one file, `<root>/image-v1/blob-sources.json`: for each blob, the
 //! `registry/repository`s it is known to live in, so that a push can mount it from there
-//! instead of uploading it again.
+//! instead of uploading it again; and `<root>/image-v1/gzip/`, the gzip twins a push made of
+//! the uncompressed layers `kiln build` stores (see `compress`).
 //!
 //! Two kiln annotations ride on the `index.json` entries of tagged images:
 //! - `io.kiln.image.repo-digest`: `registry/repo@digest` of what a pull resolved (the index
@@ -15,6 +16,7 @@
 //! hashing, disk writes and unpacking on blocking threads.
 
 mod archive;
+mod compress;
 mod list;
 mod pull;
 mod push;

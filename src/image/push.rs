@@ -8,7 +8,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{
-    Event, ImageError, PARALLEL_TRANSFERS, Reporter, Result, Status, blocking, short_id, sources,
+    Event, ImageError, PARALLEL_TRANSFERS, Reporter, Result, Status, blocking, compress, short_id,
+    sources,
 };
 use crate::oci::{Digest, Reference, media_type};
 use crate::registry::{BlobSource, Client, RegistryRef};
@@ -18,7 +19,8 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, Clone)]
 pub struct Pushed {
     pub reference: Reference,
-    /// Digest of the manifest as pushed (the bytes are pushed unchanged).
+    /// Digest of the manifest as pushed: the stored bytes, unless layers kiln built (stored
+    /// uncompressed) were replaced by their gzip twins.
     pub digest: Digest,
     pub size: u64,
 }
@@ -32,30 +34,30 @@ pub async fn push(
 ) -> Result<Pushed> {
     let lookup_store = store.clone();
     let name = reference.clone();
-    let (image, manifest_bytes, manifest_type, known) = blocking(move || {
+    let (image, layers, manifest_bytes, manifest_type, known) = blocking(move || {
         let descriptor = lookup_store
             .lookup(&name)?
             .ok_or_else(|| ImageError::NotFound(name.to_string()))?;
         let digest = Digest::from_oci(descriptor.digest()).map_err(StoreError::from)?;
         let image = lookup_store.image(&digest)?;
-        let bytes = lookup_store.read_blob(&digest)?;
+        let stored = lookup_store.read_blob(&digest)?;
         // Push the bytes with the media type they declare, or the one the index recorded.
-        let declared = serde_json::from_slice::<serde_json::Value>(&bytes)
+        let declared = serde_json::from_slice::<serde_json::Value>(&stored)
             .ok()
             .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
             .unwrap_or_else(|| descriptor.media_type().to_string());
+        // Layers kiln built are stored uncompressed: push their gzip twins.
+        let (layers, bytes) = compress::for_push(&lookup_store, &image, &stored)?;
         let mut known = HashMap::new();
-        for layer in image
-            .layers
+        for digest in layers
             .iter()
-            .map(|l| l.digest())
-            .chain([image.manifest.config().digest()])
+            .map(|l| l.digest.clone())
+            .chain([image.config_digest.clone()])
         {
-            let digest = Digest::from_oci(layer).map_err(StoreError::from)?;
             let sources = sources::sources_of(&lookup_store, &digest);
             known.insert(digest, sources);
         }
-        Ok((image, bytes, declared, known))
+        Ok((image, layers, bytes, declared, known))
     })
     .await?;
     if !media_type::is_manifest(&manifest_type) {
@@ -66,11 +68,10 @@ pub async fn push(
     }
 
     let target = RegistryRef::repo(reference.registry(), reference.repository());
-    let mut blobs: Vec<(Digest, u64, bool)> = Vec::new();
-    for layer in &image.layers {
-        let digest = Digest::from_oci(layer.digest()).map_err(StoreError::from)?;
-        blobs.push((digest, layer.size(), true));
-    }
+    let mut blobs: Vec<(Digest, u64, bool)> = layers
+        .into_iter()
+        .map(|layer| (layer.digest, layer.size, true))
+        .collect();
     blobs.push((image.config_digest.clone(), image.config_size, false));
 
     let permits = Arc::new(Semaphore::new(PARALLEL_TRANSFERS));
