@@ -72,6 +72,8 @@ impl Env {
             inputs,
             upper: &upper,
             scratch: None,
+            reuse: None,
+            cancel: None,
         });
         self.check_clean();
         result
@@ -225,6 +227,7 @@ fn copy_from_context(
             Input::Context {
                 root: context.root(),
                 selection: &selection,
+                digests: None,
             },
         ],
     )
@@ -526,6 +529,7 @@ fn missing_or_ignored_context_file() {
         Input::Context {
             root: context.root(),
             selection: &selection,
+            digests: None,
         },
     ];
     env.run(
@@ -546,6 +550,7 @@ fn missing_or_ignored_context_file() {
             Input::Context {
                 root: context.root(),
                 selection: &whole,
+                digests: None,
             },
         ],
     )
@@ -1446,4 +1451,195 @@ fn mounts_never_reach_the_host_even_on_panic() {
     assert!(!target.join("f").exists());
     assert_eq!(fs::read_to_string(upper.join("new")).unwrap(), "n");
     env.check_clean();
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing the layer directly, and reusing an earlier layer
+
+/// Runs `copy` from the context at `ctx` (with its content digests, as the solver passes
+/// them) over `layers` into `upper`, reusing `reuse`.
+fn copy_with_digests(
+    env: &Env,
+    layers: &[PathBuf],
+    ctx: &Path,
+    copy: &Copy,
+    upper: &Path,
+    reuse: Option<&fileop::Reuse>,
+) -> Outcome {
+    let context = Context::open(ctx, None).unwrap();
+    let selection = context.select(&["."], &[]).unwrap();
+    let digest = context.digest(&selection, None).unwrap();
+    let digests: std::collections::HashMap<PathBuf, [u8; 32]> = digest
+        .file_digests
+        .iter()
+        .map(|(path, digest)| (PathBuf::from(path), *digest))
+        .collect();
+    let op = FileOp::Copy(copy.clone());
+    let inputs = [
+        Input::Layers(layers),
+        Input::Context {
+            root: context.root(),
+            selection: &selection,
+            digests: Some(&digests),
+        },
+    ];
+    let outcome = fileop::run(&Request {
+        op: &op,
+        inputs: &inputs,
+        upper,
+        scratch: None,
+        reuse,
+        cancel: None,
+    })
+    .unwrap();
+    env.check_clean();
+    outcome
+}
+
+#[test]
+fn a_new_destination_is_written_directly_with_parents_copied_up() {
+    if !privileged("a_new_destination_is_written_directly_with_parents_copied_up") {
+        return;
+    }
+    let env = Env::new();
+    let lower = env.path("l0");
+    dir(&lower, "srv", 0o710);
+    chown(&lower, "srv", 5, 6);
+    kiln::sys::lsetxattr(&lower.join("srv"), "user.kiln-test", b"v").unwrap();
+    file(&lower, "srv/old", "old", 0o644);
+    let ctx = env.path("ctx");
+    file(&ctx, "a.txt", "a", 0o640);
+    file(&ctx, "sub/b.txt", "b", 0o644);
+    // Two lowers, so the parent is a mounted view, as in a real chain.
+    let lower2 = env.path("l1");
+    file(&lower2, "other", "o", 0o644);
+    let upper = env.path("direct");
+    let outcome = copy_with_digests(
+        &env,
+        &[lower, lower2],
+        &ctx,
+        &copy_op(vec![path_source(1, "/")], "/srv/app/"),
+        &upper,
+        None,
+    );
+    assert_eq!(outcome.report.files, 2);
+    // The layer is what overlayfs would have made: the parent directory copied up with
+    // its mode, owner and xattrs, the new tree below it, nothing else.
+    assert_eq!(
+        dump(&upper),
+        lines(&[
+            "srv/ 710 5:6",
+            "srv/app/ 755 0:0",
+            "srv/app/a.txt 640 0:0 \"a\"",
+            "srv/app/sub/ 755 0:0",
+            "srv/app/sub/b.txt 644 0:0 \"b\"",
+        ])
+    );
+    assert_eq!(
+        kiln::sys::lgetxattr(&upper.join("srv"), "user.kiln-test").unwrap(),
+        Some(b"v".to_vec())
+    );
+    let mut copied: Vec<String> = outcome
+        .copied
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    copied.sort();
+    assert_eq!(copied, ["srv/app/a.txt", "srv/app/sub/b.txt"]);
+}
+
+#[test]
+fn an_earlier_layer_is_reused_for_unchanged_files() {
+    if !privileged("an_earlier_layer_is_reused_for_unchanged_files") {
+        return;
+    }
+    let env = Env::new();
+    let lower = env.path("l0");
+    dir(&lower, "etc", 0o755);
+    let ctx = env.path("ctx");
+    for i in 0..5 {
+        file(&ctx, &format!("d/f{i}"), &format!("content {i}"), 0o644);
+    }
+    let copy = copy_op(vec![path_source(1, "/")], "/src/");
+    let first = env.path("first");
+    let made = copy_with_digests(
+        &env,
+        std::slice::from_ref(&lower),
+        &ctx,
+        &copy,
+        &first,
+        None,
+    );
+    assert_eq!(made.report.linked, 0);
+    let reuse = fileop::Reuse {
+        layer: first.clone(),
+        copied: made.copied.into_iter().collect(),
+    };
+
+    // One file changes, one is only touched, one is removed, one is added.
+    file(&ctx, "d/f1", "changed", 0o644);
+    let touched = ctx.join("d/f2");
+    let old_time = fs::metadata(&touched).unwrap().modified().unwrap();
+    filetime_set(&touched, old_time + Duration::from_secs(5));
+    fs::remove_file(ctx.join("d/f3")).unwrap();
+    file(&ctx, "d/new", "new", 0o644);
+    let second = env.path("second");
+    let again = copy_with_digests(
+        &env,
+        std::slice::from_ref(&lower),
+        &ctx,
+        &copy,
+        &second,
+        Some(&reuse),
+    );
+    // f0 and f4 are linked; f1 (content), f2 (mtime) and the new file are copied.
+    assert_eq!(again.report.linked, 2, "{:?}", again.report);
+    for name in ["f0", "f4"] {
+        let old = fs::metadata(first.join("src/d").join(name)).unwrap();
+        let new = fs::metadata(second.join("src/d").join(name)).unwrap();
+        assert_eq!(old.ino(), new.ino(), "{name} is shared");
+    }
+    let old = fs::metadata(first.join("src/d/f2")).unwrap();
+    let new = fs::metadata(second.join("src/d/f2")).unwrap();
+    assert_ne!(old.ino(), new.ino());
+    // The same layer as without reuse, and the earlier layer is untouched.
+    let fresh = env.path("fresh");
+    copy_with_digests(
+        &env,
+        std::slice::from_ref(&lower),
+        &ctx,
+        &copy,
+        &fresh,
+        None,
+    );
+    assert_eq!(dump(&second), dump(&fresh));
+    assert_eq!(
+        fs::read_to_string(first.join("src/d/f1")).unwrap(),
+        "content 1"
+    );
+    assert!(first.join("src/d/f3").exists());
+
+    // A different --chmod gives files other metadata: nothing is linked.
+    let mut chmod = copy.clone();
+    chmod.chmod = Some("600".into());
+    let third = env.path("third");
+    let other = copy_with_digests(
+        &env,
+        std::slice::from_ref(&lower),
+        &ctx,
+        &chmod,
+        &third,
+        Some(&reuse),
+    );
+    assert_eq!(other.report.linked, 0);
+    assert_eq!(
+        fs::metadata(first.join("src/d/f0")).unwrap().mode() & 0o777,
+        0o644
+    );
+}
+
+fn filetime_set(path: &Path, mtime: std::time::SystemTime) {
+    let file = fs::File::options().write(true).open(path).unwrap();
+    file.set_times(fs::FileTimes::new().set_modified(mtime))
+        .unwrap();
 }

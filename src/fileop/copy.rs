@@ -23,9 +23,11 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::error::{Error, Result};
 use super::user::Owner;
-use super::{Report, display_in_root};
+use super::{Report, Reuse, display_in_root};
 use crate::instruction::Chmod;
 use crate::source::{MatchInfo, PatternMatcher};
 use crate::sys;
@@ -89,6 +91,14 @@ pub(crate) struct Copier<'a> {
     pub dest_root: &'a Path,
     pub report: &'a mut Report,
     pub is_root: bool,
+    /// Content digests of build-context files by path relative to the context root.
+    pub digests: Option<&'a HashMap<PathBuf, [u8; 32]>>,
+    /// An earlier layer to hard-link unchanged files from (writing into a layer directly).
+    pub reuse: Option<&'a Reuse>,
+    pub cancel: Option<&'a AtomicBool>,
+    /// Destination path (relative to `dest_root`) → content digest of each context file
+    /// written.
+    pub copied: Vec<(PathBuf, [u8; 32])>,
     inodes: HashMap<(u64, u64), PathBuf>,
     parents: Vec<ParentDir>,
 }
@@ -105,6 +115,10 @@ impl<'a> Copier<'a> {
             dest_root,
             report,
             is_root: sys::is_root(),
+            digests: None,
+            reuse: None,
+            cancel: None,
+            copied: Vec::new(),
             inodes: HashMap::new(),
             parents: Vec::new(),
         }
@@ -212,6 +226,23 @@ impl<'a> Copier<'a> {
                 restore_times = !created;
             }
         } else if file_type.is_file() {
+            if let Some(flag) = self.cancel
+                && flag.load(Ordering::Relaxed)
+            {
+                return Err(Error::Cancelled);
+            }
+            let digest = self.digests.and_then(|d| d.get(src_rel)).copied();
+            let rel = target
+                .strip_prefix(self.dest_root)
+                .ok()
+                .map(Path::to_path_buf);
+            if let (Some(digest), Some(rel)) = (digest, rel) {
+                self.copied.push((rel.clone(), digest));
+                if self.link_unchanged(&rel, digest, &meta, target)? {
+                    // The linked inode already has this metadata; it must not be touched.
+                    return Ok(());
+                }
+            }
             self.copy_file(src, target, &meta)?;
         } else if file_type.is_symlink() {
             let link = fs::read_link(src).map_err(Error::io("readlink", src))?;
@@ -400,6 +431,51 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
+    /// Hard-links `target` to the file of the same path in the reused layer when that file
+    /// was written from the same content and has the owner, mode, size and mtime this copy
+    /// would give it. Returns whether it did.
+    fn link_unchanged(
+        &mut self,
+        rel: &Path,
+        digest: [u8; 32],
+        meta: &Metadata,
+        target: &Path,
+    ) -> Result<bool> {
+        let Some(reuse) = self.reuse else {
+            return Ok(false);
+        };
+        // A source with several links is linked within the copy instead.
+        if meta.nlink() > 1 || reuse.copied.get(rel) != Some(&digest) {
+            return Ok(false);
+        }
+        let earlier = reuse.layer.join(rel);
+        let Ok(old) = fs::symlink_metadata(&earlier) else {
+            return Ok(false);
+        };
+        let owner = match self.owner {
+            OwnerPolicy::Keep => Owner {
+                uid: meta.uid(),
+                gid: meta.gid(),
+            },
+            OwnerPolicy::Fixed(owner) => owner,
+        };
+        let mode = match self.chmod {
+            None => meta.mode() & 0o7777,
+            Some(chmod) => chmod.apply(meta.mode() & 0o7777, false),
+        };
+        let same = old.is_file()
+            && old.len() == meta.len()
+            && old.mode() & 0o7777 == mode
+            && (old.uid(), old.gid()) == (owner.uid, owner.gid)
+            && (old.mtime(), old.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec());
+        if !same || fs::hard_link(&earlier, target).is_err() {
+            return Ok(false);
+        }
+        self.report.files += 1;
+        self.report.linked += 1;
+        Ok(true)
+    }
+
     /// Owner, mode, xattrs and times of `target` from the source `meta` (BuildKit's
     /// `copyFileInfo` + `copyXAttrs`).
     fn copy_info(&mut self, meta: &Metadata, src: &Path, target: &Path) -> Result<()> {
@@ -444,7 +520,7 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
 
 /// Copies extended attributes, except overlayfs' own; failures are ignored, as BuildKit
 /// only logs them (a filesystem without xattr support, a `security.*` we may not set).
-fn copy_xattrs(src: &Path, target: &Path) {
+pub(crate) fn copy_xattrs(src: &Path, target: &Path) {
     let Ok(names) = sys::llistxattr(src) else {
         return;
     };

@@ -63,6 +63,8 @@ pub enum Error {
     Sys(#[from] crate::sys::SysError),
     #[error("file op thread panicked: {0}")]
     Panicked(String),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Error {

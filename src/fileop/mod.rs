@@ -79,7 +79,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use error::{Error, Result};
 pub use user::{Owner, resolve_owner};
@@ -102,6 +102,9 @@ pub enum Input<'a> {
     Context {
         root: &'a Path,
         selection: &'a Selection,
+        /// Content digests of the selected regular files, by path relative to the root:
+        /// recorded in [`Outcome::copied`] and used to reuse files of [`Reuse::layer`].
+        digests: Option<&'a HashMap<PathBuf, [u8; 32]>>,
     },
     /// A filesystem state: snapshot layer directories, **bottom to top** (empty: scratch).
     Layers(&'a [PathBuf]),
@@ -119,6 +122,29 @@ pub struct Request<'a> {
     /// and temporary files (a private subdirectory is made and removed). Default: the
     /// parent of `upper`.
     pub scratch: Option<&'a Path>,
+    /// The layer an earlier run of the same step made: files it holds with the same content
+    /// and metadata are hard-linked instead of copied (see [`Reuse`]).
+    pub reuse: Option<&'a Reuse>,
+    /// Set (by another thread) to stop the op between two files with [`Error::Cancelled`].
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// An earlier result of the same COPY, for an incremental rerun.
+///
+/// When only some files of a big context changed, most of what the COPY writes is already
+/// in the layer the previous run made. A file is hard-linked from there (instead of copied)
+/// when the op writes straight into its new layer (the destination is new in the parent,
+/// see [`run`]), the earlier run recorded the same content digest for the same destination
+/// path ([`Outcome::copied`]), and the earlier file has exactly the mode, owner, size and
+/// mtime this run would give it. Snapshot layers are never modified in place (later steps
+/// see them through overlay, which copies up before writing), so sharing inodes between
+/// them is safe; the layer tar of each is the same as with copies.
+#[derive(Debug, Clone, Default)]
+pub struct Reuse {
+    /// The earlier layer directory.
+    pub layer: PathBuf,
+    /// What it recorded: destination path (relative to the layer) → content digest.
+    pub copied: HashMap<PathBuf, [u8; 32]>,
 }
 
 /// What an op wrote.
@@ -135,6 +161,9 @@ pub struct Report {
     pub bytes: u64,
     /// Archives extracted (ADD).
     pub archives: u64,
+    /// Regular files hard-linked from [`Request::reuse`] instead of copied (also counted in
+    /// `files`).
+    pub linked: u64,
 }
 
 /// The result of an op.
@@ -144,6 +173,9 @@ pub struct Outcome {
     /// drops such a layer when the plan says `skip_if_empty`.
     pub empty: bool,
     pub report: Report,
+    /// Destination path (relative to the layer) → content digest of every build-context
+    /// file the op wrote, for [`Reuse::copied`] of a later run.
+    pub copied: Vec<(PathBuf, [u8; 32])>,
 }
 
 /// Runs a COPY/ADD/WORKDIR op onto `request.upper`. Blocking; it runs the op on its own
@@ -260,36 +292,35 @@ fn execute(request: &Request<'_>, scratch: &Path) -> Result<Outcome> {
         }
         None => &[],
     };
-    let link = matches!(request.op, FileOp::Copy(copy) if copy.link);
     let mut mounts = Mounts::default();
-    let dest_root = if link || parent.is_empty() {
-        request.upper.to_path_buf()
-    } else {
-        let work = scratch.join("work");
-        mkdir_private(&work)?;
-        let merged = scratch.join("dest");
-        let overlay = Overlay {
-            lowers: parent.iter().rev().cloned().collect(),
-            upper: Some((request.upper.to_path_buf(), work)),
-        };
-        mounts.overlay(&overlay, &merged)?;
-        merged
-    };
     let mut report = Report::default();
+    let mut copied = Vec::new();
     match request.op {
-        FileOp::Mkdir(mkdir) => run_mkdir(&dest_root, mkdir, &mut report)?,
+        FileOp::Mkdir(mkdir) => {
+            let dest_root = if parent.is_empty() {
+                request.upper.to_path_buf()
+            } else {
+                mount_destination(&mut mounts, parent, request.upper, scratch)?
+            };
+            run_mkdir(&dest_root, mkdir, &mut report)?
+        }
         FileOp::Copy(copy) => {
             let mut op = CopyRun {
                 request,
                 copy,
+                parent,
                 scratch,
-                dest_root: &dest_root,
+                dest_root: PathBuf::new(),
+                direct: false,
+                parent_view: None,
                 mounts: &mut mounts,
                 roots: HashMap::new(),
                 report: &mut report,
                 temp_count: 0,
+                copied: Vec::new(),
             };
             op.run()?;
+            copied = op.copied;
         }
     }
     mounts.unmount_all()?;
@@ -297,7 +328,30 @@ fn execute(request: &Request<'_>, scratch: &Path) -> Result<Outcome> {
         .map_err(Error::io("read directory", request.upper))?
         .next()
         .is_none();
-    Ok(Outcome { empty, report })
+    Ok(Outcome {
+        empty,
+        report,
+        copied,
+    })
+}
+
+/// Mounts the parent chain with `upper` as the overlay's upper directory; returns the
+/// merged view, where the op works.
+fn mount_destination(
+    mounts: &mut Mounts,
+    parent: &[PathBuf],
+    upper: &Path,
+    scratch: &Path,
+) -> Result<PathBuf> {
+    let work = scratch.join("work");
+    mkdir_private(&work)?;
+    let merged = scratch.join("dest");
+    let overlay = Overlay {
+        lowers: parent.iter().rev().cloned().collect(),
+        upper: Some((upper.to_path_buf(), work)),
+    };
+    mounts.overlay(&overlay, &merged)?;
+    Ok(merged)
 }
 
 fn run_mkdir(dest_root: &Path, mkdir: &Mkdir, report: &mut Report) -> Result<()> {
@@ -380,9 +434,10 @@ pub(crate) fn display_in_root(root: &Path, path: &Path) -> String {
 }
 
 /// Where one input's files are.
-struct SourceRoot {
+struct SourceRoot<'a> {
     path: PathBuf,
     filter: Option<Filter>,
+    digests: Option<&'a HashMap<PathBuf, [u8; 32]>>,
 }
 
 /// One thing to copy, after wildcard expansion.
@@ -404,12 +459,20 @@ struct Item {
 struct CopyRun<'r, 'a> {
     request: &'r Request<'a>,
     copy: &'r Copy,
+    /// The destination's parent chain (input 0), bottom first.
+    parent: &'r [PathBuf],
     scratch: &'r Path,
-    dest_root: &'r Path,
+    /// Where the op writes: the new layer itself, or an overlay of it over the parent.
+    dest_root: PathBuf,
+    /// `dest_root` is the new layer directory itself (no overlay).
+    direct: bool,
+    /// The parent's merged view, once mounted (see `parent_root`).
+    parent_view: Option<Option<PathBuf>>,
     mounts: &'r mut Mounts,
-    roots: HashMap<usize, SourceRoot>,
+    roots: HashMap<usize, SourceRoot<'a>>,
     report: &'r mut Report,
     temp_count: usize,
+    copied: Vec<(PathBuf, [u8; 32])>,
 }
 
 impl CopyRun<'_, '_> {
@@ -441,32 +504,31 @@ impl CopyRun<'_, '_> {
                 })?,
             )
         };
-        let chown = match &self.copy.chown {
-            Some(spec) => {
-                let names_root = if self.copy.link {
-                    self.parent_root()?
-                } else {
-                    Some(self.dest_root.to_path_buf())
-                };
-                Some(resolve_owner(spec, names_root.as_deref())?)
-            }
-            None => None,
-        };
-
         let items = self.expand_sources(keyword, exclude.as_ref())?;
         let dest = self.copy.dest.as_str();
         let dest_is_dir_syntax =
             dest.ends_with('/') || dest.ends_with("/.") || dest.is_empty() || dest == "/";
+        // `--chown` names come from the parent's /etc/passwd and /etc/group (what the
+        // destination holds before the op; with `--link` too, unlike BuildKit).
+        let chown = match &self.copy.chown {
+            Some(spec) => {
+                let names_root = self.parent_root()?;
+                Some(resolve_owner(spec, names_root.as_deref())?)
+            }
+            None => None,
+        };
+        self.choose_destination(&items, dest)?;
+
         if items.len() > 1 && !dest_is_dir_syntax {
-            let resolved = resolve(self.dest_root, OsStr::new(dest), true)?;
+            let resolved = resolve(&self.dest_root, OsStr::new(dest), true)?;
             let is_dir = fs::symlink_metadata(&resolved.host).is_ok_and(|m| m.is_dir());
             if !is_dir {
                 return Err(Error::DestNotDirectory { keyword });
             }
         }
         if !self.copy.create_dest_path {
-            let resolved = resolve(self.dest_root, OsStr::new(dest), true)?;
-            let parent = resolved.host.parent().unwrap_or(self.dest_root);
+            let resolved = resolve(&self.dest_root, OsStr::new(dest), true)?;
+            let parent = resolved.host.parent().unwrap_or(&self.dest_root);
             if !dest_is_dir_syntax && fs::symlink_metadata(parent).is_err() {
                 return Err(Error::NotFound {
                     keyword,
@@ -476,6 +538,7 @@ impl CopyRun<'_, '_> {
         }
 
         for item in &items {
+            self.check_cancel()?;
             if item.unpack && self.try_unpack(item, chown)? {
                 continue;
             }
@@ -498,13 +561,113 @@ impl CopyRun<'_, '_> {
         Ok(())
     }
 
-    /// The parent chain's merged root, for `--chown` names with `--link`.
-    fn parent_root(&mut self) -> Result<Option<PathBuf>> {
-        let parent: &[PathBuf] = match self.request.inputs.first() {
-            Some(Input::Layers(layers)) => layers,
-            _ => &[],
+    fn check_cancel(&self) -> Result<()> {
+        match self.request.cancel {
+            Some(flag) if flag.load(Ordering::Relaxed) => Err(Error::Cancelled),
+            _ => Ok(()),
+        }
+    }
+
+    /// Decides where the op writes. With `--link` or no parent: the new layer directly.
+    /// Otherwise, when every entry the op creates at the top is new in the parent (as for
+    /// `COPY . /src/` into a fresh directory), also the new layer directly, after copying
+    /// up (mode, owner, xattrs, times) the parent directories it writes into, as overlayfs
+    /// would: the layer is the same, and files can then be hard-linked from an earlier
+    /// run ([`Reuse`]). Else an overlay of the layer over the parent, so that the kernel
+    /// produces whiteouts, opaque directories and merges exactly.
+    fn choose_destination(&mut self, items: &[Item], dest: &str) -> Result<()> {
+        let upper = self.request.upper.to_path_buf();
+        if self.copy.link || self.parent.is_empty() {
+            self.dest_root = upper;
+            self.direct = true;
+            return Ok(());
+        }
+        let view = self.parent_root()?.unwrap_or_else(|| upper.clone());
+        match self.new_targets(&view, items, dest)? {
+            Some(ancestors) => {
+                for rel in ancestors {
+                    copy_up_directory(&view, &upper, &rel)?;
+                }
+                self.dest_root = upper;
+                self.direct = true;
+            }
+            None => {
+                self.dest_root = mount_destination(self.mounts, self.parent, &upper, self.scratch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// When nothing the items create at the top exists in `view` (the parent), the
+    /// directories of `view` they write into (each relative to the root, parents first);
+    /// `None` when something would be replaced or merged, an archive extracted, or the
+    /// destination reached through a symlink of the parent.
+    fn new_targets(
+        &self,
+        view: &Path,
+        items: &[Item],
+        dest: &str,
+    ) -> Result<Option<Vec<Vec<OsString>>>> {
+        let literal = resolve(self.request.upper, OsStr::new(dest), true)?;
+        if resolve(view, OsStr::new(dest), true)?.rel != literal.rel {
+            return Ok(None);
+        }
+        let mut ancestors: Vec<Vec<OsString>> = Vec::new();
+        let mut keep = |rel: &[OsString]| {
+            for end in 1..=rel.len() {
+                if !ancestors.iter().any(|a| a[..] == rel[..end]) {
+                    ancestors.push(rel[..end].to_vec());
+                }
+            }
         };
-        Ok(match parent {
+        for item in items {
+            if item.unpack {
+                return Ok(None);
+            }
+            let target = target_of(view, item, dest)?;
+            let src_is_dir = fs::symlink_metadata(&item.followed.host)
+                .map_err(Error::io("lstat", &item.followed.host))?
+                .is_dir();
+            let existing = fs::symlink_metadata(join(view, &target))
+                .ok()
+                .filter(|m| !sys::is_whiteout(m));
+            match existing {
+                None => {
+                    // New: only its existing parents are written into.
+                    let parent = &target[..target.len().saturating_sub(1)];
+                    let Some(existing) = existing_prefix(view, parent) else {
+                        return Ok(None);
+                    };
+                    keep(&existing);
+                }
+                Some(meta) if meta.is_dir() && src_is_dir => {
+                    // Merged into an existing directory: new only if none of the source's
+                    // entries is there already.
+                    let read_error = Error::io("read directory", &item.followed.host);
+                    let names = fs::read_dir(&item.followed.host).map_err(read_error)?;
+                    for entry in names {
+                        let entry =
+                            entry.map_err(Error::io("read directory", &item.followed.host))?;
+                        let mut child = target.clone();
+                        child.push(entry.file_name());
+                        if exists(&join(view, &child)) {
+                            return Ok(None);
+                        }
+                    }
+                    keep(&target);
+                }
+                Some(_) => return Ok(None),
+            }
+        }
+        Ok(Some(ancestors))
+    }
+
+    /// The parent chain's merged root (read-only; `None` for scratch), mounted once.
+    fn parent_root(&mut self) -> Result<Option<PathBuf>> {
+        if let Some(view) = &self.parent_view {
+            return Ok(view.clone());
+        }
+        let view = match self.parent {
             [] => None,
             [only] => Some(only.clone()),
             layers => {
@@ -518,20 +681,27 @@ impl CopyRun<'_, '_> {
                 )?;
                 Some(target)
             }
-        })
+        };
+        self.parent_view = Some(view.clone());
+        Ok(view)
     }
 
-    fn source_root(&mut self, input: usize) -> Result<&SourceRoot> {
+    fn source_root(&mut self, input: usize) -> Result<&SourceRoot<'_>> {
         if !self.roots.contains_key(&input) {
             let root = match self.request.inputs.get(input) {
                 None => {
                     return Err(Error::BadInput(format!("the op has no input {input}")));
                 }
-                Some(Input::Context { root, selection }) => SourceRoot {
+                Some(Input::Context {
+                    root,
+                    selection,
+                    digests,
+                }) => SourceRoot {
                     path: root.to_path_buf(),
                     filter: Some(Filter::new(
                         selection.entries.iter().map(|e| e.os_path.as_path()),
                     )),
+                    digests: *digests,
                 },
                 Some(Input::Layers(layers)) => {
                     let path = match layers {
@@ -553,7 +723,11 @@ impl CopyRun<'_, '_> {
                             target
                         }
                     };
-                    SourceRoot { path, filter: None }
+                    SourceRoot {
+                        path,
+                        filter: None,
+                        digests: None,
+                    }
                 }
             };
             self.roots.insert(input, root);
@@ -758,9 +932,9 @@ impl CopyRun<'_, '_> {
             &tmp,
             &item.matched.display(),
         )?;
-        let dest = resolve(self.dest_root, OsStr::new(&self.copy.dest), true)?;
-        mkdir_all(self.dest_root, &dest.rel, 0o755, None, self.report, false)?;
-        let mut copier = Copier::new(self.dest_root, self.report);
+        let dest = resolve(&self.dest_root, OsStr::new(&self.copy.dest), true)?;
+        mkdir_all(&self.dest_root, &dest.rel, 0o755, None, self.report, false)?;
+        let mut copier = Copier::new(&self.dest_root, self.report);
         copier.owner = match chown {
             Some(owner) => OwnerPolicy::Fixed(owner),
             None => OwnerPolicy::Keep,
@@ -791,51 +965,103 @@ impl CopyRun<'_, '_> {
                 None => "/".to_string(),
             }
         };
-        let ensure = resolve(self.dest_root, OsStr::new(&ensure), true)?;
+        let ensure = resolve(&self.dest_root, OsStr::new(&ensure), true)?;
         mkdir_all(
-            self.dest_root,
+            &self.dest_root,
             &ensure.rel,
             0o755,
             chown,
             self.report,
             false,
         )?;
-        let dst = resolve(self.dest_root, OsStr::new(dest), true)?;
-
-        // `prepareTargetDir`: into an existing directory, or as the destination itself.
-        let src_meta = fs::symlink_metadata(&item.followed.host)
-            .map_err(Error::io("lstat", &item.followed.host))?;
-        let src_is_dir = src_meta.is_dir();
-        let dest_meta = fs::symlink_metadata(&dst.host).ok();
-        let mut target = dst.rel.clone();
-        let into = (!item.contents_only && src_is_dir && dest_meta.is_some())
-            || (!src_is_dir && dest_meta.as_ref().is_some_and(|m| m.is_dir()));
-        if into && !item.name.is_empty() {
-            target.push(item.name.clone());
-        }
-        let make = if item.contents_only && src_is_dir && dest_meta.is_none() {
+        let target = target_of(&self.dest_root, item, dest)?;
+        let src_is_dir = fs::symlink_metadata(&item.followed.host)
+            .map_err(Error::io("lstat", &item.followed.host))?
+            .is_dir();
+        let dest_exists = fs::symlink_metadata(join(&self.dest_root, &target)).is_ok();
+        let make = if item.contents_only && src_is_dir && !dest_exists {
             &target[..]
         } else {
             &target[..target.len().saturating_sub(1)]
         };
-        mkdir_all(self.dest_root, make, 0o755, chown, self.report, false)?;
+        mkdir_all(&self.dest_root, make, 0o755, chown, self.report, false)?;
 
-        let filter = match item.input {
-            Some(input) => self.roots.get(&input).and_then(|r| r.filter.as_ref()),
-            None => None,
-        };
-        let mut copier = Copier::new(self.dest_root, self.report);
+        let root = item.input.and_then(|input| self.roots.get(&input));
+        let mut copier = Copier::new(&self.dest_root, self.report);
         copier.owner = owner;
         copier.chmod = chmod;
         copier.include = item.include.as_ref();
         copier.exclude = exclude;
-        copier.filter = filter;
+        copier.filter = root.and_then(|r| r.filter.as_ref());
+        copier.digests = root.and_then(|r| r.digests);
+        // Hard links cannot cross into an overlay mount: reuse needs the direct layer.
+        copier.reuse = self.request.reuse.filter(|_| self.direct);
+        copier.cancel = self.request.cancel;
         copier.copy_top(
             &item.followed.host,
             &item.followed.rel_path(),
-            &join(self.dest_root, &target),
-        )
+            &join(&self.dest_root, &target),
+        )?;
+        self.copied.append(&mut copier.copied);
+        Ok(())
     }
+}
+
+/// Where `item` goes (relative to `root`), as fsutil's `prepareTargetDir` decides: into
+/// `dest` when it is an existing directory (or a directory is copied onto an existing
+/// entry), else `dest` itself.
+fn target_of(root: &Path, item: &Item, dest: &str) -> Result<Vec<OsString>> {
+    let dst = resolve(root, OsStr::new(dest), true)?;
+    let src_is_dir = fs::symlink_metadata(&item.followed.host)
+        .map_err(Error::io("lstat", &item.followed.host))?
+        .is_dir();
+    let dest_meta = fs::symlink_metadata(&dst.host).ok();
+    let mut target = dst.rel;
+    let into = (!item.contents_only && src_is_dir && dest_meta.is_some())
+        || (!src_is_dir && dest_meta.as_ref().is_some_and(|m| m.is_dir()));
+    if into && !item.name.is_empty() {
+        target.push(item.name.clone());
+    }
+    Ok(target)
+}
+
+/// The longest prefix of `rel` that exists in `root`, when each existing component is a
+/// directory; `None` when one is something else (writing below it must fail as it does
+/// on the merged view).
+fn existing_prefix(root: &Path, rel: &[OsString]) -> Option<Vec<OsString>> {
+    for end in 0..rel.len() {
+        match fs::symlink_metadata(join(root, &rel[..=end])) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(meta) if !sys::is_whiteout(&meta) => return None,
+            _ => return Some(rel[..end].to_vec()),
+        }
+    }
+    Some(rel.to_vec())
+}
+
+/// Makes `upper/rel` the copy-up of the directory `view/rel`, as overlayfs would before
+/// writing into it: mode, owner, xattrs (not overlayfs' own) and times.
+fn copy_up_directory(view: &Path, upper: &Path, rel: &[OsString]) -> Result<()> {
+    let from = join(view, rel);
+    let to = join(upper, rel);
+    if fs::symlink_metadata(&to).is_ok() {
+        return Ok(());
+    }
+    let meta = fs::symlink_metadata(&from).map_err(Error::io("lstat", &from))?;
+    fs::create_dir(&to).map_err(Error::io("mkdir", &to))?;
+    copy::set_mode(&to, std::os::unix::fs::MetadataExt::mode(&meta) & 0o7777)?;
+    lchown(
+        &to,
+        Owner {
+            uid: std::os::unix::fs::MetadataExt::uid(&meta),
+            gid: std::os::unix::fs::MetadataExt::gid(&meta),
+        },
+    )?;
+    copy::copy_xattrs(&from, &to);
+    let atime = meta.accessed().map_err(Error::io("stat", &from))?;
+    let mtime = meta.modified().map_err(Error::io("stat", &from))?;
+    sys::set_times_nofollow(&to, atime, mtime)?;
+    Ok(())
 }
 
 fn matched_os(r: &Resolved) -> PathBuf {
