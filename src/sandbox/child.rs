@@ -200,12 +200,13 @@ fn resolve(
     }
 }
 
-fn node_kind(create: Option<Create>, source: &Source) -> Option<NodeKind> {
-    create.map(|c| match (c, source) {
-        (Create::Dir, _) => NodeKind::Dir,
-        (Create::File, _) => NodeKind::File,
-        (Create::LikeSource, Source::Host(path)) if !path.is_dir() => NodeKind::File,
-        (Create::LikeSource, _) => NodeKind::Dir,
+/// What to create at a missing mountpoint; `source_is_dir` for [`Create::LikeSource`].
+fn node_kind(create: Option<Create>, source_is_dir: bool) -> Option<NodeKind> {
+    create.map(|c| match c {
+        Create::Dir => NodeKind::Dir,
+        Create::File => NodeKind::File,
+        Create::LikeSource if source_is_dir => NodeKind::Dir,
+        Create::LikeSource => NodeKind::File,
     })
 }
 
@@ -224,7 +225,7 @@ fn execute(step: &Step, root: BorrowedFd<'_>, created: &mut Created) -> Result<(
             target,
             create,
         } => {
-            let kind = node_kind(*create, &Source::Itself);
+            let kind = node_kind(*create, true);
             let Some(fd) = resolve(root, target, kind, created)? else {
                 return Ok(());
             };
@@ -241,15 +242,44 @@ fn execute(step: &Step, root: BorrowedFd<'_>, created: &mut Created) -> Result<(
             attrs,
             create,
         } => {
-            let kind = node_kind(*create, source);
+            // An untrusted source is opened inside its root first: the mount then
+            // takes that very inode, whatever links the tree holds.
+            let within = match source {
+                Source::Within { root: dir, path } => {
+                    let dir_fd = sys::mount::open_root(dir)?;
+                    Some(sys::mount::open_in_root(
+                        dir_fd.as_fd(),
+                        path,
+                        None,
+                        &mut |_| {},
+                    )?)
+                }
+                _ => None,
+            };
+            let source_is_dir = match (source, &within) {
+                (_, Some(fd)) => sys::mount::is_dir(fd.as_fd())?,
+                (Source::Host(path), _) => path.is_dir(),
+                _ => true,
+            };
+            let kind = node_kind(*create, source_is_dir);
             let Some(fd) = resolve(root, target, kind, created)? else {
                 return Ok(());
             };
-            let from = match source {
-                Source::Host(path) => Target::Path(path),
-                Source::Itself => Target::Fd(fd.as_fd()),
+            let from = match (source, &within) {
+                (_, Some(source_fd)) => Target::Fd(source_fd.as_fd()),
+                (Source::Host(path), _) => Target::Path(path),
+                _ => Target::Fd(fd.as_fd()),
             };
             sys::mount::bind(from, Target::Fd(fd.as_fd()), *recursive, *attrs)?;
+        }
+        Step::Overlay {
+            lowers,
+            upper,
+            target,
+        } => {
+            std::fs::create_dir_all(target).map_err(io_err("mkdir", target))?;
+            let upper = upper.as_ref().map(|(u, w)| (u.as_path(), w.as_path()));
+            sys::mount::mount_overlay(lowers, upper, target)?;
         }
         Step::Mknod {
             path,

@@ -18,4 +18,6 @@ pub mod user;
 pub use child::child_main;
 pub use error::SandboxError;
 pub use parent::{ExitStatus, OutputEvent, Running, Sandbox, SpawnOptions, StdioMode, Stream};
-pub use spec::{BindMount, CgroupLimits, EtcFiles, NetworkMode, ProcessSpec, Rootfs, Spec};
+pub use spec::{
+    BindMount, CgroupLimits, EtcFiles, NetworkMode, ProcessSpec, Rootfs, Spec, StepMount,
+};

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::spec::{NetworkMode, Spec};
+use super::spec::{NetworkMode, Spec, StepMount};
 use crate::sys::mount::MountAttrs;
 use crate::sys::namespace::Namespaces;
 
@@ -24,6 +24,9 @@ pub enum Source {
     Host(PathBuf),
     /// The target itself, re-mounted with new attributes (e.g. `/proc/sys` ro).
     Itself,
+    /// `path` inside the host directory `root`, resolved as if `root` were `/`
+    /// (untrusted content: the build context, a layer, an overlay of layers).
+    Within { root: PathBuf, path: PathBuf },
 }
 
 /// One step inside the root. Paths are relative to the container root and
@@ -58,6 +61,13 @@ pub enum Step {
     Symlink {
         target: String,
         path: PathBuf,
+    },
+    /// An overlay mounted on a host path of the state directory (in the init's own mount
+    /// namespace), for a later `Bind` from `Source::Within` it.
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: Option<(PathBuf, PathBuf)>,
+        target: PathBuf,
     },
 }
 
@@ -278,18 +288,96 @@ pub fn build(spec: &Spec, state_dir: &std::path::Path) -> Plan {
             create: Some(Create::File),
         });
     }
+    // Mounts of the step, parents before children (BuildKit sorts them by target).
+    let mut extra: Vec<(usize, Vec<Step>)> = Vec::new();
+    let depth = |destination: &str| in_root(destination).components().count();
     for mount in &spec.mounts {
-        steps.push(Step::Bind {
-            source: Source::Host(mount.source.clone()),
-            target: in_root(&mount.destination),
-            recursive: true,
-            attrs: MountAttrs {
-                readonly: mount.readonly,
-                ..MountAttrs::default()
-            },
-            create: Some(Create::LikeSource),
-        });
+        extra.push((
+            depth(&mount.destination),
+            vec![Step::Bind {
+                source: Source::Host(mount.source.clone()),
+                target: in_root(&mount.destination),
+                recursive: true,
+                attrs: MountAttrs {
+                    readonly: mount.readonly,
+                    ..MountAttrs::default()
+                },
+                create: Some(Create::LikeSource),
+            }],
+        ));
     }
+    for (index, mount) in spec.step_mounts.iter().enumerate() {
+        let target = in_root(mount.destination());
+        let planned = match mount {
+            StepMount::Within {
+                root,
+                path,
+                readonly,
+                ..
+            } => vec![Step::Bind {
+                source: Source::Within {
+                    root: root.clone(),
+                    path: in_root(path),
+                },
+                target,
+                recursive: true,
+                attrs: MountAttrs {
+                    readonly: *readonly,
+                    ..MountAttrs::default()
+                },
+                create: Some(Create::LikeSource),
+            }],
+            StepMount::Overlay {
+                lowers,
+                upper,
+                path,
+                ..
+            } => {
+                let mountpoint = state_dir.join(format!("mount-{index}"));
+                vec![
+                    Step::Overlay {
+                        lowers: lowers.clone(),
+                        upper: upper.clone(),
+                        target: mountpoint.clone(),
+                    },
+                    Step::Bind {
+                        source: Source::Within {
+                            root: mountpoint,
+                            path: in_root(path),
+                        },
+                        target,
+                        recursive: true,
+                        attrs: MountAttrs {
+                            readonly: upper.is_none(),
+                            ..MountAttrs::default()
+                        },
+                        create: Some(Create::LikeSource),
+                    },
+                ]
+            }
+            StepMount::Tmpfs { size, mode, .. } => {
+                let mut options = Vec::new();
+                if let Some(size) = size {
+                    options.push(("size".to_string(), size.to_string()));
+                }
+                options.push(("mode".to_string(), format!("{:o}", mode.unwrap_or(0o1777))));
+                vec![Step::Mount {
+                    fstype: "tmpfs".into(),
+                    options,
+                    attrs: MountAttrs {
+                        nosuid: true,
+                        nodev: true,
+                        ..MountAttrs::default()
+                    },
+                    target,
+                    create: Some(Create::Dir),
+                }]
+            }
+        };
+        extra.push((depth(mount.destination()), planned));
+    }
+    extra.sort_by_key(|(depth, _)| *depth);
+    steps.extend(extra.into_iter().flat_map(|(_, planned)| planned));
     Plan { namespaces, steps }
 }
 
@@ -297,6 +385,7 @@ pub fn build(spec: &Spec, state_dir: &std::path::Path) -> Plan {
 mod tests {
     use super::*;
     use crate::sandbox::spec::{BindMount, Rootfs};
+    use std::path::Path;
 
     fn spec(network: NetworkMode) -> Spec {
         let rootfs = Rootfs::Dir { path: "/r".into() };
@@ -426,6 +515,52 @@ mod tests {
                 },
                 create: Some(Create::LikeSource),
             }
+        );
+    }
+
+    #[test]
+    fn step_mounts_are_planned_parents_first() {
+        let mut s = spec(NetworkMode::Host);
+        s.step_mounts.push(StepMount::Tmpfs {
+            destination: "/a/b/c".into(),
+            size: Some(4096),
+            mode: None,
+        });
+        s.step_mounts.push(StepMount::Overlay {
+            lowers: vec!["/l1".into(), "/l0".into()],
+            upper: None,
+            path: "/sub/../x".into(),
+            destination: "/a".into(),
+        });
+        s.step_mounts.push(StepMount::Within {
+            root: "/ctx".into(),
+            path: "/".into(),
+            destination: "/a/b".into(),
+            readonly: true,
+        });
+        let plan = build(&s, "/state".as_ref());
+        let n = plan.steps.len();
+        let tail = &plan.steps[n - 4..];
+        assert_eq!(
+            tail[0],
+            Step::Overlay {
+                lowers: vec!["/l1".into(), "/l0".into()],
+                upper: None,
+                target: "/state/mount-1".into(),
+            }
+        );
+        assert!(
+            matches!(&tail[1], Step::Bind { source: Source::Within { root, .. }, target, attrs, .. }
+            if root == Path::new("/state/mount-1") && target == Path::new("a") && attrs.readonly)
+        );
+        assert!(
+            matches!(&tail[2], Step::Bind { source: Source::Within { root, .. }, target, .. }
+            if root == Path::new("/ctx") && target == Path::new("a/b"))
+        );
+        assert!(
+            matches!(&tail[3], Step::Mount { fstype, options, target, .. }
+            if fstype == "tmpfs" && target == Path::new("a/b/c")
+                && options.contains(&("size".to_string(), "4096".to_string())))
         );
     }
 

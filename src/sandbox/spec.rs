@@ -66,6 +66,45 @@ pub struct BindMount {
     pub readonly: bool,
 }
 
+/// A mount of a build step beyond trusted host binds (`RUN --mount`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StepMount {
+    /// `path` inside the directory `root` (the build context, a single layer), resolved as
+    /// if `root` were `/`: symlinks and `..` in it cannot leave `root`.
+    Within {
+        root: PathBuf,
+        path: String,
+        destination: String,
+        readonly: bool,
+    },
+    /// An overlay of `lowers` (top first), read-only, or over a throwaway `(upper, work)`
+    /// whose writes are discarded with it; `path` inside it (resolved as for `Within`) is
+    /// what gets mounted.
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: Option<(PathBuf, PathBuf)>,
+        path: String,
+        destination: String,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        destination: String,
+        size: Option<u64>,
+        mode: Option<u32>,
+    },
+}
+
+impl StepMount {
+    pub fn destination(&self) -> &str {
+        match self {
+            StepMount::Within { destination, .. }
+            | StepMount::Overlay { destination, .. }
+            | StepMount::Tmpfs { destination, .. } => destination,
+        }
+    }
+}
+
 /// Generated `/etc` files, bind-mounted read-only and kept out of the layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EtcFiles {
@@ -117,7 +156,11 @@ pub struct Spec {
     pub process: ProcessSpec,
     pub hostname: String,
     pub network: NetworkMode,
+    /// Trusted host paths (kiln's own files, `kiln run -v`).
     pub mounts: Vec<BindMount>,
+    /// Build-step mounts; with `mounts`, made parents first (by destination depth).
+    #[serde(default)]
+    pub step_mounts: Vec<StepMount>,
     pub etc: EtcFiles,
     pub limits: CgroupLimits,
     /// Set no_new_privs before exec (Docker's `--security-opt no-new-privileges`);
@@ -143,6 +186,7 @@ impl Spec {
             hostname,
             network: NetworkMode::Host,
             mounts: Vec::new(),
+            step_mounts: Vec::new(),
             limits: CgroupLimits::default(),
             no_new_privs: true,
         }

@@ -436,6 +436,12 @@ pub fn pivot_into(new_root: &Path) -> Result<()> {
 }
 
 /// Opens a directory as a root for [`open_in_root`].
+/// Whether the descriptor (an `O_PATH` one too) names a directory.
+pub fn is_dir(fd: BorrowedFd<'_>) -> Result<bool> {
+    let stat = rustix::fs::fstat(fd).map_err(|e| SysError::call("fstat", e))?;
+    Ok(rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory)
+}
+
 pub fn open_root(path: &Path) -> Result<OwnedFd> {
     rustix::fs::open(
         path,
