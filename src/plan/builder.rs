@@ -921,7 +921,7 @@ impl<'a> Planner<'a> {
         }
 
         let network = match run.network {
-            None | Some(Network::Default) => "default",
+            None | Some(Network::Default) => self.options.network.as_deref().unwrap_or("default"),
             Some(Network::None) => "none",
             Some(Network::Host) => "host",
         };
@@ -1194,7 +1194,8 @@ impl<'a> Planner<'a> {
                     return Err(Error::invalid("source can't be a URL for COPY", span));
                 };
                 let filename = url_filename(path);
-                let metadata = state.metadata(name.clone(), span, onbuild);
+                // Shown as BuildKit shows an HTTP source: the URL.
+                let metadata = state.metadata(path.clone(), span, onbuild);
                 let node = self.add_op(
                     Definition::Source(Source::Url {
                         url: path.clone(),

@@ -79,6 +79,9 @@ pub struct Options {
     pub build_platform: Platform,
     /// `--no-cache-filter`: stages whose ops must run even when cached.
     pub no_cache_filter: Vec<String>,
+    /// `--network`: what a RUN without `--network` (or with `default`) gets:
+    /// `default`, `none` or `host`. Part of the step's key, as in BuildKit.
+    pub network: Option<String>,
     /// The Dockerfile's escape character.
     pub escape: char,
     /// The Dockerfile's name, for messages.
@@ -94,6 +97,7 @@ impl Default for Options {
             target_platform: Platform::host(),
             build_platform: Platform::host(),
             no_cache_filter: Vec::new(),
+            network: None,
             escape: '\\',
             dockerfile_name: "Dockerfile".to_string(),
         }

@@ -177,6 +177,25 @@ fn push_scope(repo: &str) -> String {
 /// A request factory: called once per attempt, so bodies can be rebuilt for retries.
 type Build<'a> = dyn FnMut(&reqwest::Client, &str) -> Result<RequestBuilder> + Send + 'a;
 
+/// A plain HTTP(S) client with the host's trust store (for `ADD https://…`), set up as the
+/// registry client is: rustls with the ring provider, the same timeouts.
+pub fn http_client(user_agent: &str) -> Result<reqwest::Client> {
+    let tls = tls::system_roots().map_err(|e| RegistryError::Io {
+        context: "setting up TLS".into(),
+        source: std::io::Error::other(e),
+    })?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .user_agent(user_agent)
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| RegistryError::Io {
+            context: "setting up HTTP client".into(),
+            source: std::io::Error::other(e),
+        })
+}
+
 impl Client {
     /// A client with the given configuration.
     pub fn new(config: ClientConfig) -> Result<Client> {

@@ -39,7 +39,7 @@ pub use auth::{
     Anonymous, Challenge, CredentialSource, Credentials, DockerConfig, StaticCredentials,
     config_dir, parse_challenge,
 };
-pub use client::{BlobSource, Client, ClientConfig, Progress, RetryPolicy};
+pub use client::{BlobSource, Client, ClientConfig, Progress, RetryPolicy, http_client};
 pub use digest::{sha256_digest, validate_digest};
 pub use error::{RegistryError, RemoteErrors, Result};
 pub use platform::{EntryPlatform, IndexEntry, Platform, is_index_media_type, select_platform};

@@ -2,14 +2,14 @@
 //! streamed to progress, and the upper committed as the step's layer.
 
 use std::collections::VecDeque;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{NodeResult, Result, SolveError, Task, cancelled};
-use crate::plan::Exec;
+use crate::plan::{Exec, ExecMount};
 use crate::progress::{Stream, Vertex};
-use crate::sandbox::{BindMount, NetworkMode, Rootfs, Sandbox, SpawnOptions, Spec};
+use crate::sandbox::{BindMount, NetworkMode, Rootfs, Sandbox, SpawnOptions, Spec, StepMount};
 use crate::snapshot::overlay;
 
 /// Output lines kept for the error message of a failed step.
@@ -58,9 +58,140 @@ impl Tail {
     }
 }
 
-/// The mounts of the step, as bind mounts of the sandbox.
-fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Vec<BindMount>> {
-    let mut binds = Vec::new();
+/// What the sandbox gets for the step's mounts, and what must live as long as the step.
+#[derive(Default)]
+struct Mounts {
+    binds: Vec<BindMount>,
+    step_mounts: Vec<StepMount>,
+    /// `NAME=value` for secrets with `env=` and `SSH_AUTH_SOCK`.
+    env: Vec<String>,
+    /// Held cache-mount locks (`sharing=locked|private`; shared ones take a shared lock).
+    locks: Vec<std::fs::File>,
+    /// Secret files, removed when the step ends (on a tmpfs when `/run` is writable).
+    secrets: Option<SecretDir>,
+}
+
+/// A private directory for one step's secret files.
+struct SecretDir(PathBuf);
+
+impl SecretDir {
+    fn create(staging: &Path) -> Result<SecretDir> {
+        let base = PathBuf::from("/run/kiln/secrets");
+        let base = if std::fs::create_dir_all(&base).is_ok() {
+            base
+        } else {
+            staging.join("secrets")
+        };
+        let dir = base.join(unique_suffix());
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(SolveError::io("create", &dir))?;
+        Ok(SecretDir(dir))
+    }
+}
+
+impl Drop for SecretDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A secret given with `--secret`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl SecretSource {
+    fn read(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            SecretSource::File(path) => std::fs::read(path),
+            SecretSource::Env(name) => std::env::var_os(name)
+                .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("environment variable {name} is not set"),
+                    )
+                }),
+        }
+    }
+}
+
+/// The directory of a cache mount instance: `<root>/cache-v1/mounts/<id>-<hash>[-<n>]`.
+fn cache_dir(task: &Task, id: &str, instance: usize) -> PathBuf {
+    let name: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut name = format!("{name}-{}", &crate::cache::key(id.as_bytes(), &[])[..12]);
+    if instance > 0 {
+        name.push_str(&format!("-{instance}"));
+    }
+    task.shared.store.cache_dir().join("mounts").join(name)
+}
+
+/// Opens (creating it with the mount's owner and mode) a cache mount directory and takes
+/// the lock its sharing mode asks for. `private`: the first instance nobody holds.
+fn cache_mount(task: &Task, mount: &ExecMount) -> Result<(PathBuf, std::fs::File)> {
+    let id = mount.id.clone().unwrap_or_else(|| mount.target.clone());
+    let sharing = mount.sharing.as_deref().unwrap_or("shared");
+    for instance in 0.. {
+        let dir = cache_dir(task, &id, instance);
+        if !dir.exists() {
+            let parent = dir.parent().unwrap_or(&dir);
+            std::fs::create_dir_all(parent).map_err(SolveError::io("create", parent))?;
+            // Made beside and renamed, so a concurrent step never sees it half set up.
+            let fresh = parent.join(format!(".new-{}", unique_suffix()));
+            std::fs::create_dir(&fresh).map_err(SolveError::io("create", &fresh))?;
+            std::fs::set_permissions(
+                &fresh,
+                std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
+            )
+            .map_err(SolveError::io("chmod", &fresh))?;
+            crate::sys::lchown(&fresh, mount.uid.unwrap_or(0), mount.gid.unwrap_or(0))
+                .map_err(|e| SolveError::Internal(e.to_string()))?;
+            if std::fs::rename(&fresh, &dir).is_err() {
+                let _ = std::fs::remove_dir(&fresh);
+            }
+        }
+        let lock_path = dir.with_extension("lock");
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(SolveError::io("open", &lock_path))?;
+        match sharing {
+            "locked" => lock.lock().map_err(SolveError::io("lock", &lock_path))?,
+            "private" => match lock.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => continue,
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(SolveError::io("lock", &lock_path)(e));
+                }
+            },
+            _ => lock
+                .lock_shared()
+                .map_err(SolveError::io("lock", &lock_path))?,
+        }
+        return Ok((dir, lock));
+    }
+    unreachable!("the instance loop only ends by returning")
+}
+
+/// The mounts of the step. Blocking (cache locks may wait).
+fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Mounts> {
+    let mut out = Mounts::default();
     for (i, file) in exec.files.iter().enumerate() {
         let dir = staging.join("files");
         std::fs::create_dir_all(&dir).map_err(SolveError::io("create", &dir))?;
@@ -68,30 +199,18 @@ fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Vec<BindMount>> {
         std::fs::write(&path, &file.content).map_err(SolveError::io("write", &path))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode))
             .map_err(SolveError::io("chmod", &path))?;
-        binds.push(BindMount {
+        out.binds.push(BindMount {
             source: path,
             destination: file.path.clone(),
             readonly: true,
         });
     }
-    for mount in &exec.mounts {
+    for (number, mount) in exec.mounts.iter().enumerate() {
         match mount.kind.as_str() {
             "cache" => {
-                let id = mount.id.clone().unwrap_or_else(|| mount.target.clone());
-                let name: String = id
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                let name = format!("{name}-{}", &crate::cache::key(id.as_bytes(), &[])[..12]);
-                let dir = task.shared.store.cache_dir().join("mounts").join(name);
-                std::fs::create_dir_all(&dir).map_err(SolveError::io("create", &dir))?;
-                binds.push(BindMount {
+                let (dir, lock) = cache_mount(task, mount)?;
+                out.locks.push(lock);
+                out.binds.push(BindMount {
                     source: dir,
                     destination: mount.target.clone(),
                     readonly: mount.read_only,
@@ -102,32 +221,172 @@ fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Vec<BindMount>> {
                     .input
                     .and_then(|i| task.inputs.get(i))
                     .ok_or_else(|| SolveError::Internal("bind mount without an input".into()))?;
-                let rel = mount
-                    .source
-                    .as_deref()
-                    .unwrap_or("/")
-                    .trim_start_matches('/')
-                    .to_string();
-                let base: PathBuf = if input.context.is_some() {
-                    task.shared.context.root().to_path_buf()
-                } else if input.chain.len() == 1 {
-                    input.chain[0].clone()
-                } else {
-                    return Err(task
-                        .unsupported("RUN --mount=type=bind from a filesystem of several layers"));
+                // Rooted and cleaned, so `..` stops at the top of the source.
+                let path = crate::source::glob::go_clean(&format!(
+                    "/{}",
+                    mount.source.as_deref().unwrap_or("")
+                ));
+                let lowers: Vec<PathBuf> = match &input.context {
+                    Some(context) => vec![context_view(task, &context.0, staging, number)?],
+                    None => input.chain.iter().rev().cloned().collect(),
                 };
-                binds.push(BindMount {
-                    source: base.join(rel),
-                    destination: mount.target.clone(),
-                    readonly: mount.read_only,
+                // Writes to a `rw` bind land in a throwaway upper, never in the source.
+                let upper = if mount.read_only {
+                    None
+                } else {
+                    let dir = staging.join(format!("bind-{number}"));
+                    for sub in ["upper", "work"] {
+                        let path = dir.join(sub);
+                        std::fs::create_dir_all(&path).map_err(SolveError::io("create", &path))?;
+                    }
+                    Some((dir.join("upper"), dir.join("work")))
+                };
+                out.step_mounts.push(match (lowers.as_slice(), upper) {
+                    ([], None) => StepMount::Tmpfs {
+                        destination: mount.target.clone(),
+                        size: None,
+                        mode: Some(0o755),
+                    },
+                    ([only], None) => StepMount::Within {
+                        root: only.clone(),
+                        path,
+                        destination: mount.target.clone(),
+                        readonly: true,
+                    },
+                    (_, upper) => {
+                        let lowers = if lowers.is_empty() {
+                            let empty = staging.join(format!("bind-{number}/empty"));
+                            std::fs::create_dir_all(&empty)
+                                .map_err(SolveError::io("create", &empty))?;
+                            vec![empty]
+                        } else {
+                            lowers
+                        };
+                        StepMount::Overlay {
+                            lowers,
+                            upper,
+                            path,
+                            destination: mount.target.clone(),
+                        }
+                    }
                 });
+            }
+            "tmpfs" => out.step_mounts.push(StepMount::Tmpfs {
+                destination: mount.target.clone(),
+                size: mount.size,
+                mode: mount.mode,
+            }),
+            "secret" => {
+                let id = mount.id.clone().unwrap_or_default();
+                let Some(source) = task.shared.options.secrets.get(&id) else {
+                    if mount.required {
+                        return Err(task.step_error(
+                            format!(
+                                "secret {id} not found (pass it with --secret id={id},src=FILE)"
+                            ),
+                            Vec::new(),
+                        ));
+                    }
+                    continue;
+                };
+                let value = source.read().map_err(|e| {
+                    task.step_error(format!("reading secret {id}: {e}"), Vec::new())
+                })?;
+                if let Some(name) = &mount.env {
+                    out.env
+                        .push(format!("{name}={}", String::from_utf8_lossy(&value)));
+                }
+                if !mount.target.is_empty() {
+                    if out.secrets.is_none() {
+                        out.secrets = Some(SecretDir::create(staging)?);
+                    }
+                    let dir = &out.secrets.as_ref().expect("just made").0;
+                    let path = dir.join(number.to_string());
+                    std::fs::write(&path, &value).map_err(SolveError::io("write", &path))?;
+                    std::fs::set_permissions(
+                        &path,
+                        std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o400)),
+                    )
+                    .map_err(SolveError::io("chmod", &path))?;
+                    crate::sys::lchown(&path, mount.uid.unwrap_or(0), mount.gid.unwrap_or(0))
+                        .map_err(|e| SolveError::Internal(e.to_string()))?;
+                    out.binds.push(BindMount {
+                        source: path,
+                        destination: mount.target.clone(),
+                        readonly: true,
+                    });
+                }
+            }
+            "ssh" => {
+                let id = mount.id.clone().unwrap_or_else(|| "default".into());
+                let Some(socket) = task.shared.options.ssh.get(&id) else {
+                    if mount.required {
+                        return Err(task.step_error(
+                            format!("no SSH agent {id} (pass it with --ssh {id}[=SOCKET])"),
+                            Vec::new(),
+                        ));
+                    }
+                    continue;
+                };
+                out.binds.push(BindMount {
+                    source: socket.clone(),
+                    destination: mount.target.clone(),
+                    readonly: true,
+                });
+                if !out.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                    out.env.push(format!("SSH_AUTH_SOCK={}", mount.target));
+                }
             }
             other => {
                 return Err(task.unsupported(&format!("RUN --mount=type={other}")));
             }
         }
     }
-    Ok(binds)
+    Ok(out)
+}
+
+/// The build context as a bind mount sees it: the directory itself when nothing in it is
+/// hidden, else a tree of just the selected entries (hard links where the filesystem
+/// allows, copies otherwise), so `.dockerignore`d files stay out of RUN as out of COPY.
+fn context_view(
+    task: &Task,
+    selection: &crate::source::Selection,
+    staging: &Path,
+    number: usize,
+) -> Result<PathBuf> {
+    let context = &task.shared.context;
+    if !context.filters() {
+        return Ok(context.root().to_path_buf());
+    }
+    let view = staging.join(format!("context-{number}"));
+    std::fs::create_dir_all(&view).map_err(SolveError::io("create", &view))?;
+    for entry in &selection.entries {
+        let from = context.root().join(&entry.os_path);
+        let to = view.join(&entry.os_path);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(SolveError::io("create", parent))?;
+        }
+        match entry.kind {
+            crate::source::FileKind::Dir => {
+                std::fs::create_dir_all(&to).map_err(SolveError::io("create", &to))?;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(entry.mode))
+                    .map_err(SolveError::io("chmod", &to))?;
+            }
+            crate::source::FileKind::Symlink => {
+                if let Some(target) = &entry.link_target {
+                    std::os::unix::fs::symlink(target, &to)
+                        .map_err(SolveError::io("symlink", &to))?;
+                }
+            }
+            crate::source::FileKind::File => {
+                if std::fs::hard_link(&from, &to).is_err() {
+                    std::fs::copy(&from, &to).map_err(SolveError::io("copy", &from))?;
+                }
+            }
+            crate::source::FileKind::Other => {}
+        }
+    }
+    Ok(view)
 }
 
 /// Runs `exec` over `chain` (bottom first); the layer ends up in `staging/fs`.
@@ -139,9 +398,17 @@ pub(super) async fn run(
     staging: &Path,
     vertex: &mut Vertex,
 ) -> Result<(bool, u64)> {
-    let binds = mounts(task, exec, staging)?;
     if exec.security == "insecure" {
         return Err(task.unsupported("RUN --security=insecure"));
+    }
+    let host = crate::plan::Platform::host();
+    if let Ok(platform) = crate::plan::Platform::parse(&exec.platform)
+        && (platform.os != host.os || platform.architecture != host.architecture)
+    {
+        return Err(task.unsupported(&format!(
+            "RUN for {} on this {host} machine (kiln has no emulation)",
+            exec.platform
+        )));
     }
     let lowers: Vec<PathBuf> = chain.iter().rev().cloned().collect();
     let prepared = overlay::prepare(&lowers, &staging.join("ov"))
@@ -168,10 +435,8 @@ pub(super) async fn run(
         exec.argv.clone(),
     )
     .with_network(&exec.hostname, network);
-    spec.process.env = env;
     spec.process.cwd = exec.workdir.clone();
     spec.process.user = exec.user.clone();
-    spec.mounts = binds;
 
     let _permit = task
         .shared
@@ -179,6 +444,18 @@ pub(super) async fn run(
         .acquire()
         .await
         .map_err(|e| SolveError::Internal(e.to_string()))?;
+    // Cache locks may wait for another step: set the mounts up off the reactor.
+    let mounts = {
+        let setup = || mounts(task, exec, staging);
+        match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => setup(),
+            _ => tokio::task::block_in_place(setup),
+        }?
+    };
+    env.extend(mounts.env.iter().cloned());
+    spec.process.env = env;
+    spec.mounts = mounts.binds.clone();
+    spec.step_mounts = mounts.step_mounts.clone();
     let options = SpawnOptions {
         exe: task.shared.options.sandbox_exe.clone(),
         share_empty_net_ns: true,
@@ -228,9 +505,15 @@ pub(super) async fn run(
             tail.finish(),
         ));
     }
+    drop(mounts);
     let dest = staging.join("fs");
     overlay::commit(&prepared, &dest).map_err(|e| SolveError::Internal(e.to_string()))?;
-    let _ = std::fs::remove_dir_all(staging.join("files"));
+    for leftover in std::fs::read_dir(staging).map_err(SolveError::io("read", staging))? {
+        let leftover = leftover.map_err(SolveError::io("read", staging))?.path();
+        if leftover != dest {
+            let _ = std::fs::remove_dir_all(&leftover);
+        }
+    }
     let empty = std::fs::read_dir(&dest)
         .map_err(SolveError::io("read", &dest))?
         .next()

@@ -198,6 +198,11 @@ impl Context {
         &self.root
     }
 
+    /// Whether `.dockerignore` hides anything (else every file is visible).
+    pub fn filters(&self) -> bool {
+        self.ignore.is_some()
+    }
+
     /// Whether `.dockerignore` hides `path` (relative to the context root).
     pub fn is_ignored(&self, path: &str) -> Result<bool, Error> {
         match &self.ignore {

@@ -1,11 +1,14 @@
-//! The build context side of `source`: `.dockerignore` matching with moby's semantics
-//! ([`ignore`]), selecting COPY sources inside the context without ever leaving it, and
-//! hashing the selection by content with a persistent stat cache ([`context`]).
+//! Where build inputs come from: the build context (`.dockerignore` matching with moby's
+//! semantics in [`ignore`]; selecting COPY sources inside the context without ever leaving
+//! it, and hashing the selection by content with a persistent stat cache, in [`context`])
+//! and files fetched over HTTP(S) for `ADD <url>` ([`http`]).
 //!
-//! Everything here is synchronous and may block on I/O; async callers use `spawn_blocking`.
+//! Everything but [`http`] is synchronous and may block on I/O; async callers use
+//! `spawn_blocking`.
 
 pub mod context;
 pub mod glob;
+pub mod http;
 pub mod ignore;
 mod statcache;
 
@@ -43,4 +46,6 @@ pub enum Error {
     },
     #[error("{path} changed while the build context was being read")]
     ChangedDuringRead { path: PathBuf },
+    #[error("downloading {url}: {reason}")]
+    Http { url: String, reason: String },
 }
