@@ -6,6 +6,9 @@
 
 mod common;
 
+#[path = "common/registry.rs"]
+mod harness;
+
 use kiln::progress::Event;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -529,7 +532,7 @@ fn source_date_epoch_makes_builds_reproducible() {
 }
 
 #[test]
-fn identical_stages_and_unsupported_mounts() {
+fn identical_stages_and_unsupported_sources() {
     let Some(env) = Env::new(true) else { return };
     env.write(
         "Dockerfile",
@@ -542,12 +545,15 @@ fn identical_stages_and_unsupported_mounts() {
 
     env.write(
         "Dockerfile",
-        "FROM busybox\nRUN --mount=type=secret,id=token cat /run/secrets/token\n",
+        "FROM busybox\nADD https://example.invalid/repo.git /src\n",
     );
     let out = env.build(&[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("type=secret is not supported yet"), "{err}");
+    assert!(
+        err.contains("from a git repository is not supported yet"),
+        "{err}"
+    );
     assert!(err.contains("Dockerfile:2"), "{err}");
 }
 
@@ -609,4 +615,381 @@ fn interrupt_stops_the_build_and_cleans_up() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// RUN mounts, sources and command-line options
+
+/// Every entry name of every layer kiln built for `name` (base layers skipped).
+fn built_paths(env: &Env, name: &str) -> Vec<String> {
+    let (manifest, _) = env.image(name);
+    let layers = manifest["layers"].as_array().unwrap();
+    let mut out = Vec::new();
+    for (n, layer) in layers.iter().enumerate() {
+        if layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar" {
+            out.extend(env.layer(&manifest, n).into_keys());
+        }
+    }
+    out
+}
+
+#[test]
+fn run_mounts_secrets_tmpfs_binds_and_caches() {
+    let Some(env) = Env::new(true) else { return };
+    env.write("a.txt", "hello\n");
+    env.write("sub/s.txt", "sub\n");
+    env.write("hidden.txt", "private\n");
+    env.write(".dockerignore", "hidden.txt\n");
+    let secret = env.dir.path().join("token");
+    std::fs::write(&secret, "tok3n").unwrap();
+    env.write(
+        "Dockerfile",
+        "FROM busybox AS stage\n\
+         RUN mkdir /out && echo one > /out/1\n\
+         RUN echo two > /out/2\n\
+         FROM busybox\n\
+         RUN --mount=type=secret,id=tok cat /run/secrets/tok > /seen-secret && stat -c %a /run/secrets/tok > /secret-mode\n\
+         RUN --mount=type=secret,id=tok,env=TOKEN,target=/s,mode=0440 echo \"$TOKEN\" > /seen-env && stat -c %a /s >> /secret-mode\n\
+         RUN --mount=type=tmpfs,target=/scratch,size=1m touch /scratch/x && df /scratch | tail -1 | awk '{print $2}' > /tmpfs-size\n\
+         RUN --mount=type=bind,target=/ctx ls /ctx > /ctx-list\n\
+         RUN --mount=type=bind,target=/ctx,rw echo changed > /ctx/a.txt && cat /ctx/a.txt > /rw-seen\n\
+         RUN --mount=type=bind,from=stage,source=/out,target=/o cat /o/1 /o/2 > /from-stage\n\
+         RUN --mount=type=bind,source=../../sub,target=/sub cat /sub/s.txt > /sub-seen\n\
+         RUN --mount=type=cache,target=/cache,uid=1000,mode=0700,sharing=locked stat -c '%u %a' /cache > /cache-stat && echo x >> /cache/log\n",
+    );
+    let secret_arg = format!("id=tok,src={}", secret.display());
+    let (_, log) = env.build_ok(&["-t", "mounts", "--secret", &secret_arg]);
+    let name = "docker.io/library/mounts:latest";
+    let (manifest, _) = env.image(name);
+    let mut files = BTreeMap::new();
+    for n in 1..manifest["layers"].as_array().unwrap().len() {
+        files.extend(env.layer(&manifest, n));
+    }
+    let text = |path: &str| String::from_utf8_lossy(&files[path].1).into_owned();
+    assert_eq!(text("seen-secret"), "tok3n", "{log}");
+    assert_eq!(text("seen-env"), "tok3n\n");
+    assert_eq!(text("secret-mode"), "400\n440\n");
+    assert_eq!(text("tmpfs-size"), "1024\n");
+    // The context as COPY sees it: .dockerignore applies.
+    assert_eq!(text("ctx-list"), "Dockerfile\na.txt\nsub\n");
+    assert_eq!(text("rw-seen"), "changed\n");
+    assert_eq!(text("from-stage"), "one\ntwo\n");
+    // `..` in a bind source stays inside the context.
+    assert_eq!(text("sub-seen"), "sub\n");
+    assert_eq!(text("cache-stat"), "1000 700\n");
+    // Writes to a rw bind never reach the context; mounts leave nothing in the layers.
+    assert_eq!(
+        std::fs::read_to_string(env.context().join("a.txt")).unwrap(),
+        "hello\n"
+    );
+    let paths = built_paths(&env, name);
+    for leaked in [
+        "run/secrets/tok",
+        "s",
+        "scratch/x",
+        "ctx/a.txt",
+        "o/1",
+        "cache/log",
+    ] {
+        assert!(!paths.iter().any(|p| p == leaked), "{leaked} in {paths:?}");
+    }
+    assert!(!log.contains("tok3n"), "a secret reached the log: {log}");
+
+    // A required secret that is missing fails the step; an optional one is skipped.
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=secret,id=nope,required=true true\n",
+    );
+    let out = env.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("secret nope not found"),
+        "{}",
+        stderr(&out)
+    );
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=secret,id=nope test ! -e /run/secrets/nope\n",
+    );
+    env.build_ok(&[]);
+}
+
+#[test]
+fn ssh_agent_socket_is_forwarded() {
+    let Some(env) = Env::new(true) else { return };
+    let socket = env.dir.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /sock\n",
+    );
+    let ssh = format!("default={}", socket.display());
+    env.build_ok(&["-t", "ssh", "--ssh", &ssh]);
+    let (manifest, _) = env.image("docker.io/library/ssh:latest");
+    assert_eq!(
+        env.layer(&manifest, 1)["sock"].1,
+        b"/run/buildkit/ssh_agent.0\n"
+    );
+    // A key file is not an agent: a usage error.
+    let key = env.dir.path().join("id_ed25519");
+    std::fs::write(&key, "key").unwrap();
+    let out = env.build(&["--ssh", &format!("default={}", key.display())]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not an agent socket"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn add_url_checksum_and_revalidation() {
+    let Some(env) = Env::new(false) else { return };
+    let body = std::sync::Arc::new(std::sync::Mutex::new(b"payload v1\n".to_vec()));
+    let served = body.clone();
+    let server = harness::FakeServer::start(move |req| {
+        let content = served.lock().unwrap().clone();
+        let etag = format!("\"{}\"", content.len() + content[8] as usize);
+        if req.headers.get("if-none-match") == Some(&etag) {
+            return harness::Resp::new(304);
+        }
+        harness::Resp::new(200)
+            .header("ETag", &etag)
+            .header("Last-Modified", "Tue, 14 Nov 2023 22:13:20 GMT")
+            .body(content)
+    });
+    let url = format!("http://{}/files/tool.txt", server.addr);
+    let sum = format!("sha256:{}", sha256_hex(b"payload v1\n"));
+    env.write(
+        "Dockerfile",
+        &format!("FROM scratch\nADD {url} /f.txt\nADD --checksum={sum} {url} /dir/\n"),
+    );
+    env.build_ok(&["-t", "url"]);
+    let (manifest, _) = env.image("docker.io/library/url:latest");
+    let first = env.layer(&manifest, 0);
+    assert_eq!(first["f.txt"], (0o600, b"payload v1\n".to_vec()));
+    assert_eq!(env.layer(&manifest, 1)["dir/tool.txt"].1, b"payload v1\n");
+
+    // Unchanged: the server answers 304 and every step is cached.
+    let gets = || server.count(|r| r.method == "GET");
+    let before = gets();
+    let (_, log) = env.build_ok(&["-t", "url"]);
+    assert_eq!(log.matches("CACHED").count(), 3, "{log}");
+    assert_eq!(server.count(|r| r.headers.contains_key("if-none-match")), 1);
+    assert_eq!(gets(), before + 1, "the pinned one is not fetched again");
+
+    // Changed content: the unpinned ADD reruns; the pinned one now mismatches.
+    *body.lock().unwrap() = b"payload v2 (longer)\n".to_vec();
+    let out = env.build(&["-t", "url", "--no-cache"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("digest mismatch"), "{err}");
+    assert!(err.contains(&sum), "{err}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    kiln::oci::Digest::of(bytes).hex().to_string()
+}
+
+#[test]
+fn network_no_cache_filter_metadata_and_stdin() {
+    let Some(env) = Env::new(true) else { return };
+    env.write(
+        "Dockerfile",
+        "FROM busybox AS base\nRUN echo base > /base\nFROM base\nRUN cat /proc/net/dev | tail -n +3 | wc -l > /ifaces\n",
+    );
+    let metadata = env.dir.path().join("meta.json");
+    let (id, _) = env.build_ok(&[
+        "-t",
+        "net",
+        "--network",
+        "none",
+        "--metadata-file",
+        metadata.to_str().unwrap(),
+    ]);
+    let (manifest, _) = env.image("docker.io/library/net:latest");
+    assert_eq!(env.layer(&manifest, 2)["ifaces"].1, b"1\n", "only lo");
+    let meta: Value = serde_json::from_slice(&std::fs::read(&metadata).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.config.digest"], id.as_str());
+    assert_eq!(meta["image.name"], "docker.io/library/net:latest");
+    let digest = meta["containerimage.digest"].as_str().unwrap();
+    assert_eq!(meta["containerimage.descriptor"]["digest"], digest);
+    assert!(env.root().join("blobs/sha256").join(&digest[7..]).exists());
+
+    // --no-cache-filter reruns that stage's steps only.
+    let (_, log) = env.build_ok(&[
+        "-t",
+        "net",
+        "--network",
+        "none",
+        "--no-cache-filter",
+        "base",
+    ]);
+    assert_eq!(log.matches("CACHED").count(), 1, "{log}");
+    // The network is part of the key: host networking misses.
+    let (_, log) = env.build_ok(&["-t", "net"]);
+    assert!(log.contains("cache miss: network changed"), "{log}");
+
+    // `kiln build -`: the Dockerfile on stdin and an empty context.
+    let mut child = Command::new(kiln_bin())
+        .arg("--root")
+        .arg(env.root())
+        .args(["build", "-q", "-t", "stdin", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        b"FROM busybox\nRUN echo from-stdin > /s\n",
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (manifest, _) = env.image("docker.io/library/stdin:latest");
+    assert_eq!(env.layer(&manifest, 1)["s"].1, b"from-stdin\n");
+
+    // Another platform is refused up front.
+    let out = env.build(&["--platform", "linux/s390x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not supported yet"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn pull_flag_resolves_the_tag_again() {
+    let Some(env) = Env::new(true) else { return };
+    let Some(registry) = harness::plain() else {
+        return;
+    };
+    // Push busybox as `base`, build on it, then move the tag to another image.
+    let base = format!("{}/pull-test/base:latest", registry.addr);
+    assert!(env.kiln(&["tag", "busybox", &base]).status.success());
+    let out = env.kiln(&["push", "-q", &base]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.write("Dockerfile", &format!("FROM {base}\nRUN echo v > /v\n"));
+    env.build_ok(&["-t", "child"]);
+    env.write("Dockerfile", "FROM busybox\nRUN echo moved > /moved\n");
+    env.build_ok(&["-t", &base]);
+    let out = env.kiln(&["push", "-q", &base]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Locally, the tag goes back to the old image; only the registry has the new one.
+    assert!(env.kiln(&["tag", "busybox", &base]).status.success());
+    env.write("Dockerfile", &format!("FROM {base}\nRUN echo v > /v\n"));
+    let (_, log) = env.build_ok(&["-t", "child"]);
+    assert!(
+        !log.contains("pulling"),
+        "a stored tag is used as is: {log}"
+    );
+    let (_, log) = env.build_ok(&["-t", "child", "--pull"]);
+    assert!(log.contains("pulling"), "{log}");
+    let (_, config) = env.image("docker.io/library/child:latest");
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn concurrent_builds_share_one_root() {
+    let Some(env) = Env::new(true) else { return };
+    env.write("a.txt", "a\n");
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY a.txt /a.txt\nRUN sleep 0.3 && cat /a.txt > /b.txt\n",
+    );
+    let builds: Vec<_> = (0..4)
+        .map(|i| {
+            let tag = format!("parallel-{i}");
+            Command::new(kiln_bin())
+                .arg("--root")
+                .arg(env.root())
+                .args(["build", "-q", "-t", &tag])
+                .arg(env.context())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let ids: Vec<String> = builds
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    // Each step was made once: one snapshot per step, no temporary left over.
+    let snapshots: Vec<String> = std::fs::read_dir(env.root().join("snapshots-v1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        snapshots.iter().filter(|n| n.starts_with("build-")).count(),
+        2,
+        "{snapshots:?}"
+    );
+    assert!(
+        !snapshots.iter().any(|n| n.starts_with("tmp-")),
+        "{snapshots:?}"
+    );
+    let (_, log) = env.build_ok(&["-t", "parallel-0"]);
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+}
+
+#[test]
+fn incremental_copy_equals_a_fresh_one_and_prune_keeps_images() {
+    let Some(env) = Env::new(true) else { return };
+    for i in 0..50 {
+        env.write(&format!("tree/d{}/f{i}.txt", i % 5), &format!("file {i}\n"));
+    }
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY tree /src/\nRUN find /src -type f | wc -l > /count\n",
+    );
+    env.build_ok(&["-t", "inc"]);
+    env.write("tree/d1/f1.txt", "changed\n");
+    std::fs::remove_file(env.context().join("tree/d2/f2.txt")).unwrap();
+    let (_, log) = env.build_ok(&["-t", "inc"]);
+    assert!(log.contains("cache miss: 1 file changed"), "{log}");
+    let (_, incremental) = env.image("docker.io/library/inc:latest");
+    let (_, log) = env.build_ok(&["-t", "inc", "--no-cache"]);
+    assert!(!log.contains("CACHED"), "{log}");
+    let (manifest, fresh) = env.image("docker.io/library/inc:latest");
+    assert_eq!(
+        incremental["rootfs"]["diff_ids"], fresh["rootfs"]["diff_ids"],
+        "the incremental COPY's layer differs from a fresh one"
+    );
+    assert_eq!(env.layer(&manifest, 2)["count"].1, b"49\n");
+
+    // `system df` sees the cache; `builder prune` keeps what the next build hits.
+    let df = env.kiln(&["system", "df"]);
+    let df = String::from_utf8_lossy(&df.stdout).into_owned();
+    assert!(df.contains("Build Cache"), "{df}");
+    let out = env.kiln(&["builder", "prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, log) = env.build_ok(&["-t", "inc"]);
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+    // --all empties it; the image still runs (its layers are blobs, not cache).
+    let out = env.kiln(&["builder", "prune", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let leftover: Vec<String> = std::fs::read_dir(env.root().join("snapshots-v1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("build-") || n.starts_with("tmp-"))
+        .collect();
+    assert!(leftover.is_empty(), "{leftover:?}");
+    let out = env.kiln(&["run", "--rm", "inc", "cat", "/count"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "49\n",
+        "{}",
+        stderr(&out)
+    );
+    let (_, log) = env.build_ok(&["-t", "inc"]);
+    assert!(!log.contains("CACHED"), "{log}");
 }

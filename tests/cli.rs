@@ -219,16 +219,34 @@ fn missing_dockerfile_and_binary_garbage() {
 }
 
 #[test]
-fn building_needs_a_context_directory() {
-    // `-` reads the Dockerfile from stdin: fine for --call methods, not for a build.
-    // (Builds themselves are tested in tests/build.rs, as root.)
-    let out = kiln(&["build", "-"], Some("FROM scratch\n"));
+fn a_dockerfile_on_stdin_builds_with_an_empty_context() {
+    // `kiln build -`: the Dockerfile from stdin, no context. (Builds that mount or run
+    // need root; they are tested in tests/build.rs.)
+    let root = tempfile::tempdir().unwrap();
+    let root_arg = root.path().to_str().unwrap();
+    let out = kiln(
+        &["--root", root_arg, "build", "-q", "-"],
+        Some("FROM scratch\nLABEL from=stdin\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).trim().starts_with("sha256:"));
+    let out = kiln(
+        &["--root", root_arg, "build", "-"],
+        Some("FROM scratch\nCOPY a.txt /\n"),
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("context directory"),
+        text(&out.stderr).contains("not found in build context"),
         "{}",
         text(&out.stderr)
     );
+    // A bad --secret value is a usage error.
+    let out = kiln(
+        &["--root", root_arg, "build", "--secret", "src=/x", "-"],
+        Some("FROM scratch\n"),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("id= is required"));
 }
 
 #[test]

@@ -1643,3 +1643,37 @@ fn filetime_set(path: &Path, mtime: std::time::SystemTime) {
     file.set_times(fs::FileTimes::new().set_modified(mtime))
         .unwrap();
 }
+
+#[test]
+fn a_cancelled_copy_stops_between_files() {
+    if !privileged("a_cancelled_copy_stops_between_files") {
+        return;
+    }
+    let env = Env::new();
+    let ctx = env.path("ctx");
+    for i in 0..20 {
+        file(&ctx, &format!("f{i}"), "x", 0o644);
+    }
+    let context = Context::open(&ctx, None).unwrap();
+    let selection = context.select(&["."], &[]).unwrap();
+    let cancel = std::sync::atomic::AtomicBool::new(true);
+    let upper = env.upper();
+    let op = FileOp::Copy(copy_op(vec![path_source(1, "/")], "/dest/"));
+    let result = fileop::run(&Request {
+        op: &op,
+        inputs: &[
+            Input::Layers(&[]),
+            Input::Context {
+                root: context.root(),
+                selection: &selection,
+                digests: None,
+            },
+        ],
+        upper: &upper,
+        scratch: None,
+        reuse: None,
+        cancel: Some(&cancel),
+    });
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    env.check_clean();
+}

@@ -437,6 +437,21 @@ impl CacheIndex {
         Ok(records)
     }
 
+    /// The keys the step identities point at: each step's most recent result.
+    pub fn latest_keys(&self) -> Result<HashSet<String>, CacheError> {
+        self.read(|txn| {
+            let Some(steps) = open_read(txn, STEPS)? else {
+                return Ok(HashSet::new());
+            };
+            let mut keys = HashSet::new();
+            for row in steps.iter().map_err(db_err)? {
+                let (_, key) = row.map_err(db_err)?;
+                keys.insert(key.value().to_string());
+            }
+            Ok(keys)
+        })
+    }
+
     /// (number of records, total of their sizes in bytes).
     pub fn usage(&self) -> Result<(u64, u64), CacheError> {
         let rows = self.read(|txn| {

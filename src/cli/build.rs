@@ -23,7 +23,7 @@ use crate::oci::Reference;
 use crate::plan;
 use crate::progress::{Clock, LogStore, Sink};
 use crate::registry;
-use crate::solve::{Puller, SolveError, SolveOptions, Solver, StoreResolver};
+use crate::solve::{Puller, SecretSource, SolveError, SolveOptions, Solver, StoreResolver};
 use crate::source::{Context as SourceContext, IgnoreFile, PatternMatcher};
 use crate::syntax::{self, Span};
 
@@ -76,9 +76,37 @@ pub struct BuildArgs {
     #[arg(long = "iidfile", value_name = "FILE")]
     iidfile: Option<PathBuf>,
 
-    /// Steps running at once (default: the number of CPUs).
+    /// Steps running at once (default: twice the number of CPUs).
     #[arg(long = "jobs", value_name = "N")]
     jobs: Option<usize>,
+
+    /// Pull base images again, even those already in the store.
+    #[arg(long = "pull")]
+    pull: bool,
+
+    /// Network of RUN steps that do not choose one: default (the host's), none or host.
+    #[arg(long = "network", value_name = "MODE", value_parser = ["default", "none", "host"])]
+    network: Option<String>,
+
+    /// Write the build's result (image id, manifest digest, names) as JSON to this file.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
+
+    /// Do not use the cache for these stages (repeatable, or comma-separated).
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+
+    /// A secret for RUN --mount=type=secret: id=ID[,src=FILE | ,env=VAR] (repeatable).
+    #[arg(long = "secret", value_name = "SPEC")]
+    secrets: Vec<String>,
+
+    /// An SSH agent for RUN --mount=type=ssh: default, or ID=SOCKET (repeatable).
+    #[arg(long = "ssh", value_name = "SPEC")]
+    ssh: Vec<String>,
+
+    /// The platform to build for; only this machine's is supported so far.
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    platform: Option<String>,
 }
 
 /// Front-end methods, named as in `docker buildx build --call`.
@@ -362,9 +390,24 @@ fn build(
     escape: char,
     stages: &Stages,
 ) -> anyhow::Result<ExitCode> {
-    if args.context == "-" {
-        bail!("building needs a context directory (`-` is only for --call methods)");
+    if let Some(platform) = &args.platform {
+        let wanted = plan::Platform::parse(platform).map_err(|m| anyhow::anyhow!(m))?;
+        let host = plan::Platform::host();
+        if (&wanted.os, &wanted.architecture) != (&host.os, &host.architecture) {
+            bail!(
+                "--platform {platform}: kiln builds for this machine's platform ({host}) only; \
+                 multi-platform builds are not supported yet"
+            );
+        }
     }
+    let secrets = parse_secrets(&args.secrets)?;
+    let ssh = parse_ssh(&args.ssh)?;
+    // `kiln build -` reads the Dockerfile from stdin and has no context: an empty one.
+    let empty_context = (args.context == "-").then(EmptyDir::create).transpose()?;
+    let context_dir: PathBuf = match &empty_context {
+        Some(empty) => empty.0.clone(),
+        None => PathBuf::from(&args.context),
+    };
     let tags = args
         .tags
         .iter()
@@ -380,6 +423,8 @@ fn build(
         escape,
         dockerfile_name: source.display.clone(),
         build_args: build_args.clone(),
+        no_cache_filter: args.no_cache_filter.clone(),
+        network: args.network.clone(),
         ..plan::Options::default()
     };
     let source_date_epoch = build_args
@@ -428,7 +473,7 @@ fn build(
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         });
-        let mut resolver = StoreResolver::new(store.clone(), Some(puller));
+        let mut resolver = StoreResolver::new(store.clone(), Some(puller)).always_pull(args.pull);
         plan::build(stages, &options, &mut resolver)
     };
     let plan = match planned {
@@ -452,7 +497,7 @@ fn build(
         eprintln!("{warning}");
     }
 
-    let ignore = match IgnoreFile::locate(Path::new(&args.context), &source.display) {
+    let ignore = match IgnoreFile::locate(&context_dir, &source.display) {
         Some(path) => {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -460,12 +505,13 @@ fn build(
         }
         None => None,
     };
-    let context = Arc::new(SourceContext::open(Path::new(&args.context), ignore)?);
+    let context = Arc::new(SourceContext::open(&context_dir, ignore)?);
     let cache_dir = store.cache_dir();
     std::fs::create_dir_all(&cache_dir)
         .with_context(|| format!("creating {}", cache_dir.display()))?;
     let cache = Arc::new(CacheIndex::open(&cache_dir.join("index.redb"))?);
     let dockerfile = match &args.file {
+        _ if empty_context.is_some() => "-".to_string(),
         Some(f) if f == "-" => "-".to_string(),
         _ => std::fs::canonicalize(
             args.file
@@ -485,9 +531,11 @@ fn build(
         )
     };
     let clock = Clock::start();
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    // Steps often wait (on the network, on disk, on `sleep`): two per CPU keep the CPUs
+    // busy where one per CPU would leave them idle.
+    let jobs = args.jobs.unwrap_or_else(|| {
+        2 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    });
 
     let outcome = runtime.block_on(async {
         let (sink, rx) = Sink::channel();
@@ -505,6 +553,8 @@ fn build(
                 no_cache: args.no_cache,
                 dockerfile,
                 sandbox_exe: None,
+                secrets,
+                ssh,
             },
         );
         let canceller = solver.canceller();
@@ -607,6 +657,11 @@ fn build(
             if let Some(path) = &args.iidfile {
                 std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
             }
+            if let Some(path) = &args.metadata_file {
+                let metadata = build_metadata(&exported, &tags);
+                std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             if args.quiet {
                 println!("{id}");
             } else {
@@ -639,6 +694,124 @@ fn build(
             Ok(ExitCode::FAILURE)
         }
         Err(BuildFailure::Other(error)) => Err(error),
+    }
+}
+
+/// What `--metadata-file` holds, with the keys `docker buildx build` writes.
+fn build_metadata(exported: &export::Exported, tags: &[Reference]) -> serde_json::Value {
+    let mut metadata = serde_json::json!({
+        "containerimage.config.digest": exported.image_id.to_string(),
+        "containerimage.digest": exported.manifest_digest.to_string(),
+        "containerimage.descriptor": {
+            "mediaType": crate::oci::media_type::OCI_MANIFEST,
+            "digest": exported.manifest_digest.to_string(),
+            "size": exported.manifest_size,
+        },
+    });
+    if !tags.is_empty() {
+        let names: Vec<String> = tags.iter().map(ToString::to_string).collect();
+        metadata["image.name"] = names.join(",").into();
+    }
+    metadata
+}
+
+/// `--secret id=ID[,src=FILE|,source=FILE][,env=VAR][,type=file|env]`; with neither
+/// `src` nor `env`, the environment variable named like the id.
+fn parse_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, SecretSource>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+        for field in spec.split(',') {
+            let (key, value) = field.split_once('=').ok_or_else(|| {
+                usage(format!(
+                    "--secret {spec}: expected KEY=VALUE, got {field:?}"
+                ))
+            })?;
+            match key {
+                "id" => id = Some(value.to_string()),
+                "src" | "source" => src = Some(value.to_string()),
+                "env" => env = Some(value.to_string()),
+                "type" if value == "file" || value == "env" => kind = Some(value.to_string()),
+                _ => return Err(usage(format!("--secret {spec}: unexpected {field:?}"))),
+            }
+        }
+        let id = id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| usage(format!("--secret {spec}: id= is required")))?;
+        let source = match (kind.as_deref(), src, env) {
+            (Some("env"), Some(_), _) | (Some("file"), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(usage(format!("--secret {spec}: give either src= or env=")));
+            }
+            (Some("file"), None, None) => {
+                return Err(usage(format!("--secret {spec}: type=file needs src=")));
+            }
+            (_, Some(src), None) => SecretSource::File(PathBuf::from(src)),
+            (_, None, Some(env)) => SecretSource::Env(env),
+            (_, None, None) => SecretSource::Env(id.clone()),
+        };
+        out.insert(id, source);
+    }
+    Ok(out)
+}
+
+/// `--ssh default` (`$SSH_AUTH_SOCK`) or `--ssh ID=SOCKET`: agent sockets only.
+fn parse_ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let (id, path) = match spec.split_once('=') {
+            Some((id, path)) => (id.to_string(), PathBuf::from(path)),
+            None => {
+                let socket = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| {
+                    usage(format!(
+                        "--ssh {spec}: SSH_AUTH_SOCK is not set (give {spec}=SOCKET)"
+                    ))
+                })?;
+                (spec.clone(), PathBuf::from(socket))
+            }
+        };
+        if path.as_os_str().to_string_lossy().contains(',') {
+            return Err(usage(format!(
+                "--ssh {spec}: one agent socket per id (keys are not supported)"
+            )));
+        }
+        let is_socket = std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_socket());
+        if !is_socket {
+            return Err(usage(format!(
+                "--ssh {spec}: {} is not an agent socket (kiln forwards SSH agents, not key files)",
+                path.display()
+            )));
+        }
+        out.insert(id, path);
+    }
+    Ok(out)
+}
+
+/// A usage error (exit status 2).
+fn usage(message: String) -> anyhow::Error {
+    anyhow::Error::new(super::UsageError(message))
+}
+
+/// An empty directory removed on drop: the context of `kiln build -`.
+struct EmptyDir(PathBuf);
+
+impl EmptyDir {
+    fn create() -> anyhow::Result<EmptyDir> {
+        let dir = std::env::temp_dir().join(format!(
+            "kiln-empty-context-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(EmptyDir(dir))
+    }
+}
+
+impl Drop for EmptyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -6,6 +6,7 @@ mod container;
 mod diagnostic;
 mod image;
 pub mod progress;
+mod system;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,16 @@ enum Command {
     Image(image::ImageCommand),
     #[command(flatten)]
     Container(container::ContainerCommand),
+    /// Manage the build cache.
+    Builder {
+        #[command(subcommand)]
+        command: system::BuilderCommand,
+    },
+    /// Store-wide information.
+    System {
+        #[command(subcommand)]
+        command: system::SystemCommand,
+    },
 }
 
 /// Runs the command line and turns the outcome into an exit code.
@@ -59,12 +70,30 @@ pub fn main() -> ExitCode {
         Command::Sandbox { state_dir } => return crate::sandbox::child_main(&state_dir),
         Command::Image(command) => image::run(command, &cli.global),
         Command::Container(command) => container::run(command, &cli.global),
+        Command::Builder { command } => system::builder(command, &cli.global),
+        Command::System { command } => system::system(command, &cli.global),
     };
     match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            if error.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// A command-line value that is wrong (exit status 2), found after clap's parsing.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

@@ -19,9 +19,11 @@
 
 mod copied;
 mod exec;
+mod prune;
 mod resolver;
+mod url;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,6 +33,8 @@ use petgraph::graph::NodeIndex;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+pub use exec::SecretSource;
+pub use prune::{CacheUsage, PruneOptions, PruneReport, prune, usage};
 pub use resolver::{Puller, StoreResolver};
 
 use crate::cache::{self, CacheIndex, Explain, Record, ResultRef, StepIdentity};
@@ -103,6 +107,10 @@ pub struct SolveOptions {
     pub dockerfile: String,
     /// The kiln binary the sandbox re-executes (default: this executable).
     pub sandbox_exe: Option<PathBuf>,
+    /// `--secret`: secrets by id, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// `--ssh`: agent sockets by id, for `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 /// The result of one op.
@@ -142,9 +150,10 @@ struct Shared {
     clock: Clock,
     options: SolveOptions,
     puts: Mutex<Vec<(String, Record, Option<StepIdentity>)>>,
-    /// Keys whose snapshot this build made: a second op with the same key (two stages doing
-    /// the same thing at once) keeps that one, which other steps may already be using.
-    made: Mutex<HashSet<String>>,
+    /// Keys whose snapshot this build made (and its name): a second op with the same key
+    /// (two stages doing the same thing at once) keeps that one, which other steps may
+    /// already be using.
+    made: Mutex<HashMap<String, String>>,
     jobs: Semaphore,
 }
 
@@ -177,7 +186,7 @@ impl Solver {
                 clock,
                 options,
                 puts: Mutex::new(Vec::new()),
-                made: Mutex::new(HashSet::new()),
+                made: Mutex::new(HashMap::new()),
                 jobs,
             }),
             cancel: watch::channel(false).0,
@@ -192,6 +201,12 @@ impl Solver {
     /// Solves every op of `plan`. Results of steps that succeeded are recorded in the cache
     /// index even when another step fails.
     pub async fn solve(&self, plan: &Plan) -> Result<Solved> {
+        // Held for the whole build: `builder prune` and `image prune` wait for it, so no
+        // snapshot this build uses (or is making) is collected under it.
+        let store = self.shared.store.clone();
+        let _lease = blocking(move || store.lease())
+            .await?
+            .map_err(|e| SolveError::Internal(e.to_string()))?;
         let outcome = self.schedule(plan).await;
         let puts = std::mem::take(
             &mut *self
@@ -386,7 +401,11 @@ impl Task {
             Definition::Source(Source::Context {
                 include, exclude, ..
             }) => self.context(include.clone(), exclude.clone()).await,
-            Definition::Source(Source::Url { .. }) => Err(self.unsupported("ADD from a URL")),
+            Definition::Source(Source::Url {
+                url,
+                checksum,
+                filename,
+            }) => url::fetch(&self, url.clone(), checksum.clone(), filename.clone()).await,
             Definition::Source(Source::Git { .. }) => {
                 Err(self.unsupported("ADD from a git repository"))
             }
@@ -530,20 +549,30 @@ impl Task {
         let input_keys: Vec<&str> = self.inputs.iter().map(|r| r.key.as_str()).collect();
         let key = cache::key(&self.op.definition.cache_definition(), &input_keys);
         let snapshots = self.shared.store.snapshots_dir();
-        let dir = snapshots.join(format!("build-{key}"));
-        let layer = dir.join("fs");
         let base_chain = self
             .inputs
             .first()
             .map(|i| i.chain.clone())
             .unwrap_or_default();
-        let mut chain = base_chain.clone();
-        chain.push(layer.clone());
         let vertex =
             self.shared
                 .sink
                 .vertex(&self.shared.clock, self.vertex, &self.op.metadata.name);
         let use_cache = !self.shared.options.no_cache && !self.op.metadata.ignore_cache;
+        let result_for = |name: &str, empty: bool, cached: bool, created_at: u64| {
+            let layer = snapshots.join(name).join("fs");
+            let mut chain = base_chain.clone();
+            chain.push(layer.clone());
+            NodeResult {
+                key: key.clone(),
+                chain,
+                layer: Some(layer),
+                empty,
+                context: None,
+                cached,
+                created_at,
+            }
+        };
 
         let cache = self.shared.cache.clone();
         let lookup_key = key.clone();
@@ -557,21 +586,40 @@ impl Task {
             Ok::<_, cache::CacheError>((record, previous))
         })
         .await??;
+        let recorded = record.as_ref().map(|r| {
+            r.result
+                .snapshot
+                .clone()
+                .unwrap_or_else(|| snapshot_name(&key))
+        });
         if use_cache
-            && let Some(record) = &record
-            && layer.is_dir()
+            && let (Some(record), Some(name)) = (&record, &recorded)
+            && snapshots.join(name).join("fs").is_dir()
         {
             vertex.cached();
-            return Ok(NodeResult {
-                key,
-                chain,
-                layer: Some(layer),
-                empty: record.result.empty_layer,
-                context: None,
-                cached: true,
-                created_at: record.created_at,
-            });
+            return Ok(result_for(
+                name,
+                record.result.empty_layer,
+                true,
+                record.created_at,
+            ));
         }
+
+        // One builder per key at a time, across processes: a second one waits, then finds
+        // the first one's snapshot.
+        let _building = if use_cache {
+            let lock = self.shared.store.snapshots_dir().join(KEY_LOCKS).join(&key);
+            Some(blocking(move || lock_key(&lock)).await??)
+        } else {
+            None
+        };
+        if use_cache && let Some(meta) = read_meta(&snapshots.join(snapshot_name(&key))) {
+            vertex.cached();
+            let name = snapshot_name(&key);
+            self.record(&key, &name, meta.empty, 0, self.explain());
+            return Ok(result_for(&name, meta.empty, true, cache::unix_now()));
+        }
+
         let explain = self.explain();
         if use_cache
             && let Some((previous_key, previous)) = &previous
@@ -600,35 +648,45 @@ impl Task {
             Definition::Source(_) => unreachable!("sources are not steps"),
         };
         let kind = self.op.definition.kind();
-        let (meta_key, from, to) = (key.clone(), staging.clone(), dir.clone());
+        let (meta_key, from, dir) = (key.clone(), staging.clone(), snapshots.clone());
         let shared = self.shared.clone();
         let finished = match outcome {
             Err(error) => Err(error),
             Ok((empty, size)) => blocking(move || {
                 let meta = serde_json::json!({ "key": meta_key, "kind": kind, "empty": empty });
-                let meta_path = from.join("meta.json");
+                let meta_path = from.join(META_FILE);
                 std::fs::write(&meta_path, meta.to_string())
                     .map_err(SolveError::io("write", &meta_path))?;
                 let mut made = shared.made.lock().unwrap_or_else(PoisonError::into_inner);
-                if made.contains(&meta_key) {
+                if let Some(name) = made.get(&meta_key) {
                     // This build made it already (and may be using it): keep that one.
+                    let name = name.clone();
                     drop(made);
                     let _ = crate::snapshot::overlay::remove(&from);
-                    return Ok((empty, size));
+                    return Ok((name, empty, size));
                 }
-                // A result the cache index no longer knows (or --no-cache replaces).
-                if to.exists() {
-                    crate::snapshot::overlay::remove(&to)
-                        .map_err(|e| SolveError::Internal(e.to_string()))?;
+                // A snapshot is never replaced in place (another build may have it mounted):
+                // a rerun that must not reuse it (--no-cache) gets a name of its own, and
+                // the old one goes when `builder prune` finds nothing refers to it.
+                let mut name = snapshot_name(&meta_key);
+                if dir.join(&name).exists() {
+                    if !use_cache {
+                        name = format!("{name}-{}", exec::unique_suffix());
+                    } else {
+                        let _ = crate::snapshot::overlay::remove(&from);
+                        made.insert(meta_key, name.clone());
+                        return Ok((name, empty, size));
+                    }
                 }
+                let to = dir.join(&name);
                 std::fs::rename(&from, &to).map_err(SolveError::io("rename", &from))?;
-                made.insert(meta_key);
-                Ok((empty, size))
+                made.insert(meta_key, name.clone());
+                Ok((name, empty, size))
             })
             .await
             .and_then(|r| r),
         };
-        let (empty, size) = match finished {
+        let (name, empty, size) = match finished {
             Ok(done) => done,
             Err(error) => {
                 let staging = staging.clone();
@@ -641,8 +699,15 @@ impl Task {
             }
         };
         vertex.done();
+        let created_at = self.record(&key, &name, empty, size, explain);
+        Ok(result_for(&name, empty, false, created_at))
+    }
+
+    /// Queues the cache record of a step's result (written at the end of the build);
+    /// returns its creation time.
+    fn record(&self, key: &str, snapshot: &str, empty: bool, size: u64, explain: Explain) -> u64 {
         let result = ResultRef {
-            snapshot: Some(format!("build-{key}")),
+            snapshot: Some(snapshot.to_string()),
             empty_layer: empty,
             ..ResultRef::default()
         };
@@ -652,16 +717,8 @@ impl Task {
             .puts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((key.clone(), record, self.identity.clone()));
-        Ok(NodeResult {
-            key,
-            chain,
-            layer: Some(layer),
-            empty,
-            context: None,
-            cached: false,
-            created_at,
-        })
+            .push((key.to_string(), record, self.identity.clone()));
+        created_at
     }
 
     /// COPY/ADD/WORKDIR into `staging/fs`. Returns (empty, bytes written). `earlier` is the
@@ -741,6 +798,45 @@ impl Task {
             Err(error) => Err(self.step_error(error.to_string(), Vec::new())),
         }
     }
+}
+
+/// Where per-key build locks live, below `snapshots-v1/`.
+pub(crate) const KEY_LOCKS: &str = "locks";
+/// A finished snapshot's description; written before the directory is renamed into place.
+pub(crate) const META_FILE: &str = "meta.json";
+
+/// The snapshot directory name of a step result with cache key `key`.
+pub(crate) fn snapshot_name(key: &str) -> String {
+    format!("build-{key}")
+}
+
+/// What a finished step snapshot says about itself.
+#[derive(Debug, serde::Deserialize)]
+struct SnapshotMeta {
+    #[serde(default)]
+    empty: bool,
+}
+
+/// The meta of a complete step snapshot at `dir`, if there is one.
+fn read_meta(dir: &Path) -> Option<SnapshotMeta> {
+    let bytes = std::fs::read(dir.join(META_FILE)).ok()?;
+    let meta: SnapshotMeta = serde_json::from_slice(&bytes).ok()?;
+    dir.join("fs").is_dir().then_some(meta)
+}
+
+/// Takes the exclusive lock of one cache key (a file per key; blocking).
+fn lock_key(path: &Path) -> Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(SolveError::io("create", dir))?;
+    }
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(SolveError::io("open", path))?;
+    file.lock().map_err(SolveError::io("lock", path))?;
+    Ok(file)
 }
 
 /// Runs blocking work off the reactor.

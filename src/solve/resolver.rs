@@ -12,11 +12,23 @@ pub type Puller<'a> = Box<dyn FnMut(&Reference, &Platform) -> Result<(), String>
 pub struct StoreResolver<'a> {
     store: Store,
     puller: Option<Puller<'a>>,
+    /// `--pull`: pull every base image again, even one already stored.
+    always_pull: bool,
 }
 
 impl<'a> StoreResolver<'a> {
     pub fn new(store: Store, puller: Option<Puller<'a>>) -> StoreResolver<'a> {
-        StoreResolver { store, puller }
+        StoreResolver {
+            store,
+            puller,
+            always_pull: false,
+        }
+    }
+
+    /// `--pull`: resolve names against their registry, not the store.
+    pub fn always_pull(mut self, always: bool) -> StoreResolver<'a> {
+        self.always_pull = always;
+        self
     }
 
     fn stored(&self, reference: &Reference) -> Result<Option<ResolvedImage>, String> {
@@ -61,7 +73,11 @@ impl<'a> StoreResolver<'a> {
 impl ImageResolver for StoreResolver<'_> {
     fn resolve(&mut self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
         let parsed: Reference = reference.parse().map_err(|e| format!("{e}"))?;
-        if let Some(found) = self.stored(&parsed)? {
+        // A digest names content: a stored one needs no pull, even with --pull.
+        let pinned = parsed.digest().is_some();
+        if (!self.always_pull || pinned)
+            && let Some(found) = self.stored(&parsed)?
+        {
             return Ok(found);
         }
         match &mut self.puller {

@@ -124,6 +124,12 @@ pub struct Lease {
     _lock: File,
 }
 
+/// An exclusive hold on the GC lock; see [`Store::exclusive`].
+#[derive(Debug)]
+pub struct Exclusive {
+    _lock: File,
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `root`, and removes stale ingest files.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
@@ -203,6 +209,15 @@ impl Store {
         lock.lock_shared()
             .io_context("lock", &self.root.join(LOCKS_DIR).join(GC_LOCK))?;
         Ok(Lease { _lock: lock })
+    }
+
+    /// Waits until no [`Lease`] is held and keeps any new one waiting until dropped: for
+    /// collectors of what leases protect (`builder prune`). Same caveat as
+    /// [`Store::prune`]: not while this thread holds a lease.
+    pub fn exclusive(&self) -> Result<Exclusive> {
+        Ok(Exclusive {
+            _lock: self.lock_gc_exclusive()?,
+        })
     }
 
     fn lock_gc_exclusive(&self) -> Result<File> {

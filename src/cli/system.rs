@@ -1,0 +1,211 @@
+//! `kiln system df` and `kiln builder prune`: what the store holds, and freeing the build
+//! cache.
+
+use std::collections::{HashMap, HashSet};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use super::image::{GlobalArgs, open_store};
+use crate::cache::CacheIndex;
+use crate::container;
+use crate::image::human_size;
+use crate::oci::Digest;
+use crate::solve::{self, PruneOptions};
+use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show disk usage: images, containers and the build cache.
+    Df,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuilderCommand {
+    /// Remove build cache: superseded and orphaned results (everything with --all).
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove every cache record, step snapshot, download and cache mount.
+    #[arg(short, long)]
+    all: bool,
+    /// Remove least recently used cache only until it fits in SIZE (e.g. 10GB, 512m).
+    #[arg(long = "keep-storage", value_name = "SIZE")]
+    keep_storage: Option<String>,
+    /// Do not ask for confirmation (kiln never asks; accepted as docker does).
+    #[arg(short, long)]
+    force: bool,
+}
+
+fn open_cache(store: &Store) -> Result<CacheIndex> {
+    let dir = store.cache_dir();
+    std::fs::create_dir_all(&dir)?;
+    Ok(CacheIndex::open(&dir.join("index.redb"))?)
+}
+
+pub fn builder(command: BuilderCommand, global: &GlobalArgs) -> Result<ExitCode> {
+    let BuilderCommand::Prune(args) = command;
+    let _ = args.force;
+    let keep_storage = match &args.keep_storage {
+        Some(text) => Some(
+            container::parse_memory(text)
+                .map_err(|e| anyhow::Error::new(super::UsageError(e.to_string())))?,
+        ),
+        None => None,
+    };
+    let store = open_store(global)?;
+    let cache = open_cache(&store)?;
+    let report = solve::prune(
+        &store,
+        &cache,
+        &PruneOptions {
+            all: args.all,
+            keep_storage,
+        },
+    )?;
+    println!(
+        "Deleted {} cache record{} and {} snapshot{}",
+        report.records,
+        if report.records == 1 { "" } else { "s" },
+        report.snapshots,
+        if report.snapshots == 1 { "" } else { "s" },
+    );
+    println!("Total reclaimed space: {}", human_size(report.bytes));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn system(command: SystemCommand, global: &GlobalArgs) -> Result<ExitCode> {
+    let SystemCommand::Df = command;
+    let store = open_store(global)?;
+    let cache = open_cache(&store)?;
+
+    // Images: every tagged image; active when a container uses it. Sizes are the blobs,
+    // each counted once however many images share it.
+    let mut containers = container::list(&store)?;
+    let mut running = 0;
+    let mut container_bytes = 0;
+    let mut stopped_bytes = 0;
+    for c in &mut containers {
+        let _ = container::refresh(c);
+        let bytes = dir_size(&c.dir);
+        container_bytes += bytes;
+        if c.state.status == container::Status::Running {
+            running += 1;
+        } else {
+            stopped_bytes += bytes;
+        }
+    }
+    let used: HashSet<String> = containers.iter().map(|c| c.config.image.clone()).collect();
+    let mut images: HashMap<Digest, Vec<(Digest, u64)>> = HashMap::new();
+    for (_, descriptor) in store.list()? {
+        let Ok(digest) = Digest::from_oci(descriptor.digest()) else {
+            continue;
+        };
+        let Ok(image) = store.image(&digest) else {
+            continue;
+        };
+        let mut blobs = vec![
+            (image.manifest_digest.clone(), image.manifest_size),
+            (image.config_digest.clone(), image.config_size),
+        ];
+        for layer in &image.layers {
+            if let Ok(d) = Digest::from_oci(layer.digest()) {
+                blobs.push((d, layer.size()));
+            }
+        }
+        images.insert(image.config_digest.clone(), blobs);
+    }
+    let active: HashSet<&Digest> = images
+        .keys()
+        .filter(|id| used.contains(&id.to_string()))
+        .collect();
+    let mut all_blobs: HashMap<&Digest, u64> = HashMap::new();
+    let mut active_blobs: HashSet<&Digest> = HashSet::new();
+    for (id, blobs) in &images {
+        for (digest, size) in blobs {
+            all_blobs.insert(digest, *size);
+            if active.contains(id) {
+                active_blobs.insert(digest);
+            }
+        }
+    }
+    let image_bytes: u64 = all_blobs.values().sum();
+    let reclaimable: u64 = all_blobs
+        .iter()
+        .filter(|(d, _)| !active_blobs.contains(*d))
+        .map(|(_, s)| s)
+        .sum();
+    let build = solve::usage(&store, &cache)?;
+
+    let percent = |part: u64, whole: u64| {
+        (part * 100)
+            .checked_div(whole)
+            .map_or(String::new(), |p| format!(" ({p}%)"))
+    };
+    let rows = [
+        [
+            "TYPE".to_string(),
+            "TOTAL".into(),
+            "ACTIVE".into(),
+            "SIZE".into(),
+            "RECLAIMABLE".into(),
+        ],
+        [
+            "Images".into(),
+            images.len().to_string(),
+            active.len().to_string(),
+            human_size(image_bytes),
+            format!(
+                "{}{}",
+                human_size(reclaimable),
+                percent(reclaimable, image_bytes)
+            ),
+        ],
+        [
+            "Containers".into(),
+            containers.len().to_string(),
+            running.to_string(),
+            human_size(container_bytes),
+            format!(
+                "{}{}",
+                human_size(stopped_bytes),
+                percent(stopped_bytes, container_bytes)
+            ),
+        ],
+        [
+            "Build Cache".into(),
+            build.records.to_string(),
+            "0".into(),
+            human_size(build.bytes),
+            human_size(build.bytes),
+        ],
+    ];
+    for row in rows {
+        println!(
+            "{:<16}{:<10}{:<10}{:<10}{}",
+            row[0], row[1], row[2], row[3], row[4]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Apparent size of the files under `path`.
+fn dir_size(path: &std::path::Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| dir_size(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
