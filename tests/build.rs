@@ -251,6 +251,17 @@ fn scratch_copy_files_modes_and_heredoc() {
             .output()
             .unwrap();
         assert!(out.status.success(), "skopeo: {}", stderr(&out));
+        // The uncompressed layers kiln builds travel in a saved archive too.
+        let archive = env.dir.path().join("saved.tar");
+        let out = env.kiln(&["save", "-o", archive.to_str().unwrap(), "scratch-copy"]);
+        assert!(out.status.success(), "save: {}", stderr(&out));
+        let out = Command::new("skopeo")
+            .args(["copy", "-q"])
+            .arg(format!("docker-archive:{}", archive.display()))
+            .arg(format!("oci:{}:x", env.dir.path().join("copied").display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
     }
 }
 

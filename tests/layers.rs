@@ -40,8 +40,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "solve",
         &[
-            "oci", "sys", "progress", "syntax", "plan", "source", "cache", "store", "snapshot",
-            "sandbox", "image", "fileop",
+            "oci", "sys", "progress", "syntax", "plan", "registry", "source", "cache", "store",
+            "snapshot", "sandbox", "image", "fileop",
         ],
     ),
     ("export", &["oci", "plan", "cache", "store", "snapshot"]),

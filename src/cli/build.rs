@@ -11,8 +11,10 @@ use super::EXIT_USAGE;
 use super::diagnostic::{Severity, render};
 use super::image::GlobalArgs;
 use super::progress::ProgressMode;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use petgraph::graph::NodeIndex;
 
 use crate::cache::CacheIndex;
 use crate::cli::progress;
@@ -542,7 +544,7 @@ fn build(
         let logs = LogStore::new();
         let renderer = progress::stderr_renderer(mode, clock.clone());
         let drive = tokio::spawn(progress::drive(rx, renderer, logs.clone()));
-        let solver = Solver::new(
+        let mut solver = Solver::new(
             store.clone(),
             cache.clone(),
             context,
@@ -557,6 +559,7 @@ fn build(
                 ssh,
             },
         );
+        let early_layers = write_layers_early(&mut solver, &plan, &store, source_date_epoch);
         let canceller = solver.canceller();
         let signals = tokio::spawn(async move {
             let mut term =
@@ -581,6 +584,8 @@ fn build(
             Ok(solved) => {
                 let vertex_id = plan.graph.node_count() as u64 + 1;
                 let vertex = sink.vertex(&clock, vertex_id, "exporting to image");
+                // Layers started while the build ran are part of exporting.
+                let written = early_layers.collect().await;
                 let layers: Result<Vec<LayerInput>, String> = plan
                     .image
                     .layers
@@ -621,6 +626,7 @@ fn build(
                             source_date_epoch,
                             created,
                             tags: tags.clone(),
+                            written,
                         };
                         let exported = tokio::task::spawn_blocking(move || {
                             export::export(&export_store, &export_cache, &plan, &layers, &options)
@@ -643,7 +649,11 @@ fn build(
                     }
                 }
             }
-            Err(error) => Err(BuildFailure::Solve(error)),
+            Err(error) => {
+                // Let layers being written finish (their blobs are collectable garbage).
+                early_layers.collect().await;
+                Err(BuildFailure::Solve(error))
+            }
         };
         drop(solver);
         drop(sink);
@@ -695,6 +705,67 @@ fn build(
         }
         Err(BuildFailure::Other(error)) => Err(error),
     }
+}
+
+/// Image layers being written while the build goes on.
+#[derive(Clone, Default)]
+struct EarlyLayers(Arc<Mutex<Vec<(String, LayerJob)>>>);
+
+type LayerJob = tokio::task::JoinHandle<Result<(String, export::BlobRef), String>>;
+
+impl EarlyLayers {
+    /// Waits for every layer started; the ones written, by step key (a failed one is left
+    /// to the exporter, which reports it).
+    async fn collect(self) -> HashMap<String, (String, export::BlobRef)> {
+        let jobs = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut written = HashMap::new();
+        for (key, job) in jobs {
+            if let Ok(Ok(layer)) = job.await {
+                written.insert(key, layer);
+            }
+        }
+        written
+    }
+}
+
+/// Starts writing each image layer as soon as its step is done, on a blocking thread, so
+/// that a big COPY's layer is written while the steps after it run.
+fn write_layers_early(
+    solver: &mut Solver,
+    plan: &plan::Plan,
+    store: &crate::store::Store,
+    source_date_epoch: Option<u64>,
+) -> EarlyLayers {
+    let layers: HashMap<NodeIndex, bool> = plan
+        .image
+        .layers
+        .iter()
+        .map(|layer| (layer.node, layer.skip_if_empty))
+        .collect();
+    let early = EarlyLayers::default();
+    let jobs = early.clone();
+    let store = store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    solver.on_done(Box::new(move |node, result| {
+        let Some(&skip_if_empty) = layers.get(&node) else {
+            return;
+        };
+        // A cached step's layer is usually recorded already; the exporter checks.
+        if result.cached || (skip_if_empty && result.empty) {
+            return;
+        }
+        let Some(dir) = result.layer.clone() else {
+            return;
+        };
+        let store = store.clone();
+        let job =
+            runtime.spawn_blocking(move || export::write_layer(&store, &dir, source_date_epoch));
+        jobs.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((result.key.clone(), job));
+    }));
+    early
 }
 
 /// What `--metadata-file` holds, with the keys `docker buildx build` writes.

@@ -13,13 +13,15 @@
 //!
 //! Blocking: callers run [`export`] in `spawn_blocking`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use serde_json::{Value, json};
 
-use crate::cache::{self, BlobRef, CacheIndex, Explain, Record, ResultRef};
+pub use crate::cache::BlobRef;
+use crate::cache::{self, CacheIndex, Explain, Record, ResultRef};
 use crate::oci::{Descriptor, Digest, MediaType, Reference, media_type};
 use crate::plan::Plan;
 use crate::snapshot::diff::{self, DiffOptions};
@@ -53,7 +55,7 @@ pub struct LayerInput {
     pub name: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ExportOptions {
     /// `SOURCE_DATE_EPOCH`: history times and file mtimes clamped to it.
     pub source_date_epoch: Option<u64>,
@@ -61,6 +63,8 @@ pub struct ExportOptions {
     /// solver's newest step, so that a rebuild from the cache gives the same image id.
     pub created: u64,
     pub tags: Vec<Reference>,
+    /// Layers already written (by [`write_layer`] while the build ran), by step key.
+    pub written: HashMap<String, (String, BlobRef)>,
 }
 
 /// What was written.
@@ -105,7 +109,9 @@ pub fn export(
             }));
         }
     }
-    // Which layers are kept, and which of those have a blob already.
+    // Which layers are kept, and which of those have a blob already; `fresh` are the ones
+    // written during the build, still to be recorded.
+    let mut fresh: Vec<(usize, Blob)> = Vec::new();
     let mut kept: Vec<(usize, &LayerInput, String, Option<Blob>)> = Vec::new();
     for (layer, input) in plan.image.layers.iter().zip(layers) {
         let empty = std::fs::read_dir(&input.dir)
@@ -131,6 +137,11 @@ pub fn export(
             .as_bytes(),
             &[&input.key],
         );
+        if let Some(made) = options.written.get(&input.key) {
+            fresh.push((kept.len(), made.clone()));
+            kept.push((layer.history_index, input, blob_key, Some(made.clone())));
+            continue;
+        }
         let cached = cache_index.get(&blob_key)?.and_then(|record| {
             let blob = record.result.blob?;
             let diff_id = record.result.diff_id?;
@@ -153,7 +164,8 @@ pub fn export(
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = missing.get(n) else { break };
-                    let made = write_layer(store, kept[i].1, options.source_date_epoch);
+                    let made = write_layer(store, &kept[i].1.dir, options.source_date_epoch)
+                        .map_err(|reason| layer_error(kept[i].1, reason));
                     done.lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .push((i, made));
@@ -161,8 +173,9 @@ pub fn export(
             });
         }
     });
-    let done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
-    let written = done.len();
+    let mut done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let written = done.len() + fresh.len();
+    done.extend(fresh.into_iter().map(|(i, blob)| (i, Ok(blob))));
     let mut puts = cache_index.batch();
     for (i, made) in done {
         let (diff_id, blob) = made?;
@@ -256,19 +269,23 @@ fn layer_error(input: &LayerInput, e: impl ToString) -> ExportError {
     }
 }
 
-/// Writes the layer of `input` as an uncompressed tar into a store ingest; returns the
-/// diff_id (the blob's own digest) and the blob.
-fn write_layer(store: &Store, input: &LayerInput, epoch: Option<u64>) -> Result<(String, BlobRef)> {
-    let ingest = store.ingest()?;
+/// Writes the layer directory `dir` as an uncompressed tar into a store ingest; returns
+/// the diff_id (the blob's own digest) and the blob. `epoch` is `SOURCE_DATE_EPOCH`.
+pub fn write_layer(
+    store: &Store,
+    dir: &std::path::Path,
+    epoch: Option<u64>,
+) -> std::result::Result<(String, BlobRef), String> {
+    let ingest = store.ingest().map_err(|e| e.to_string())?;
     let ingest = diff::diff(
-        &input.dir,
+        dir,
         &DiffOptions {
             source_date_epoch: epoch,
         },
         ingest,
     )
-    .map_err(|e| layer_error(input, e))?;
-    let (digest, size) = ingest.commit(None, None)?;
+    .map_err(|e| e.to_string())?;
+    let (digest, size) = ingest.commit(None, None).map_err(|e| e.to_string())?;
     Ok((
         digest.to_string(),
         BlobRef {

@@ -140,6 +140,10 @@ pub struct Solved {
     pub cached: usize,
 }
 
+/// Called (on the scheduler's task: it must not block) with each op's result as it
+/// completes, e.g. to start writing an image layer while later steps run.
+pub type OnDone = Box<dyn Fn(NodeIndex, &NodeResult) + Send + Sync>;
+
 /// Shared state of one build.
 struct Shared {
     store: Store,
@@ -161,6 +165,7 @@ struct Shared {
 pub struct Solver {
     shared: Arc<Shared>,
     cancel: watch::Sender<bool>,
+    on_done: Option<OnDone>,
 }
 
 impl Solver {
@@ -190,7 +195,13 @@ impl Solver {
                 jobs,
             }),
             cancel: watch::channel(false).0,
+            on_done: None,
         }
+    }
+
+    /// Sets the hook called with each op's result as soon as it is done.
+    pub fn on_done(&mut self, hook: OnDone) {
+        self.on_done = Some(hook);
     }
 
     /// A handle that stops the build (Ctrl-C): running steps are killed.
@@ -297,6 +308,9 @@ impl Solver {
                         (Definition::Source(_), _) => {}
                         (_, true) => solved.cached += 1,
                         (_, false) => solved.ran += 1,
+                    }
+                    if let Some(hook) = &self.on_done {
+                        hook(node, &result);
                     }
                     solved.results.insert(node, result);
                     for user in unique(
