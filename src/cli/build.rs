@@ -25,7 +25,9 @@ use crate::oci::Reference;
 use crate::plan;
 use crate::progress::{Clock, LogStore, Sink};
 use crate::registry;
-use crate::solve::{Puller, SecretSource, SolveError, SolveOptions, Solver, StoreResolver};
+use crate::solve::{
+    Puller, SecretSource, SolveError, SolveOptions, Solver, StoreResolver, history,
+};
 use crate::source::{Context as SourceContext, IgnoreFile, PatternMatcher};
 use crate::syntax::{self, Span};
 
@@ -539,9 +541,10 @@ fn build(
         2 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     });
 
+    let started_at = unix_now();
+    let logs = LogStore::new();
     let outcome = runtime.block_on(async {
         let (sink, rx) = Sink::channel();
-        let logs = LogStore::new();
         let renderer = progress::stderr_renderer(mode, clock.clone());
         let drive = tokio::spawn(progress::drive(rx, renderer, logs.clone()));
         let mut solver = Solver::new(
@@ -661,6 +664,33 @@ fn build(
         result
     });
 
+    // The build record keeps every step's whole output; a failure points at it.
+    let record = history::BuildRecord {
+        started_at,
+        finished_at: unix_now(),
+        dockerfile: source.display.clone(),
+        context: context_dir.display().to_string(),
+        target: args.target.clone(),
+        tags: tags.iter().map(ToString::to_string).collect(),
+        status: match &outcome {
+            Ok(_) => "succeeded",
+            Err(BuildFailure::Solve(SolveError::Cancelled)) => "cancelled",
+            Err(_) => "failed",
+        }
+        .to_string(),
+        image_id: outcome.as_ref().ok().map(|e| e.image_id.to_string()),
+        error: match &outcome {
+            Ok(_) => None,
+            Err(BuildFailure::Solve(error)) => Some(error.to_string()),
+            Err(BuildFailure::Other(error)) => Some(format!("{error:#}")),
+        },
+        steps: logs.names(),
+    };
+    let saved = history::save(&store, &record, &logs.all());
+    if let Err(error) = &saved {
+        eprintln!("warning: the build record was not saved: {error}");
+    }
+
     match outcome {
         Ok(exported) => {
             let id = exported.image_id.to_string();
@@ -701,10 +731,25 @@ fn build(
                 (_, Some(span)) => report(Severity::Error, source, text, span, &error.to_string()),
                 (_, None) => eprintln!("error: {error}"),
             }
+            if let (SolveError::Step { name, .. }, Ok(dir)) = (&error, &saved)
+                && let Some((step, _)) = record.steps.iter().find(|(_, n)| *n == name)
+                && history::log_path(dir, *step).exists()
+            {
+                eprintln!(
+                    "the step's full output: {}",
+                    history::log_path(dir, *step).display()
+                );
+            }
             Ok(ExitCode::FAILURE)
         }
         Err(BuildFailure::Other(error)) => Err(error),
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Image layers being written while the build goes on.

@@ -65,6 +65,12 @@ impl LogStore {
         lines[from..].iter().map(|l| l.to_string()).collect()
     }
 
+    /// Every step's display name by step number.
+    pub fn names(&self) -> BTreeMap<u64, String> {
+        let steps = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        steps.iter().map(|(id, s)| (*id, s.name.clone())).collect()
+    }
+
     /// Every step's log by step number, for saving with the build record.
     pub fn all(&self) -> BTreeMap<u64, String> {
         let steps = self.inner.lock().unwrap_or_else(PoisonError::into_inner);

@@ -19,6 +19,7 @@
 
 mod copied;
 mod exec;
+pub mod history;
 mod prune;
 mod resolver;
 mod url;
