@@ -1636,6 +1636,34 @@ fn an_earlier_layer_is_reused_for_unchanged_files() {
         fs::metadata(first.join("src/d/f0")).unwrap().mode() & 0o777,
         0o644
     );
+
+    // Two paths that were one inode in the earlier layer stay two files.
+    let ctx2 = env.path("ctx2");
+    file(&ctx2, "a", "same", 0o644);
+    fs::hard_link(ctx2.join("a"), ctx2.join("b")).unwrap();
+    let linked_first = env.path("linked-first");
+    let made = copy_with_digests(&env, &[], &ctx2, &copy, &linked_first, None);
+    let (a, b) = (linked_first.join("src/a"), linked_first.join("src/b"));
+    assert_eq!(
+        fs::metadata(&a).unwrap().ino(),
+        fs::metadata(&b).unwrap().ino()
+    );
+    fs::remove_file(ctx2.join("b")).unwrap();
+    fs::copy(ctx2.join("a"), ctx2.join("b")).unwrap();
+    let mtime = fs::metadata(ctx2.join("a")).unwrap().modified().unwrap();
+    filetime_set(&ctx2.join("b"), mtime);
+    let reuse = fileop::Reuse {
+        layer: linked_first,
+        copied: made.copied.into_iter().collect(),
+    };
+    let linked_again = env.path("linked-again");
+    let again = copy_with_digests(&env, &[], &ctx2, &copy, &linked_again, Some(&reuse));
+    assert_eq!(again.report.linked, 1, "{:?}", again.report);
+    let (a, b) = (linked_again.join("src/a"), linked_again.join("src/b"));
+    assert_ne!(
+        fs::metadata(&a).unwrap().ino(),
+        fs::metadata(&b).unwrap().ino()
+    );
 }
 
 fn filetime_set(path: &Path, mtime: std::time::SystemTime) {

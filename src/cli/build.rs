@@ -543,6 +543,9 @@ fn build(
 
     let started_at = unix_now();
     let logs = LogStore::new();
+    // From the first step to the tag: layers written early are not referenced by any
+    // manifest until the export, and `image prune` must not take them meanwhile.
+    let lease = store.lease()?;
     let outcome = runtime.block_on(async {
         let (sink, rx) = Sink::channel();
         let renderer = progress::stderr_renderer(mode, clock.clone());
@@ -664,6 +667,7 @@ fn build(
         result
     });
 
+    drop(lease);
     // The build record keeps every step's whole output; a failure points at it.
     let record = history::BuildRecord {
         started_at,

@@ -137,7 +137,13 @@ pub fn export(
             .as_bytes(),
             &[&input.key],
         );
-        if let Some(made) = options.written.get(&input.key) {
+        if let Some(made) = options.written.get(&input.key)
+            && made
+                .1
+                .digest
+                .parse()
+                .is_ok_and(|digest: Digest| store.has_blob(&digest))
+        {
             fresh.push((kept.len(), made.clone()));
             kept.push((layer.history_index, input, blob_key, Some(made.clone())));
             continue;

@@ -100,6 +100,8 @@ pub(crate) struct Copier<'a> {
     /// written.
     pub copied: Vec<(PathBuf, [u8; 32])>,
     inodes: HashMap<(u64, u64), PathBuf>,
+    /// Inodes of the reused layer already linked into this one.
+    linked: HashSet<(u64, u64)>,
     parents: Vec<ParentDir>,
 }
 
@@ -120,6 +122,7 @@ impl<'a> Copier<'a> {
             cancel: None,
             copied: Vec::new(),
             inodes: HashMap::new(),
+            linked: HashSet::new(),
             parents: Vec::new(),
         }
     }
@@ -468,7 +471,12 @@ impl<'a> Copier<'a> {
             && old.mode() & 0o7777 == mode
             && (old.uid(), old.gid()) == (owner.uid, owner.gid)
             && (old.mtime(), old.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec());
-        if !same || fs::hard_link(&earlier, target).is_err() {
+        // Each earlier inode is linked once: two paths that were hard links of each other
+        // then need not be now.
+        if !same || !self.linked.insert((old.dev(), old.ino())) {
+            return Ok(false);
+        }
+        if fs::hard_link(&earlier, target).is_err() {
             return Ok(false);
         }
         self.report.files += 1;

@@ -246,13 +246,15 @@ fn execute(step: &Step, root: BorrowedFd<'_>, created: &mut Created) -> Result<(
             // takes that very inode, whatever links the tree holds.
             let within = match source {
                 Source::Within { root: dir, path } => {
-                    let dir_fd = sys::mount::open_root(dir)?;
-                    Some(sys::mount::open_in_root(
-                        dir_fd.as_fd(),
-                        path,
-                        None,
-                        &mut |_| {},
-                    )?)
+                    let opened = sys::mount::open_root(dir).and_then(|dir_fd| {
+                        sys::mount::open_in_root(dir_fd.as_fd(), path, None, &mut |_| {})
+                    });
+                    Some(opened.map_err(|source| SandboxError::MountSource {
+                        root: dir.clone(),
+                        path: path.clone(),
+                        target: Path::new("/").join(target),
+                        source,
+                    })?)
                 }
                 _ => None,
             };

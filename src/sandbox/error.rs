@@ -42,6 +42,14 @@ pub enum SandboxError {
     User(#[from] UserError),
     #[error(transparent)]
     Sys(#[from] SysError),
+    #[error("mount source {path} in {root} (for {target}): {source}")]
+    MountSource {
+        root: PathBuf,
+        path: PathBuf,
+        target: PathBuf,
+        #[source]
+        source: SysError,
+    },
 }
 
 pub(crate) fn io_err<'a>(

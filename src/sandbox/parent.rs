@@ -11,6 +11,7 @@
 //! The child dies with the *thread* that spawned it (PR_SET_PDEATHSIG), so
 //! spawn from a long-lived runtime thread, not from a `spawn_blocking` task.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -161,7 +162,11 @@ impl Sandbox {
         std::fs::create_dir_all(&state_root).map_err(io_err("mkdir", &state_root))?;
         let id = unique_id();
         let state_dir = state_root.join(&id);
-        std::fs::create_dir(&state_dir).map_err(io_err("mkdir", &state_dir))?;
+        // Private: spec.json may hold secret environment values.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&state_dir)
+            .map_err(io_err("mkdir", &state_dir))?;
         let prepared = (|| {
             let cgroup = if spec.limits.is_empty() {
                 None
@@ -189,7 +194,14 @@ impl Sandbox {
                 ("hostname", spec.etc.hostname.clone()),
             ] {
                 let path = state_dir.join(name);
-                std::fs::write(&path, text).map_err(io_err("write", &path))?;
+                let mode = if name == SPEC_FILE { 0o600 } else { 0o644 };
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .open(&path)
+                    .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+                    .map_err(io_err("write", &path))?;
             }
             let root = state_dir.join(ROOT_DIR);
             std::fs::create_dir(&root).map_err(io_err("mkdir", &root))?;

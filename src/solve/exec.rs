@@ -2,9 +2,11 @@
 //! streamed to progress, and the upper committed as the step's layer.
 
 use std::collections::VecDeque;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::watch;
 
 use super::{NodeResult, Result, SolveError, Task, cancelled};
 use crate::plan::{Exec, ExecMount};
@@ -140,15 +142,47 @@ fn cache_dir(task: &Task, id: &str, instance: usize) -> PathBuf {
     task.shared.store.cache_dir().join("mounts").join(name)
 }
 
+/// Most instances a `sharing=private` cache mount may have at once.
+const MAX_PRIVATE_INSTANCES: usize = 64;
+/// How often a lock that is held elsewhere is tried again (and the cancel flag checked).
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Takes `lock` (exclusive, or shared), waiting for whoever holds it; gives up with
+/// [`SolveError::Cancelled`] once the build is cancelled.
+pub(super) fn lock_waiting(
+    lock: &std::fs::File,
+    path: &Path,
+    exclusive: bool,
+    cancel: &watch::Receiver<bool>,
+) -> Result<()> {
+    loop {
+        let tried = if exclusive {
+            lock.try_lock()
+        } else {
+            lock.try_lock_shared()
+        };
+        match tried {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if *cancel.borrow() {
+                    return Err(SolveError::Cancelled);
+                }
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(SolveError::io("lock", path)(e)),
+        }
+    }
+}
+
 /// Opens (creating it with the mount's owner and mode) a cache mount directory and takes
 /// the lock its sharing mode asks for. `private`: the first instance nobody holds.
 fn cache_mount(task: &Task, mount: &ExecMount) -> Result<(PathBuf, std::fs::File)> {
     let id = mount.id.clone().unwrap_or_else(|| mount.target.clone());
     let sharing = mount.sharing.as_deref().unwrap_or("shared");
-    for instance in 0.. {
+    for instance in 0..MAX_PRIVATE_INSTANCES {
         let dir = cache_dir(task, &id, instance);
+        let parent = dir.parent().unwrap_or(&dir);
         if !dir.exists() {
-            let parent = dir.parent().unwrap_or(&dir);
             std::fs::create_dir_all(parent).map_err(SolveError::io("create", parent))?;
             // Made beside and renamed, so a concurrent step never sees it half set up.
             let fresh = parent.join(format!(".new-{}", unique_suffix()));
@@ -164,7 +198,9 @@ fn cache_mount(task: &Task, mount: &ExecMount) -> Result<(PathBuf, std::fs::File
                 let _ = std::fs::remove_dir(&fresh);
             }
         }
-        let lock_path = dir.with_extension("lock");
+        let mut lock_name = dir.file_name().unwrap_or_default().to_os_string();
+        lock_name.push(".lock");
+        let lock_path = parent.join(lock_name);
         let lock = std::fs::File::options()
             .create(true)
             .truncate(false)
@@ -172,7 +208,7 @@ fn cache_mount(task: &Task, mount: &ExecMount) -> Result<(PathBuf, std::fs::File
             .open(&lock_path)
             .map_err(SolveError::io("open", &lock_path))?;
         match sharing {
-            "locked" => lock.lock().map_err(SolveError::io("lock", &lock_path))?,
+            "locked" => lock_waiting(&lock, &lock_path, true, &task.cancel)?,
             "private" => match lock.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => continue,
@@ -180,13 +216,14 @@ fn cache_mount(task: &Task, mount: &ExecMount) -> Result<(PathBuf, std::fs::File
                     return Err(SolveError::io("lock", &lock_path)(e));
                 }
             },
-            _ => lock
-                .lock_shared()
-                .map_err(SolveError::io("lock", &lock_path))?,
+            _ => lock_waiting(&lock, &lock_path, false, &task.cancel)?,
         }
         return Ok((dir, lock));
     }
-    unreachable!("the instance loop only ends by returning")
+    Err(task.step_error(
+        format!("cache mount {id}: {MAX_PRIVATE_INSTANCES} private instances are all in use"),
+        Vec::new(),
+    ))
 }
 
 /// The mounts of the step. Blocking (cache locks may wait).
@@ -205,17 +242,36 @@ fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Mounts> {
             readonly: true,
         });
     }
-    for (number, mount) in exec.mounts.iter().enumerate() {
-        match mount.kind.as_str() {
-            "cache" => {
+    // Cache locks are taken in one order (by id), so two steps holding some of the same
+    // locks cannot wait for each other; one id mounted twice takes its lock once.
+    let mut caches: Vec<&ExecMount> = exec.mounts.iter().filter(|m| m.kind == "cache").collect();
+    caches.sort_by_key(|m| {
+        (
+            m.id.clone().unwrap_or_else(|| m.target.clone()),
+            m.target.clone(),
+        )
+    });
+    let mut taken: Vec<(String, PathBuf)> = Vec::new();
+    for mount in caches {
+        let id = mount.id.clone().unwrap_or_else(|| mount.target.clone());
+        let dir = match taken.iter().find(|(taken_id, _)| *taken_id == id) {
+            Some((_, dir)) if mount.sharing.as_deref() != Some("private") => dir.clone(),
+            _ => {
                 let (dir, lock) = cache_mount(task, mount)?;
                 out.locks.push(lock);
-                out.binds.push(BindMount {
-                    source: dir,
-                    destination: mount.target.clone(),
-                    readonly: mount.read_only,
-                });
+                taken.push((id, dir.clone()));
+                dir
             }
+        };
+        out.binds.push(BindMount {
+            source: dir,
+            destination: mount.target.clone(),
+            readonly: mount.read_only,
+        });
+    }
+    for (number, mount) in exec.mounts.iter().enumerate() {
+        match mount.kind.as_str() {
+            "cache" => {}
             "bind" => {
                 let input: &NodeResult = mount
                     .input
@@ -241,11 +297,18 @@ fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Mounts> {
                     }
                     Some((dir.join("upper"), dir.join("work")))
                 };
+                let empty = || {
+                    let empty = staging.join(format!("bind-{number}-empty"));
+                    std::fs::create_dir_all(&empty).map_err(SolveError::io("create", &empty))?;
+                    Ok::<_, SolveError>(empty)
+                };
                 out.step_mounts.push(match (lowers.as_slice(), upper) {
-                    ([], None) => StepMount::Tmpfs {
+                    // A read-only bind of the empty filesystem (a scratch stage).
+                    ([], None) => StepMount::Within {
+                        root: empty()?,
+                        path: "/".into(),
                         destination: mount.target.clone(),
-                        size: None,
-                        mode: Some(0o755),
+                        readonly: true,
                     },
                     ([only], None) => StepMount::Within {
                         root: only.clone(),
@@ -255,10 +318,7 @@ fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Mounts> {
                     },
                     (_, upper) => {
                         let lowers = if lowers.is_empty() {
-                            let empty = staging.join(format!("bind-{number}/empty"));
-                            std::fs::create_dir_all(&empty)
-                                .map_err(SolveError::io("create", &empty))?;
-                            vec![empty]
+                            vec![empty()?]
                         } else {
                             lowers
                         };
@@ -379,8 +439,27 @@ fn context_view(
                 }
             }
             crate::source::FileKind::File => {
+                // link(2) never follows a link; the copy opens without following one and
+                // checks it still has the file the walk selected.
                 if std::fs::hard_link(&from, &to).is_err() {
-                    std::fs::copy(&from, &to).map_err(SolveError::io("copy", &from))?;
+                    let mut source = std::fs::File::options()
+                        .read(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&from)
+                        .map_err(SolveError::io("open", &from))?;
+                    let meta = source.metadata().map_err(SolveError::io("stat", &from))?;
+                    if (meta.dev(), meta.ino()) != entry.inode() {
+                        return Err(task.step_error(
+                            format!("{} changed while the build ran", entry.path),
+                            Vec::new(),
+                        ));
+                    }
+                    let mut target =
+                        std::fs::File::create_new(&to).map_err(SolveError::io("create", &to))?;
+                    std::io::copy(&mut source, &mut target)
+                        .map_err(SolveError::io("copy", &from))?;
+                    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(entry.mode))
+                        .map_err(SolveError::io("chmod", &to))?;
                 }
             }
             crate::source::FileKind::Other => {}

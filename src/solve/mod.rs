@@ -624,7 +624,8 @@ impl Task {
         // the first one's snapshot.
         let _building = if use_cache {
             let lock = self.shared.store.snapshots_dir().join(KEY_LOCKS).join(&key);
-            Some(blocking(move || lock_key(&lock)).await??)
+            let cancel = self.cancel.clone();
+            Some(blocking(move || lock_key(&lock, &cancel)).await??)
         } else {
             None
         };
@@ -685,13 +686,14 @@ impl Task {
                 // the old one goes when `builder prune` finds nothing refers to it.
                 let mut name = snapshot_name(&meta_key);
                 if dir.join(&name).exists() {
-                    if !use_cache {
-                        name = format!("{name}-{}", exec::unique_suffix());
-                    } else {
+                    if use_cache && read_meta(&dir.join(&name)).is_some() {
+                        // Another process made it meanwhile: use theirs.
                         let _ = crate::snapshot::overlay::remove(&from);
                         made.insert(meta_key, name.clone());
                         return Ok((name, empty, size));
                     }
+                    // --no-cache, or a broken leftover: ours gets a name of its own.
+                    name = format!("{name}-{}", exec::unique_suffix());
                 }
                 let to = dir.join(&name);
                 std::fs::rename(&from, &to).map_err(SolveError::io("rename", &from))?;
@@ -839,8 +841,9 @@ fn read_meta(dir: &Path) -> Option<SnapshotMeta> {
     dir.join("fs").is_dir().then_some(meta)
 }
 
-/// Takes the exclusive lock of one cache key (a file per key; blocking).
-fn lock_key(path: &Path) -> Result<std::fs::File> {
+/// Takes the exclusive lock of one cache key (a file per key; blocking until it is free
+/// or the build is cancelled).
+fn lock_key(path: &Path, cancel: &watch::Receiver<bool>) -> Result<std::fs::File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(SolveError::io("create", dir))?;
     }
@@ -850,7 +853,7 @@ fn lock_key(path: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(path)
         .map_err(SolveError::io("open", path))?;
-    file.lock().map_err(SolveError::io("lock", path))?;
+    exec::lock_waiting(&file, path, true, cancel)?;
     Ok(file)
 }
 

@@ -9,10 +9,12 @@
 //! Pruning takes the store's GC lock exclusively, so it waits for running builds (each
 //! holds a lease for its whole solve) and none starts while it works.
 //!
-//! - By default it removes what no next build can hit: records superseded by a newer run
-//!   of the same step, records whose snapshot is gone, snapshots no record names (a crash
-//!   between commit and record, a `--no-cache` rerun's predecessor), URL downloads no
-//!   record names, and leftovers of interrupted steps.
+//! - By default it removes records superseded by a newer run of the same step (the same
+//!   Dockerfile line of the same stage and context: a build hits them again only when it
+//!   goes back to older inputs, e.g. alternating build args), records whose snapshot is
+//!   gone, snapshots no record names (a crash between commit and record, a `--no-cache`
+//!   rerun's predecessor), URL downloads no record names, and leftovers of interrupted
+//!   steps.
 //! - `--all` removes every record, snapshot, download and cache mount.
 //! - `--keep-storage SIZE` removes the same candidates least recently used first, only
 //!   until the build cache fits in SIZE.

@@ -99,7 +99,13 @@ pub(super) async fn fetch(
     let fs = staging.join("fs");
     std::fs::create_dir_all(&fs).map_err(SolveError::io("create", &fs))?;
     let file = fs.join(&filename);
-    let outcome = download(task, &url, &file, previous.as_ref(), checksum.as_deref()).await;
+    // With a checksum the stored copy does not match, a 304 would prove nothing.
+    let conditional = previous.as_ref().filter(|_| checksum.is_none());
+    let mut cancel = task.cancel.clone();
+    let outcome = tokio::select! {
+        outcome = download(task, &url, &file, conditional, checksum.as_deref()) => outcome,
+        _ = super::cancelled(&mut cancel) => Err(SolveError::Cancelled),
+    };
     let finished = match outcome {
         Ok(None) => Ok(previous.clone().expect("304 only with a previous download")),
         Ok(Some((digest, modified, validators))) => {

@@ -81,6 +81,13 @@ pub struct Entry {
     stat: StatKey,
 }
 
+impl Entry {
+    /// (device, inode) the walk saw, to check a later open reaches the same file.
+    pub fn inode(&self) -> (u64, u64) {
+        (self.stat.dev, self.stat.ino)
+    }
+}
+
 /// What one COPY source matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceMatch {
