@@ -294,7 +294,7 @@ impl Context {
         }
         selection
             .entries
-            .sort_by(|a, b| a.os_path.as_os_str().cmp(b.os_path.as_os_str()));
+            .sort_unstable_by(|a, b| a.os_path.as_os_str().cmp(b.os_path.as_os_str()));
         selection.entries.dedup_by(|a, b| a.os_path == b.os_path);
         Ok(selection)
     }
