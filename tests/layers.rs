@@ -14,7 +14,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("instruction", &["syntax", "shell"]),
     ("plan", &["syntax", "shell", "instruction"]),
     ("registry", &["oci"]),
-    ("source", &["plan"]),
+    ("source", &["oci", "plan"]),
     ("cache", &["oci", "store"]),
     ("store", &["oci", "sys"]),
     ("snapshot", &["oci", "sys", "store"]),

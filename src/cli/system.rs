@@ -90,7 +90,7 @@ pub fn system(command: SystemCommand, global: &GlobalArgs) -> Result<ExitCode> {
     let mut stopped_bytes = 0;
     for c in &mut containers {
         let _ = container::refresh(c);
-        let bytes = dir_size(&c.dir);
+        let bytes = crate::store::disk_usage(&c.dir);
         container_bytes += bytes;
         if c.state.status == container::Status::Running {
             running += 1;
@@ -190,22 +190,4 @@ pub fn system(command: SystemCommand, global: &GlobalArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Apparent size of the files under `path`.
-fn dir_size(path: &std::path::Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| dir_size(&e.path()))
-                .sum()
-        })
-        .unwrap_or(0)
 }

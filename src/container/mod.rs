@@ -798,7 +798,7 @@ pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    format_rfc3339(now.as_secs() as i64, now.subsec_nanos())
+    crate::oci::time::format_rfc3339(now.as_secs() as i64, Some(now.subsec_nanos()))
 }
 
 /// Seconds since the epoch (UTC) now.
@@ -807,27 +807,6 @@ pub fn now_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-fn format_rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// `docker ps`'s STATUS: `Up 3 seconds`, `Exited (0) 19 seconds ago`, `Created`.
@@ -957,7 +936,7 @@ mod tests {
 
     #[test]
     fn rfc3339_round_trip() {
-        let t = format_rfc3339(1_709_208_000, 5);
+        let t = crate::oci::time::format_rfc3339(1_709_208_000, Some(5));
         assert_eq!(t, "2024-02-29T12:00:00.000000005Z");
         assert_eq!(crate::image::parse_rfc3339(&t), Some(1_709_208_000));
     }

@@ -6,6 +6,7 @@
 mod digest;
 pub mod media_type;
 mod reference;
+pub mod time;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestReader, DigestWriter, Hasher, chain_id};
 pub use media_type::Compression;

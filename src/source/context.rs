@@ -591,17 +591,7 @@ impl Context {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|handle| {
-                    handle.join().unwrap_or_else(|_| {
-                        Err(Error::Io {
-                            path: self.root.clone(),
-                            source: std::io::Error::other("a hashing thread panicked"),
-                        })
-                    })
-                })
-                .collect()
+            join_all(handles, &self.root, "a hashing thread panicked")
         });
         let mut ordered: Vec<Option<Hashed>> = (0..wanted.len()).map(|_| None).collect();
         for result in per_worker {
@@ -619,6 +609,26 @@ impl Context {
             })
             .collect()
     }
+}
+
+/// The results of scoped worker threads; a thread that panicked counts as an error about
+/// `path`.
+fn join_all<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T, Error>>>,
+    path: &Path,
+    panicked: &str,
+) -> Vec<Result<T, Error>> {
+    handles
+        .into_iter()
+        .map(|handle| {
+            handle.join().unwrap_or_else(|_| {
+                Err(Error::Io {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::other(panicked.to_string()),
+                })
+            })
+        })
+        .collect()
 }
 
 struct Hashed {
@@ -797,17 +807,7 @@ impl Walk<'_> {
                         })
                     })
                     .collect();
-                handles
-                    .into_iter()
-                    .map(|handle| {
-                        handle.join().unwrap_or_else(|_| {
-                            Err(Error::Io {
-                                path: full.clone(),
-                                source: std::io::Error::other("a walking thread panicked"),
-                            })
-                        })
-                    })
-                    .collect()
+                join_all(handles, &full, "a walking thread panicked")
             });
             let mut ordered: Vec<Option<(bool, Vec<Entry>)>> = (0..count).map(|_| None).collect();
             for part in parts {

@@ -30,7 +30,7 @@ use crate::oci::{Digest, DigestError, ReferenceError};
 
 pub use blob::Ingest;
 pub use image::Image;
-pub use prune::{PruneReport, PruneRoots};
+pub use prune::{PruneReport, PruneRoots, disk_usage};
 pub use root::{RootSources, select_root, select_root_from};
 
 pub(crate) use fsutil::{fsync_dir, random_name};

@@ -190,7 +190,7 @@ fn remove_if_present(result: io::Result<()>, path: &Path) -> Result<()> {
 }
 
 /// Apparent size of the files under `path` (best effort; never follows symlinks).
-fn disk_usage(path: &Path) -> u64 {
+pub fn disk_usage(path: &Path) -> u64 {
     let Ok(metadata) = fs::symlink_metadata(path) else {
         return 0;
     };
