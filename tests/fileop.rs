@@ -1469,18 +1469,13 @@ fn copy_with_digests(
     let context = Context::open(ctx, None).unwrap();
     let selection = context.select(&["."], &[]).unwrap();
     let digest = context.digest(&selection, None).unwrap();
-    let digests: std::collections::HashMap<PathBuf, [u8; 32]> = digest
-        .file_digests
-        .iter()
-        .map(|(path, digest)| (PathBuf::from(path), *digest))
-        .collect();
     let op = FileOp::Copy(copy.clone());
     let inputs = [
         Input::Layers(layers),
         Input::Context {
             root: context.root(),
             selection: &selection,
-            digests: Some(&digests),
+            digests: Some(&digest.entry_digests),
         },
     ];
     let outcome = fileop::run(&Request {

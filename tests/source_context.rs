@@ -154,7 +154,7 @@ fn symlinks_resolve_inside_the_context() {
     assert_eq!(paths(&selection), ["etc/passwd"]);
     let digest = ctx.digest(&selection, None).unwrap();
     let own = format!("sha256:{}", sha256_hex(b"inside"));
-    assert_eq!(digest.files()["etc/passwd"], own);
+    assert_eq!(digest.files(&selection)["etc/passwd"], own);
     assert_eq!(select(&ctx, &["up/passwd"], &[]), ["etc/passwd"]);
 
     // A loop is an error, not a hang.
@@ -227,39 +227,41 @@ fn digest_depends_on_content_and_mode_not_times() {
     let dir = sample();
     let root = dir.path();
     let ctx = open(root, &[]);
-    let digest = |ctx: &Context| ctx.digest(&ctx.select(&["."], &[]).unwrap(), None).unwrap();
+    // (digest, per-file digests) of the whole context.
+    let digest = |ctx: &Context| {
+        let selection = ctx.select(&["."], &[]).unwrap();
+        let digest = ctx.digest(&selection, None).unwrap();
+        let files = digest.files(&selection);
+        (digest.digest, files)
+    };
     let first = digest(&ctx);
-    assert_eq!(first.files().len(), 6);
-    assert!(first.digest.starts_with("sha256:") && first.digest.len() == 71);
+    assert_eq!(first.1.len(), 6);
+    assert!(first.0.starts_with("sha256:") && first.0.len() == 71);
 
     set_mtime(
         &root.join("a.txt"),
         SystemTime::now() + Duration::from_secs(3600),
     );
-    assert_eq!(
-        digest(&ctx).digest,
-        first.digest,
-        "touch must keep the digest"
-    );
+    assert_eq!(digest(&ctx).0, first.0, "touch must keep the digest");
 
     write(root, "dir/x.txt", "X");
     let changed = digest(&ctx);
-    assert_ne!(changed.digest, first.digest);
-    let changes = FileChanges::between(&first.files(), &changed.files());
+    assert_ne!(changed.0, first.0);
+    let changes = FileChanges::between(&first.1, &changed.1);
     assert_eq!(changes.changed, ["dir/x.txt"]);
     assert!(changes.added.is_empty() && changes.removed.is_empty());
 
     fs::set_permissions(root.join("b.txt"), fs::Permissions::from_mode(0o755)).unwrap();
     let chmodded = digest(&ctx);
-    assert_ne!(chmodded.digest, changed.digest);
-    assert_eq!(chmodded.files(), changed.files());
+    assert_ne!(chmodded.0, changed.0);
+    assert_eq!(chmodded.1, changed.1);
 
     symlink("a.txt", root.join("ln")).unwrap();
     let linked = digest(&ctx);
-    assert_ne!(linked.digest, chmodded.digest);
+    assert_ne!(linked.0, chmodded.0);
     fs::remove_file(root.join("ln")).unwrap();
     symlink("b.txt", root.join("ln")).unwrap();
-    assert_ne!(digest(&ctx).digest, linked.digest, "link target is hashed");
+    assert_ne!(digest(&ctx).0, linked.0, "link target is hashed");
 
     // Same content elsewhere gives the same digest.
     let copy = tempfile::tempdir().unwrap();
@@ -280,7 +282,7 @@ fn digest_depends_on_content_and_mode_not_times() {
     fs::set_permissions(copy.path().join("b.txt"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::remove_file(root.join("ln")).unwrap();
     let ctx2 = open(copy.path(), &[]);
-    assert_eq!(digest(&ctx2).digest, digest(&ctx).digest);
+    assert_eq!(digest(&ctx2).0, digest(&ctx).0);
 }
 
 #[test]
@@ -297,6 +299,7 @@ fn stat_cache_avoids_rereading_unchanged_files() {
     let cache = StatCache::open(&db);
     assert_eq!(cache.status(), CacheStatus::Used);
     let cold = ctx.digest(&selection, Some(&cache)).unwrap();
+    let cold_files = cold.files(&selection);
     assert_eq!(
         (cold.stats.files_hashed, cold.stats.files_from_cache),
         (6, 0)
@@ -307,7 +310,7 @@ fn stat_cache_avoids_rereading_unchanged_files() {
         (0, 6)
     );
     assert_eq!(warm.digest, cold.digest);
-    assert_eq!(warm.files(), cold.files());
+    assert_eq!(warm.files(&selection), cold_files);
     drop(cache);
 
     // Persistent across opens; a changed file is re-read, the others are not.
@@ -320,7 +323,7 @@ fn stat_cache_avoids_rereading_unchanged_files() {
         (1, 5)
     );
     assert_eq!(
-        FileChanges::between(&cold.files(), &after.files()).changed,
+        FileChanges::between(&cold_files, &after.files(&selection)).changed,
         ["c.md"]
     );
     let uncached = ctx.digest(&selection, None).unwrap();
@@ -366,13 +369,14 @@ fn special_files_and_big_files() {
     fs::write(root.join("big.bin"), &big).unwrap();
     fs::write(root.join("empty"), b"").unwrap();
     let ctx = open(root, &[]);
-    let digest = ctx.digest(&ctx.select(&["."], &[]).unwrap(), None).unwrap();
+    let selection = ctx.select(&["."], &[]).unwrap();
+    let digest = ctx.digest(&selection, None).unwrap();
     assert_eq!(
-        digest.files()["big.bin"],
+        digest.files(&selection)["big.bin"],
         format!("sha256:{}", sha256_hex(&big))
     );
     assert_eq!(
-        digest.files()["empty"],
+        digest.files(&selection)["empty"],
         format!("sha256:{}", sha256_hex(b""))
     );
     assert_eq!(digest.stats.bytes_hashed, big.len() as u64);

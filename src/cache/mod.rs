@@ -205,6 +205,12 @@ fn probe(db: &Database) -> Result<(), String> {
 }
 
 impl CacheIndex {
+    /// Opens or creates the index of `store`, `<root>/cache-v1/index.redb` (see
+    /// [`CacheIndex::open`]).
+    pub fn for_store(store: &crate::store::Store) -> Result<CacheIndex, CacheError> {
+        CacheIndex::open(&store.cache_dir().join("index.redb"))
+    }
+
     /// Opens or creates the index at `path` (`<root>/cache-v1/index.redb`). A file that is not
     /// a usable index is renamed to `<path>.corrupt-<time>-<pid>` and a new, empty index
     /// takes its place; [`CacheIndex::recovered`] says so. A file another process holds in an

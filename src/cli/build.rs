@@ -397,7 +397,7 @@ fn build(
     if let Some(platform) = &args.platform {
         let wanted = plan::Platform::parse(platform).map_err(|m| anyhow::anyhow!(m))?;
         let host = plan::Platform::host();
-        if (&wanted.os, &wanted.architecture) != (&host.os, &host.architecture) {
+        if !wanted.runs_on(&host) {
             bail!(
                 "--platform {platform}: kiln builds for this machine's platform ({host}) only; \
                  multi-platform builds are not supported yet"
@@ -510,10 +510,7 @@ fn build(
         None => None,
     };
     let context = Arc::new(SourceContext::open(&context_dir, ignore)?);
-    let cache_dir = store.cache_dir();
-    std::fs::create_dir_all(&cache_dir)
-        .with_context(|| format!("creating {}", cache_dir.display()))?;
-    let cache = Arc::new(CacheIndex::open(&cache_dir.join("index.redb"))?);
+    let cache = Arc::new(CacheIndex::for_store(&store)?);
     let dockerfile = match &args.file {
         _ if empty_context.is_some() => "-".to_string(),
         Some(f) if f == "-" => "-".to_string(),
@@ -541,7 +538,7 @@ fn build(
         2 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     });
 
-    let started_at = unix_now();
+    let started_at = crate::cache::unix_now();
     let logs = LogStore::new();
     // From the first step to the tag: layers written early are not referenced by any
     // manifest until the export, and `image prune` must not take them meanwhile.
@@ -624,9 +621,7 @@ fn build(
                         let newest = solved.results.values().map(|r| r.created_at).max();
                         let created = match newest {
                             Some(t) if t > 0 => t,
-                            _ => std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_secs()),
+                            _ => crate::cache::unix_now(),
                         };
                         let options = ExportOptions {
                             source_date_epoch,
@@ -671,7 +666,7 @@ fn build(
     // The build record keeps every step's whole output; a failure points at it.
     let record = history::BuildRecord {
         started_at,
-        finished_at: unix_now(),
+        finished_at: crate::cache::unix_now(),
         dockerfile: source.display.clone(),
         context: context_dir.display().to_string(),
         target: args.target.clone(),
@@ -748,12 +743,6 @@ fn build(
         }
         Err(BuildFailure::Other(error)) => Err(error),
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Image layers being written while the build goes on.

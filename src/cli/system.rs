@@ -13,7 +13,6 @@ use crate::container;
 use crate::image::human_size;
 use crate::oci::Digest;
 use crate::solve::{self, PruneOptions};
-use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
@@ -40,12 +39,6 @@ pub struct PruneArgs {
     force: bool,
 }
 
-fn open_cache(store: &Store) -> Result<CacheIndex> {
-    let dir = store.cache_dir();
-    std::fs::create_dir_all(&dir)?;
-    Ok(CacheIndex::open(&dir.join("index.redb"))?)
-}
-
 pub fn builder(command: BuilderCommand, global: &GlobalArgs) -> Result<ExitCode> {
     let BuilderCommand::Prune(args) = command;
     let _ = args.force;
@@ -57,7 +50,7 @@ pub fn builder(command: BuilderCommand, global: &GlobalArgs) -> Result<ExitCode>
         None => None,
     };
     let store = open_store(global)?;
-    let cache = open_cache(&store)?;
+    let cache = CacheIndex::for_store(&store)?;
     let report = solve::prune(
         &store,
         &cache,
@@ -80,7 +73,7 @@ pub fn builder(command: BuilderCommand, global: &GlobalArgs) -> Result<ExitCode>
 pub fn system(command: SystemCommand, global: &GlobalArgs) -> Result<ExitCode> {
     let SystemCommand::Df = command;
     let store = open_store(global)?;
-    let cache = open_cache(&store)?;
+    let cache = CacheIndex::for_store(&store)?;
 
     // Images: every tagged image; active when a container uses it. Sizes are the blobs,
     // each counted once however many images share it.

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::error::{Error, Result};
 use super::user::Owner;
-use super::{Report, Reuse, display_in_root};
+use super::{ContextDigests, Report, Reuse, display_in_root};
 use crate::instruction::Chmod;
 use crate::source::{MatchInfo, PatternMatcher};
 use crate::sys;
@@ -90,9 +90,8 @@ pub(crate) struct Copier<'a> {
     /// The destination root, to name paths in errors as the build sees them.
     pub dest_root: &'a Path,
     pub report: &'a mut Report,
-    pub is_root: bool,
-    /// Content digests of build-context files by path relative to the context root.
-    pub digests: Option<&'a HashMap<PathBuf, [u8; 32]>>,
+    /// Content digests of build-context files.
+    pub digests: Option<ContextDigests<'a>>,
     /// An earlier layer to hard-link unchanged files from (writing into a layer directly).
     pub reuse: Option<&'a Reuse>,
     pub cancel: Option<&'a AtomicBool>,
@@ -116,7 +115,6 @@ impl<'a> Copier<'a> {
             replace_existing: false,
             dest_root,
             report,
-            is_root: sys::is_root(),
             digests: None,
             reuse: None,
             cancel: None,
@@ -234,7 +232,7 @@ impl<'a> Copier<'a> {
             {
                 return Err(Error::Cancelled);
             }
-            let digest = self.digests.and_then(|d| d.get(src_rel)).copied();
+            let digest = self.digests.and_then(|d| d.get(src_rel));
             let rel = target
                 .strip_prefix(self.dest_root)
                 .ok()
@@ -276,7 +274,7 @@ impl<'a> Copier<'a> {
         if copy_info {
             self.copy_info(&meta, src, target)?;
         } else if restore_times && target_existed {
-            self.set_times(&meta, target)?;
+            set_times(&meta, target)?;
         }
         Ok(())
     }
@@ -455,20 +453,11 @@ impl<'a> Copier<'a> {
         let Ok(old) = fs::symlink_metadata(&earlier) else {
             return Ok(false);
         };
-        let owner = match self.owner {
-            OwnerPolicy::Keep => Owner {
-                uid: meta.uid(),
-                gid: meta.gid(),
-            },
-            OwnerPolicy::Fixed(owner) => owner,
-        };
-        let mode = match self.chmod {
-            None => meta.mode() & 0o7777,
-            Some(chmod) => chmod.apply(meta.mode() & 0o7777, false),
-        };
+        // What `copy_info` would give the copy.
+        let owner = self.owner_of(meta);
         let same = old.is_file()
             && old.len() == meta.len()
-            && old.mode() & 0o7777 == mode
+            && Some(old.mode() & 0o7777) == self.mode_of(meta)
             && (old.uid(), old.gid()) == (owner.uid, owner.gid)
             && (old.mtime(), old.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec());
         // Each earlier inode is linked once: two paths that were hard links of each other
@@ -484,42 +473,57 @@ impl<'a> Copier<'a> {
         Ok(true)
     }
 
-    /// Owner, mode, xattrs and times of `target` from the source `meta` (BuildKit's
-    /// `copyFileInfo` + `copyXAttrs`).
-    fn copy_info(&mut self, meta: &Metadata, src: &Path, target: &Path) -> Result<()> {
-        let owner = match self.owner {
+    /// The owner a copy of the source `meta` gets.
+    fn owner_of(&self, meta: &Metadata) -> Owner {
+        match self.owner {
             OwnerPolicy::Keep => Owner {
                 uid: meta.uid(),
                 gid: meta.gid(),
             },
             OwnerPolicy::Fixed(owner) => owner,
-        };
-        self.chown(target, owner)?;
-        let is_symlink = meta.file_type().is_symlink();
-        if !is_symlink {
-            let mode = meta.mode() & 0o7777;
-            let mode = match self.chmod {
-                None => mode,
-                Some(chmod) => chmod.apply(mode, meta.is_dir()),
-            };
-            set_mode(target, mode)?;
-        }
-        copy_xattrs(src, target);
-        self.set_times(meta, target)
-    }
-
-    pub fn chown(&self, target: &Path, owner: Owner) -> Result<()> {
-        match sys::lchown(target, owner.uid, owner.gid) {
-            Err(e) if !self.is_root && e.is_not_permitted() => Ok(()),
-            other => other.map_err(Error::from),
         }
     }
 
-    fn set_times(&self, meta: &Metadata, target: &Path) -> Result<()> {
-        let atime = meta.accessed().map_err(Error::io("stat", target))?;
-        let mtime = meta.modified().map_err(Error::io("stat", target))?;
-        sys::set_times_nofollow(target, atime, mtime).map_err(Error::from)
+    /// The mode a copy of the source `meta` gets (`None` for a symlink: it has none).
+    fn mode_of(&self, meta: &Metadata) -> Option<u32> {
+        if meta.file_type().is_symlink() {
+            return None;
+        }
+        let mode = meta.mode() & 0o7777;
+        Some(match self.chmod {
+            None => mode,
+            Some(chmod) => chmod.apply(mode, meta.is_dir()),
+        })
     }
+
+    /// Owner, mode, xattrs and times of `target` from the source `meta` (BuildKit's
+    /// `copyFileInfo` + `copyXAttrs`).
+    fn copy_info(&mut self, meta: &Metadata, src: &Path, target: &Path) -> Result<()> {
+        set_info(meta, src, target, self.owner_of(meta), self.mode_of(meta))
+    }
+}
+
+/// Gives `target` `owner`, `mode` (unless `None`), and the xattrs (not overlayfs' own)
+/// and times of the source `src` with metadata `meta`.
+pub(crate) fn set_info(
+    meta: &Metadata,
+    src: &Path,
+    target: &Path,
+    owner: Owner,
+    mode: Option<u32>,
+) -> Result<()> {
+    super::lchown(target, owner)?;
+    if let Some(mode) = mode {
+        set_mode(target, mode)?;
+    }
+    copy_xattrs(src, target);
+    set_times(meta, target)
+}
+
+fn set_times(meta: &Metadata, target: &Path) -> Result<()> {
+    let atime = meta.accessed().map_err(Error::io("stat", target))?;
+    let mtime = meta.modified().map_err(Error::io("stat", target))?;
+    sys::set_times_nofollow(target, atime, mtime).map_err(Error::from)
 }
 
 pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
@@ -528,7 +532,7 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
 
 /// Copies extended attributes, except overlayfs' own; failures are ignored, as BuildKit
 /// only logs them (a filesystem without xattr support, a `security.*` we may not set).
-pub(crate) fn copy_xattrs(src: &Path, target: &Path) {
+fn copy_xattrs(src: &Path, target: &Path) {
     let Ok(names) = sys::llistxattr(src) else {
         return;
     };

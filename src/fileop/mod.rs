@@ -77,7 +77,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -102,9 +102,10 @@ pub enum Input<'a> {
     Context {
         root: &'a Path,
         selection: &'a Selection,
-        /// Content digests of the selected regular files, by path relative to the root:
-        /// recorded in [`Outcome::copied`] and used to reuse files of [`Reuse::layer`].
-        digests: Option<&'a HashMap<PathBuf, [u8; 32]>>,
+        /// Content digests of the selected entries (`ContextDigest::entry_digests`, same
+        /// index as `selection.entries`): recorded in [`Outcome::copied`] and used to reuse
+        /// files of [`Reuse::layer`].
+        digests: Option<&'a [Option<[u8; 32]>]>,
     },
     /// A filesystem state: snapshot layer directories, **bottom to top** (empty: scratch).
     Layers(&'a [PathBuf]),
@@ -437,7 +438,22 @@ pub(crate) fn display_in_root(root: &Path, path: &Path) -> String {
 struct SourceRoot<'a> {
     path: PathBuf,
     filter: Option<Filter>,
-    digests: Option<&'a HashMap<PathBuf, [u8; 32]>>,
+    digests: Option<ContextDigests<'a>>,
+}
+
+/// The content digests of a context selection, looked up by path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ContextDigests<'a> {
+    selection: &'a Selection,
+    digests: &'a [Option<[u8; 32]>],
+}
+
+impl ContextDigests<'_> {
+    /// The digest of the regular file at `rel` (relative to the context root).
+    pub(crate) fn get(&self, rel: &Path) -> Option<[u8; 32]> {
+        let index = self.selection.position(rel)?;
+        self.digests.get(index).copied().flatten()
+    }
 }
 
 /// One thing to copy, after wildcard expansion.
@@ -624,10 +640,7 @@ impl CopyRun<'_, '_> {
             if item.unpack {
                 return Ok(None);
             }
-            let target = target_of(view, item, dest)?;
-            let src_is_dir = fs::symlink_metadata(&item.followed.host)
-                .map_err(Error::io("lstat", &item.followed.host))?
-                .is_dir();
+            let (target, src_is_dir) = target_of(view, item, dest)?;
             let existing = fs::symlink_metadata(join(view, &target))
                 .ok()
                 .filter(|m| !sys::is_whiteout(m));
@@ -701,7 +714,7 @@ impl CopyRun<'_, '_> {
                     filter: Some(Filter::new(
                         selection.entries.iter().map(|e| e.os_path.as_path()),
                     )),
-                    digests: *digests,
+                    digests: digests.map(|digests| ContextDigests { selection, digests }),
                 },
                 Some(Input::Layers(layers)) => {
                     let path = match layers {
@@ -974,10 +987,7 @@ impl CopyRun<'_, '_> {
             self.report,
             false,
         )?;
-        let target = target_of(&self.dest_root, item, dest)?;
-        let src_is_dir = fs::symlink_metadata(&item.followed.host)
-            .map_err(Error::io("lstat", &item.followed.host))?
-            .is_dir();
+        let (target, src_is_dir) = target_of(&self.dest_root, item, dest)?;
         let dest_exists = fs::symlink_metadata(join(&self.dest_root, &target)).is_ok();
         let make = if item.contents_only && src_is_dir && !dest_exists {
             &target[..]
@@ -1009,8 +1019,8 @@ impl CopyRun<'_, '_> {
 
 /// Where `item` goes (relative to `root`), as fsutil's `prepareTargetDir` decides: into
 /// `dest` when it is an existing directory (or a directory is copied onto an existing
-/// entry), else `dest` itself.
-fn target_of(root: &Path, item: &Item, dest: &str) -> Result<Vec<OsString>> {
+/// entry), else `dest` itself. Also whether the source is a directory.
+fn target_of(root: &Path, item: &Item, dest: &str) -> Result<(Vec<OsString>, bool)> {
     let dst = resolve(root, OsStr::new(dest), true)?;
     let src_is_dir = fs::symlink_metadata(&item.followed.host)
         .map_err(Error::io("lstat", &item.followed.host))?
@@ -1022,7 +1032,7 @@ fn target_of(root: &Path, item: &Item, dest: &str) -> Result<Vec<OsString>> {
     if into && !item.name.is_empty() {
         target.push(item.name.clone());
     }
-    Ok(target)
+    Ok((target, src_is_dir))
 }
 
 /// The longest prefix of `rel` that exists in `root`, when each existing component is a
@@ -1049,19 +1059,11 @@ fn copy_up_directory(view: &Path, upper: &Path, rel: &[OsString]) -> Result<()> 
     }
     let meta = fs::symlink_metadata(&from).map_err(Error::io("lstat", &from))?;
     fs::create_dir(&to).map_err(Error::io("mkdir", &to))?;
-    copy::set_mode(&to, std::os::unix::fs::MetadataExt::mode(&meta) & 0o7777)?;
-    lchown(
-        &to,
-        Owner {
-            uid: std::os::unix::fs::MetadataExt::uid(&meta),
-            gid: std::os::unix::fs::MetadataExt::gid(&meta),
-        },
-    )?;
-    copy::copy_xattrs(&from, &to);
-    let atime = meta.accessed().map_err(Error::io("stat", &from))?;
-    let mtime = meta.modified().map_err(Error::io("stat", &from))?;
-    sys::set_times_nofollow(&to, atime, mtime)?;
-    Ok(())
+    let owner = Owner {
+        uid: meta.uid(),
+        gid: meta.gid(),
+    };
+    copy::set_info(&meta, &from, &to, owner, Some(meta.mode() & 0o7777))
 }
 
 fn matched_os(r: &Resolved) -> PathBuf {

@@ -11,7 +11,7 @@
 //! remove them, and the next push then compresses again.
 
 use std::fs;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader};
 use std::path::PathBuf;
 
 use flate2::Compression;
@@ -103,11 +103,7 @@ fn gzip_twin(store: &Store, tar: &Digest) -> Result<PushLayer> {
     let (digest, size) = ingest.commit(None, None)?;
     let dir = store.root().join(DIR);
     fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-    // Written whole then renamed: a reader sees the old record, the new one, or none.
-    let temp = dir.join(format!(".{}.tmp-{}", tar.hex(), std::process::id()));
-    let mut file = fs::File::create(&temp).map_err(io_err("create", &temp))?;
-    writeln!(file, "{digest} {size}").map_err(io_err("write", &temp))?;
-    drop(file);
-    fs::rename(&temp, &record).map_err(io_err("rename", &record))?;
+    // A reader sees the old record, the new one, or none.
+    crate::store::write_atomic(&record, format!("{digest} {size}\n").as_bytes())?;
     Ok(PushLayer { digest, size })
 }

@@ -204,6 +204,12 @@ impl Platform {
         }
     }
 
+    /// Whether binaries for `self` run on `other`: same OS and architecture (the variant
+    /// does not matter).
+    pub fn runs_on(&self, other: &Platform) -> bool {
+        self.os == other.os && self.architecture == other.architecture
+    }
+
     /// Parses `linux/amd64`, `linux/arm/v7`, `arm64` (OS defaults to linux).
     pub fn parse(text: &str) -> Result<Platform, String> {
         let lower = text.trim().to_ascii_lowercase();

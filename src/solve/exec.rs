@@ -123,6 +123,27 @@ impl SecretSource {
     }
 }
 
+/// Where cache mounts live: `cache-v1/mounts/`.
+pub(super) fn mounts_dir(store: &crate::store::Store) -> PathBuf {
+    store.cache_dir().join("mounts")
+}
+
+/// Gives `path` the mount's `mode` (else `default_mode`) and `uid`/`gid` (else root).
+fn set_mode_and_owner(path: &Path, mount: &ExecMount, default_mode: u32) -> Result<()> {
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(mount.mode.unwrap_or(default_mode)),
+    )
+    .map_err(SolveError::io("chmod", path))?;
+    crate::sys::lchown(path, mount.uid.unwrap_or(0), mount.gid.unwrap_or(0))
+        .map_err(|e| SolveError::Internal(e.to_string()))
+}
+
+/// A cache mount's id: `id=`, else its target.
+fn cache_id(mount: &ExecMount) -> String {
+    mount.id.clone().unwrap_or_else(|| mount.target.clone())
+}
+
 /// The directory of a cache mount instance: `<root>/cache-v1/mounts/<id>-<hash>[-<n>]`.
 fn cache_dir(task: &Task, id: &str, instance: usize) -> PathBuf {
     let name: String = id
@@ -139,13 +160,23 @@ fn cache_dir(task: &Task, id: &str, instance: usize) -> PathBuf {
     if instance > 0 {
         name.push_str(&format!("-{instance}"));
     }
-    task.shared.store.cache_dir().join("mounts").join(name)
+    mounts_dir(&task.shared.store).join(name)
 }
 
 /// Most instances a `sharing=private` cache mount may have at once.
 const MAX_PRIVATE_INSTANCES: usize = 64;
 /// How often a lock that is held elsewhere is tried again (and the cancel flag checked).
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Opens (creating it) the lock file at `path`.
+pub(super) fn open_lock(path: &Path) -> Result<std::fs::File> {
+    std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(SolveError::io("open", path))
+}
 
 /// Takes `lock` (exclusive, or shared), waiting for whoever holds it; gives up with
 /// [`SolveError::Cancelled`] once the build is cancelled.
@@ -177,7 +208,7 @@ pub(super) fn lock_waiting(
 /// Opens (creating it with the mount's owner and mode) a cache mount directory and takes
 /// the lock its sharing mode asks for. `private`: the first instance nobody holds.
 fn cache_mount(task: &Task, mount: &ExecMount) -> Result<(PathBuf, std::fs::File)> {
-    let id = mount.id.clone().unwrap_or_else(|| mount.target.clone());
+    let id = cache_id(mount);
     let sharing = mount.sharing.as_deref().unwrap_or("shared");
     for instance in 0..MAX_PRIVATE_INSTANCES {
         let dir = cache_dir(task, &id, instance);
@@ -187,13 +218,7 @@ fn cache_mount(task: &Task, mount: &ExecMount) -> Result<(PathBuf, std::fs::File
             // Made beside and renamed, so a concurrent step never sees it half set up.
             let fresh = parent.join(format!(".new-{}", unique_suffix()));
             std::fs::create_dir(&fresh).map_err(SolveError::io("create", &fresh))?;
-            std::fs::set_permissions(
-                &fresh,
-                std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o755)),
-            )
-            .map_err(SolveError::io("chmod", &fresh))?;
-            crate::sys::lchown(&fresh, mount.uid.unwrap_or(0), mount.gid.unwrap_or(0))
-                .map_err(|e| SolveError::Internal(e.to_string()))?;
+            set_mode_and_owner(&fresh, mount, 0o755)?;
             if std::fs::rename(&fresh, &dir).is_err() {
                 let _ = std::fs::remove_dir(&fresh);
             }
@@ -201,12 +226,7 @@ fn cache_mount(task: &Task, mount: &ExecMount) -> Result<(PathBuf, std::fs::File
         let mut lock_name = dir.file_name().unwrap_or_default().to_os_string();
         lock_name.push(".lock");
         let lock_path = parent.join(lock_name);
-        let lock = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(SolveError::io("open", &lock_path))?;
+        let lock = open_lock(&lock_path)?;
         match sharing {
             "locked" => lock_waiting(&lock, &lock_path, true, &task.cancel)?,
             "private" => match lock.try_lock() {
@@ -245,15 +265,10 @@ fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Mounts> {
     // Cache locks are taken in one order (by id), so two steps holding some of the same
     // locks cannot wait for each other; one id mounted twice takes its lock once.
     let mut caches: Vec<&ExecMount> = exec.mounts.iter().filter(|m| m.kind == "cache").collect();
-    caches.sort_by_key(|m| {
-        (
-            m.id.clone().unwrap_or_else(|| m.target.clone()),
-            m.target.clone(),
-        )
-    });
+    caches.sort_by_key(|m| (cache_id(m), m.target.clone()));
     let mut taken: Vec<(String, PathBuf)> = Vec::new();
     for mount in caches {
-        let id = mount.id.clone().unwrap_or_else(|| mount.target.clone());
+        let id = cache_id(mount);
         let dir = match taken.iter().find(|(taken_id, _)| *taken_id == id) {
             Some((_, dir)) if mount.sharing.as_deref() != Some("private") => dir.clone(),
             _ => {
@@ -363,13 +378,7 @@ fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Mounts> {
                     let dir = &out.secrets.as_ref().expect("just made").0;
                     let path = dir.join(number.to_string());
                     std::fs::write(&path, &value).map_err(SolveError::io("write", &path))?;
-                    std::fs::set_permissions(
-                        &path,
-                        std::fs::Permissions::from_mode(mount.mode.unwrap_or(0o400)),
-                    )
-                    .map_err(SolveError::io("chmod", &path))?;
-                    crate::sys::lchown(&path, mount.uid.unwrap_or(0), mount.gid.unwrap_or(0))
-                        .map_err(|e| SolveError::Internal(e.to_string()))?;
+                    set_mode_and_owner(&path, mount, 0o400)?;
                     out.binds.push(BindMount {
                         source: path,
                         destination: mount.target.clone(),
@@ -482,7 +491,7 @@ pub(super) async fn run(
     }
     let host = crate::plan::Platform::host();
     if let Ok(platform) = crate::plan::Platform::parse(&exec.platform)
-        && (platform.os != host.os || platform.architecture != host.architecture)
+        && !platform.runs_on(&host)
     {
         return Err(task.unsupported(&format!(
             "RUN for {} on this {host} machine (kiln has no emulation)",
@@ -531,10 +540,11 @@ pub(super) async fn run(
             _ => tokio::task::block_in_place(setup),
         }?
     };
-    env.extend(mounts.env.iter().cloned());
+    let mut mounts = mounts;
+    env.append(&mut mounts.env);
     spec.process.env = env;
-    spec.mounts = mounts.binds.clone();
-    spec.step_mounts = mounts.step_mounts.clone();
+    spec.mounts = std::mem::take(&mut mounts.binds);
+    spec.step_mounts = std::mem::take(&mut mounts.step_mounts);
     let options = SpawnOptions {
         exe: task.shared.options.sandbox_exe.clone(),
         share_empty_net_ns: true,

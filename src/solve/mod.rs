@@ -552,7 +552,7 @@ impl Task {
                     let digest = &context.1;
                     explain = explain
                         .with("files", digest.digest.clone())
-                        .with_files(digest.files());
+                        .with_files(digest.files(&context.0));
                 }
                 None => explain = explain.with(name, input.key.clone()),
             }
@@ -760,27 +760,13 @@ impl Task {
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = cancel.clone();
         let work = tokio::task::spawn_blocking(move || {
-            let digests: Vec<Option<HashMap<PathBuf, [u8; 32]>>> = inputs
-                .iter()
-                .map(|input| {
-                    input.context.as_ref().map(|context| {
-                        context
-                            .1
-                            .file_digests
-                            .iter()
-                            .map(|(path, digest)| (PathBuf::from(path), *digest))
-                            .collect()
-                    })
-                })
-                .collect();
             let owned: Vec<fileop::Input<'_>> = inputs
                 .iter()
-                .zip(&digests)
-                .map(|(input, digests)| match &input.context {
+                .map(|input| match &input.context {
                     Some(context) => fileop::Input::Context {
                         root: &root,
                         selection: &context.0,
-                        digests: digests.as_ref(),
+                        digests: Some(&context.1.entry_digests),
                     },
                     None => fileop::Input::Layers(&input.chain),
                 })
@@ -822,9 +808,12 @@ pub(crate) const KEY_LOCKS: &str = "locks";
 /// A finished snapshot's description; written before the directory is renamed into place.
 pub(crate) const META_FILE: &str = "meta.json";
 
+/// Step snapshot directories are named `build-<key>[-<unique>]`.
+pub(crate) const SNAPSHOT_PREFIX: &str = "build-";
+
 /// The snapshot directory name of a step result with cache key `key`.
 pub(crate) fn snapshot_name(key: &str) -> String {
-    format!("build-{key}")
+    format!("{SNAPSHOT_PREFIX}{key}")
 }
 
 /// What a finished step snapshot says about itself.
@@ -847,12 +836,7 @@ fn lock_key(path: &Path, cancel: &watch::Receiver<bool>) -> Result<std::fs::File
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(SolveError::io("create", dir))?;
     }
-    let file = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(SolveError::io("open", path))?;
+    let file = exec::open_lock(path)?;
     exec::lock_waiting(&file, path, true, cancel)?;
     Ok(file)
 }

@@ -24,7 +24,9 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::{KEY_LOCKS, SolveError};
+use super::exec::mounts_dir;
+use super::url::{self, records_dir as urls_dir};
+use super::{KEY_LOCKS, SNAPSHOT_PREFIX, SolveError};
 use crate::cache::CacheIndex;
 use crate::store::Store;
 
@@ -70,19 +72,11 @@ fn cache_snapshots(store: &Store) -> Result<BTreeSet<String>> {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        if name.starts_with("build-") || name.starts_with("url-") {
+        if name.starts_with(SNAPSHOT_PREFIX) || name.starts_with(url::SNAPSHOT_PREFIX) {
             names.insert(name);
         }
     }
     Ok(names)
-}
-
-fn mounts_dir(store: &Store) -> PathBuf {
-    store.cache_dir().join("mounts")
-}
-
-fn urls_dir(store: &Store) -> PathBuf {
-    store.cache_dir().join("urls")
 }
 
 /// Disk usage of `paths`, each inode counted once (snapshots share files by hard links).
@@ -214,7 +208,7 @@ pub fn prune(store: &Store, cache: &CacheIndex, options: &PruneOptions) -> Resul
     let doomed: Vec<PathBuf> = on_disk
         .iter()
         .filter(|name| {
-            if name.starts_with("url-") {
+            if name.starts_with(url::SNAPSHOT_PREFIX) {
                 !urls.contains(*name)
             } else {
                 !still_named.contains(*name)

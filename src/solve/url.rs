@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{NodeResult, Result, SolveError, Task, blocking};
 use crate::cache;
 use crate::source::http::{self, Fetched, Validators};
+use crate::store::Store;
 
 /// What the last download of a URL gave.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,13 +29,17 @@ struct UrlRecord {
     snapshot: String,
 }
 
+/// Snapshot directories of downloads are named `url-<key>`.
+pub(super) const SNAPSHOT_PREFIX: &str = "url-";
+
+/// Where the per-URL records live: `cache-v1/urls/`.
+pub(super) fn records_dir(store: &Store) -> PathBuf {
+    store.cache_dir().join("urls")
+}
+
 fn record_path(task: &Task, url: &str) -> PathBuf {
     let name = &cache::key(url.as_bytes(), &[])[..32];
-    task.shared
-        .store
-        .cache_dir()
-        .join("urls")
-        .join(format!("{name}.json"))
+    records_dir(&task.shared.store).join(format!("{name}.json"))
 }
 
 fn read_record(path: &Path) -> Option<UrlRecord> {
@@ -115,7 +120,10 @@ pub(super) async fn fetch(
             let record = UrlRecord {
                 validators,
                 mtime,
-                snapshot: format!("url-{}", snapshot_key(&digest, &filename, mtime)),
+                snapshot: format!(
+                    "{SNAPSHOT_PREFIX}{}",
+                    snapshot_key(&digest, &filename, mtime)
+                ),
                 digest,
                 filename: filename.clone(),
             };
@@ -208,9 +216,6 @@ fn commit(
     }
     let dir = record_file.parent().unwrap_or(snapshots);
     std::fs::create_dir_all(dir).map_err(SolveError::io("create", dir))?;
-    let temp = record_file.with_extension(format!("tmp-{}", super::exec::unique_suffix()));
     let bytes = serde_json::to_vec(record).map_err(|e| SolveError::Internal(e.to_string()))?;
-    std::fs::write(&temp, bytes).map_err(SolveError::io("write", &temp))?;
-    std::fs::rename(&temp, record_file).map_err(SolveError::io("rename", &temp))?;
-    Ok(())
+    crate::store::write_atomic(record_file, &bytes).map_err(|e| SolveError::Internal(e.to_string()))
 }

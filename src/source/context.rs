@@ -104,6 +104,15 @@ pub struct Selection {
     pub entries: Vec<Entry>,
 }
 
+impl Selection {
+    /// The index in `entries` of the entry at `rel` (relative to the context root).
+    pub fn position(&self, rel: &Path) -> Option<usize> {
+        self.entries
+            .binary_search_by(|e| e.os_path.as_os_str().cmp(rel.as_os_str()))
+            .ok()
+    }
+}
+
 /// How a digest was computed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
@@ -121,18 +130,24 @@ pub struct Stats {
 pub struct ContextDigest {
     /// `sha256:<hex>` over the canonical encoding of every entry.
     pub digest: String,
-    /// Each regular file's content digest, in path order.
-    pub file_digests: Vec<(String, [u8; 32])>,
+    /// The content digest of each entry of the selection it was computed for (same
+    /// index); `None` for anything but a regular file.
+    pub entry_digests: Vec<Option<[u8; 32]>>,
     pub stats: Stats,
 }
 
 impl ContextDigest {
     /// Each regular file's content digest (`sha256:<hex>`), by relative path: what a cache
     /// record keeps to explain a later miss (built on demand; hits never need it).
-    pub fn files(&self) -> BTreeMap<String, String> {
-        self.file_digests
+    /// `selection` is the one the digest was computed for.
+    pub fn files(&self, selection: &Selection) -> BTreeMap<String, String> {
+        selection
+            .entries
             .iter()
-            .map(|(path, digest)| (path.clone(), format!("sha256:{}", hex(digest))))
+            .zip(&self.entry_digests)
+            .filter_map(|(entry, digest)| {
+                digest.map(|d| (entry.path.clone(), format!("sha256:{}", hex(&d))))
+            })
             .collect()
     }
 }
@@ -525,11 +540,13 @@ impl Context {
             cache_status = CacheStatus::Disabled { reason };
         }
 
+        let mut entry_digests = vec![None; selection.entries.len()];
+        for (&index, digest) in file_indexes.iter().zip(digests) {
+            entry_digests[index] = digest;
+        }
         let mut tree = Sha256::new();
         tree.update(b"kiln-context-v1\0");
-        let mut file_digests = Vec::with_capacity(files.len());
-        let mut next_file = file_indexes.iter().zip(&digests).peekable();
-        for (index, entry) in selection.entries.iter().enumerate() {
+        for (entry, digest) in selection.entries.iter().zip(&entry_digests) {
             let path = entry.os_path.as_os_str().as_bytes();
             tree.update((path.len() as u64).to_be_bytes());
             tree.update(path);
@@ -540,19 +557,13 @@ impl Context {
                 tree.update((target.len() as u64).to_be_bytes());
                 tree.update(target);
             }
-            if let Some(&(&file_index, digest)) = next_file.peek()
-                && file_index == index
-            {
-                next_file.next();
-                if let Some(digest) = digest {
-                    tree.update(digest);
-                    file_digests.push((entry.path.clone(), *digest));
-                }
+            if let Some(digest) = digest {
+                tree.update(digest);
             }
         }
         Ok(ContextDigest {
             digest: format!("sha256:{}", hex(&tree.finalize().into())),
-            file_digests,
+            entry_digests,
             stats: Stats {
                 entries: selection.entries.len(),
                 files_hashed: to_hash.len(),
