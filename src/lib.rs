@@ -4,6 +4,7 @@
 //! → `instruction` (typed instructions split into stages) → later stages. See
 //! `docs/architecture.md` for the whole picture and the layering rules.
 
+pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod container;

@@ -45,6 +45,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("export", &["oci", "plan", "cache", "store", "snapshot"]),
+    // L6: the whole build lifecycle as one call, shared by the command line and the daemon.
+    (
+        "build",
+        &[
+            "oci",
+            "progress",
+            "syntax",
+            "instruction",
+            "plan",
+            "registry",
+            "source",
+            "cache",
+            "store",
+            "image",
+            "solve",
+            "export",
+        ],
+    ),
     // The command line may use everything.
     (
         "cli",
@@ -67,6 +85,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "container",
             "solve",
             "export",
+            "build",
         ],
     ),
 ];

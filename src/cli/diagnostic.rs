@@ -3,14 +3,8 @@
 
 use std::fmt::Write;
 
+pub use crate::build::Severity;
 use crate::syntax::Span;
-
-/// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Error,
-    Warning,
-}
 
 /// Lines of context shown above the first line of the span.
 const CONTEXT_LINES: usize = 2;

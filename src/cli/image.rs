@@ -191,10 +191,15 @@ pub(super) fn open_store(global: &GlobalArgs) -> Result<Store> {
 }
 
 pub(super) fn client(global: &GlobalArgs) -> Result<Client> {
+    Ok(Client::new(client_config(global))?)
+}
+
+/// How registries are reached: `--insecure-registry` and `KILN_INSECURE_REGISTRIES`, and
+/// the credentials of `~/.docker/config.json`.
+pub(super) fn client_config(global: &GlobalArgs) -> ClientConfig {
     let mut insecure = global.insecure_registry.clone();
     insecure.extend(insecure_from_env());
-    let config = ClientConfig::new(insecure, Arc::new(DockerConfig::from_env()));
-    Ok(Client::new(config)?)
+    ClientConfig::new(insecure, Arc::new(DockerConfig::from_env()))
 }
 
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {

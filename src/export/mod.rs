@@ -33,10 +33,26 @@ pub enum ExportError {
     Store(#[from] crate::store::StoreError),
     #[error("cache index: {0}")]
     Cache(#[from] cache::CacheError),
-    #[error("writing the layer of {name}: {reason}")]
-    Layer { name: String, reason: String },
-    #[error("base image {reference}: {reason}")]
-    Base { reference: String, reason: String },
+    #[error("writing the layer of {name}: {source}")]
+    Layer {
+        name: String,
+        #[source]
+        source: Box<ExportError>,
+    },
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Diff(#[from] crate::snapshot::diff::DiffError),
+    #[error("base image {reference}: {source}")]
+    Base {
+        reference: String,
+        #[source]
+        source: crate::oci::DigestError,
+    },
     #[error("the result of {0} is missing")]
     MissingResult(String),
 }
@@ -44,7 +60,7 @@ pub enum ExportError {
 type Result<T, E = ExportError> = std::result::Result<T, E>;
 
 /// A written layer: its diff_id and blob.
-type Blob = (String, BlobRef);
+pub type Blob = (String, BlobRef);
 
 /// One layer the build made: the op's layer directory and cache key.
 #[derive(Debug, Clone)]
@@ -95,9 +111,9 @@ pub fn export(
         let digest: Digest = base
             .manifest_digest
             .parse()
-            .map_err(|e| ExportError::Base {
+            .map_err(|source| ExportError::Base {
                 reference: base.reference.clone(),
-                reason: format!("{e}"),
+                source,
             })?;
         let image = store.image(&digest)?;
         for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
@@ -115,6 +131,10 @@ pub fn export(
     let mut kept: Vec<(usize, &LayerInput, String, Option<Blob>)> = Vec::new();
     for (layer, input) in plan.image.layers.iter().zip(layers) {
         let empty = std::fs::read_dir(&input.dir)
+            .map_err(|source| ExportError::Read {
+                path: input.dir.clone(),
+                source,
+            })
             .map_err(|e| layer_error(input, e))?
             .next()
             .is_none();
@@ -171,7 +191,7 @@ pub fn export(
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = missing.get(n) else { break };
                     let made = write_layer(store, &kept[i].1.dir, options.source_date_epoch)
-                        .map_err(|reason| layer_error(kept[i].1, reason));
+                        .map_err(|e| layer_error(kept[i].1, e));
                     done.lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .push((i, made));
@@ -268,30 +288,25 @@ pub fn export(
     })
 }
 
-fn layer_error(input: &LayerInput, e: impl ToString) -> ExportError {
+fn layer_error(input: &LayerInput, source: ExportError) -> ExportError {
     ExportError::Layer {
         name: input.name.clone(),
-        reason: e.to_string(),
+        source: Box::new(source),
     }
 }
 
 /// Writes the layer directory `dir` as an uncompressed tar into a store ingest; returns
 /// the diff_id (the blob's own digest) and the blob. `epoch` is `SOURCE_DATE_EPOCH`.
-pub fn write_layer(
-    store: &Store,
-    dir: &std::path::Path,
-    epoch: Option<u64>,
-) -> std::result::Result<(String, BlobRef), String> {
-    let ingest = store.ingest().map_err(|e| e.to_string())?;
+pub fn write_layer(store: &Store, dir: &std::path::Path, epoch: Option<u64>) -> Result<Blob> {
+    let ingest = store.ingest()?;
     let ingest = diff::diff(
         dir,
         &DiffOptions {
             source_date_epoch: epoch,
         },
         ingest,
-    )
-    .map_err(|e| e.to_string())?;
-    let (digest, size) = ingest.commit(None, None).map_err(|e| e.to_string())?;
+    )?;
+    let (digest, size) = ingest.commit(None, None)?;
     Ok((
         digest.to_string(),
         BlobRef {

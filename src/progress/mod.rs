@@ -82,6 +82,20 @@ impl Event {
         }
     }
 
+    /// The vertex the event belongs to, to renumber it.
+    fn vertex_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Event::VertexStarted { id, .. }
+            | Event::VertexCached { id }
+            | Event::VertexLog { id, .. }
+            | Event::VertexMiss { id, .. }
+            | Event::VertexDone { id, .. }
+            | Event::VertexError { id, .. }
+            | Event::VertexProgress { id, .. } => Some(id),
+            Event::BuildWarning { .. } => None,
+        }
+    }
+
     /// One line of `--progress rawjson` (without the newline).
     pub fn to_json_line(&self) -> String {
         // Serializing this enum cannot fail: every field is a plain string or number.
@@ -150,6 +164,18 @@ impl Sink {
 
     pub fn send(&self, event: Event) {
         (self.0)(event)
+    }
+
+    /// A sink into this one that adds `by` to every vertex number: for a part of the
+    /// work (the solver's steps) that numbers its vertices from 1 after others were shown.
+    pub fn offset(&self, by: u64) -> Sink {
+        let inner = self.clone();
+        Sink(Arc::new(move |mut event: Event| {
+            if let Some(id) = event.vertex_mut() {
+                *id += by;
+            }
+            inner.send(event);
+        }))
     }
 
     /// Starts step `#id`: sends [`Event::VertexStarted`] and returns a handle that stamps the

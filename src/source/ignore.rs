@@ -66,6 +66,19 @@ impl IgnoreFile {
         let general = context_root.join(".dockerignore");
         general.is_file().then_some(general)
     }
+
+    /// The patterns of the ignore file BuildKit would use for `dockerfile` (see
+    /// [`IgnoreFile::locate`]), compiled; `None` when there is no such file.
+    pub fn load(
+        context_root: &std::path::Path,
+        dockerfile: &str,
+    ) -> Result<Option<PatternMatcher>, Error> {
+        let Some(path) = Self::locate(context_root, dockerfile) else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path, source })?;
+        PatternMatcher::new(Self::parse_bytes(&bytes)).map(Some)
+    }
 }
 
 /// How one pattern is matched (moby's `matchType`).

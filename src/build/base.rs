@@ -1,0 +1,140 @@
+//! Base images: resolved in the store while the plan is made, pulled when missing (every
+//! one with `--pull`), each pull shown as a progress vertex of its own.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::{BuildError, BuildRequest};
+use crate::image;
+use crate::oci::Reference;
+use crate::plan::{self, Plan, Platform};
+use crate::progress::{Clock, Event, Sink};
+use crate::registry::{Client, ClientConfig};
+use crate::solve::StoreResolver;
+use crate::store::Store;
+
+/// The pulls of one build: they are numbered `#1`, `#2`, … before the solver's steps.
+#[derive(Clone)]
+pub(super) struct Pulls {
+    sink: Sink,
+    clock: Clock,
+    count: Arc<AtomicU64>,
+}
+
+impl Pulls {
+    pub(super) fn new(sink: Sink, clock: Clock) -> Pulls {
+        Pulls {
+            sink,
+            clock,
+            count: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A sink for what comes after the pulls, numbered after them.
+    pub(super) fn offset_sink(&self) -> Sink {
+        self.sink.offset(self.count.load(Ordering::SeqCst))
+    }
+
+    /// Pulls `reference` into `store` under a vertex of its own, with the bytes of all its
+    /// layers as the vertex's progress.
+    fn pull(
+        &self,
+        store: &Store,
+        client: &Client,
+        reference: &Reference,
+        platform: &Platform,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(), image::ImageError> {
+        let id = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        let vertex = self
+            .sink
+            .vertex(&self.clock, id, format!("pulling {reference}"));
+        let layers: Mutex<HashMap<String, (u64, u64)>> = Mutex::new(HashMap::new());
+        let sink = self.sink.clone();
+        let report: image::Reporter = Arc::new(move |event| {
+            if let image::Event::Bytes {
+                id: layer,
+                done,
+                total,
+            } = event
+            {
+                let mut layers = layers.lock().unwrap_or_else(PoisonError::into_inner);
+                layers.insert(layer, (done, total));
+                let (current, total) = layers
+                    .values()
+                    .fold((0, 0), |(c, t), (done, total)| (c + done, t + total));
+                sink.send(Event::VertexProgress {
+                    id,
+                    current,
+                    total: Some(total),
+                });
+            }
+        });
+        let platform = crate::registry::Platform {
+            os: platform.os.clone(),
+            architecture: platform.architecture.clone(),
+            variant: platform.variant.clone(),
+        };
+        let pulled = runtime.block_on(image::pull(
+            store,
+            client,
+            reference,
+            Some(&platform),
+            report,
+        ));
+        match pulled {
+            Ok(_) => {
+                vertex.done();
+                Ok(())
+            }
+            Err(error) => {
+                vertex.error(error.to_string());
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Plans `request`'s build, pulling the base images it needs that the store lacks. The
+/// planner is synchronous, so it runs on a blocking thread and pulls through the runtime.
+pub(super) async fn plan(
+    store: &Store,
+    registry: &ClientConfig,
+    request: &BuildRequest,
+    pulls: &Pulls,
+) -> Result<Plan, BuildError> {
+    let options = plan::Options {
+        target: request.target.clone(),
+        labels: request.labels.clone(),
+        escape: request.escape,
+        dockerfile_name: request.dockerfile_name.clone(),
+        build_args: request.build_args.clone(),
+        no_cache_filter: request.no_cache_filter.clone(),
+        network: request.network.clone(),
+        ..plan::Options::default()
+    };
+    let store = store.clone();
+    let registry = registry.clone();
+    let stages = request.stages.clone();
+    let always_pull = request.pull;
+    let pulls = pulls.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let planned = tokio::task::spawn_blocking(move || {
+        let mut client: Option<Client> = None;
+        let pull_store = store.clone();
+        let puller: crate::solve::Puller<'_> = Box::new(move |reference, platform| {
+            let client = match &mut client {
+                Some(client) => client,
+                empty => empty.insert(Client::new(registry.clone()).map_err(|e| e.to_string())?),
+            };
+            pulls
+                .pull(&pull_store, client, reference, platform, &runtime)
+                .map_err(|e| e.to_string())
+        });
+        let mut resolver = StoreResolver::new(store, Some(puller)).always_pull(always_pull);
+        plan::build(&stages, &options, &mut resolver)
+    })
+    .await?;
+    Ok(planned?)
+}

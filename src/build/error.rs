@@ -1,0 +1,71 @@
+//! What can make a build fail.
+
+use std::path::PathBuf;
+
+use crate::syntax::Span;
+
+/// Why [`super::Build::run`] failed. Every variant keeps its cause; [`BuildError::span`]
+/// says where in the Dockerfile, when that is known, so a caller can show an excerpt.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// `--platform` names a platform other than the host's: there is no emulation yet.
+    #[error(
+        "--platform {wanted}: kiln builds for this machine's platform ({host}) only; \
+         multi-platform builds are not supported yet"
+    )]
+    UnsupportedPlatform { wanted: String, host: String },
+    /// The Dockerfile could not be planned (a bad expansion, an unknown stage, a base image
+    /// that cannot be resolved or pulled).
+    #[error(transparent)]
+    Plan(Box<crate::plan::Error>),
+    /// A step failed or the build was cancelled. `step_log` is the file holding the
+    /// failing step's whole output, when the build record was saved.
+    #[error("{source}")]
+    Solve {
+        #[source]
+        source: Box<crate::solve::SolveError>,
+        step_log: Option<PathBuf>,
+    },
+    #[error("build context: {0}")]
+    Context(#[from] crate::source::Error),
+    #[error("cache index: {0}")]
+    Cache(#[from] crate::cache::CacheError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("exporting the image: {0}")]
+    Export(#[from] crate::export::ExportError),
+    #[error("a build task stopped unexpectedly: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<crate::plan::Error> for BuildError {
+    fn from(error: crate::plan::Error) -> BuildError {
+        BuildError::Plan(Box::new(error))
+    }
+}
+
+impl BuildError {
+    /// Where in the Dockerfile the failure is, when known.
+    pub fn span(&self) -> Option<Span> {
+        match self {
+            BuildError::Plan(error) => Some(error.span()),
+            BuildError::Solve { source, .. } => source.span(),
+            _ => None,
+        }
+    }
+
+    /// The build was stopped by its cancel signal (Ctrl-C), not by a failure.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, BuildError::Solve { source, .. }
+            if matches!(**source, crate::solve::SolveError::Cancelled))
+    }
+
+    /// A Dockerfile the user must fix (exit status 2 on the command line), as opposed to a
+    /// failure of the build. A base image that cannot be pulled is a failure.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            BuildError::Plan(error) => !matches!(**error, crate::plan::Error::Resolve { .. }),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The image layers of a build: written as soon as their step is done, while later steps
+//! run, and handed to the exporter in the plan's order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use petgraph::graph::NodeIndex;
+
+use super::BuildError;
+use crate::export::{self, Blob, ExportError, LayerInput};
+use crate::plan::Plan;
+use crate::solve::{Solved, Solver};
+use crate::store::Store;
+
+type LayerJob = tokio::task::JoinHandle<Result<Blob, ExportError>>;
+
+/// Image layers being written while the build goes on.
+#[derive(Clone, Default)]
+pub(super) struct EarlyLayers(Arc<Mutex<Vec<(String, LayerJob)>>>);
+
+impl EarlyLayers {
+    /// Waits for every layer started; the ones written, by step key (a failed one is left
+    /// to the exporter, which writes it again and reports its error).
+    pub(super) async fn collect(self) -> HashMap<String, Blob> {
+        let jobs = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut written = HashMap::new();
+        for (key, job) in jobs {
+            if let Ok(Ok(layer)) = job.await {
+                written.insert(key, layer);
+            }
+        }
+        written
+    }
+}
+
+/// Starts writing each image layer as soon as its step is done, on a blocking thread, so
+/// that a big COPY's layer is written while the steps after it run.
+pub(super) fn write_early(
+    solver: &mut Solver,
+    plan: &Plan,
+    store: &Store,
+    source_date_epoch: Option<u64>,
+) -> EarlyLayers {
+    let layers: HashMap<NodeIndex, bool> = plan
+        .image
+        .layers
+        .iter()
+        .map(|layer| (layer.node, layer.skip_if_empty))
+        .collect();
+    let early = EarlyLayers::default();
+    let jobs = early.clone();
+    let store = store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    solver.on_done(Box::new(move |node, result| {
+        let Some(&skip_if_empty) = layers.get(&node) else {
+            return;
+        };
+        // A cached step's layer is usually recorded already; the exporter checks.
+        if result.cached || (skip_if_empty && result.empty) {
+            return;
+        }
+        let Some(dir) = result.layer.clone() else {
+            return;
+        };
+        let store = store.clone();
+        let job =
+            runtime.spawn_blocking(move || export::write_layer(&store, &dir, source_date_epoch));
+        jobs.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((result.key.clone(), job));
+    }));
+    early
+}
+
+/// The layer each of the image's layer steps made, in the image's order.
+pub(super) fn inputs(plan: &Plan, solved: &Solved) -> Result<Vec<LayerInput>, BuildError> {
+    plan.image
+        .layers
+        .iter()
+        .map(|layer| {
+            let op = &plan.graph[layer.node];
+            let name = op.metadata.name.clone();
+            let result = solved
+                .results
+                .get(&layer.node)
+                .ok_or_else(|| ExportError::MissingResult(name.clone()))?;
+            let dir = result
+                .layer
+                .clone()
+                .ok_or_else(|| ExportError::MissingResult(name.clone()))?;
+            Ok(LayerInput {
+                dir,
+                key: result.key.clone(),
+                name,
+            })
+        })
+        .collect()
+}

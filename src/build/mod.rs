@@ -1,0 +1,321 @@
+//! The whole build lifecycle as one call (layer L6): [`Build::run`] takes a
+//! [`BuildRequest`] (the parsed Dockerfile, the context directory, the options of
+//! `docker build`) and a progress [`Sink`], and returns the image it made.
+//!
+//! In order: the base images are resolved in the store and pulled when missing (while the
+//! plan is made); a store lease is taken; the solver runs the plan, and each image layer is
+//! written as soon as its step is done ([`layers`]); the exporter writes the config,
+//! manifest and tags; the build record with every step's whole output is saved, whatever
+//! the outcome. The caller's cancel signal stops running steps. `cli` and the coming
+//! daemon share this; they only turn their input into a request and render the outcome.
+
+mod base;
+mod dockerfile;
+mod error;
+mod layers;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+pub use dockerfile::{Diagnostic, ParsedDockerfile, Severity};
+pub use error::BuildError;
+
+use crate::cache::CacheIndex;
+use crate::export::{self, ExportOptions, Exported};
+use crate::instruction::Stages;
+use crate::oci::{Reference, media_type};
+use crate::plan::Platform;
+use crate::progress::{Clock, LogStore, Sink};
+use crate::registry::ClientConfig;
+use crate::solve::{SecretSource, SolveError, SolveOptions, Solver, history};
+use crate::source::{Context as SourceContext, IgnoreFile};
+use crate::store::Store;
+
+/// Everything one build needs to know, as `docker build`'s options say it.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The parsed Dockerfile.
+    pub stages: Stages,
+    /// Its escape character (the `# escape=` directive), for the planner's word expansion.
+    pub escape: char,
+    /// The Dockerfile's name as shown in messages, relative to the context (`Dockerfile`).
+    pub dockerfile_name: String,
+    /// Its absolute path, or `-` when it came from standard input: steps are identified
+    /// by it, so cache misses are explained against the same Dockerfile's last build.
+    pub dockerfile_path: String,
+    /// The build context directory.
+    pub context: PathBuf,
+    pub target: Option<String>,
+    pub tags: Vec<Reference>,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages whose steps run again.
+    pub no_cache_filter: Vec<String>,
+    /// `--pull`: ask the registry for every base image again.
+    pub pull: bool,
+    /// `--network`: what `default` means for RUN steps.
+    pub network: Option<String>,
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// `--platform`; only the host's can be built so far.
+    pub platform: Option<Platform>,
+    /// Steps running at once; `None`: twice the number of CPUs.
+    pub jobs: Option<usize>,
+    /// `SOURCE_DATE_EPOCH`: history times and file mtimes clamped to it.
+    pub source_date_epoch: Option<u64>,
+}
+
+/// What a successful build made.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    pub exported: Exported,
+    pub tags: Vec<Reference>,
+    /// The build record's directory (`<root>/builds-v1/…`), when it could be saved.
+    pub record: Option<PathBuf>,
+}
+
+impl BuildOutcome {
+    /// What `--metadata-file` holds, with the keys `docker buildx build` writes.
+    pub fn metadata(&self) -> serde_json::Value {
+        let exported = &self.exported;
+        let mut metadata = serde_json::json!({
+            "containerimage.config.digest": exported.image_id.to_string(),
+            "containerimage.digest": exported.manifest_digest.to_string(),
+            "containerimage.descriptor": {
+                "mediaType": media_type::OCI_MANIFEST,
+                "digest": exported.manifest_digest.to_string(),
+                "size": exported.manifest_size,
+            },
+        });
+        if !self.tags.is_empty() {
+            let names: Vec<String> = self.tags.iter().map(ToString::to_string).collect();
+            metadata["image.name"] = names.join(",").into();
+        }
+        metadata
+    }
+}
+
+/// The builder of one store: runs builds on it, pulling base images with `registry`.
+pub struct Build {
+    store: Store,
+    registry: ClientConfig,
+}
+
+impl Build {
+    pub fn new(store: Store, registry: ClientConfig) -> Build {
+        Build { store, registry }
+    }
+
+    /// Runs the whole build of `request`, sending progress to `sink`. Setting `cancel` to
+    /// true stops it (running steps are killed; the result is a cancelled
+    /// [`BuildError::Solve`]). The build record is saved whatever the outcome; a failure
+    /// names the failing step's log in it.
+    pub async fn run(
+        &self,
+        request: BuildRequest,
+        sink: &Sink,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<BuildOutcome, BuildError> {
+        check_platform(request.platform.as_ref())?;
+        let started_at = crate::cache::unix_now();
+        // Every event also goes into the log store the build record is written from.
+        let logs = LogStore::new();
+        let sink = {
+            let (outer, logs) = (sink.clone(), logs.clone());
+            Sink::from_fn(move |event| {
+                logs.record(&event);
+                outer.send(event);
+            })
+        };
+        let outcome = self.solve_and_export(&request, &sink, cancel).await;
+        let record = history::BuildRecord {
+            started_at,
+            finished_at: crate::cache::unix_now(),
+            dockerfile: request.dockerfile_name.clone(),
+            context: request.context.display().to_string(),
+            target: request.target.clone(),
+            tags: request.tags.iter().map(ToString::to_string).collect(),
+            status: match &outcome {
+                Ok(_) => "succeeded",
+                Err(error) if error.is_cancelled() => "cancelled",
+                Err(_) => "failed",
+            }
+            .to_string(),
+            image_id: outcome.as_ref().ok().map(|e| e.image_id.to_string()),
+            error: outcome.as_ref().err().map(ToString::to_string),
+            steps: logs.names(),
+        };
+        let saved = {
+            let store = self.store.clone();
+            let steps = logs.all();
+            let record = record.clone();
+            tokio::task::spawn_blocking(move || history::save(&store, &record, &steps)).await?
+        };
+        if let Err(error) = &saved {
+            sink.send(crate::progress::Event::BuildWarning {
+                message: format!("the build record was not saved: {error}"),
+            });
+        }
+        let record_dir = saved.ok();
+        match outcome {
+            Ok(exported) => Ok(BuildOutcome {
+                exported,
+                tags: request.tags,
+                record: record_dir,
+            }),
+            Err(BuildError::Solve { source, .. }) => {
+                let step_log = failed_step_log(&source, &record, record_dir.as_deref());
+                Err(BuildError::Solve { source, step_log })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Plans (pulling missing base images), solves and exports.
+    async fn solve_and_export(
+        &self,
+        request: &BuildRequest,
+        sink: &Sink,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<Exported, BuildError> {
+        let clock = Clock::start();
+        let pulls = base::Pulls::new(sink.clone(), clock.clone());
+        let plan = Arc::new(base::plan(&self.store, &self.registry, request, &pulls).await?);
+        // The solver numbers its steps from 1; they follow the pulls.
+        let sink = &pulls.offset_sink();
+        for warning in &plan.warnings {
+            sink.send(crate::progress::Event::BuildWarning {
+                message: warning.clone(),
+            });
+        }
+        let store = self.store.clone();
+        let (context, cache) = {
+            let dir = request.context.clone();
+            let name = request.dockerfile_name.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, BuildError> {
+                let ignore = IgnoreFile::load(&dir, &name)?;
+                let context = SourceContext::open(&dir, ignore)?;
+                Ok((Arc::new(context), Arc::new(CacheIndex::for_store(&store)?)))
+            })
+            .await??
+        };
+        // From the first step to the tag: layers written early are not referenced by any
+        // manifest until the export, and `image prune` must not take them meanwhile.
+        let _lease = {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.lease()).await??
+        };
+        let mut solver = Solver::new(
+            self.store.clone(),
+            cache.clone(),
+            context,
+            sink.clone(),
+            clock.clone(),
+            SolveOptions {
+                jobs: request.jobs.unwrap_or_else(default_jobs),
+                no_cache: request.no_cache,
+                dockerfile: request.dockerfile_path.clone(),
+                sandbox_exe: None,
+                secrets: request.secrets.clone(),
+                ssh: request.ssh.clone(),
+            },
+        );
+        let early = layers::write_early(&mut solver, &plan, &self.store, request.source_date_epoch);
+        let forward = forward_cancel(cancel, solver.canceller());
+        let solved = solver.solve(&plan).await;
+        forward.abort();
+        let solved = match solved {
+            Ok(solved) => solved,
+            Err(source) => {
+                // Let layers being written finish (their blobs are collectable garbage).
+                early.collect().await;
+                return Err(BuildError::Solve {
+                    source: Box::new(source),
+                    step_log: None,
+                });
+            }
+        };
+        let vertex_id = plan.graph.node_count() as u64 + 1;
+        let vertex = sink.vertex(&clock, vertex_id, "exporting to image");
+        // Layers started while the build ran are part of exporting.
+        let written = early.collect().await;
+        let exported = async {
+            let layers = layers::inputs(&plan, &solved)?;
+            let newest = solved.results.values().map(|r| r.created_at).max();
+            let options = ExportOptions {
+                source_date_epoch: request.source_date_epoch,
+                created: match newest {
+                    Some(t) if t > 0 => t,
+                    _ => crate::cache::unix_now(),
+                },
+                tags: request.tags.clone(),
+                written,
+            };
+            let store = self.store.clone();
+            let plan = plan.clone();
+            let exported = tokio::task::spawn_blocking(move || {
+                export::export(&store, &cache, &plan, &layers, &options)
+            })
+            .await??;
+            Ok::<_, BuildError>(exported)
+        }
+        .await;
+        match &exported {
+            Ok(_) => vertex.done(),
+            Err(error) => vertex.error(error.to_string()),
+        }
+        exported
+    }
+}
+
+/// Steps often wait (on the network, on disk, on `sleep`): two per CPU keep the CPUs busy
+/// where one per CPU would leave them idle.
+fn default_jobs() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// Only the host's platform can be built: there is no emulation yet.
+fn check_platform(wanted: Option<&Platform>) -> Result<(), BuildError> {
+    let Some(wanted) = wanted else {
+        return Ok(());
+    };
+    let host = Platform::host();
+    if wanted.runs_on(&host) {
+        return Ok(());
+    }
+    Err(BuildError::UnsupportedPlatform {
+        wanted: wanted.to_string(),
+        host: host.to_string(),
+    })
+}
+
+/// Passes the caller's cancel signal on to the solver.
+fn forward_cancel(
+    mut cancel: watch::Receiver<bool>,
+    solver: watch::Sender<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if cancel.wait_for(|cancelled| *cancelled).await.is_ok() {
+            let _ = solver.send(true);
+        }
+    })
+}
+
+/// The saved log of the step a solve error names.
+fn failed_step_log(
+    error: &SolveError,
+    record: &history::BuildRecord,
+    record_dir: Option<&Path>,
+) -> Option<PathBuf> {
+    let (SolveError::Step { name, .. }, Some(dir)) = (error, record_dir) else {
+        return None;
+    };
+    let (step, _) = record.steps.iter().find(|(_, n)| *n == name)?;
+    let path = history::log_path(dir, *step);
+    path.exists().then_some(path)
+}

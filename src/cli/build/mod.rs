@@ -1,0 +1,417 @@
+//! `kiln build`: the command line turned into a [`BuildRequest`], the outcome rendered;
+//! and the `--call` front-end methods.
+
+mod methods;
+mod options;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use tokio::sync::watch;
+
+use super::EXIT_USAGE;
+use super::diagnostic::render;
+use super::image::GlobalArgs;
+use super::progress::{self, ProgressMode};
+use crate::build::{Build, BuildError, BuildOutcome, BuildRequest, ParsedDockerfile, Severity};
+use crate::oci::Reference;
+use crate::plan::Platform;
+use crate::progress::{Clock, LogStore, Sink};
+use crate::solve::SolveError;
+use crate::syntax::Span;
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Build context directory, or `-` to read the Dockerfile from standard input.
+    context: String,
+
+    /// Path to the Dockerfile (default: CONTEXT/Dockerfile); `-` reads standard input.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<String>,
+
+    /// Run a front-end method instead of building.
+    #[arg(long = "call", value_enum, default_value_t = Call::Build)]
+    call: Call,
+
+    /// Shorthand for `--call check`.
+    #[arg(long = "check")]
+    check: bool,
+
+    /// The stage to build (`outline` describes this stage).
+    #[arg(long = "target", value_name = "STAGE")]
+    target: Option<String>,
+
+    /// Name (and optionally tag) the image: `name[:tag]` (repeatable).
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    tags: Vec<String>,
+
+    /// Set a build argument: `K=V`, or `K` to take its value from the environment.
+    #[arg(long = "build-arg", value_name = "K=V")]
+    build_args: Vec<String>,
+
+    /// Add a label to the image: `K=V` (repeatable).
+    #[arg(long = "label", value_name = "K=V")]
+    labels: Vec<String>,
+
+    /// Do not use the cache: run every step.
+    #[arg(long = "no-cache")]
+    no_cache: bool,
+
+    /// How to show progress.
+    #[arg(long = "progress", value_enum, value_name = "MODE")]
+    progress: Option<ProgressMode>,
+
+    /// Print only the image id.
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+
+    /// Write the image id to this file.
+    #[arg(long = "iidfile", value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+
+    /// Steps running at once (default: twice the number of CPUs).
+    #[arg(long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+
+    /// Pull base images again, even those already in the store.
+    #[arg(long = "pull")]
+    pull: bool,
+
+    /// Network of RUN steps that do not choose one: default (the host's), none or host.
+    #[arg(long = "network", value_name = "MODE", value_parser = ["default", "none", "host"])]
+    network: Option<String>,
+
+    /// Write the build's result (image id, manifest digest, names) as JSON to this file.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
+
+    /// Do not use the cache for these stages (repeatable, or comma-separated).
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+
+    /// A secret for RUN --mount=type=secret: id=ID[,src=FILE | ,env=VAR] (repeatable).
+    #[arg(long = "secret", value_name = "SPEC")]
+    secrets: Vec<String>,
+
+    /// An SSH agent for RUN --mount=type=ssh: default, or ID=SOCKET (repeatable).
+    #[arg(long = "ssh", value_name = "SPEC")]
+    ssh: Vec<String>,
+
+    /// The platform to build for; only this machine's is supported so far.
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    platform: Option<String>,
+}
+
+/// Front-end methods, named as in `docker buildx build --call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Call {
+    /// Build the image.
+    Build,
+    /// Parse and validate the Dockerfile, reporting every problem.
+    Check,
+    /// Print the build arguments the target uses, with their defaults.
+    Outline,
+    /// List the stages that can be built.
+    Targets,
+}
+
+/// A Dockerfile read from disk or standard input.
+struct DockerfileSource {
+    /// The name shown in messages, e.g. `Dockerfile` or `app/Dockerfile`.
+    display: String,
+    bytes: Vec<u8>,
+    text: String,
+}
+
+impl DockerfileSource {
+    fn report(&self, severity: Severity, span: Span, message: &str) {
+        eprint!(
+            "{}",
+            render(severity, &self.display, &self.text, span, message)
+        );
+    }
+}
+
+pub fn run(args: BuildArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let call = if args.check { Call::Check } else { args.call };
+    let source = read_dockerfile(&args)?;
+    let parsed = match ParsedDockerfile::parse(&source.bytes) {
+        Ok(parsed) => parsed,
+        Err(diagnostics) => {
+            for d in &diagnostics {
+                source.report(d.severity, d.span, &d.message);
+            }
+            if call == Call::Check {
+                let problems = diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .count();
+                let plural = if problems == 1 { "" } else { "s" };
+                eprintln!("Check complete: {problems} problem{plural} found.");
+            }
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    for d in &parsed.warnings {
+        source.report(d.severity, d.span, &d.message);
+    }
+    let stages = &parsed.stages;
+    match call {
+        Call::Check => {
+            match parsed.warnings.len() {
+                0 => println!("Check complete: no problems found."),
+                1 => println!("Check complete: no errors, 1 warning."),
+                n => println!("Check complete: no errors, {n} warnings."),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Call::Targets => {
+            print!("{}", methods::targets_table(stages));
+            Ok(ExitCode::SUCCESS)
+        }
+        Call::Outline => {
+            let target_name = args.target.as_deref();
+            let Some(target) = stages.target(target_name) else {
+                return Ok(methods::unknown_target(stages, target_name.unwrap_or("")));
+            };
+            print!("{}", methods::outline_text(stages, target));
+            Ok(ExitCode::SUCCESS)
+        }
+        Call::Build => build(&args, global, &source, parsed),
+    }
+}
+
+/// `kiln build`: the request, the build under a progress renderer, the outcome.
+fn build(
+    args: &BuildArgs,
+    global: &GlobalArgs,
+    source: &DockerfileSource,
+    parsed: ParsedDockerfile,
+) -> anyhow::Result<ExitCode> {
+    // `kiln build -` reads the Dockerfile from stdin and has no context: an empty one.
+    let empty_context = (args.context == "-")
+        .then(options::EmptyDir::create)
+        .transpose()?;
+    let request = request(args, source, parsed, empty_context.as_ref())?;
+    let store = super::image::open_store(global)?;
+    let builder = Build::new(store, super::image::client_config(global));
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::resolve(
+            args.progress,
+            std::env::var("BUILDKIT_PROGRESS").ok().as_deref(),
+            progress::stderr_is_terminal(),
+        )
+    };
+    let runtime = super::image::runtime()?;
+    let outcome = runtime.block_on(async {
+        let (sink, rx) = Sink::channel();
+        let renderer = progress::stderr_renderer(mode, Clock::start());
+        let drive = tokio::spawn(progress::drive(rx, renderer, LogStore::new()));
+        let (cancel, cancelled) = watch::channel(false);
+        let signals = tokio::spawn(cancel_on_signal(cancel));
+        let outcome = builder.run(request, &sink, cancelled).await;
+        signals.abort();
+        drop(sink);
+        let _ = drive.await;
+        outcome
+    });
+    match outcome {
+        Ok(outcome) => finish(args, &outcome),
+        Err(error) => Ok(report_failure(source, error)),
+    }
+}
+
+/// The [`BuildRequest`] the command line asks for.
+fn request(
+    args: &BuildArgs,
+    source: &DockerfileSource,
+    parsed: ParsedDockerfile,
+    empty_context: Option<&options::EmptyDir>,
+) -> anyhow::Result<BuildRequest> {
+    let platform = args
+        .platform
+        .as_deref()
+        .map(|p| Platform::parse(p).map_err(|e| anyhow::anyhow!(e)))
+        .transpose()?;
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| {
+            t.parse::<Reference>()
+                .map_err(|e| anyhow::anyhow!("invalid tag {t:?}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let build_args = options::key_values(&args.build_args, true)?;
+    let context: PathBuf = match empty_context {
+        Some(empty) => empty.0.clone(),
+        None => PathBuf::from(&args.context),
+    };
+    let dockerfile_path = match &args.file {
+        _ if empty_context.is_some() => "-".to_string(),
+        Some(f) if f == "-" => "-".to_string(),
+        file => std::fs::canonicalize(
+            file.as_ref()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(&args.context).join(&source.display)),
+        )
+        .map_or_else(|_| source.display.clone(), |p| p.display().to_string()),
+    };
+    Ok(BuildRequest {
+        stages: parsed.stages,
+        escape: parsed.escape,
+        dockerfile_name: source.display.clone(),
+        dockerfile_path,
+        context,
+        target: args.target.clone(),
+        tags,
+        source_date_epoch: options::source_date_epoch(&build_args)?,
+        build_args,
+        labels: options::key_values(&args.labels, false)?,
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        pull: args.pull,
+        network: args.network.clone(),
+        secrets: options::parse_secrets(&args.secrets)?,
+        ssh: options::parse_ssh(&args.ssh)?,
+        platform,
+        jobs: args.jobs,
+    })
+}
+
+/// Ctrl-C or SIGTERM cancels the build.
+async fn cancel_on_signal(cancel: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
+    let _ = cancel.send(true);
+}
+
+/// Writes `--iidfile` and `--metadata-file`, names the tags and prints the image id.
+fn finish(args: &BuildArgs, outcome: &BuildOutcome) -> anyhow::Result<ExitCode> {
+    let id = outcome.exported.image_id.to_string();
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.metadata_file {
+        std::fs::write(path, serde_json::to_vec_pretty(&outcome.metadata())?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !args.quiet {
+        for tag in &outcome.tags {
+            eprintln!("naming to {tag}");
+        }
+    }
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Says why the build failed: the Dockerfile excerpt where that is known, a failing
+/// step's last lines and the file with its whole output.
+fn report_failure(source: &DockerfileSource, error: BuildError) -> ExitCode {
+    if error.is_cancelled() {
+        eprintln!("error: the build was cancelled");
+        return ExitCode::from(EXIT_CANCELLED);
+    }
+    let code = if error.is_usage() {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::FAILURE
+    };
+    let step = match &error {
+        BuildError::Solve { source, .. } => match &**source {
+            SolveError::Step { message, tail, .. } => Some((message, tail)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (message, span) = match step {
+        Some((message, tail)) => {
+            if !tail.is_empty() {
+                eprintln!("------");
+                for line in tail {
+                    eprintln!(" > {line}");
+                }
+                eprintln!("------");
+            }
+            (message.clone(), error.span())
+        }
+        _ => (error.to_string(), error.span()),
+    };
+    match span {
+        Some(span) => source.report(Severity::Error, span, &message),
+        None => eprintln!("error: {error}"),
+    }
+    if let BuildError::Solve {
+        step_log: Some(log),
+        ..
+    } = &error
+    {
+        eprintln!("the step's full output: {}", log.display());
+    }
+    code
+}
+
+fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<DockerfileSource> {
+    let from_stdin =
+        args.file.as_deref() == Some("-") || (args.file.is_none() && args.context == "-");
+    if from_stdin {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading the Dockerfile from standard input")?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        return Ok(DockerfileSource {
+            display: "Dockerfile".to_string(),
+            bytes,
+            text,
+        });
+    }
+    let path = match &args.file {
+        Some(file) => PathBuf::from(file),
+        None => default_dockerfile(Path::new(&args.context))?,
+    };
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("reading the Dockerfile {}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Ok(DockerfileSource {
+        text,
+        display: path
+            .strip_prefix(&args.context)
+            .unwrap_or(&path)
+            .display()
+            .to_string(),
+        bytes,
+    })
+}
+
+/// `CONTEXT/Dockerfile`, or `CONTEXT/dockerfile` when only that exists.
+fn default_dockerfile(context: &Path) -> anyhow::Result<PathBuf> {
+    if !context.is_dir() {
+        bail!("the build context {} is not a directory", context.display());
+    }
+    let upper = context.join("Dockerfile");
+    let lower = context.join("dockerfile");
+    if !upper.exists() && lower.exists() {
+        return Ok(lower);
+    }
+    Ok(upper)
+}
+
+/// Exit status after Ctrl-C or SIGTERM, as shells report a SIGINT death.
+const EXIT_CANCELLED: u8 = 130;
