@@ -9,6 +9,7 @@ pub mod cli;
 pub mod container;
 pub mod export;
 pub mod fileop;
+pub mod gocompat;
 pub mod image;
 pub mod instruction;
 pub mod oci;

@@ -24,7 +24,6 @@ use crate::instruction::{self, Stages};
 use crate::oci::Reference;
 use crate::plan;
 use crate::progress::{Clock, LogStore, Sink};
-use crate::registry;
 use crate::solve::{
     Puller, SecretSource, SolveError, SolveOptions, Solver, StoreResolver, history,
 };
@@ -461,17 +460,12 @@ fn build(
             if !quiet {
                 eprintln!("pulling {reference}");
             }
-            let platform = registry::Platform {
-                os: platform.os.clone(),
-                architecture: platform.architecture.clone(),
-                variant: platform.variant.clone(),
-            };
             handle
                 .block_on(image::pull(
                     &pull_store,
                     client,
                     reference,
-                    Some(&platform),
+                    Some(platform),
                     image::quiet(),
                 ))
                 .map(|_| ())
