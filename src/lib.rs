@@ -11,7 +11,8 @@
 //!
 //! - **L0, the vocabulary**: [`oci`] (digests, media types, references, platforms),
 //!   [`progress`] (the events every long operation reports), [`sys`] (the only raw
-//!   syscalls and `unsafe`).
+//!   syscalls and `unsafe`), [`gocompat`] (Go's `path.Clean` and quoting, as BuildKit
+//!   uses them).
 //! - **L1–L3, pure front end**: [`syntax`] (a lossless, spanned AST), [`shell`] (BuildKit's
 //!   word expansion), [`instruction`] (typed instructions and stages), [`plan`] (the DAG of
 //!   ops with their cache definitions); and [`registry`], the OCI distribution client.
@@ -26,6 +27,7 @@
 //! - **L7**: [`cli`], the command line: arguments in, library calls, rendering out.
 
 // L0
+pub mod gocompat;
 pub mod oci;
 pub mod progress;
 pub mod sys;

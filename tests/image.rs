@@ -354,7 +354,8 @@ fn push_index(reg: &str) -> String {
     rt.block_on(async {
         let target = RegistryRef::repo(reg, "multi");
         // Same layer; mounting it from busybox keeps the fixture cheap.
-        assert!(client.mount_blob(&target, "busybox", &bb.layer).await.unwrap());
+        let layer: Digest = bb.layer.parse().unwrap();
+        assert!(client.mount_blob(&target, "busybox", &layer).await.unwrap());
         let amd_config = std::fs::read(bb.oci.join("blobs/sha256").join(&bb.config[7..])).unwrap();
         let arm_config = String::from_utf8(amd_config.clone())
             .unwrap()
@@ -362,7 +363,7 @@ fn push_index(reg: &str) -> String {
             .into_bytes();
         let mut entries = Vec::new();
         for (config, arch) in [(amd_config, "amd64"), (arm_config, "arm64")] {
-            let digest = Digest::of(&config).to_string();
+            let digest = Digest::of(&config);
             client
                 .push_blob(&target, &digest, config.len() as u64, BlobSource::Bytes(config.clone()), None)
                 .await
@@ -375,7 +376,7 @@ fn push_index(reg: &str) -> String {
                 "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": bb.layer, "size": layer_size}],
             })
             .to_string();
-            let m_digest = Digest::of(manifest.as_bytes()).to_string();
+            let m_digest = Digest::of(manifest.as_bytes());
             client
                 .push_manifest(
                     &target.clone().with_digest(m_digest.clone()),
@@ -397,6 +398,7 @@ fn push_index(reg: &str) -> String {
             .push_manifest(&target.with_tag("latest"), "application/vnd.oci.image.index.v1+json", index.as_bytes())
             .await
             .unwrap()
+            .to_string()
     })
 }
 

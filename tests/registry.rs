@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harness::{FakeServer, PASSWORD, Resp, USER};
+use kiln::oci::{Digest, Platform, media_type};
 use kiln::registry::{
-    Anonymous, BlobSource, Client, ClientConfig, Credentials, DockerConfig, Platform,
-    RegistryError, RegistryRef, RetryPolicy, StaticCredentials, media, select_platform,
-    sha256_digest,
+    Anonymous, BlobSource, Client, ClientConfig, Credentials, DockerConfig, RegistryError,
+    RegistryRef, RetryPolicy, StaticCredentials, select_platform,
 };
 
 fn fast_retry() -> RetryPolicy {
@@ -46,8 +46,8 @@ fn blob(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-async fn push_bytes(c: &Client, r: &RegistryRef, data: &[u8]) -> String {
-    let d = sha256_digest(data);
+async fn push_bytes(c: &Client, r: &RegistryRef, data: &[u8]) -> Digest {
+    let d = Digest::of(data);
     if !c.blob_exists(r, &d).await.unwrap() {
         c.push_blob(
             r,
@@ -68,7 +68,7 @@ async fn push_blob_from_file_then_head() {
     let c = anon();
     let r = RegistryRef::repo(&reg.addr, "kiln/push");
     let data = blob(3 << 20, 1);
-    let digest = sha256_digest(&data);
+    let digest = Digest::of(&data);
     let (_d, dir) = harness::temp_dir();
     let path = dir.join("layer");
     std::fs::write(&path, &data).unwrap();
@@ -93,7 +93,7 @@ async fn push_blob_from_file_then_head() {
 
     // Streaming from an async reader works too.
     let data2 = blob(100_000, 2);
-    let d2 = sha256_digest(&data2);
+    let d2 = Digest::of(&data2);
     let f = tokio::fs::File::from_std(tempfile_with(&data2));
     c.push_blob(
         &r,
@@ -110,7 +110,7 @@ async fn push_blob_from_file_then_head() {
     let err = c
         .push_blob(
             &r,
-            &sha256_digest(b"other"),
+            &Digest::of(b"other"),
             3,
             BlobSource::Bytes(b"abc".to_vec()),
             None,
@@ -140,7 +140,7 @@ async fn mount_across_repositories() {
     assert!(c.mount_blob(&dst, "kiln/mount-src", &d).await.unwrap());
     assert!(c.blob_exists(&dst, &d).await.unwrap());
     // Unknown blob: the registry opens an upload instead (202) → false, no error.
-    let missing = sha256_digest(b"never pushed");
+    let missing = Digest::of(b"never pushed");
     assert!(
         !c.mount_blob(&dst, "kiln/mount-src", &missing)
             .await
@@ -148,10 +148,10 @@ async fn mount_across_repositories() {
     );
 }
 
-fn image_manifest(config: &str, config_len: usize, layer: &str, layer_len: usize) -> Vec<u8> {
+fn image_manifest(config: &Digest, config_len: usize, layer: &Digest, layer_len: usize) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": media::OCI_MANIFEST,
+        "mediaType": media_type::OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_len}]
     }))
@@ -171,37 +171,40 @@ async fn push_manifest_by_tag_and_resolve() {
 
     let tagged = repo.clone().with_tag("v1");
     let digest = c
-        .push_manifest(&tagged, media::OCI_MANIFEST, &m)
+        .push_manifest(&tagged, media_type::OCI_MANIFEST, &m)
         .await
         .unwrap();
-    assert_eq!(digest, sha256_digest(&m));
+    assert_eq!(digest, Digest::of(&m));
 
     let got = c.resolve(&tagged).await.unwrap();
     assert_eq!(got.digest, digest);
     assert_eq!(got.bytes, m);
-    assert_eq!(got.media_type, media::OCI_MANIFEST);
-    let by_digest = c.resolve(&repo.clone().with_digest(&digest)).await.unwrap();
+    assert_eq!(got.media_type, media_type::OCI_MANIFEST);
+    let by_digest = c
+        .resolve(&repo.clone().with_digest(digest.clone()))
+        .await
+        .unwrap();
     assert_eq!(by_digest.digest, digest);
 
     // An index over it, pushed by digest, resolved and narrowed to a platform.
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": media::OCI_INDEX,
+        "mediaType": media_type::OCI_INDEX,
         "manifests": [
-            {"mediaType": media::OCI_MANIFEST, "digest": digest, "size": m.len(),
+            {"mediaType": media_type::OCI_MANIFEST, "digest": digest, "size": m.len(),
              "platform": {"os": "linux", "architecture": "amd64"}},
         ]
     }))
     .unwrap();
     let idx_ref = repo.clone().with_tag("multi");
     let idx_digest = c
-        .push_manifest(&idx_ref, media::OCI_INDEX, &index)
+        .push_manifest(&idx_ref, media_type::OCI_INDEX, &index)
         .await
         .unwrap();
     let idx = c.resolve(&idx_ref).await.unwrap();
     assert_eq!(
-        (idx.digest.as_str(), idx.media_type.as_str()),
-        (idx_digest.as_str(), media::OCI_INDEX)
+        (&idx.digest, idx.media_type.as_str()),
+        (&idx_digest, media_type::OCI_INDEX)
     );
     let e = select_platform(&idx.bytes, &Platform::parse("linux/amd64").unwrap()).unwrap();
     assert_eq!(e.digest, digest);
@@ -265,7 +268,7 @@ async fn fetch_blob_streams_with_progress() {
 #[tokio::test]
 async fn digest_mismatch_is_detected_and_not_committed() {
     let good = b"the real content".to_vec();
-    let digest = sha256_digest(&good);
+    let digest = Digest::of(&good);
     let srv = FakeServer::start(|req| {
         if req.target.contains("/blobs/") || req.target.contains("/manifests/") {
             Resp::new(200)
@@ -283,7 +286,7 @@ async fn digest_mismatch_is_detected_and_not_committed() {
         .await
         .unwrap_err();
     match &err {
-        RegistryError::DigestMismatch { expected, .. } => assert_eq!(expected, &digest),
+        RegistryError::DigestMismatch { expected, .. } => assert_eq!(expected, &digest.to_string()),
         other => panic!("want DigestMismatch, got {other}"),
     }
     // The writer form hands the writer back only on success, so nothing can be committed.
@@ -307,7 +310,7 @@ async fn digest_mismatch_is_detected_and_not_committed() {
 
     // A manifest fetched by digest is verified as well.
     let err = c
-        .resolve(&r.clone().with_digest(&digest))
+        .resolve(&r.clone().with_digest(digest.clone()))
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
@@ -345,10 +348,7 @@ async fn basic_auth_registry() {
             password: "wrong".into(),
         },
     )]))));
-    let err = wrong
-        .blob_exists(&r, &sha256_digest(b"x"))
-        .await
-        .unwrap_err();
+    let err = wrong.blob_exists(&r, &Digest::of(b"x")).await.unwrap_err();
     assert_eq!(err.status(), Some(401), "{err}");
     assert!(err.to_string().contains("HTTP 401"), "{err}");
     assert!(err.to_string().contains("kiln/private"), "{err}");
@@ -516,7 +516,7 @@ async fn retries_503_then_succeeds_and_never_retries_404() {
     let hits = Arc::new(AtomicUsize::new(0));
     let h = hits.clone();
     let data = b"eventually".to_vec();
-    let digest = sha256_digest(&data);
+    let digest = Digest::of(&data);
     let srv = FakeServer::start(move |req| {
         if req.target.contains("/missing") {
             return Resp::new(404).body(
@@ -662,7 +662,7 @@ async fn insecure_registry_falls_back_to_http() {
             Resp::new(404)
         }
     });
-    let digest = sha256_digest(b"x");
+    let digest = Digest::of(b"x");
     let r = RegistryRef::repo(&srv.addr, "plain/http");
     let mut cfg = ClientConfig::new(vec![srv.addr.clone()], Arc::new(Anonymous));
     cfg.retry = RetryPolicy {

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use kiln::source::glob::go_clean;
+use kiln::gocompat::go_path_clean;
 use kiln::source::{Error, IgnoreFile, MatchInfo, MatchType, PatternMatcher};
 
 fn data(name: &str) -> String {
@@ -25,7 +25,7 @@ fn rows(text: &str) -> Vec<Vec<&str>> {
 
 /// Matches `path` through the walk API: each ancestor first, passing its `MatchInfo` down.
 fn walk_matches(matcher: &PatternMatcher, path: &str) -> Result<bool, Error> {
-    let cleaned = go_clean(path);
+    let cleaned = go_path_clean(path);
     if cleaned == "." {
         return Ok(false);
     }

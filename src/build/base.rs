@@ -71,16 +71,11 @@ impl Pulls {
                 });
             }
         });
-        let platform = crate::registry::Platform {
-            os: platform.os.clone(),
-            architecture: platform.architecture.clone(),
-            variant: platform.variant.clone(),
-        };
         let pulled = runtime.block_on(image::pull(
             store,
             client,
             reference,
-            Some(&platform),
+            Some(platform),
             report,
         ));
         match pulled {

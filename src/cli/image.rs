@@ -13,8 +13,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::image::{self, ArchiveFormat, Event, ImageError, Reporter, Status};
-use crate::oci::Reference;
-use crate::registry::{Client, ClientConfig, DockerConfig, Platform, insecure_from_env};
+use crate::oci::{Platform, Reference};
+use crate::registry::{Client, ClientConfig, DockerConfig, insecure_from_env};
 use crate::store::{Store, select_root};
 
 use super::EXIT_USAGE;
@@ -36,7 +36,7 @@ fn parse_reference(s: &str) -> Result<Reference, String> {
 }
 
 fn parse_platform(s: &str) -> Result<Platform, String> {
-    Platform::parse(s).map_err(|e| e.to_string())
+    Platform::parse_full(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

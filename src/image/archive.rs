@@ -16,9 +16,10 @@ use serde_json::{Value, json};
 
 use super::{ImageError, Result, io_err, resolve, unpack_image};
 use crate::oci::{
-    ANNOTATION_REF_NAME, Compression, Descriptor, Digest, MediaType, Reference, media_type,
+    ANNOTATION_REF_NAME, Compression, Descriptor, Digest, MediaType, Platform, Reference,
+    media_type,
 };
-use crate::registry::{Platform, select_platform};
+use crate::registry::select_platform;
 use crate::store::{Store, StoreError};
 
 /// Annotation containerd and Docker 25+ put on `index.json` entries: the full image name.
@@ -502,7 +503,7 @@ fn oci_images(store: &Store, index: &[u8]) -> Result<Vec<(Digest, Digest, Vec<Re
             }
             let bytes = store.read_blob(&digest)?;
             let chosen = select_platform(&bytes, &Platform::host())?;
-            digest = chosen.digest.parse().map_err(|e| invalid(format!("{e}")))?;
+            digest = chosen.digest;
             declared = chosen.media_type;
         }
         let manifest: Value = serde_json::from_slice(&store.read_blob(&digest)?)

@@ -11,9 +11,10 @@ use super::{
     Result, Status, blocking, short_id, sources, unpack_one,
 };
 use crate::oci::{
-    Descriptor, DescriptorBuilder, Digest, ImageManifest, MediaType, Reference, media_type,
+    Descriptor, DescriptorBuilder, Digest, ImageManifest, MediaType, Platform, Reference,
+    media_type,
 };
-use crate::registry::{Client, Platform, RegistryRef, is_index_media_type, select_platform};
+use crate::registry::{Client, RegistryRef, select_platform};
 use crate::store::{Store, StoreError};
 
 /// What a pull did.
@@ -27,13 +28,6 @@ pub struct Pulled {
     pub id: Digest,
     /// False when every blob was already stored and the name already pointed here.
     pub downloaded: bool,
-}
-
-fn parse_digest(s: &str, what: &str) -> Result<Digest> {
-    s.parse().map_err(|e| ImageError::Invalid {
-        what: what.to_string(),
-        reason: format!("{e}"),
-    })
 }
 
 /// Pulls `reference` into `store` and tags it; layers are unpacked into snapshots.
@@ -50,23 +44,23 @@ pub async fn pull(
 ) -> Result<Pulled> {
     let rref = RegistryRef::from(reference);
     let top = client.resolve(&rref).await?;
-    let top_digest = parse_digest(&top.digest, "manifest digest")?;
+    let top_digest = top.digest.clone();
     let looks_like_index = serde_json::from_slice::<serde_json::Value>(&top.bytes)
         .ok()
         .is_some_and(|v| v.get("manifests").is_some());
-    let (index, manifest) = if is_index_media_type(&top.media_type) || looks_like_index {
+    let (index, manifest) = if media_type::is_index(&top.media_type) || looks_like_index {
         let wanted = platform.cloned().unwrap_or_else(Platform::host);
         let entry = select_platform(&top.bytes, &wanted)?;
         let by_digest = RegistryRef {
             tag: None,
             ..rref.clone()
         }
-        .with_digest(entry.digest.clone());
+        .with_digest(entry.digest);
         (Some(top), client.resolve(&by_digest).await?)
     } else {
         (None, top)
     };
-    let manifest_digest = parse_digest(&manifest.digest, "manifest digest")?;
+    let manifest_digest = manifest.digest.clone();
     let what = || format!("manifest {manifest_digest} of {rref}");
     if !media_type::is_manifest(&manifest.media_type) {
         return Err(ImageError::UnsupportedMediaType {
@@ -236,7 +230,7 @@ async fn fetch_to_store(
         }
     };
     let ingest = client
-        .fetch_blob_to_writer(rref, &digest.to_string(), Some(size), ingest, &progress)
+        .fetch_blob_to_writer(rref, digest, Some(size), ingest, &progress)
         .await?;
     let expected = digest.clone();
     blocking(move || {
@@ -373,7 +367,7 @@ async fn fetch_and_unpack(
         pipe: Some(tx),
     };
     let fetched = client
-        .fetch_blob_to_writer(rref, &digest.to_string(), Some(size), tee, &progress)
+        .fetch_blob_to_writer(rref, digest, Some(size), tee, &progress)
         .await;
     let fetched = match fetched {
         Ok(tee) => tee,

@@ -128,16 +128,12 @@ pub async fn push(
 
     let manifest_ref = match (reference.tag(), reference.digest()) {
         (Some(tag), _) => target.clone().with_tag(tag),
-        (None, Some(digest)) => target.clone().with_digest(digest.to_string()),
+        (None, Some(digest)) => target.clone().with_digest(digest.clone()),
         (None, None) => target.clone().with_tag("latest"),
     };
-    let pushed = client
+    let digest = client
         .push_manifest(&manifest_ref, &manifest_type, &manifest_bytes)
         .await?;
-    let digest: Digest = pushed.parse().map_err(|e| ImageError::Invalid {
-        what: format!("pushed manifest digest of {reference}"),
-        reason: format!("{e}"),
-    })?;
 
     let record_store = store.clone();
     let all: Vec<Digest> = blobs.into_iter().map(|(d, _, _)| d).collect();
@@ -161,8 +157,7 @@ async fn push_blob(
     id: Option<&str>,
     report: &Reporter,
 ) -> Result<Status> {
-    let digest_str = digest.to_string();
-    if client.blob_exists(target, &digest_str).await? {
+    if client.blob_exists(target, digest).await? {
         return Ok(Status::LayerAlreadyExists);
     }
     let prefix = format!("{}/", target.registry);
@@ -172,7 +167,7 @@ async fn push_blob(
             .filter(|repo| *repo != target.repository && !repo.is_empty())
     });
     for from in mount_from {
-        if client.mount_blob(target, from, &digest_str).await? {
+        if client.mount_blob(target, from, digest).await? {
             return Ok(Status::MountedFrom(from.to_string()));
         }
     }
@@ -198,7 +193,7 @@ async fn push_blob(
     client
         .push_blob(
             target,
-            &digest_str,
+            digest,
             size,
             BlobSource::Path(store.blob_path(digest)),
             progress,

@@ -23,7 +23,8 @@ pub use outline::{StageArgs, UsedArg, outline};
 pub use suggest::closest;
 pub use values::Chmod;
 
-use crate::syntax::{Dockerfile, Heredoc, Node, Span, Warning, go_lowercase, parse_heredoc_word};
+use crate::gocompat::go_lowercase;
+use crate::syntax::{Dockerfile, Heredoc, Node, Span, Warning, parse_heredoc_word};
 
 /// Every instruction a Dockerfile may hold.
 pub const KEYWORDS: &[&str] = &[

@@ -361,6 +361,9 @@ mod tests {
             "sha256:e3b0",
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85z",
             "SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "sha256:",
+            "sha512:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "sha256:../../../../etc/passwd000000000000000000000000000000000000000000",
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} should be rejected");
         }

@@ -1,21 +1,22 @@
 //! OCI data types shared by every layer: digests, media types, image references,
-//! and re-exports of the `oci-spec` image types.
+//! platforms, and re-exports of the `oci-spec` image types.
 //!
 //! L0: imports nothing of kiln.
 
 mod digest;
 pub mod media_type;
+mod platform;
 mod reference;
 pub mod time;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestReader, DigestWriter, Hasher, chain_id};
 pub use media_type::Compression;
+pub use platform::{Platform, PlatformError};
 pub use reference::{Reference, ReferenceError};
 
 pub use oci_spec::image::{
-    Arch, Config, Descriptor, DescriptorBuilder, History, ImageConfiguration, ImageIndex,
-    ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, Os, Platform,
-    PlatformBuilder, RootFs,
+    Config, Descriptor, DescriptorBuilder, History, ImageConfiguration, ImageIndex,
+    ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, RootFs,
 };
 
 /// The annotation that names a manifest inside an OCI image layout's `index.json`.

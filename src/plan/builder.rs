@@ -4,14 +4,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use super::image::{Empty, HealthConfig, History, ImageConfig, Platform, go_list, go_quote_list};
+use super::image::{Empty, HealthConfig, History, ImageConfig, Platform};
 use super::op::{
     Copy, CopySource, Definition, Exec, ExecMount, FileOp, HeredocFile, Metadata, Mkdir, Op, Source,
 };
-use super::paths::{clean, is_git_source, is_http_source, normalise_workdir, url_filename};
+use super::paths::{is_git_source, is_http_source, normalise_workdir, url_filename};
 use super::{
     BaseImage, Error, ImageResolver, Layer, Options, Plan, PlannedStage, ResolvedImage, TargetImage,
 };
+use crate::gocompat::{go_list, go_path_clean as clean, go_quote_list};
 use crate::instruction::{
     self, Chmod, Command, CommandLine, Healthcheck, Instruction, MountType, Network, Security,
     Sharing, Stage, Stages, Transfer,

@@ -54,13 +54,10 @@ use petgraph::visit::EdgeRef;
 
 pub use dump::dump;
 pub use error::Error;
-pub use image::{
-    Empty, HISTORY_COMMENT, HealthConfig, History, ImageConfig, Platform, go_duration,
-};
+pub use image::{Empty, HISTORY_COMMENT, HealthConfig, History, ImageConfig, Platform};
 pub use op::{
     Copy, CopySource, Definition, Exec, ExecMount, FileOp, HeredocFile, Metadata, Mkdir, Op, Source,
 };
-pub use paths::clean as clean_path;
 
 use crate::instruction::Stages;
 

@@ -1,32 +1,6 @@
 //! Path and URL helpers with Go's `path` semantics.
 
-/// Go's `path.Clean`: lexical, `/`-separated.
-pub fn clean(path: &str) -> String {
-    if path.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
-}
+use crate::gocompat::go_path_clean;
 
 /// `system.NormalizeWorkdir`: absolute and cleaned; relative paths join the
 /// current working directory.
@@ -35,9 +9,9 @@ pub(crate) fn normalise_workdir(current: &str, requested: &str) -> Result<String
         return Err("cannot normalize nothing".to_string());
     }
     if requested.starts_with('/') {
-        return Ok(clean(requested));
+        return Ok(go_path_clean(requested));
     }
-    Ok(clean(&format!("/{current}/{requested}")))
+    Ok(go_path_clean(&format!("/{current}/{requested}")))
 }
 
 /// Git sources BuildKit recognises in ADD (`gitutil.ParseGitRef`, simplified).
@@ -65,7 +39,7 @@ pub(crate) fn url_filename(url: &str) -> String {
     let path = without_query
         .find('/')
         .map_or("", |slash| &without_query[slash..]);
-    let base = clean(path);
+    let base = go_path_clean(path);
     match base.rsplit('/').next() {
         Some(name) if !name.is_empty() && name != "." => name.to_string(),
         _ => "__unnamed__".to_string(),
@@ -77,11 +51,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cleaning() {
-        assert_eq!(clean("/a/b/../c/./d/"), "/a/c/d");
-        assert_eq!(clean("/.."), "/");
-        assert_eq!(clean("a/../.."), "..");
-        assert_eq!(clean(""), ".");
+    fn workdirs() {
         assert_eq!(
             normalise_workdir("/app", "src/..//lib").unwrap(),
             "/app/lib"

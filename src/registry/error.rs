@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::oci::DigestError;
+
 /// Result alias for the registry module.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
@@ -81,12 +83,9 @@ pub enum RegistryError {
         expected: u64,
         actual: u64,
     },
-    /// A digest string that is not `sha256:<64 lowercase hex>`.
-    #[error("invalid digest {0:?}: want sha256:<64 hex digits>")]
-    InvalidDigest(String),
-    /// A platform string that is not `os/arch[/variant]`.
-    #[error("invalid platform {0:?}: want os/arch[/variant]")]
-    InvalidPlatform(String),
+    /// The index entry chosen for a platform names no valid digest.
+    #[error("index entry: {0}")]
+    InvalidDigest(#[from] DigestError),
     /// An index had no manifest for the wanted platform.
     #[error("no manifest for platform {wanted} in the index; available: {}", list_or_none(.available))]
     NoMatchingPlatform {

@@ -23,39 +23,31 @@
 //! System roots come from `rustls-native-certs` rather than `webpki-roots`: Docker uses the
 //! host's trust store, so registries behind a private CA installed on the host keep working.
 //!
-//! The input types ([`RegistryRef`], `String` digests) are deliberately minimal so that
-//! `oci::Reference` / `oci::Digest` can replace them once that module lands; this module
-//! never parses or normalises image references.
+//! Digests, media types and platforms are `oci`'s. [`RegistryRef`] is the registry's view
+//! of an `oci::Reference` (registry, repository, tag, digest); this module never parses or
+//! normalises image references.
 
 mod auth;
 mod client;
-mod digest;
 mod error;
-mod platform;
+mod index;
+mod operations;
 mod scheme;
 mod tls;
+
+use crate::oci::{Digest, Reference};
 
 pub use auth::{
     Anonymous, Challenge, CredentialSource, Credentials, DockerConfig, StaticCredentials,
     config_dir, parse_challenge,
 };
 pub use client::{BlobSource, Client, ClientConfig, Progress, RetryPolicy, http_client};
-pub use digest::{sha256_digest, validate_digest};
 pub use error::{RegistryError, RemoteErrors, Result};
-pub use platform::{EntryPlatform, IndexEntry, Platform, is_index_media_type, select_platform};
+pub use index::{IndexEntry, select_platform};
 pub use scheme::{
     DOCKER_HUB, DOCKER_HUB_API, DOCKER_HUB_AUTH_KEY, Scheme, api_host, auth_key, insecure_from_env,
     is_loopback, parse_insecure_list, scheme_for,
 };
-
-/// Media types the client asks for and recognises.
-pub mod media {
-    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_MANIFEST_LIST: &str =
-        "application/vnd.docker.distribution.manifest.list.v2+json";
-}
 
 /// An already-normalised image reference (the `oci` module does the parsing).
 ///
@@ -66,7 +58,7 @@ pub struct RegistryRef {
     pub registry: String,
     pub repository: String,
     pub tag: Option<String>,
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
 }
 
 impl RegistryRef {
@@ -87,8 +79,8 @@ impl RegistryRef {
     }
 
     /// The same repository with a digest.
-    pub fn with_digest(mut self, digest: impl Into<String>) -> RegistryRef {
-        self.digest = Some(digest.into());
+    pub fn with_digest(mut self, digest: Digest) -> RegistryRef {
+        self.digest = Some(digest);
         self
     }
 }
@@ -109,22 +101,22 @@ impl std::fmt::Display for RegistryRef {
 /// A manifest (or index) fetched from a registry, verified against its digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
-    /// `sha256:<hex>` of `bytes`.
-    pub digest: String,
+    /// The digest of `bytes` (in the algorithm of the digest asked for, else sha256).
+    pub digest: Digest,
     /// From `Content-Type`, else the document's `mediaType` field.
     pub media_type: String,
     /// The exact bytes served (digests are over these, never re-serialise them).
     pub bytes: Vec<u8>,
 }
 
-impl From<&crate::oci::Reference> for RegistryRef {
+impl From<&Reference> for RegistryRef {
     /// The registry's view of a normalised reference (tag and digest kept as given).
-    fn from(r: &crate::oci::Reference) -> RegistryRef {
+    fn from(r: &Reference) -> RegistryRef {
         RegistryRef {
             registry: r.registry().to_string(),
             repository: r.repository().to_string(),
             tag: r.tag().map(str::to_string),
-            digest: r.digest().map(|d| d.to_string()),
+            digest: r.digest().cloned(),
         }
     }
 }

@@ -293,7 +293,7 @@ fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Mounts> {
                     .and_then(|i| task.inputs.get(i))
                     .ok_or_else(|| SolveError::Internal("bind mount without an input".into()))?;
                 // Rooted and cleaned, so `..` stops at the top of the source.
-                let path = crate::source::glob::go_clean(&format!(
+                let path = crate::gocompat::go_path_clean(&format!(
                     "/{}",
                     mount.source.as_deref().unwrap_or("")
                 ));

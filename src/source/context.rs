@@ -18,9 +18,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest as _, Sha256};
 
 use super::Error;
-use super::glob::{go_clean, go_match, has_wildcard};
+use super::glob::{go_match, has_wildcard};
 use super::ignore::{MatchInfo, PatternMatcher};
 use super::statcache::{CacheStatus, StatCache, StatKey};
+use crate::gocompat::go_path_clean;
 
 /// Symlinks followed while resolving one source, as Linux's `MAXSYMLINKS`.
 const MAX_SYMLINK_HOPS: u32 = 40;
@@ -890,7 +891,7 @@ fn now_ns() -> i64 {
 
 /// A COPY source, cleaned as if rooted at `/` so `..` cannot climb out, as glob components.
 fn pattern_components(source: &str) -> VecDeque<Component> {
-    go_clean(&format!("/{source}"))
+    go_path_clean(&format!("/{source}"))
         .split('/')
         .filter(|part| !part.is_empty())
         .map(|part| Component::Pattern(part.to_string()))
@@ -898,7 +899,7 @@ fn pattern_components(source: &str) -> VecDeque<Component> {
 }
 
 fn literal_components(path: &str) -> VecDeque<Component> {
-    go_clean(&format!("/{path}"))
+    go_path_clean(&format!("/{path}"))
         .split('/')
         .filter(|part| !part.is_empty())
         .map(|part| Component::Literal(OsString::from(part)))

@@ -1,5 +1,5 @@
-//! Go's `path/filepath.Match` and `filepath.Clean` (Unix flavour), reimplemented so that
-//! `.dockerignore` syntax checks and COPY wildcards behave exactly as in BuildKit.
+//! Go's `path/filepath.Match` (Unix flavour), reimplemented so that `.dockerignore` syntax
+//! checks and COPY wildcards behave exactly as in BuildKit.
 
 /// The pattern is malformed (Go's `filepath.ErrBadPattern`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,30 +195,9 @@ fn get_escaped(chunk: &str) -> Result<(char, &str), BadPattern> {
     Ok((c, rest))
 }
 
-/// Go's `filepath.Clean` for `/`: collapse separators, drop `.`, resolve `..` lexically
-/// (never above a leading `/`), no trailing `/`, and `.` for an empty result.
-pub fn go_clean(path: &str) -> String {
-    crate::plan::clean_path(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clean_matches_go() {
-        for (input, want) in [
-            ("", "."),
-            ("a//b/./c/", "a/b/c"),
-            ("/../a", "/a"),
-            ("../../a", "../../a"),
-            ("a/../..", ".."),
-            ("/", "/"),
-            ("**/", "**"),
-        ] {
-            assert_eq!(go_clean(input), want, "{input}");
-        }
-    }
 
     #[test]
     fn match_basics() {

@@ -10,7 +10,8 @@
 use regex::Regex;
 
 use super::Error;
-use super::glob::{go_clean, go_match};
+use super::glob::go_match;
+use crate::gocompat::go_path_clean;
 
 /// `ignorefile.ReadAll`: turns the text of a `.dockerignore` file into matcher patterns.
 pub struct IgnoreFile;
@@ -38,7 +39,7 @@ impl IgnoreFile {
             }
             let mut cleaned = String::new();
             if !pattern.is_empty() {
-                cleaned = go_clean(pattern);
+                cleaned = go_path_clean(pattern);
                 if cleaned.len() > 1 && cleaned.starts_with('/') {
                     cleaned.remove(0);
                 }
@@ -149,7 +150,7 @@ impl PatternMatcher {
             if trimmed.is_empty() {
                 continue;
             }
-            let mut cleaned = go_clean(trimmed);
+            let mut cleaned = go_path_clean(trimmed);
             let exclusion = cleaned.starts_with('!');
             if exclusion {
                 if cleaned.len() == 1 {
@@ -193,7 +194,7 @@ impl PatternMatcher {
     /// Whether `path` (slash-separated, relative to the context root) is ignored: the path
     /// is cleaned first and `.` is never ignored, as moby's package-level functions do.
     pub fn matches(&self, path: &str) -> Result<bool, Error> {
-        let cleaned = go_clean(path);
+        let cleaned = go_path_clean(path);
         if cleaned == "." {
             return Ok(false);
         }
@@ -303,7 +304,7 @@ impl Pattern {
             Some(i) => &path[..i],
             None => return false,
         };
-        let parent = go_clean(parent);
+        let parent = go_path_clean(parent);
         if parent == "." {
             return false;
         }

@@ -114,7 +114,7 @@ impl Node {
     /// The keyword in lower case, as BuildKit's dump prints it (Go's per-character
     /// lower-casing, which is also how BuildKit picks the keyword's rule).
     pub fn keyword_lower(&self) -> String {
-        super::dump::go_lowercase(&self.keyword)
+        crate::gocompat::go_lowercase(&self.keyword)
     }
 }
 

@@ -14,7 +14,7 @@ mod words;
 
 pub use ast::*;
 pub use directive::{detect_syntax, parse_directive, scan_directives};
-pub use dump::{dump, dump_node, go_lowercase, go_quote, go_quote_bytes};
+pub use dump::{dump, dump_node};
 pub use error::Error;
 pub use heredoc::{HeredocWord, chomp, heredocs_from_line, parse_heredoc_word};
 pub use parser::parse;

@@ -4,9 +4,10 @@
 
 use nom::{IResult, Parser, bytes::complete::take_till, character::complete::space0};
 
+use crate::gocompat::{go_lowercase, go_quote};
+
 use super::ast::{Arg, Comment, Directive, Dockerfile, Flag, Heredoc, Node, Span, Warning};
 use super::directive::{escape_char, match_directive, repeated_directive};
-use super::dump::go_lowercase;
 use super::error::Error;
 use super::heredoc::locate_heredocs;
 use super::json::{JsonForm, NOT_STRINGS_MESSAGE, json_array};
@@ -526,7 +527,7 @@ impl Arguments<'_> {
                 return Err(Error::new(
                     format!(
                         "Syntax error - can't find = in {}. Must be of the form: name=value",
-                        super::dump::go_quote(&word.text)
+                        go_quote(&word.text)
                     ),
                     self.logical
                         .span(self.map, self.start + word.start, self.start + word.end),
