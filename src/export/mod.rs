@@ -298,7 +298,7 @@ fn layer_error(input: &LayerInput, source: ExportError) -> ExportError {
 /// Writes the layer directory `dir` as an uncompressed tar into a store ingest; returns
 /// the diff_id (the blob's own digest) and the blob. `epoch` is `SOURCE_DATE_EPOCH`.
 pub fn write_layer(store: &Store, dir: &std::path::Path, epoch: Option<u64>) -> Result<Blob> {
-    let ingest = store.ingest()?;
+    let ingest = store.ingest_direct()?;
     let ingest = diff::diff(
         dir,
         &DiffOptions {

@@ -18,19 +18,23 @@
 //!   only on the way to an included entry is created when that entry is.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, Metadata, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::num::NonZeroUsize;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::error::{Error, Result};
+use super::linker::{self, Earlier, Finish, Job, Workers};
 use super::user::Owner;
 use super::{ContextDigests, Report, Reuse, display_in_root};
 use crate::instruction::Chmod;
 use crate::source::{MatchInfo, PatternMatcher};
 use crate::sys;
+use crate::sys::dir::{Dir, FileStat, Kind};
 
 /// Who owns what is copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +79,52 @@ impl Filter {
 
 struct ParentDir {
     src: PathBuf,
-    meta: Metadata,
+    meta: FileStat,
     dst: PathBuf,
     copied: bool,
+}
+
+/// The open directories an entry is copied between, so that it is reached by its name
+/// (one lookup) instead of by its whole path.
+pub(super) struct Handles {
+    src: Dir,
+    pub(super) target: Dir,
+    /// The same directory in the reused layer ([`Copier::reuse`]), when there is one.
+    pub(super) earlier: Option<Dir>,
+    /// `target` was made by this copy, which puts each name in it once: nothing there can
+    /// be in the way of an entry.
+    fresh: bool,
+    /// The worker that links the entries of `target` (see [`linker`]).
+    worker: Option<usize>,
+}
+
+/// How an entry is selected (see [`Copier::select`]), with the pattern results its
+/// children match against.
+struct Selected {
+    include: bool,
+    include_info: MatchInfo,
+    exclude_info: MatchInfo,
+}
+
+/// What writing a regular file did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Its content; its metadata is still to be set.
+    Content,
+    /// Content and metadata (linked, or handed to a worker that does both).
+    WithInfo,
+}
+
+/// One entry to copy: where it is, and its name in the open parent directories (none for
+/// the top of a copy).
+struct Place<'p> {
+    src: &'p Path,
+    /// Relative to the source root (for the context filter and digests).
+    src_rel: &'p Path,
+    /// Relative to the copied source (for include and exclude patterns).
+    components: &'p str,
+    target: &'p Path,
+    at: Option<(&'p Arc<Handles>, &'p OsStr)>,
 }
 
 pub(crate) struct Copier<'a> {
@@ -100,8 +147,10 @@ pub(crate) struct Copier<'a> {
     pub copied: Vec<(PathBuf, [u8; 32])>,
     inodes: HashMap<(u64, u64), PathBuf>,
     /// Inodes of the reused layer already linked into this one.
-    linked: HashSet<(u64, u64)>,
+    linked: Arc<Mutex<HashSet<(u64, u64)>>>,
     parents: Vec<ParentDir>,
+    /// While an incremental copy runs: the threads that link unchanged files.
+    workers: Option<Workers>,
 }
 
 impl<'a> Copier<'a> {
@@ -120,8 +169,9 @@ impl<'a> Copier<'a> {
             cancel: None,
             copied: Vec::new(),
             inodes: HashMap::new(),
-            linked: HashSet::new(),
+            linked: Arc::default(),
             parents: Vec::new(),
+            workers: None,
         }
     }
 
@@ -130,72 +180,59 @@ impl<'a> Copier<'a> {
     pub fn copy_top(&mut self, src: &Path, src_rel: &Path, target: &Path) -> Result<()> {
         self.inodes.clear();
         self.parents.clear();
-        self.copy(
-            src,
-            src_rel,
-            "",
-            target,
-            false,
-            MatchInfo::default(),
-            MatchInfo::default(),
-        )
+        // Only an incremental copy has files to link on other threads.
+        let workers = match self.reuse {
+            Some(_) => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            None => 0,
+        };
+        let linked = Arc::clone(&self.linked);
+        let (result, wrote) = linker::run_with_workers(workers, &linked, |workers| {
+            self.workers = workers;
+            let place = Place {
+                src,
+                src_rel,
+                components: "",
+                target,
+                at: None,
+            };
+            let result = self.copy(&place, false, MatchInfo::default(), MatchInfo::default());
+            (result, self.workers.take())
+        });
+        self.report.files += wrote.files;
+        self.report.linked += wrote.linked;
+        self.report.bytes += wrote.bytes;
+        result
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn copy(
         &mut self,
-        src: &Path,
-        src_rel: &Path,
-        components: &str,
-        target: &Path,
+        place: &Place<'_>,
         overwrite_metadata: bool,
         parent_include: MatchInfo,
         parent_exclude: MatchInfo,
     ) -> Result<()> {
-        let meta = fs::symlink_metadata(src).map_err(Error::io("lstat", src))?;
-        if sys::is_whiteout(&meta) {
+        let Place {
+            src, target, at, ..
+        } = *place;
+        let meta = match at {
+            Some((dirs, name)) => dirs.src.stat(name),
+            None => fs::symlink_metadata(src).map(|meta| FileStat::from(&meta)),
+        }
+        .map_err(Error::io("lstat", src))?;
+        if meta.is_whiteout() {
             return Ok(());
         }
+        let Some(selected) = self.select(place, &meta, &parent_include, &parent_exclude)? else {
+            return Ok(());
+        };
+        let include = selected.include;
         let is_dir = meta.is_dir();
-        let mut include = true;
-        let mut excluded = false;
-        let mut include_info = MatchInfo::default();
-        let mut exclude_info = MatchInfo::default();
-        if !components.is_empty() {
-            if let Some(matcher) = self.include {
-                let (hit, info) = matcher
-                    .matches_using_parent_results(components, &parent_include)
-                    .map_err(bad_pattern)?;
-                include = hit;
-                include_info = info;
-            }
-            if let Some(matcher) = self.exclude {
-                let (hit, info) = matcher
-                    .matches_using_parent_results(components, &parent_exclude)
-                    .map_err(bad_pattern)?;
-                if hit {
-                    include = false;
-                    excluded = true;
-                }
-                exclude_info = info;
-            }
-        }
-        if let Some(filter) = self.filter
-            && !filter.entries.contains(src_rel)
-        {
-            include = false;
-            if !(is_dir && filter.ancestors.contains(src_rel)) {
-                return Ok(());
-            }
-        }
-        // Nothing below an excluded directory can come back without a `!` pattern.
-        if excluded && is_dir && !self.exclude.is_some_and(PatternMatcher::exclusions) {
-            return Ok(());
-        }
 
-        let target_existed = fs::symlink_metadata(target).is_ok();
+        // In a directory this copy made, nothing is in the way of an entry.
+        let fresh = at.is_some_and(|(dirs, _)| dirs.fresh);
+        let target_existed = !fresh && fs::symlink_metadata(target).is_ok();
         if include {
-            if self.replace_existing {
+            if self.replace_existing && !fresh {
                 self.remove_unless_both_dirs(target, is_dir)?;
             }
             self.create_parents()?;
@@ -204,79 +241,211 @@ impl<'a> Copier<'a> {
             if !include {
                 return Ok(());
             }
-            self.ensure_empty_file_target(target)?;
+            if !fresh {
+                self.ensure_empty_file_target(target)?;
+            }
         }
 
         let mut copy_info = include;
         let mut restore_times = false;
-        let file_type = meta.file_type();
-        if is_dir {
-            let created = self.copy_directory(
-                src,
-                src_rel,
-                components,
-                target,
-                &meta,
-                overwrite_metadata,
-                include,
-                include_info,
-                exclude_info,
-            )?;
-            if !overwrite_metadata {
-                copy_info = created;
-                restore_times = !created;
+        let mut dir_worker = None;
+        match meta.kind {
+            Kind::Dir => {
+                let (created, worker) =
+                    self.copy_directory(place, &meta, overwrite_metadata, selected)?;
+                if !overwrite_metadata {
+                    copy_info = created;
+                    restore_times = !created;
+                }
+                dir_worker = worker;
             }
-        } else if file_type.is_file() {
-            if let Some(flag) = self.cancel
-                && flag.load(Ordering::Relaxed)
-            {
-                return Err(Error::Cancelled);
-            }
-            let digest = self.digests.and_then(|d| d.get(src_rel));
-            let rel = target
-                .strip_prefix(self.dest_root)
-                .ok()
-                .map(Path::to_path_buf);
-            if let (Some(digest), Some(rel)) = (digest, rel) {
-                self.copied.push((rel.clone(), digest));
-                if self.link_unchanged(&rel, digest, &meta, target)? {
-                    // The linked inode already has this metadata; it must not be touched.
+            Kind::File => {
+                if self.write_file(place, &meta)? == Written::WithInfo {
                     return Ok(());
                 }
             }
-            self.copy_file(src, target, &meta)?;
-        } else if file_type.is_symlink() {
-            let link = fs::read_link(src).map_err(Error::io("readlink", src))?;
-            std::os::unix::fs::symlink(&link, target).map_err(Error::io("symlink", target))?;
-            self.report.symlinks += 1;
-        } else if file_type.is_socket() {
             // Sockets cannot be recreated meaningfully; BuildKit's mknod of one is a no-op.
-            return Ok(());
-        } else {
-            let kind = if file_type.is_fifo() {
-                sys::NodeKind::Fifo
-            } else if file_type.is_block_device() {
-                sys::NodeKind::BlockDevice
-            } else {
-                sys::NodeKind::CharDevice
-            };
-            let rdev = meta.rdev();
-            sys::mknod(
-                target,
-                kind,
-                meta.mode() & 0o7777,
-                u64::from(libc::major(rdev)),
-                u64::from(libc::minor(rdev)),
-            )?;
-            self.report.other += 1;
+            Kind::Socket => return Ok(()),
+            _ => self.write_special(src, target, &meta)?,
         }
-
-        if copy_info {
-            self.copy_info(&meta, src, target)?;
+        let finish = if copy_info {
+            Some(Finish::Info(self.owner_of(&meta), self.mode_of(&meta)))
         } else if restore_times && target_existed {
-            set_times(&meta, target)?;
+            Some(Finish::Times)
+        } else {
+            None
+        };
+        self.finish(place, &meta, finish, dir_worker)
+    }
+
+    /// Whether the entry at `place` is copied (`include`), only walked through (a
+    /// directory on the way to included entries), or skipped (`None`), by the include and
+    /// exclude patterns and the context filter.
+    fn select(
+        &self,
+        place: &Place<'_>,
+        meta: &FileStat,
+        parent_include: &MatchInfo,
+        parent_exclude: &MatchInfo,
+    ) -> Result<Option<Selected>> {
+        let is_dir = meta.is_dir();
+        let mut selected = Selected {
+            include: true,
+            include_info: MatchInfo::default(),
+            exclude_info: MatchInfo::default(),
+        };
+        let mut excluded = false;
+        if !place.components.is_empty() {
+            if let Some(matcher) = self.include {
+                let (hit, info) = matcher
+                    .matches_using_parent_results(place.components, parent_include)
+                    .map_err(bad_pattern)?;
+                selected.include = hit;
+                selected.include_info = info;
+            }
+            if let Some(matcher) = self.exclude {
+                let (hit, info) = matcher
+                    .matches_using_parent_results(place.components, parent_exclude)
+                    .map_err(bad_pattern)?;
+                if hit {
+                    selected.include = false;
+                    excluded = true;
+                }
+                selected.exclude_info = info;
+            }
         }
+        if let Some(filter) = self.filter
+            && !filter.entries.contains(place.src_rel)
+        {
+            selected.include = false;
+            if !(is_dir && filter.ancestors.contains(place.src_rel)) {
+                return Ok(None);
+            }
+        }
+        // Nothing below an excluded directory can come back without a `!` pattern.
+        if excluded && is_dir && !self.exclude.is_some_and(PatternMatcher::exclusions) {
+            return Ok(None);
+        }
+        Ok(Some(selected))
+    }
+
+    /// Writes the regular file at `place`: linked from the reused layer (then with its
+    /// metadata already), queued for a worker that links or copies it, or copied.
+    fn write_file(&mut self, place: &Place<'_>, meta: &FileStat) -> Result<Written> {
+        // A failed worker's error comes before this entry's and replaces it.
+        if self.cancel.is_some_and(|flag| flag.load(Ordering::Relaxed))
+            || self.workers.as_ref().is_some_and(Workers::failed)
+        {
+            return Err(Error::Cancelled);
+        }
+        let digest = self.digests.and_then(|d| d.get(place.src_rel));
+        let rel = place
+            .target
+            .strip_prefix(self.dest_root)
+            .ok()
+            .map(Path::to_path_buf);
+        if let (Some(digest), Some(rel)) = (digest, rel) {
+            self.copied.push((rel.clone(), digest));
+            if self.may_link(&rel, digest, meta)
+                && (self.queue_link(place, meta)
+                    || self.link_unchanged(&rel, meta, place.target, place.at))
+            {
+                // The linked inode already has this metadata; it must not be touched.
+                return Ok(Written::WithInfo);
+            }
+        }
+        self.copy_file(place.src, place.target, meta)?;
+        Ok(Written::Content)
+    }
+
+    /// Recreates a symlink, device or fifo.
+    fn write_special(&mut self, src: &Path, target: &Path, meta: &FileStat) -> Result<()> {
+        let node = match meta.kind {
+            Kind::Symlink => {
+                let link = fs::read_link(src).map_err(Error::io("readlink", src))?;
+                std::os::unix::fs::symlink(&link, target).map_err(Error::io("symlink", target))?;
+                self.report.symlinks += 1;
+                return Ok(());
+            }
+            Kind::Fifo => sys::NodeKind::Fifo,
+            Kind::BlockDevice => sys::NodeKind::BlockDevice,
+            _ => sys::NodeKind::CharDevice,
+        };
+        let rdev = meta.rdev;
+        sys::mknod(
+            target,
+            node,
+            meta.permissions,
+            u64::from(libc::major(rdev)),
+            u64::from(libc::minor(rdev)),
+        )?;
+        self.report.other += 1;
         Ok(())
+    }
+
+    /// Gives the entry at `place` its final metadata: now, or, for a directory whose
+    /// entries a worker may still be linking, by that worker after them.
+    fn finish(
+        &mut self,
+        place: &Place<'_>,
+        meta: &FileStat,
+        finish: Option<Finish>,
+        dir_worker: Option<usize>,
+    ) -> Result<()> {
+        let (src, target) = (place.src, place.target);
+        match (dir_worker, self.workers.as_mut()) {
+            (Some(worker), Some(workers)) => {
+                match finish {
+                    Some(finish) => {
+                        let job = Job::Directory {
+                            src: src.to_path_buf(),
+                            target: target.to_path_buf(),
+                            meta: *meta,
+                            finish,
+                        };
+                        workers.queue(worker, job, true);
+                    }
+                    None => workers.flush(worker),
+                }
+                Ok(())
+            }
+            _ => match finish {
+                Some(Finish::Info(owner, mode)) => set_info(meta, src, target, owner, mode),
+                Some(Finish::Times) => set_times(meta, target),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Whether the context file `meta`, to be written at `rel` with `digest`, may be
+    /// linked from the reused layer: that layer has the same content there, and the
+    /// source has no other links (those are linked within the copy instead).
+    fn may_link(&self, rel: &Path, digest: [u8; 32], meta: &FileStat) -> bool {
+        self.reuse
+            .is_some_and(|reuse| meta.nlink <= 1 && reuse.copied.get(rel) == Some(&digest))
+    }
+
+    /// Hands the file at `place` to the worker of its directory, which links or copies
+    /// it. Returns whether it did (false without workers or open directories).
+    fn queue_link(&mut self, place: &Place<'_>, meta: &FileStat) -> bool {
+        let Some((dirs, name)) = place.at else {
+            return false;
+        };
+        let (owner, mode) = (self.owner_of(meta), self.mode_of(meta));
+        let (Some(worker), Some(workers)) = (dirs.worker, self.workers.as_mut()) else {
+            return false;
+        };
+        let job = Job::File {
+            dirs: Arc::clone(dirs),
+            name: name.to_os_string(),
+            src: place.src.to_path_buf(),
+            target: place.target.to_path_buf(),
+            meta: *meta,
+            owner,
+            mode,
+        };
+        workers.queue(worker, job, false);
+        true
     }
 
     fn remove_unless_both_dirs(&self, target: &Path, src_is_dir: bool) -> Result<()> {
@@ -304,24 +473,30 @@ impl<'a> Copier<'a> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn copy_directory(
         &mut self,
-        src: &Path,
-        src_rel: &Path,
-        components: &str,
-        target: &Path,
-        meta: &Metadata,
+        place: &Place<'_>,
+        meta: &FileStat,
         overwrite_metadata: bool,
-        include: bool,
-        include_info: MatchInfo,
-        exclude_info: MatchInfo,
-    ) -> Result<bool> {
+        selected: Selected,
+    ) -> Result<(bool, Option<usize>)> {
+        let Selected {
+            include,
+            include_info,
+            exclude_info,
+        } = selected;
+        let Place {
+            src,
+            src_rel,
+            components,
+            target,
+            at,
+        } = *place;
         let mut created = false;
         let index = self.parents.len();
         self.parents.push(ParentDir {
             src: src.to_path_buf(),
-            meta: meta.clone(),
+            meta: *meta,
             dst: target.to_path_buf(),
             copied: false,
         });
@@ -329,14 +504,25 @@ impl<'a> Copier<'a> {
             created = self.copy_directory_only(target, meta, overwrite_metadata)?;
             self.parents[index].copied = true;
         }
-        let mut names: Vec<_> = fs::read_dir(src)
-            .map_err(Error::io("read directory", src))?
-            .map(|entry| entry.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .map_err(Error::io("read directory", src))?;
+        let read_error = || Error::io("read directory", src);
+        let src_dir = match at {
+            Some((dirs, name)) => dirs.src.open_dir(name),
+            None => Dir::open(src),
+        }
+        .map_err(read_error())?;
+        let mut names = src_dir.names().map_err(read_error())?;
         names.sort();
+        // Only a directory that exists now can be written into by name; one skipped on the
+        // way to an included entry is made later, and its entries are reached by path.
+        let handles = if include {
+            Some(Arc::new(self.handles(src_dir, place, created)?))
+        } else {
+            None
+        };
         let result = names.iter().try_for_each(|name| {
-            let child_components = if components.is_empty() {
+            let child_components = if self.include.is_none() && self.exclude.is_none() {
+                String::new()
+            } else if components.is_empty() {
                 name.to_string_lossy().into_owned()
             } else {
                 format!("{components}/{}", name.to_string_lossy())
@@ -346,25 +532,51 @@ impl<'a> Copier<'a> {
             } else {
                 src_rel.join(name)
             };
-            self.copy(
-                &src.join(name),
-                &child_rel,
-                &child_components,
-                &target.join(name),
-                true,
-                include_info.clone(),
-                exclude_info.clone(),
-            )
+            let child = Place {
+                src: &src.join(name),
+                src_rel: &child_rel,
+                components: &child_components,
+                target: &target.join(name),
+                at: handles.as_ref().map(|dirs| (dirs, name.as_os_str())),
+            };
+            self.copy(&child, true, include_info.clone(), exclude_info.clone())
         });
         self.parents.truncate(index);
-        result.map(|()| created)
+        result.map(|()| (created, handles.and_then(|dirs| dirs.worker)))
+    }
+
+    /// Opens the target directory of `place` (and its counterpart in the reused layer)
+    /// next to its already open source directory.
+    fn handles(&mut self, src: Dir, place: &Place<'_>, created: bool) -> Result<Handles> {
+        let name = place.at.map(|(_, name)| name);
+        let target = match place.at {
+            Some((dirs, name)) => dirs.target.open_dir(name),
+            None => Dir::open(place.target),
+        }
+        .map_err(Error::io("open directory", place.target))?;
+        let earlier = match (place.at, name) {
+            (Some((dirs, _)), Some(name)) => {
+                dirs.earlier.as_ref().and_then(|e| e.open_dir(name).ok())
+            }
+            _ => self.reuse.and_then(|reuse| {
+                let rel = place.target.strip_prefix(self.dest_root).ok()?;
+                Dir::open(&reuse.layer.join(rel)).ok()
+            }),
+        };
+        Ok(Handles {
+            src,
+            target,
+            earlier,
+            fresh: created,
+            worker: self.workers.as_mut().map(Workers::assign),
+        })
     }
 
     /// Creates `target` as a directory if missing. Returns whether it was created.
     fn copy_directory_only(
         &mut self,
         target: &Path,
-        meta: &Metadata,
+        meta: &FileStat,
         overwrite_metadata: bool,
     ) -> Result<bool> {
         match fs::symlink_metadata(target) {
@@ -379,7 +591,7 @@ impl<'a> Copier<'a> {
             }),
             Ok(_) => {
                 if overwrite_metadata {
-                    set_mode(target, meta.mode() & 0o7777)?;
+                    set_mode(target, meta.permissions)?;
                 }
                 Ok(false)
             }
@@ -394,7 +606,7 @@ impl<'a> Copier<'a> {
             }
             let (src, dst, meta) = {
                 let p = &self.parents[index];
-                (p.src.clone(), p.dst.clone(), p.meta.clone())
+                (p.src.clone(), p.dst.clone(), p.meta)
             };
             if self.copy_directory_only(&dst, &meta, true)? {
                 self.copy_info(&meta, &src, &dst)?;
@@ -404,9 +616,9 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
-    fn copy_file(&mut self, src: &Path, target: &Path, meta: &Metadata) -> Result<()> {
-        if meta.nlink() > 1 {
-            let key = (meta.dev(), meta.ino());
+    fn copy_file(&mut self, src: &Path, target: &Path, meta: &FileStat) -> Result<()> {
+        if meta.nlink > 1 {
+            let key = (meta.dev, meta.ino);
             if let Some(first) = self.inodes.get(&key) {
                 fs::hard_link(first, target).map_err(Error::io("link", target))?;
                 self.report.files += 1;
@@ -414,82 +626,63 @@ impl<'a> Copier<'a> {
             }
             self.inodes.insert(key, target.to_path_buf());
         }
-        let mut from = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(src)
-            .map_err(Error::io("open", src))?;
-        let mut to = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(target)
-            .map_err(Error::io("create", target))?;
-        let bytes = io::copy(&mut from, &mut to).map_err(Error::io("copy to", target))?;
+        let bytes = copy_contents(src, target)?;
         self.report.files += 1;
         self.report.bytes += bytes;
         Ok(())
     }
 
-    /// Hard-links `target` to the file of the same path in the reused layer when that file
-    /// was written from the same content and has the owner, mode, size and mtime this copy
-    /// would give it. Returns whether it did.
+    /// Hard-links `target` to the file of the same path (`rel`) in the reused layer when
+    /// that file has the owner, mode, size and mtime this copy would give it (see
+    /// [`Copier::may_link`] for its content). Returns whether it did. `at` names the entry
+    /// in open directories.
     fn link_unchanged(
         &mut self,
         rel: &Path,
-        digest: [u8; 32],
-        meta: &Metadata,
+        meta: &FileStat,
         target: &Path,
-    ) -> Result<bool> {
+        at: Option<(&Arc<Handles>, &OsStr)>,
+    ) -> bool {
         let Some(reuse) = self.reuse else {
-            return Ok(false);
+            return false;
         };
-        // A source with several links is linked within the copy instead.
-        if meta.nlink() > 1 || reuse.copied.get(rel) != Some(&digest) {
-            return Ok(false);
-        }
-        let earlier = reuse.layer.join(rel);
-        let Ok(old) = fs::symlink_metadata(&earlier) else {
-            return Ok(false);
+        let earlier = match at {
+            Some((dirs, name)) => match &dirs.earlier {
+                Some(dir) => Earlier::At {
+                    dir,
+                    target: &dirs.target,
+                    name,
+                },
+                None => return false,
+            },
+            None => Earlier::Path(reuse.layer.join(rel)),
         };
-        // What `copy_info` would give the copy.
-        let owner = self.owner_of(meta);
-        let same = old.is_file()
-            && old.len() == meta.len()
-            && Some(old.mode() & 0o7777) == self.mode_of(meta)
-            && (old.uid(), old.gid()) == (owner.uid, owner.gid)
-            && (old.mtime(), old.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec());
-        // Each earlier inode is linked once: two paths that were hard links of each other
-        // then need not be now.
-        if !same || !self.linked.insert((old.dev(), old.ino())) {
-            return Ok(false);
-        }
-        if fs::hard_link(&earlier, target).is_err() {
-            return Ok(false);
+        let (owner, mode) = (self.owner_of(meta), self.mode_of(meta));
+        if !linker::link_earlier(&earlier, meta, owner, mode, target, &self.linked) {
+            return false;
         }
         self.report.files += 1;
         self.report.linked += 1;
-        Ok(true)
+        true
     }
 
     /// The owner a copy of the source `meta` gets.
-    fn owner_of(&self, meta: &Metadata) -> Owner {
+    fn owner_of(&self, meta: &FileStat) -> Owner {
         match self.owner {
             OwnerPolicy::Keep => Owner {
-                uid: meta.uid(),
-                gid: meta.gid(),
+                uid: meta.uid,
+                gid: meta.gid,
             },
             OwnerPolicy::Fixed(owner) => owner,
         }
     }
 
     /// The mode a copy of the source `meta` gets (`None` for a symlink: it has none).
-    fn mode_of(&self, meta: &Metadata) -> Option<u32> {
-        if meta.file_type().is_symlink() {
+    fn mode_of(&self, meta: &FileStat) -> Option<u32> {
+        if meta.is_symlink() {
             return None;
         }
-        let mode = meta.mode() & 0o7777;
+        let mode = meta.permissions;
         Some(match self.chmod {
             None => mode,
             Some(chmod) => chmod.apply(mode, meta.is_dir()),
@@ -498,15 +691,33 @@ impl<'a> Copier<'a> {
 
     /// Owner, mode, xattrs and times of `target` from the source `meta` (BuildKit's
     /// `copyFileInfo` + `copyXAttrs`).
-    fn copy_info(&mut self, meta: &Metadata, src: &Path, target: &Path) -> Result<()> {
+    fn copy_info(&mut self, meta: &FileStat, src: &Path, target: &Path) -> Result<()> {
         set_info(meta, src, target, self.owner_of(meta), self.mode_of(meta))
     }
+}
+
+/// Copies the content of the regular file `src` to the new file `target` (mode 0600 until
+/// its info is set). Returns the bytes copied.
+pub(super) fn copy_contents(src: &Path, target: &Path) -> Result<u64> {
+    let mut from = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)
+        .map_err(Error::io("open", src))?;
+    let mut to = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(target)
+        .map_err(Error::io("create", target))?;
+    io::copy(&mut from, &mut to).map_err(Error::io("copy to", target))
 }
 
 /// Gives `target` `owner`, `mode` (unless `None`), and the xattrs (not overlayfs' own)
 /// and times of the source `src` with metadata `meta`.
 pub(crate) fn set_info(
-    meta: &Metadata,
+    meta: &FileStat,
     src: &Path,
     target: &Path,
     owner: Owner,
@@ -520,10 +731,8 @@ pub(crate) fn set_info(
     set_times(meta, target)
 }
 
-fn set_times(meta: &Metadata, target: &Path) -> Result<()> {
-    let atime = meta.accessed().map_err(Error::io("stat", target))?;
-    let mtime = meta.modified().map_err(Error::io("stat", target))?;
-    sys::set_times_nofollow(target, atime, mtime).map_err(Error::from)
+pub(super) fn set_times(meta: &FileStat, target: &Path) -> Result<()> {
+    sys::set_times_nofollow(target, meta.accessed(), meta.modified()).map_err(Error::from)
 }
 
 pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {

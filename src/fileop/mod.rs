@@ -70,6 +70,7 @@
 mod archive;
 mod copy;
 mod error;
+mod linker;
 mod resolve;
 mod user;
 
@@ -1063,7 +1064,8 @@ fn copy_up_directory(view: &Path, upper: &Path, rel: &[OsString]) -> Result<()> 
         uid: meta.uid(),
         gid: meta.gid(),
     };
-    copy::set_info(&meta, &from, &to, owner, Some(meta.mode() & 0o7777))
+    let meta = sys::dir::FileStat::from(&meta);
+    copy::set_info(&meta, &from, &to, owner, Some(meta.permissions))
 }
 
 fn matched_os(r: &Resolved) -> PathBuf {

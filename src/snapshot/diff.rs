@@ -6,18 +6,24 @@
 //! directories get a `<dir>/.wh..wh..opq` entry right after the directory.
 //! `diff_id` runs the same writer into a SHA-256 sink, so it always equals the
 //! digest of the tar `diff` writes.
+//!
+//! The walk reaches every entry relative to its open directory (one name lookup, not a
+//! walk of the whole path) and reads file content in large chunks on a thread of its own,
+//! while the calling thread writes the chunks to the sink (which, for a store ingest,
+//! hashes and writes them): producing and consuming a big layer overlap.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 
 use sha2::{Digest, Sha256};
 
 use crate::sys;
+use crate::sys::dir::{Dir, FileStat};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -27,6 +33,11 @@ const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
 const MAX_OCTAL_ID: u64 = 0o7_777_777;
 /// Largest value of the 12-byte octal size field.
 const MAX_OCTAL_SIZE: u64 = 0o77_777_777_777;
+/// The tar is handed from the walk to the sink in chunks of this size…
+const CHUNK: usize = 256 << 10;
+/// …at most this many waiting at a time.
+const CHUNKS_IN_FLIGHT: usize = 4;
+const BLOCK: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiffError {
@@ -68,14 +79,42 @@ pub struct DiffId {
 }
 
 /// Writes the layer tar of `upper` to `sink` and returns the sink.
-pub fn diff<W: Write>(upper: &Path, options: &DiffOptions, sink: W) -> Result<W, DiffError> {
-    let mut writer = LayerWriter {
-        builder: tar::Builder::new(sink),
-        options: *options,
-        links: HashMap::new(),
-    };
-    writer.directory(upper, &mut Vec::new())?;
-    writer.builder.into_inner().map_err(DiffError::Write)
+pub fn diff<W: Write>(upper: &Path, options: &DiffOptions, mut sink: W) -> Result<W, DiffError> {
+    let root = Dir::open(upper).map_err(io_err("open", upper))?;
+    let (full_tx, full_rx) = sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
+    let (free_tx, free_rx) = channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let walk = std::thread::Builder::new()
+            .name("kiln-layer-tar".to_string())
+            .spawn_scoped(scope, move || {
+                let mut writer = LayerWriter {
+                    out: Chunks::new(full_tx, free_rx),
+                    options: *options,
+                    links: HashMap::new(),
+                };
+                writer.directory(&root, upper, &mut Vec::new())?;
+                writer.out.put(&[0; 2 * BLOCK])?;
+                writer.out.send()
+            })
+            .map_err(io_err("start the layer walk for", upper))?;
+        let mut written = Ok(());
+        for chunk in &full_rx {
+            written = sink.write_all(&chunk.bytes[..chunk.len]);
+            if written.is_err() {
+                break;
+            }
+            // The walk may be gone already; then the buffer is simply dropped.
+            let _ = free_tx.send(chunk.bytes);
+        }
+        // Stops a walk still sending (after a write error).
+        drop(full_rx);
+        let walked = walk
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        written.map_err(DiffError::Write)?;
+        walked
+    })?;
+    Ok(sink)
 }
 
 /// The diff id of `upper`'s layer, computed without storing the tar.
@@ -108,6 +147,85 @@ impl Write for HashSink {
     }
 }
 
+/// A filled buffer: its first `len` bytes are tar.
+struct Chunk {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+/// The walk's side of the hand-over: fills buffers of [`CHUNK`] bytes (reused once the
+/// sink has written them) and sends each when full.
+struct Chunks {
+    full: SyncSender<Chunk>,
+    free: Receiver<Vec<u8>>,
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl Chunks {
+    fn new(full: SyncSender<Chunk>, free: Receiver<Vec<u8>>) -> Chunks {
+        Chunks {
+            full,
+            free,
+            bytes: vec![0; CHUNK],
+            len: 0,
+        }
+    }
+
+    /// Sends what is filled (if anything) and starts an empty buffer.
+    fn send(&mut self) -> Result<(), DiffError> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        let next = self.free.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
+        let bytes = std::mem::replace(&mut self.bytes, next);
+        let len = std::mem::take(&mut self.len);
+        // The sink side hung up: it failed, and reports its own error.
+        self.full
+            .send(Chunk { bytes, len })
+            .map_err(|_| DiffError::Write(io::Error::other("the layer sink stopped")))
+    }
+
+    fn put(&mut self, mut data: &[u8]) -> Result<(), DiffError> {
+        while !data.is_empty() {
+            if self.len == CHUNK {
+                self.send()?;
+            }
+            let n = data.len().min(CHUNK - self.len);
+            self.bytes[self.len..self.len + n].copy_from_slice(&data[..n]);
+            self.len += n;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Zeros up to the next 512-byte boundary after `len` bytes of entry content.
+    fn pad(&mut self, len: u64) -> Result<(), DiffError> {
+        let rest = (BLOCK - (len % BLOCK as u64) as usize) % BLOCK;
+        self.put(&[0; BLOCK][..rest])
+    }
+
+    /// Exactly `len` bytes of `file` straight into the buffers; fewer is an error.
+    fn read_body(&mut self, file: &mut fs::File, len: u64, path: &Path) -> Result<(), DiffError> {
+        let mut left = len;
+        while left > 0 {
+            if self.len == CHUNK {
+                self.send()?;
+            }
+            let room = (CHUNK - self.len).min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = match file.read(&mut self.bytes[self.len..self.len + room]) {
+                Ok(0) => return Err(DiffError::FileChanged(path.to_path_buf())),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(DiffError::Write(e)),
+            };
+            self.len += n;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+}
+
 /// What one directory entry becomes in the tar.
 enum Kind {
     Dir,
@@ -119,32 +237,38 @@ enum Kind {
     Whiteout,
 }
 
-struct LayerWriter<W: Write> {
-    builder: tar::Builder<W>,
+/// What an entry's content comes from.
+enum Body<'a> {
+    None,
+    File(fs::File, u64, &'a Path),
+}
+
+struct LayerWriter {
+    out: Chunks,
     options: DiffOptions,
     /// (dev, ino) of multiply-linked files → the tar path of their first entry.
     links: HashMap<(u64, u64), Vec<u8>>,
 }
 
-impl<W: Write> LayerWriter<W> {
-    fn mtime(&self, meta: &fs::Metadata) -> u64 {
-        let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+impl LayerWriter {
+    fn mtime(&self, meta: &FileStat) -> u64 {
+        let mtime = u64::try_from(meta.mtime.0).unwrap_or(0);
         match self.options.source_date_epoch {
             Some(epoch) => mtime.min(epoch),
             None => mtime,
         }
     }
 
-    /// Archives the content of directory `dir` whose tar path is `prefix`.
-    fn directory(&mut self, dir: &Path, prefix: &mut Vec<u8>) -> Result<(), DiffError> {
-        let mut children: Vec<(Vec<u8>, OsString, fs::Metadata, Kind)> = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io_err("read dir", dir))? {
-            let entry = entry.map_err(io_err("read dir", dir))?;
-            let name = entry.file_name();
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path).map_err(io_err("lstat", &path))?;
-            let kind = classify(&meta);
-            let Some(kind) = kind else { continue }; // sockets: not representable
+    /// Archives the content of directory `dir` (at `path`) whose tar path is `prefix`.
+    fn directory(&mut self, dir: &Dir, path: &Path, prefix: &mut Vec<u8>) -> Result<(), DiffError> {
+        let mut children: Vec<(Vec<u8>, OsString, FileStat, Kind)> = Vec::new();
+        for name in dir.names().map_err(io_err("read dir", path))? {
+            let meta = dir
+                .stat(&name)
+                .map_err(|e| io_err("lstat", &path.join(&name))(e))?;
+            let Some(kind) = classify(&meta) else {
+                continue; // sockets: not representable
+            };
             let tar_name = match kind {
                 Kind::Whiteout => [WHITEOUT_PREFIX, name.as_bytes()].concat(),
                 _ => name.as_bytes().to_vec(),
@@ -153,18 +277,24 @@ impl<W: Write> LayerWriter<W> {
         }
         children.sort_by(|a, b| a.0.cmp(&b.0));
         for (tar_name, name, meta, kind) in children {
-            let path = dir.join(&name);
+            let child = path.join(&name);
             let base = prefix.len();
             prefix.extend_from_slice(&tar_name);
-            self.entry(&path, prefix, &meta, &kind)?;
             if let Kind::Dir = kind {
+                let sub = dir.open_dir(&name).map_err(io_err("open dir", &child))?;
+                let xattrs = sub.xattrs().map_err(io_err("list xattrs of", &child))?;
+                let opaque = xattrs
+                    .iter()
+                    .any(|(key, value)| key == OPAQUE_XATTR && value == b"y");
+                self.entry(dir, &name, &child, prefix, &meta, &kind, Some(xattrs))?;
                 prefix.push(b'/');
-                let opaque = sys::inspect::get_xattr(&path, OPAQUE_XATTR)?;
-                if opaque.as_deref() == Some(b"y") {
+                if opaque {
                     let marker = [prefix.as_slice(), OPAQUE_MARKER].concat();
                     self.marker(&marker, self.mtime(&meta))?;
                 }
-                self.directory(&path, prefix)?;
+                self.directory(&sub, &child, prefix)?;
+            } else {
+                self.entry(dir, &name, &child, prefix, &meta, &kind, None)?;
             }
             prefix.truncate(base);
         }
@@ -182,31 +312,37 @@ impl<W: Write> LayerWriter<W> {
         header.set_mtime(mtime);
         let mut pax = Vec::new();
         set_name(&mut header, name, &mut pax);
-        self.write(header, pax, io::empty(), 0, Path::new(""))
+        self.write(header, pax, Body::None)
     }
 
+    /// The entry `name` of `dir` (at `path`), named `tar_name` in the tar; `xattrs` are
+    /// those of a directory, already read.
+    #[allow(clippy::too_many_arguments)]
     fn entry(
         &mut self,
+        dir: &Dir,
+        name: &OsStr,
         path: &Path,
-        name: &[u8],
-        meta: &fs::Metadata,
+        tar_name: &[u8],
+        meta: &FileStat,
         kind: &Kind,
+        xattrs: Option<Vec<(Vec<u8>, Vec<u8>)>>,
     ) -> Result<(), DiffError> {
         let mtime = self.mtime(meta);
         if let Kind::Whiteout = kind {
-            return self.marker(name, mtime);
+            return self.marker(tar_name, mtime);
         }
         let mut header = tar::Header::new_ustar();
         let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        header.set_mode(meta.mode() & 0o7777);
+        header.set_mode(meta.permissions);
         header.set_mtime(mtime);
         for (id, set, key) in [
             (
-                u64::from(meta.uid()),
+                u64::from(meta.uid),
                 tar::Header::set_uid as fn(&mut tar::Header, u64),
                 "uid",
             ),
-            (u64::from(meta.gid()), tar::Header::set_gid, "gid"),
+            (u64::from(meta.gid), tar::Header::set_gid, "gid"),
         ] {
             if id > MAX_OCTAL_ID {
                 set(&mut header, 0);
@@ -217,21 +353,22 @@ impl<W: Write> LayerWriter<W> {
         }
         header.set_size(0);
         let mut dir_name;
-        let mut name = name;
-        let mut body_len = 0;
-        let first_link = if !matches!(kind, Kind::Dir) && meta.nlink() > 1 {
-            let key = (meta.dev(), meta.ino());
+        let mut tar_name = tar_name;
+        let mut body = Body::None;
+        let first_link = if !matches!(kind, Kind::Dir) && meta.nlink > 1 {
+            let key = (meta.dev, meta.ino);
             match self.links.get(&key) {
                 Some(first) => Some(first.clone()),
                 None => {
-                    self.links.insert(key, name.to_vec());
+                    self.links.insert(key, tar_name.to_vec());
                     None
                 }
             }
         } else {
             None
         };
-        let is_link = first_link.is_some();
+        // A hard link shares its inode's xattrs, which the first entry carries.
+        let mut xattrs = xattrs.unwrap_or_default();
         if let Some(first) = first_link {
             header.set_entry_type(tar::EntryType::Link);
             set_link(&mut header, &first, &mut pax);
@@ -239,22 +376,25 @@ impl<W: Write> LayerWriter<W> {
             match kind {
                 Kind::Dir => {
                     header.set_entry_type(tar::EntryType::Directory);
-                    dir_name = name.to_vec();
+                    dir_name = tar_name.to_vec();
                     dir_name.push(b'/');
-                    name = &dir_name;
+                    tar_name = &dir_name;
                 }
                 Kind::File => {
                     header.set_entry_type(tar::EntryType::Regular);
-                    body_len = meta.len();
-                    if body_len > MAX_OCTAL_SIZE {
-                        pax.push((b"size".to_vec(), body_len.to_string().into_bytes()));
+                    let len = meta.size;
+                    if len > MAX_OCTAL_SIZE {
+                        pax.push((b"size".to_vec(), len.to_string().into_bytes()));
                     }
-                    header.set_size(body_len);
+                    header.set_size(len);
+                    let file = dir.open_file(name).map_err(io_err("open", path))?;
+                    xattrs = sys::dir::fd_xattrs(&file).map_err(io_err("list xattrs of", path))?;
+                    body = Body::File(file, len, path);
                 }
                 Kind::Symlink => {
                     header.set_entry_type(tar::EntryType::Symlink);
-                    let target = fs::read_link(path).map_err(io_err("readlink", path))?;
-                    set_link(&mut header, target.as_os_str().as_bytes(), &mut pax);
+                    let target = dir.read_link(name).map_err(io_err("readlink", path))?;
+                    set_link(&mut header, target.as_bytes(), &mut pax);
                 }
                 Kind::Char(major, minor) | Kind::Block(major, minor) => {
                     header.set_entry_type(if matches!(kind, Kind::Char(..)) {
@@ -268,35 +408,29 @@ impl<W: Write> LayerWriter<W> {
                 Kind::Fifo => header.set_entry_type(tar::EntryType::Fifo),
                 Kind::Whiteout => unreachable!("handled above"),
             }
+            // Neither opened nor read above (a symlink, device or fifo): by path.
+            if matches!(
+                kind,
+                Kind::Symlink | Kind::Char(..) | Kind::Block(..) | Kind::Fifo
+            ) {
+                xattrs = sys::inspect::list_xattrs(path)?;
+            }
         }
-        set_name(&mut header, name, &mut pax);
-        // A hard link shares its inode's xattrs, which the first entry carries.
-        let xattrs = if is_link {
-            Vec::new()
-        } else {
-            sys::inspect::list_xattrs(path)?
-        };
+        set_name(&mut header, tar_name, &mut pax);
         for (key, value) in xattrs {
             if key.starts_with(OVERLAY_XATTR_PREFIX) {
                 continue;
             }
             pax.push(([b"SCHILY.xattr.".as_slice(), &key].concat(), value));
         }
-        if body_len > 0 {
-            let file = fs::File::open(path).map_err(io_err("open", path))?;
-            self.write(header, pax, file, body_len, path)
-        } else {
-            self.write(header, pax, io::empty(), 0, path)
-        }
+        self.write(header, pax, body)
     }
 
     fn write(
         &mut self,
         mut header: tar::Header,
         mut pax: Vec<(Vec<u8>, Vec<u8>)>,
-        body: impl Read,
-        len: u64,
-        path: &Path,
+        body: Body<'_>,
     ) -> Result<(), DiffError> {
         if !pax.is_empty() {
             pax.sort();
@@ -314,58 +448,36 @@ impl<W: Write> LayerWriter<W> {
             let mut ignored = Vec::new();
             set_name(&mut pax_header, b"PaxHeader", &mut ignored);
             pax_header.set_cksum();
-            self.builder
-                .append(&pax_header, records.as_slice())
-                .map_err(DiffError::Write)?;
+            self.out.put(pax_header.as_bytes())?;
+            self.out.put(&records)?;
+            self.out.pad(records.len() as u64)?;
         }
         header.set_cksum();
-        let mut counted = Counted {
-            inner: body.take(len),
-            count: 0,
-        };
-        self.builder
-            .append(&header, &mut counted)
-            .map_err(DiffError::Write)?;
-        if counted.count != len {
-            return Err(DiffError::FileChanged(path.to_path_buf()));
+        self.out.put(header.as_bytes())?;
+        if let Body::File(mut file, len, path) = body {
+            self.out.read_body(&mut file, len, path)?;
+            self.out.pad(len)?;
         }
         Ok(())
     }
 }
 
-struct Counted<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
-fn classify(meta: &fs::Metadata) -> Option<Kind> {
-    let file_type = meta.file_type();
-    Some(if file_type.is_dir() {
-        Kind::Dir
-    } else if file_type.is_file() {
-        Kind::File
-    } else if file_type.is_symlink() {
-        Kind::Symlink
-    } else if file_type.is_char_device() {
-        match sys::inspect::device_numbers(meta.rdev()) {
+fn classify(meta: &FileStat) -> Option<Kind> {
+    use sys::dir::Kind as FileKind;
+    Some(match meta.kind {
+        FileKind::Dir => Kind::Dir,
+        FileKind::File => Kind::File,
+        FileKind::Symlink => Kind::Symlink,
+        FileKind::CharDevice => match sys::inspect::device_numbers(meta.rdev) {
             (0, 0) => Kind::Whiteout,
             (major, minor) => Kind::Char(major, minor),
+        },
+        FileKind::BlockDevice => {
+            let (major, minor) = sys::inspect::device_numbers(meta.rdev);
+            Kind::Block(major, minor)
         }
-    } else if file_type.is_block_device() {
-        let (major, minor) = sys::inspect::device_numbers(meta.rdev());
-        Kind::Block(major, minor)
-    } else if file_type.is_fifo() {
-        Kind::Fifo
-    } else {
-        return None;
+        FileKind::Fifo => Kind::Fifo,
+        FileKind::Socket => return None,
     })
 }
 
@@ -485,4 +597,86 @@ pub struct TarEntry {
     pub link: Option<PathBuf>,
     pub body: Vec<u8>,
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts `limit` bytes, then fails.
+    struct FailingSink {
+        limit: usize,
+        taken: usize,
+    }
+
+    impl Write for FailingSink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.taken + buf.len() > self.limit {
+                return Err(io::Error::other("disk on fire"));
+            }
+            self.taken += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn tree(files: usize, big: usize) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        for i in 0..files {
+            let content: Vec<u8> = (0..i * 37).map(|b| b as u8).collect();
+            fs::write(dir.path().join(format!("d/f{i:03}")), content).unwrap();
+        }
+        let content: Vec<u8> = (0..big).map(|b| (b % 251) as u8).collect();
+        fs::write(dir.path().join("big"), content).unwrap();
+        dir
+    }
+
+    #[test]
+    fn layers_of_many_chunks_come_through_whole_and_in_order() {
+        let dir = tree(300, 3 * CHUNK + 5);
+        let tar = diff(dir.path(), &DiffOptions::default(), Vec::new()).unwrap();
+        assert_eq!(tar.len() % BLOCK, 0);
+        let entries = list_tar(&tar).unwrap();
+        let names: Vec<_> = entries.iter().map(|e| e.path.clone()).collect();
+        assert_eq!(names[0], Path::new("big"));
+        assert_eq!(names[1], Path::new("d/"));
+        assert_eq!(names.len(), 302);
+        assert_eq!(entries[0].body.len(), 3 * CHUNK + 5);
+        assert!(
+            entries[0]
+                .body
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == (i % 251) as u8)
+        );
+        assert_eq!(entries[301].body.len(), 299 * 37);
+        let id = diff_id(dir.path(), &DiffOptions::default()).unwrap();
+        assert_eq!(id.digest, format!("sha256:{}", hex(&Sha256::digest(&tar))));
+        assert_eq!(id.size, tar.len() as u64);
+    }
+
+    #[test]
+    fn a_failing_sink_stops_the_walk_with_its_error() {
+        let dir = tree(50, 6 * CHUNK);
+        for limit in [0, CHUNK, 3 * CHUNK] {
+            let sink = FailingSink { limit, taken: 0 };
+            match diff(dir.path(), &DiffOptions::default(), sink) {
+                Err(DiffError::Write(e)) => assert_eq!(e.to_string(), "disk on fire"),
+                other => panic!("expected the sink's error, got {:?}", other.err()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_upper_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        assert!(matches!(
+            diff(&missing, &DiffOptions::default(), Vec::new()),
+            Err(DiffError::Io { .. })
+        ));
+    }
 }

@@ -5,6 +5,7 @@
 #![allow(unsafe_code)]
 
 pub mod cgroup;
+pub mod dir;
 pub mod error;
 pub mod fileop;
 pub mod fs;
