@@ -29,8 +29,9 @@ use std::sync::{Arc, Mutex};
 
 use super::error::{Error, Result};
 use super::linker::{self, Earlier, Finish, Job, Workers};
+use super::sources::ContextDigests;
 use super::user::Owner;
-use super::{ContextDigests, Report, Reuse, display_in_root};
+use super::{Report, Reuse, display_in_root};
 use crate::instruction::Chmod;
 use crate::source::{MatchInfo, PatternMatcher};
 use crate::sys;
