@@ -37,6 +37,9 @@ use crate::source::{MatchInfo, PatternMatcher};
 use crate::sys;
 use crate::sys::dir::{Dir, FileStat, Kind};
 
+/// Linking is kernel work on directories: more threads than this gain nothing.
+const MAX_WORKERS: usize = 8;
+
 /// Who owns what is copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OwnerPolicy {
@@ -183,11 +186,13 @@ impl<'a> Copier<'a> {
         self.parents.clear();
         // Only an incremental copy has files to link on other threads.
         let workers = match self.reuse {
-            Some(_) => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            Some(_) => std::thread::available_parallelism()
+                .map_or(1, NonZeroUsize::get)
+                .min(MAX_WORKERS),
             None => 0,
         };
         let linked = Arc::clone(&self.linked);
-        let (result, wrote) = linker::run_with_workers(workers, &linked, |workers| {
+        let (result, wrote) = linker::run_with_workers(workers, &linked, self.cancel, |workers| {
             self.workers = workers;
             let place = Place {
                 src,

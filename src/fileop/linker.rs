@@ -153,10 +153,12 @@ impl Workers {
 }
 
 /// Runs `walk` with `count` workers (none when `count` is 0 or they cannot be started)
-/// and waits for them. Returns the first error in walk order and what the workers wrote.
+/// and waits for them; once `cancel` is set, they skip what is left. Returns the first
+/// error in walk order and what the workers wrote.
 pub(super) fn run_with_workers(
     count: usize,
     linked: &Mutex<HashSet<(u64, u64)>>,
+    cancel: Option<&AtomicBool>,
     walk: impl FnOnce(Option<Workers>) -> (Result<()>, Option<Workers>),
 ) -> (Result<()>, Report) {
     let failed = Arc::new(AtomicBool::new(false));
@@ -168,7 +170,7 @@ pub(super) fn run_with_workers(
             let failed = Arc::clone(&failed);
             let spawned = std::thread::Builder::new()
                 .name("kiln-relink".to_string())
-                .spawn_scoped(scope, move || work(&receiver, linked, &failed));
+                .spawn_scoped(scope, move || work(&receiver, linked, cancel, &failed));
             match spawned {
                 Ok(thread) => {
                     senders.push(sender);
@@ -211,11 +213,12 @@ pub(super) fn run_with_workers(
     })
 }
 
-/// A worker: does its jobs in order until the copy hangs up; after an error, only
-/// drains them.
+/// A worker: does its jobs in order until the copy hangs up; after an error (or once
+/// cancelled), only drains them.
 fn work(
     jobs: &Receiver<Vec<(u64, Job)>>,
     linked: &Mutex<HashSet<(u64, u64)>>,
+    cancel: Option<&AtomicBool>,
     failed: &AtomicBool,
 ) -> (Report, Option<(u64, Error)>) {
     let mut report = Report::default();
@@ -225,7 +228,12 @@ fn work(
             if error.is_some() {
                 continue;
             }
-            if let Err(e) = do_job(job, linked, &mut report) {
+            let done = if cancel.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+                Err(Error::Cancelled)
+            } else {
+                do_job(job, linked, &mut report)
+            };
+            if let Err(e) = done {
                 failed.store(true, Ordering::Relaxed);
                 error = Some((at, e));
             }
@@ -278,7 +286,7 @@ mod tests {
     fn the_first_error_in_walk_order_wins() {
         let linked = Mutex::new(HashSet::new());
         let missing = std::env::temp_dir().join(format!("kiln-linker-{}", std::process::id()));
-        let (result, _) = run_with_workers(2, &linked, |workers| {
+        let (result, _) = run_with_workers(2, &linked, None, |workers| {
             let mut workers = workers.expect("workers start");
             let meta = FileStat::from(&fs::metadata(std::env::temp_dir()).unwrap());
             for i in 0..3 {
@@ -297,7 +305,30 @@ mod tests {
             Err(Error::Sys(e)) => assert!(e.to_string().contains("dir-0"), "{e}"),
             other => panic!("expected the error of dir-0, got {other:?}"),
         }
-        let (result, _) = run_with_workers(2, &linked, |workers| (Err(Error::Cancelled), workers));
+        let (result, _) =
+            run_with_workers(2, &linked, None, |workers| (Err(Error::Cancelled), workers));
         assert!(matches!(result, Err(Error::Cancelled)));
+    }
+
+    #[test]
+    fn cancelled_workers_skip_their_jobs() {
+        let linked = Mutex::new(HashSet::new());
+        let cancel = AtomicBool::new(true);
+        let dir = tempfile::tempdir().unwrap();
+        let meta = FileStat::from(&fs::metadata(dir.path()).unwrap());
+        let (result, wrote) = run_with_workers(2, &linked, Some(&cancel), |workers| {
+            let mut workers = workers.expect("workers start");
+            let worker = workers.assign();
+            let job = Job::Directory {
+                src: dir.path().to_path_buf(),
+                target: dir.path().to_path_buf(),
+                meta,
+                finish: Finish::Times,
+            };
+            workers.queue(worker, job, true);
+            (Ok(()), Some(workers))
+        });
+        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        assert_eq!(wrote, Report::default());
     }
 }
