@@ -17,13 +17,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "plan",
         &["oci", "gocompat", "syntax", "shell", "instruction"],
     ),
-    ("registry", &["oci"]),
+    ("registry", &["oci", "progress"]),
     ("source", &["oci", "gocompat", "plan"]),
     ("cache", &["oci", "store"]),
     ("store", &["oci", "sys"]),
     ("snapshot", &["oci", "sys", "store"]),
     ("sandbox", &["sys"]),
-    ("image", &["oci", "sys", "store", "snapshot", "registry"]),
+    (
+        "image",
+        &["oci", "sys", "progress", "store", "snapshot", "registry"],
+    ),
     (
         "container",
         &[

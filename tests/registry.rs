@@ -76,7 +76,7 @@ async fn push_blob_from_file_then_head() {
     assert!(!c.blob_exists(&r, &digest).await.unwrap());
     let sent = Arc::new(AtomicUsize::new(0));
     let s2 = sent.clone();
-    let progress: kiln::registry::Progress = Arc::new(move |n| {
+    let progress = byte_counter(move |n| {
         s2.store(n as usize, Ordering::Relaxed);
     });
     c.push_blob(
@@ -227,26 +227,26 @@ async fn fetch_blob_streams_with_progress() {
     let data = blob(5 << 20, 5);
     let d = push_bytes(&c, &r, &data).await;
 
-    let calls = Mutex::new(Vec::new());
+    let calls = Arc::new(Mutex::new(Vec::new()));
     let mut out: Vec<u8> = Vec::new();
-    c.fetch_blob(&r, &d, Some(data.len() as u64), &mut out, &|n| {
-        calls.lock().unwrap().push(n)
-    })
-    .await
-    .unwrap();
+    let seen = calls.clone();
+    let progress = byte_counter(move |n| seen.lock().unwrap().push(n));
+    c.fetch_blob(&r, &d, Some(data.len() as u64), &mut out, Some(&progress))
+        .await
+        .unwrap();
     assert_eq!(out, data);
-    let calls = calls.into_inner().unwrap();
+    let calls = calls.lock().unwrap().clone();
     assert!(calls.len() > 1, "progress is reported per chunk");
     assert!(calls.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(*calls.last().unwrap(), data.len() as u64);
 
     // Into a blocking std::io::Write, as the store's ingest writer will be.
     let file = tempfile::tempfile().unwrap();
-    let last = AtomicUsize::new(0);
+    let last = Arc::new(AtomicUsize::new(0));
+    let seen = last.clone();
+    let progress = byte_counter(move |n| seen.store(n as usize, Ordering::Relaxed));
     let mut file = c
-        .fetch_blob_to_writer(&r, &d, None, file, &|n| {
-            last.store(n as usize, Ordering::Relaxed)
-        })
+        .fetch_blob_to_writer(&r, &d, None, file, Some(&progress))
         .await
         .unwrap();
     assert_eq!(last.load(Ordering::Relaxed), data.len());
@@ -259,7 +259,7 @@ async fn fetch_blob_streams_with_progress() {
     // A size that disagrees with the content is an error.
     let mut sink = Vec::new();
     let err = c
-        .fetch_blob(&r, &d, Some(10), &mut sink, &|_| {})
+        .fetch_blob(&r, &d, Some(10), &mut sink, None)
         .await
         .unwrap_err();
     assert!(matches!(err, RegistryError::SizeMismatch { .. }), "{err}");
@@ -282,7 +282,7 @@ async fn digest_mismatch_is_detected_and_not_committed() {
     let r = RegistryRef::repo(&srv.addr, "evil/repo");
     let mut sink = Vec::new();
     let err = c
-        .fetch_blob(&r, &digest, None, &mut sink, &|_| {})
+        .fetch_blob(&r, &digest, None, &mut sink, None)
         .await
         .unwrap_err();
     match &err {
@@ -301,7 +301,7 @@ async fn digest_mismatch_is_detected_and_not_committed() {
     }
     let committed = Arc::new(Mutex::new(false));
     let res = c
-        .fetch_blob_to_writer(&r, &digest, None, Committing(committed.clone()), &|_| {})
+        .fetch_blob_to_writer(&r, &digest, None, Committing(committed.clone()), None)
         .await;
     if let Ok(w) = res {
         *w.0.lock().unwrap() = true;
@@ -534,7 +534,7 @@ async fn retries_503_then_succeeds_and_never_retries_404() {
     let c = anon();
     let r = RegistryRef::repo(&srv.addr, "flaky");
     let mut out = Vec::new();
-    c.fetch_blob(&r, &digest, None, &mut out, &|_| {})
+    c.fetch_blob(&r, &digest, None, &mut out, None)
         .await
         .unwrap();
     assert_eq!(out, b"eventually");
@@ -544,7 +544,7 @@ async fn retries_503_then_succeeds_and_never_retries_404() {
     let err = c.blob_exists(&missing, &digest).await.unwrap();
     assert!(!err);
     let err = c
-        .fetch_blob(&missing, &digest, None, &mut out, &|_| {})
+        .fetch_blob(&missing, &digest, None, &mut out, None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("BLOB_UNKNOWN"), "{err}");
@@ -555,7 +555,7 @@ async fn retries_503_then_succeeds_and_never_retries_404() {
 
     let busy = RegistryRef::repo(&srv.addr, "busy");
     let err = c
-        .fetch_blob(&busy, &digest, None, &mut out, &|_| {})
+        .fetch_blob(&busy, &digest, None, &mut out, None)
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(429), "{err}");
@@ -677,4 +677,18 @@ async fn insecure_registry_falls_back_to_http() {
     let c = Client::new(cfg).unwrap();
     let err = c.blob_exists(&r, &digest).await.unwrap_err();
     assert!(matches!(err, RegistryError::Transport { .. }), "{err}");
+}
+
+/// A byte counter whose progress events call `f` with the bytes moved so far.
+fn byte_counter(f: impl Fn(u64) + Send + Sync + 'static) -> kiln::progress::ByteCounter {
+    use kiln::progress::{Clock, Event, Items, Sink};
+    let sink = Sink::from_fn(move |event| {
+        if let Event::VertexStatus {
+            current: Some(n), ..
+        } = event
+        {
+            f(n);
+        }
+    });
+    Items::new(sink, Clock::start(), 1).counter("blob", "Moving", None)
 }

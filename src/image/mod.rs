@@ -24,7 +24,6 @@ mod sources;
 mod time;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use crate::oci::{Digest, Reference};
 use crate::registry::RegistryError;
@@ -101,7 +100,7 @@ pub(crate) fn io_err(
     }
 }
 
-/// What a transfer is doing; the CLI turns these into docker-like lines or progress bars.
+/// What a transfer is doing, in `docker pull`'s words: the status of a layer's progress item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     Waiting,
@@ -132,21 +131,6 @@ impl std::fmt::Display for Status {
             Status::MountedFrom(repo) => write!(f, "Mounted from {repo}"),
         }
     }
-}
-
-/// One progress event of a pull or push. `id` is the first 12 hex digits of the blob digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Status { id: String, status: Status },
-    Bytes { id: String, done: u64, total: u64 },
-}
-
-/// Receives progress events; called from any thread.
-pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
-
-/// A reporter that drops every event.
-pub fn quiet() -> Reporter {
-    Arc::new(|_| {})
 }
 
 pub(crate) fn short_id(digest: &Digest) -> String {

@@ -7,13 +7,14 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{
-    ANNOTATION_INDEX, ANNOTATION_REPO_DIGEST, Event, ImageError, PARALLEL_TRANSFERS, Reporter,
-    Result, Status, blocking, short_id, sources, unpack_one,
+    ANNOTATION_INDEX, ANNOTATION_REPO_DIGEST, ImageError, PARALLEL_TRANSFERS, Result, Status,
+    blocking, short_id, sources, unpack_one,
 };
 use crate::oci::{
     Descriptor, DescriptorBuilder, Digest, ImageManifest, MediaType, Platform, Reference,
     media_type,
 };
+use crate::progress::Items;
 use crate::registry::{Client, RegistryRef, select_platform};
 use crate::store::{Store, StoreError};
 
@@ -40,7 +41,7 @@ pub async fn pull(
     client: &Client,
     reference: &Reference,
     platform: Option<&Platform>,
-    report: Reporter,
+    report: Items,
 ) -> Result<Pulled> {
     let rref = RegistryRef::from(reference);
     let top = client.resolve(&rref).await?;
@@ -209,28 +210,16 @@ async fn fetch_to_store(
     digest: &Digest,
     size: u64,
     id: Option<&str>,
-    report: &Reporter,
+    report: &Items,
 ) -> Result<bool> {
     if store.has_blob(digest) {
         return Ok(false);
     }
     let ingest_store = store.clone();
     let ingest = blocking(move || Ok(ingest_store.ingest()?)).await?;
-    let progress = {
-        let report = report.clone();
-        let id = id.map(str::to_string);
-        move |done: u64| {
-            if let Some(id) = &id {
-                report(Event::Bytes {
-                    id: id.clone(),
-                    done,
-                    total: size,
-                });
-            }
-        }
-    };
+    let progress = id.map(|id| report.counter(id, Status::Downloading, Some(size)));
     let ingest = client
-        .fetch_blob_to_writer(rref, digest, Some(size), ingest, &progress)
+        .fetch_blob_to_writer(rref, digest, Some(size), ingest, progress.as_ref())
         .await?;
     let expected = digest.clone();
     blocking(move || {
@@ -253,7 +242,7 @@ async fn fetch_layers(
     rref: &RegistryRef,
     layers: &[(Digest, u64)],
     diff_ids: &[Digest],
-    report: &Reporter,
+    report: &Items,
 ) -> Result<bool> {
     let chains: Vec<Digest> = (1..=diff_ids.len())
         .filter_map(|n| crate::oci::chain_id(&diff_ids[..n]))
@@ -268,15 +257,9 @@ async fn fetch_layers(
             (client.clone(), store.clone(), rref.clone(), report.clone());
         let (digest, size, permits) = (digest.clone(), *size, permits.clone());
         if store.has_blob(&digest) {
-            report(Event::Status {
-                id: id.clone(),
-                status: Status::AlreadyExists,
-            });
+            report.status(&id, Status::AlreadyExists);
         } else {
-            report(Event::Status {
-                id: id.clone(),
-                status: Status::Waiting,
-            });
+            report.status(&id, Status::Waiting);
         }
         tasks.spawn(async move {
             let _permit = permits
@@ -287,10 +270,7 @@ async fn fetch_layers(
                 blocking(move || unpack_one(&store, parent.as_ref(), &diff_id, &digest)).await?;
                 return Ok(false);
             }
-            report(Event::Status {
-                id: id.clone(),
-                status: Status::Downloading,
-            });
+            report.status(&id, Status::Downloading);
             fetch_and_unpack(
                 &client,
                 &store,
@@ -301,10 +281,7 @@ async fn fetch_layers(
                 &report,
             )
             .await?;
-            report(Event::Status {
-                id,
-                status: Status::PullComplete,
-            });
+            report.status(&id, Status::PullComplete);
             Ok(true)
         });
     }
@@ -338,7 +315,7 @@ async fn fetch_and_unpack(
     (digest, size): (&Digest, u64),
     (parent, diff_id): (Option<Digest>, Digest),
     id: &str,
-    report: &Reporter,
+    report: &Items,
 ) -> Result<()> {
     let ingest_store = store.clone();
     let ingest = blocking(move || Ok(ingest_store.ingest()?)).await?;
@@ -352,22 +329,13 @@ async fn fetch_and_unpack(
             PipeReader::new(rx),
         )
     });
-    let progress = {
-        let (report, id) = (report.clone(), id.to_string());
-        move |done: u64| {
-            report(Event::Bytes {
-                id: id.clone(),
-                done,
-                total: size,
-            })
-        }
-    };
+    let progress = report.counter(id, Status::Downloading, Some(size));
     let tee = Tee {
         ingest,
         pipe: Some(tx),
     };
     let fetched = client
-        .fetch_blob_to_writer(rref, digest, Some(size), tee, &progress)
+        .fetch_blob_to_writer(rref, digest, Some(size), tee, Some(&progress))
         .await;
     let fetched = match fetched {
         Ok(tee) => tee,
@@ -381,10 +349,7 @@ async fn fetch_and_unpack(
     if let Some(pipe) = pipe {
         let _ = pipe.send(Chunk::End);
     }
-    report(Event::Status {
-        id: id.to_string(),
-        status: Status::DownloadComplete,
-    });
+    report.status(id, Status::DownloadComplete);
     let expected = digest.clone();
     let committed = blocking(move || {
         ingest.commit(Some(&expected), Some(size))?;

@@ -8,10 +8,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{
-    Event, ImageError, PARALLEL_TRANSFERS, Reporter, Result, Status, blocking, compress, short_id,
-    sources,
+    ImageError, PARALLEL_TRANSFERS, Result, Status, blocking, compress, short_id, sources,
 };
 use crate::oci::{Digest, Reference, media_type};
+use crate::progress::Items;
 use crate::registry::{BlobSource, Client, RegistryRef};
 use crate::store::{Store, StoreError};
 
@@ -30,7 +30,7 @@ pub async fn push(
     store: &Store,
     client: &Client,
     reference: &Reference,
-    report: Reporter,
+    report: Items,
 ) -> Result<Pushed> {
     let lookup_store = store.clone();
     let name = reference.clone();
@@ -79,10 +79,7 @@ pub async fn push(
     for (digest, size, is_layer) in blobs.clone() {
         let id = is_layer.then(|| short_id(&digest));
         if let Some(id) = &id {
-            report(Event::Status {
-                id: id.clone(),
-                status: Status::Waiting,
-            });
+            report.status(id, Status::Waiting);
         }
         let (client, store, target, report, permits) = (
             client.clone(),
@@ -107,7 +104,7 @@ pub async fn push(
             )
             .await?;
             if let Some(id) = id {
-                report(Event::Status { id, status });
+                report.status(&id, status);
             }
             Ok(())
         });
@@ -155,7 +152,7 @@ async fn push_blob(
     target: &RegistryRef,
     (digest, size, known): (&Digest, u64, &[String]),
     id: Option<&str>,
-    report: &Reporter,
+    report: &Items,
 ) -> Result<Status> {
     if client.blob_exists(target, digest).await? {
         return Ok(Status::LayerAlreadyExists);
@@ -172,21 +169,9 @@ async fn push_blob(
         }
     }
     if let Some(id) = id {
-        report(Event::Status {
-            id: id.to_string(),
-            status: Status::Pushing,
-        });
+        report.status(id, Status::Pushing);
     }
-    let progress: Option<crate::registry::Progress> = id.map(|id| {
-        let (report, id) = (report.clone(), id.to_string());
-        Arc::new(move |done: u64| {
-            report(Event::Bytes {
-                id: id.clone(),
-                done,
-                total: size,
-            })
-        }) as crate::registry::Progress
-    });
+    let progress = id.map(|id| report.counter(id, Status::Pushing, Some(size)));
     if !store.has_blob(digest) {
         return Err(StoreError::BlobNotFound(digest.clone()).into());
     }
