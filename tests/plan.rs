@@ -397,3 +397,23 @@ fn plan_uses_only_lower_layers() {
         }
     }
 }
+
+/// The cache definitions of RUN steps with every kind of mount and option, byte for byte:
+/// a step cached before a change to the planner's types must still be found after it.
+#[test]
+fn exec_mount_cache_definitions_are_stable() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/plan-keys");
+    let dockerfile = fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    let plan = plan_ok(&dockerfile, &options());
+    let actual: String = plan
+        .graph
+        .node_weights()
+        .map(|op| {
+            let mut line = String::from_utf8(op.definition.cache_definition()).unwrap();
+            line.push('\n');
+            line
+        })
+        .collect();
+    let expected = fs::read_to_string(dir.join("expected")).unwrap();
+    assert_eq!(actual, expected);
+}
