@@ -40,11 +40,16 @@
 //! Op types and fields are documented in [`op`].
 
 mod builder;
+mod copy;
 mod dump;
 mod error;
 mod image;
+mod metadata;
 pub mod op;
 mod paths;
+mod run;
+mod stage;
+mod state;
 
 use std::collections::BTreeMap;
 
