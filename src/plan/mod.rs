@@ -63,7 +63,8 @@ pub use image::{
     Empty, HISTORY_COMMENT, HealthConfig, History, ImageConfig, Platform, go_duration,
 };
 pub use op::{
-    Copy, CopySource, Definition, Exec, ExecMount, FileOp, HeredocFile, Metadata, Mkdir, Op, Source,
+    CacheSharing, Copy, CopySource, Definition, Exec, ExecMount, FileOp, HeredocFile, Metadata,
+    Mkdir, MountKind, MountOwner, Op, Source,
 };
 pub use paths::clean as clean_path;
 

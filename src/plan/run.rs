@@ -9,11 +9,11 @@ use petgraph::graph::NodeIndex;
 use super::Error;
 use super::builder::Planner;
 use super::image::{go_list, go_quote_list};
-use super::op::{Definition, Exec, ExecMount, HeredocFile};
+use super::op::{CacheSharing, Definition, Exec, ExecMount, HeredocFile, MountKind, MountOwner};
 use super::paths::clean;
 use super::stage::PROXY_ARGS;
 use super::state::StageState;
-use crate::instruction::{self, Command, MountType, Network, Security, Sharing};
+use crate::instruction::{self, Command, Mount, MountType, Network, Security, Sharing};
 use crate::syntax::{self, Span};
 
 const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
@@ -110,43 +110,90 @@ impl Planner<'_> {
             } else {
                 clean(&format!("/{}/{}", state.workdir, mount.target))
             };
-            let input = match (mount.kind, &mount.from) {
-                (MountType::Bind | MountType::Cache, Some(from)) => {
-                    Some(self.reference_input(state, from, span)?)
-                }
-                (MountType::Bind, None) => {
-                    let include = mount
-                        .source
-                        .as_deref()
-                        .map(|s| clean(&format!("/{s}")).trim_start_matches('/').to_string())
-                        .filter(|s| !s.is_empty())
-                        .into_iter()
-                        .collect();
-                    Some(self.context_op(state, include, Vec::new(), span, onbuild))
-                }
-                _ => None,
-            };
-            let input = input.map(|node| {
-                inputs.push(node);
-                inputs.len() - 1
-            });
+            let kind = self.mount_kind(state, &mount, span, onbuild, inputs)?;
             mounts.push(ExecMount {
-                kind: mount.kind.as_str().to_string(),
                 target,
-                input,
-                source: mount.source.clone(),
+                source: mount.source,
                 read_only: mount.read_only,
-                id: mount.id.clone(),
-                sharing: (mount.kind == MountType::Cache).then(|| sharing_name(mount.sharing)),
-                size: mount.size,
-                mode: mount.mode,
-                uid: mount.uid,
-                gid: mount.gid,
-                required: mount.required,
-                env: mount.env.clone(),
+                kind,
             });
         }
         Ok(mounts)
+    }
+
+    /// The kind of `mount` with its options; the input of a bind mount (or of a cache
+    /// mount with `from=`) is appended to `inputs`.
+    fn mount_kind(
+        &mut self,
+        state: &StageState,
+        mount: &Mount,
+        span: Span,
+        onbuild: bool,
+        inputs: &mut Vec<NodeIndex>,
+    ) -> Result<MountKind, Error> {
+        let mut push = |node| {
+            inputs.push(node);
+            inputs.len() - 1
+        };
+        let owner = MountOwner {
+            mode: mount.mode,
+            uid: mount.uid,
+            gid: mount.gid,
+        };
+        // The instruction layer always gives cache, secret and ssh mounts an id (`id=`,
+        // else the target, the source or `default`); the fallbacks only mirror that.
+        Ok(match mount.kind {
+            MountType::Bind => {
+                let node = match &mount.from {
+                    Some(from) => self.reference_input(state, from, span)?,
+                    None => {
+                        let include = mount
+                            .source
+                            .as_deref()
+                            .map(|s| clean(&format!("/{s}")).trim_start_matches('/').to_string())
+                            .filter(|s| !s.is_empty())
+                            .into_iter()
+                            .collect();
+                        self.context_op(state, include, Vec::new(), span, onbuild)
+                    }
+                };
+                MountKind::Bind {
+                    input: push(node),
+                    id: mount.id.clone(),
+                }
+            }
+            MountType::Cache => {
+                let input = match &mount.from {
+                    Some(from) => Some(push(self.reference_input(state, from, span)?)),
+                    None => None,
+                };
+                MountKind::Cache {
+                    id: mount.id.clone().unwrap_or_else(|| mount.target.clone()),
+                    sharing: match mount.sharing {
+                        Sharing::Shared => CacheSharing::Shared,
+                        Sharing::Private => CacheSharing::Private,
+                        Sharing::Locked => CacheSharing::Locked,
+                    },
+                    input,
+                    owner,
+                }
+            }
+            MountType::Tmpfs => MountKind::Tmpfs {
+                size: mount.size,
+                id: mount.id.clone(),
+            },
+            MountType::Secret => MountKind::Secret {
+                id: mount.id.clone().unwrap_or_default(),
+                env: mount.env.clone(),
+                required: mount.required,
+                owner,
+            },
+            MountType::Ssh => MountKind::Ssh {
+                id: mount.id.clone().unwrap_or_else(|| "default".to_string()),
+                required: mount.required,
+                owner,
+            },
+        })
     }
 }
 
@@ -271,15 +318,6 @@ fn summarize_heredoc(doc: &str) -> String {
     } else {
         first
     }
-}
-
-fn sharing_name(sharing: Sharing) -> String {
-    match sharing {
-        Sharing::Shared => "shared",
-        Sharing::Private => "private",
-        Sharing::Locked => "locked",
-    }
-    .to_string()
 }
 
 #[cfg(test)]
