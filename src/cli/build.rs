@@ -475,7 +475,7 @@ fn build(
                     image::quiet(),
                 ))
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(Into::into)
         });
         let mut resolver = StoreResolver::new(store.clone(), Some(puller)).always_pull(args.pull);
         plan::build(stages, &options, &mut resolver)

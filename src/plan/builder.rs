@@ -241,9 +241,9 @@ impl<'a> Planner<'a> {
     ) -> Result<ResolvedImage, Error> {
         self.resolver
             .resolve(reference, platform)
-            .map_err(|message| Error::Resolve {
+            .map_err(|source| Error::Resolve {
                 reference: reference.to_string(),
-                message,
+                source,
                 span,
             })
     }

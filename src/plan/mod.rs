@@ -58,7 +58,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 
 pub use dump::dump;
-pub use error::Error;
+pub use error::{Error, ResolveError};
 pub use image::{
     Empty, HISTORY_COMMENT, HealthConfig, History, ImageConfig, Platform, go_duration,
 };
@@ -113,7 +113,11 @@ impl Default for Options {
 /// Looks base images up (the solver pulls or finds them in the store).
 pub trait ImageResolver {
     /// Resolves `reference` (as written after expansion) for `platform`.
-    fn resolve(&mut self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
+    fn resolve(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, ResolveError>;
 }
 
 /// What the resolver knows about an image.

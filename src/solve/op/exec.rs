@@ -4,30 +4,19 @@
 use std::collections::VecDeque;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::watch;
-
-use super::{NodeResult, Result, SolveError, Task, cancelled};
 use crate::plan::{CacheSharing, Exec, ExecMount, MountKind, MountOwner};
 use crate::progress::{Stream, Vertex};
-use crate::sandbox::{BindMount, NetworkMode, Rootfs, Sandbox, SpawnOptions, Spec, StepMount};
+use crate::sandbox::{
+    BindMount, ExitStatus, NetworkMode, Rootfs, Running, Sandbox, SpawnOptions, Spec, StepMount,
+};
 use crate::snapshot::overlay;
+use crate::solve::scheduler::cancelled;
+use crate::solve::step::{Task, lock_waiting, open_lock};
+use crate::solve::{NodeResult, Result, SolveError, unique_suffix};
 
 /// Output lines kept for the error message of a failed step.
 const TAIL_LINES: usize = 10;
-
-pub(super) fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{}-{}-{nanos:08x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// The last lines of a stream of chunks.
 #[derive(Default)]
@@ -124,7 +113,7 @@ impl SecretSource {
 }
 
 /// Where cache mounts live: `cache-v1/mounts/`.
-pub(super) fn mounts_dir(store: &crate::store::Store) -> PathBuf {
+pub(in crate::solve) fn mounts_dir(store: &crate::store::Store) -> PathBuf {
     store.cache_dir().join("mounts")
 }
 
@@ -135,8 +124,11 @@ fn set_mode_and_owner(path: &Path, owner: &MountOwner, default_mode: u32) -> Res
         std::fs::Permissions::from_mode(owner.mode.unwrap_or(default_mode)),
     )
     .map_err(SolveError::io("chmod", path))?;
-    crate::sys::lchown(path, owner.uid.unwrap_or(0), owner.gid.unwrap_or(0))
-        .map_err(|e| SolveError::Internal(e.to_string()))
+    Ok(crate::sys::lchown(
+        path,
+        owner.uid.unwrap_or(0),
+        owner.gid.unwrap_or(0),
+    )?)
 }
 
 /// A cache mount of the step: its id, how it is shared, its owner and where it goes.
@@ -169,46 +161,6 @@ fn cache_dir(task: &Task, id: &str, instance: usize) -> PathBuf {
 
 /// Most instances a `sharing=private` cache mount may have at once.
 const MAX_PRIVATE_INSTANCES: usize = 64;
-/// How often a lock that is held elsewhere is tried again (and the cancel flag checked).
-const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Opens (creating it) the lock file at `path`.
-pub(super) fn open_lock(path: &Path) -> Result<std::fs::File> {
-    std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(SolveError::io("open", path))
-}
-
-/// Takes `lock` (exclusive, or shared), waiting for whoever holds it; gives up with
-/// [`SolveError::Cancelled`] once the build is cancelled.
-pub(super) fn lock_waiting(
-    lock: &std::fs::File,
-    path: &Path,
-    exclusive: bool,
-    cancel: &watch::Receiver<bool>,
-) -> Result<()> {
-    loop {
-        let tried = if exclusive {
-            lock.try_lock()
-        } else {
-            lock.try_lock_shared()
-        };
-        match tried {
-            Ok(()) => return Ok(()),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                if *cancel.borrow() {
-                    return Err(SolveError::Cancelled);
-                }
-                std::thread::sleep(LOCK_RETRY);
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(SolveError::io("lock", path)(e)),
-        }
-    }
-}
-
 /// Opens (creating it with the mount's owner and mode) a cache mount directory and takes
 /// the lock its sharing mode asks for. `private`: the first instance nobody holds.
 fn cache_mount(task: &Task, cache: &CacheRequest<'_>) -> Result<(PathBuf, std::fs::File)> {
@@ -376,7 +328,10 @@ fn bind_mount(
     let input: &NodeResult = task
         .inputs
         .get(input)
-        .ok_or_else(|| SolveError::Internal("bind mount without an input".into()))?;
+        .ok_or_else(|| SolveError::MissingInput {
+            name: task.op.metadata.name.clone(),
+            input,
+        })?;
     // Rooted and cleaned, so `..` stops at the top of the source.
     let path =
         crate::source::glob::go_clean(&format!("/{}", mount.source.as_deref().unwrap_or("")));
@@ -461,7 +416,7 @@ fn secret_mount(
     };
     let value = source
         .read()
-        .map_err(|e| task.step_error(format!("reading secret {id}: {e}"), Vec::new()))?;
+        .map_err(|e| task.step_failed(format!("reading secret {id}: {e}"), e))?;
     if let Some(name) = secret.env {
         out.env
             .push(format!("{name}={}", String::from_utf8_lossy(&value)));
@@ -548,41 +503,20 @@ fn context_view(
 
 /// Runs `exec` over `chain` (bottom first); the layer ends up in `staging/fs`.
 /// Returns (empty, size).
-pub(super) async fn run(
+pub(in crate::solve) async fn run(
     task: &Task,
     exec: &Exec,
     chain: &[PathBuf],
     staging: &Path,
     vertex: &mut Vertex,
 ) -> Result<(bool, u64)> {
-    if exec.security == "insecure" {
-        return Err(task.unsupported("RUN --security=insecure"));
-    }
-    let host = crate::plan::Platform::host();
-    if let Ok(platform) = crate::plan::Platform::parse(&exec.platform)
-        && !platform.runs_on(&host)
-    {
-        return Err(task.unsupported(&format!(
-            "RUN for {} on this {host} machine (kiln has no emulation)",
-            exec.platform
-        )));
-    }
+    check_runnable(task, exec)?;
     let lowers: Vec<PathBuf> = chain.iter().rev().cloned().collect();
-    let prepared = overlay::prepare(&lowers, &staging.join("ov"))
-        .map_err(|e| SolveError::Internal(e.to_string()))?;
+    let prepared = overlay::prepare(&lowers, &staging.join("ov"))?;
     let network = match exec.network.as_str() {
         "none" => NetworkMode::None,
         _ => NetworkMode::Host,
     };
-    let mut env = exec.env.clone();
-    for (name, value) in &exec.proxy_env {
-        if !env
-            .iter()
-            .any(|e| e.split_once('=').map_or(e.as_str(), |p| p.0) == name)
-        {
-            env.push(format!("{name}={value}"));
-        }
-    }
     let mut spec = Spec::new(
         Rootfs::Overlay {
             lowers,
@@ -595,12 +529,7 @@ pub(super) async fn run(
     spec.process.cwd = exec.workdir.clone();
     spec.process.user = exec.user.clone();
 
-    let _permit = task
-        .shared
-        .jobs
-        .acquire()
-        .await
-        .map_err(|e| SolveError::Internal(e.to_string()))?;
+    let _permit = task.shared.job_permit().await?;
     // Cache locks may wait for another step: set the mounts up off the reactor.
     let mounts = {
         let setup = || mounts(task, exec, staging);
@@ -610,6 +539,7 @@ pub(super) async fn run(
         }?
     };
     let mut mounts = mounts;
+    let mut env = process_env(exec);
     env.append(&mut mounts.env);
     spec.process.env = env;
     spec.mounts = std::mem::take(&mut mounts.binds);
@@ -619,8 +549,64 @@ pub(super) async fn run(
         share_empty_net_ns: true,
         ..SpawnOptions::default()
     };
-    let mut running = Sandbox::spawn(&spec, &options)
-        .map_err(|e| task.step_error(format!("starting the sandbox: {e}"), Vec::new()))?;
+    let running = Sandbox::spawn(&spec, &options)
+        .map_err(|e| task.step_failed(format!("starting the sandbox: {e}"), e))?;
+    let (status, tail) = follow(task, running, vertex).await?;
+    if let Some(reason) = status.setup_error {
+        return Err(task.step_error(format!("sandbox setup failed: {reason}"), tail.finish()));
+    }
+    if !status.success() {
+        let command = exec.argv.join(" ");
+        return Err(task.step_error(
+            format!(
+                "process \"{command}\" did not complete successfully: exit code: {}",
+                status.code
+            ),
+            tail.finish(),
+        ));
+    }
+    drop(mounts);
+    commit_layer(&prepared, staging)
+}
+
+/// What kiln cannot run: `--security=insecure`, and binaries of another platform.
+fn check_runnable(task: &Task, exec: &Exec) -> Result<()> {
+    if exec.security == "insecure" {
+        return Err(task.unsupported("RUN --security=insecure"));
+    }
+    let host = crate::plan::Platform::host();
+    if let Ok(platform) = crate::plan::Platform::parse(&exec.platform)
+        && !platform.runs_on(&host)
+    {
+        return Err(task.unsupported(&format!(
+            "RUN for {} on this {host} machine (kiln has no emulation)",
+            exec.platform
+        )));
+    }
+    Ok(())
+}
+
+/// The step's environment: its own, plus each proxy variable it does not set itself.
+fn process_env(exec: &Exec) -> Vec<String> {
+    let mut env = exec.env.clone();
+    for (name, value) in &exec.proxy_env {
+        if !env
+            .iter()
+            .any(|e| e.split_once('=').map_or(e.as_str(), |p| p.0) == name)
+        {
+            env.push(format!("{name}={value}"));
+        }
+    }
+    env
+}
+
+/// Streams the sandbox's output to progress until it exits (killing it on cancel);
+/// its exit status and the last lines of output.
+async fn follow(
+    task: &Task,
+    mut running: Running,
+    vertex: &mut Vertex,
+) -> Result<(ExitStatus, Tail)> {
     let mut tail = Tail::default();
     let mut cancel = task.cancel.clone();
     let mut killed = false;
@@ -646,26 +632,18 @@ pub(super) async fn run(
     let status = running
         .wait()
         .await
-        .map_err(|e| task.step_error(format!("waiting for the sandbox: {e}"), Vec::new()))?;
+        .map_err(|e| task.step_failed(format!("waiting for the sandbox: {e}"), e))?;
     if killed {
         return Err(SolveError::Cancelled);
     }
-    if let Some(reason) = status.setup_error {
-        return Err(task.step_error(format!("sandbox setup failed: {reason}"), tail.finish()));
-    }
-    if !status.success() {
-        let command = exec.argv.join(" ");
-        return Err(task.step_error(
-            format!(
-                "process \"{command}\" did not complete successfully: exit code: {}",
-                status.code
-            ),
-            tail.finish(),
-        ));
-    }
-    drop(mounts);
+    Ok((status, tail))
+}
+
+/// Moves the overlay's upper to `staging/fs` and removes the rest of `staging`.
+/// Returns (empty, size).
+fn commit_layer(prepared: &overlay::Prepared, staging: &Path) -> Result<(bool, u64)> {
     let dest = staging.join("fs");
-    overlay::commit(&prepared, &dest).map_err(|e| SolveError::Internal(e.to_string()))?;
+    overlay::commit(prepared, &dest)?;
     for leftover in std::fs::read_dir(staging).map_err(SolveError::io("read", staging))? {
         let leftover = leftover.map_err(SolveError::io("read", staging))?.path();
         if leftover != dest {
