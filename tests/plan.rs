@@ -10,7 +10,7 @@ use std::path::Path;
 use kiln::instruction::{self, Stages};
 use kiln::plan::{
     self, Definition, Error, History, ImageConfig, ImageResolver, Options, Plan, Platform,
-    ResolvedImage,
+    ResolveError, ResolvedImage,
 };
 use kiln::syntax;
 
@@ -64,7 +64,11 @@ fn history(created_by: &str, empty_layer: bool) -> History {
 }
 
 impl ImageResolver for FakeResolver {
-    fn resolve(&mut self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+    fn resolve(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, ResolveError> {
         self.calls.push(format!("{reference} {platform}"));
         let normalised = normalise(reference);
         let repository = normalised
@@ -100,7 +104,7 @@ impl ImageResolver for FakeResolver {
                 ];
             }
             "bad-onbuild" => config.on_build = vec!["FROM x".to_string()],
-            _ => return Err(format!("pull access denied for {repository}")),
+            _ => return Err(format!("pull access denied for {repository}").into()),
         }
         Ok(ResolvedImage {
             manifest_digest: fake_digest(&normalised),
@@ -396,4 +400,36 @@ fn plan_uses_only_lower_layers() {
             );
         }
     }
+}
+
+/// The cache definitions of RUN steps with every kind of mount and option, byte for byte:
+/// a step cached before a change to the planner's types must still be found after it.
+#[test]
+fn exec_mount_cache_definitions_are_stable() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/plan-keys");
+    let dockerfile = fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    let plan = plan_ok(&dockerfile, &options());
+    let actual: String = plan
+        .graph
+        .node_weights()
+        .map(|op| {
+            let mut line = String::from_utf8(op.definition.cache_definition()).unwrap();
+            line.push('\n');
+            line
+        })
+        .collect();
+    let expected = fs::read_to_string(dir.join("expected")).unwrap();
+    assert_eq!(actual, expected);
+}
+
+#[test]
+fn resolve_error_keeps_the_resolver_error() {
+    let (result, _) = plan_with("FROM unknown-image\n", &options());
+    let error = result.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "unknown-image: pull access denied for unknown-image"
+    );
+    let source = std::error::Error::source(&error).expect("the resolver's error");
+    assert_eq!(source.to_string(), "pull access denied for unknown-image");
 }

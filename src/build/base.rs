@@ -98,11 +98,9 @@ pub(super) async fn plan(
         let puller: crate::solve::Puller<'_> = Box::new(move |reference, platform| {
             let client = match &mut client {
                 Some(client) => client,
-                empty => empty.insert(Client::new(registry.clone()).map_err(|e| e.to_string())?),
+                empty => empty.insert(Client::new(registry.clone())?),
             };
-            pulls
-                .pull(&pull_store, client, reference, platform, &runtime)
-                .map_err(|e| e.to_string())
+            Ok(pulls.pull(&pull_store, client, reference, platform, &runtime)?)
         });
         let mut resolver = StoreResolver::new(store, Some(puller)).always_pull(always_pull);
         plan::build(&stages, &options, &mut resolver)

@@ -46,7 +46,7 @@ pub fn save(
     logs: &BTreeMap<u64, String>,
 ) -> Result<PathBuf, SolveError> {
     let root = store.root().join(DIR);
-    let id = format!("{:012}-{}", record.started_at, super::exec::unique_suffix());
+    let id = format!("{:012}-{}", record.started_at, super::unique_suffix());
     let staging = root.join(format!(".new-{id}"));
     let logs_dir = staging.join("logs");
     std::fs::create_dir_all(&logs_dir).map_err(SolveError::io("create", &logs_dir))?;
@@ -58,8 +58,10 @@ pub fn save(
         std::fs::write(&path, text).map_err(SolveError::io("write", &path))?;
     }
     let path = staging.join("record.json");
-    let json =
-        serde_json::to_vec_pretty(record).map_err(|e| SolveError::Internal(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(record).map_err(|source| SolveError::Encode {
+        what: "the build record",
+        source,
+    })?;
     std::fs::write(&path, json).map_err(SolveError::io("write", &path))?;
     let dir = root.join(&id);
     std::fs::rename(&staging, &dir).map_err(SolveError::io("rename", &staging))?;

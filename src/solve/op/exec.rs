@@ -4,30 +4,19 @@
 use std::collections::VecDeque;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::watch;
-
-use super::{NodeResult, Result, SolveError, Task, cancelled};
-use crate::plan::{Exec, ExecMount};
+use crate::plan::{CacheSharing, Exec, ExecMount, MountKind, MountOwner};
 use crate::progress::{Stream, Vertex};
-use crate::sandbox::{BindMount, NetworkMode, Rootfs, Sandbox, SpawnOptions, Spec, StepMount};
+use crate::sandbox::{
+    BindMount, ExitStatus, NetworkMode, Rootfs, Running, Sandbox, SpawnOptions, Spec, StepMount,
+};
 use crate::snapshot::overlay;
+use crate::solve::scheduler::cancelled;
+use crate::solve::step::{Task, lock_waiting, open_lock};
+use crate::solve::{NodeResult, Result, SolveError, unique_suffix};
 
 /// Output lines kept for the error message of a failed step.
 const TAIL_LINES: usize = 10;
-
-pub(super) fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{}-{}-{nanos:08x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// The last lines of a stream of chunks.
 #[derive(Default)]
@@ -124,24 +113,31 @@ impl SecretSource {
 }
 
 /// Where cache mounts live: `cache-v1/mounts/`.
-pub(super) fn mounts_dir(store: &crate::store::Store) -> PathBuf {
+pub(in crate::solve) fn mounts_dir(store: &crate::store::Store) -> PathBuf {
     store.cache_dir().join("mounts")
 }
 
 /// Gives `path` the mount's `mode` (else `default_mode`) and `uid`/`gid` (else root).
-fn set_mode_and_owner(path: &Path, mount: &ExecMount, default_mode: u32) -> Result<()> {
+fn set_mode_and_owner(path: &Path, owner: &MountOwner, default_mode: u32) -> Result<()> {
     std::fs::set_permissions(
         path,
-        std::fs::Permissions::from_mode(mount.mode.unwrap_or(default_mode)),
+        std::fs::Permissions::from_mode(owner.mode.unwrap_or(default_mode)),
     )
     .map_err(SolveError::io("chmod", path))?;
-    crate::sys::lchown(path, mount.uid.unwrap_or(0), mount.gid.unwrap_or(0))
-        .map_err(|e| SolveError::Internal(e.to_string()))
+    Ok(crate::sys::lchown(
+        path,
+        owner.uid.unwrap_or(0),
+        owner.gid.unwrap_or(0),
+    )?)
 }
 
-/// A cache mount's id: `id=`, else its target.
-fn cache_id(mount: &ExecMount) -> String {
-    mount.id.clone().unwrap_or_else(|| mount.target.clone())
+/// A cache mount of the step: its id, how it is shared, its owner and where it goes.
+struct CacheRequest<'a> {
+    id: &'a str,
+    sharing: CacheSharing,
+    owner: &'a MountOwner,
+    target: &'a str,
+    read_only: bool,
 }
 
 /// The directory of a cache mount instance: `<root>/cache-v1/mounts/<id>-<hash>[-<n>]`.
@@ -165,60 +161,19 @@ fn cache_dir(task: &Task, id: &str, instance: usize) -> PathBuf {
 
 /// Most instances a `sharing=private` cache mount may have at once.
 const MAX_PRIVATE_INSTANCES: usize = 64;
-/// How often a lock that is held elsewhere is tried again (and the cancel flag checked).
-const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Opens (creating it) the lock file at `path`.
-pub(super) fn open_lock(path: &Path) -> Result<std::fs::File> {
-    std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(SolveError::io("open", path))
-}
-
-/// Takes `lock` (exclusive, or shared), waiting for whoever holds it; gives up with
-/// [`SolveError::Cancelled`] once the build is cancelled.
-pub(super) fn lock_waiting(
-    lock: &std::fs::File,
-    path: &Path,
-    exclusive: bool,
-    cancel: &watch::Receiver<bool>,
-) -> Result<()> {
-    loop {
-        let tried = if exclusive {
-            lock.try_lock()
-        } else {
-            lock.try_lock_shared()
-        };
-        match tried {
-            Ok(()) => return Ok(()),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                if *cancel.borrow() {
-                    return Err(SolveError::Cancelled);
-                }
-                std::thread::sleep(LOCK_RETRY);
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(SolveError::io("lock", path)(e)),
-        }
-    }
-}
-
 /// Opens (creating it with the mount's owner and mode) a cache mount directory and takes
 /// the lock its sharing mode asks for. `private`: the first instance nobody holds.
-fn cache_mount(task: &Task, mount: &ExecMount) -> Result<(PathBuf, std::fs::File)> {
-    let id = cache_id(mount);
-    let sharing = mount.sharing.as_deref().unwrap_or("shared");
+fn cache_mount(task: &Task, cache: &CacheRequest<'_>) -> Result<(PathBuf, std::fs::File)> {
+    let id = cache.id;
     for instance in 0..MAX_PRIVATE_INSTANCES {
-        let dir = cache_dir(task, &id, instance);
+        let dir = cache_dir(task, id, instance);
         let parent = dir.parent().unwrap_or(&dir);
         if !dir.exists() {
             std::fs::create_dir_all(parent).map_err(SolveError::io("create", parent))?;
             // Made beside and renamed, so a concurrent step never sees it half set up.
             let fresh = parent.join(format!(".new-{}", unique_suffix()));
             std::fs::create_dir(&fresh).map_err(SolveError::io("create", &fresh))?;
-            set_mode_and_owner(&fresh, mount, 0o755)?;
+            set_mode_and_owner(&fresh, cache.owner, 0o755)?;
             if std::fs::rename(&fresh, &dir).is_err() {
                 let _ = std::fs::remove_dir(&fresh);
             }
@@ -227,16 +182,16 @@ fn cache_mount(task: &Task, mount: &ExecMount) -> Result<(PathBuf, std::fs::File
         lock_name.push(".lock");
         let lock_path = parent.join(lock_name);
         let lock = open_lock(&lock_path)?;
-        match sharing {
-            "locked" => lock_waiting(&lock, &lock_path, true, &task.cancel)?,
-            "private" => match lock.try_lock() {
+        match cache.sharing {
+            CacheSharing::Locked => lock_waiting(&lock, &lock_path, true, &task.cancel)?,
+            CacheSharing::Private => match lock.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => continue,
                 Err(std::fs::TryLockError::Error(e)) => {
                     return Err(SolveError::io("lock", &lock_path)(e));
                 }
             },
-            _ => lock_waiting(&lock, &lock_path, false, &task.cancel)?,
+            CacheSharing::Shared => lock_waiting(&lock, &lock_path, false, &task.cancel)?,
         }
         return Ok((dir, lock));
     }
@@ -249,147 +204,38 @@ fn cache_mount(task: &Task, mount: &ExecMount) -> Result<(PathBuf, std::fs::File
 /// The mounts of the step. Blocking (cache locks may wait).
 fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Mounts> {
     let mut out = Mounts::default();
-    for (i, file) in exec.files.iter().enumerate() {
-        let dir = staging.join("files");
-        std::fs::create_dir_all(&dir).map_err(SolveError::io("create", &dir))?;
-        let path = dir.join(i.to_string());
-        std::fs::write(&path, &file.content).map_err(SolveError::io("write", &path))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode))
-            .map_err(SolveError::io("chmod", &path))?;
-        out.binds.push(BindMount {
-            source: path,
-            destination: file.path.clone(),
-            readonly: true,
-        });
-    }
-    // Cache locks are taken in one order (by id), so two steps holding some of the same
-    // locks cannot wait for each other; one id mounted twice takes its lock once.
-    let mut caches: Vec<&ExecMount> = exec.mounts.iter().filter(|m| m.kind == "cache").collect();
-    caches.sort_by_key(|m| (cache_id(m), m.target.clone()));
-    let mut taken: Vec<(String, PathBuf)> = Vec::new();
-    for mount in caches {
-        let id = cache_id(mount);
-        let dir = match taken.iter().find(|(taken_id, _)| *taken_id == id) {
-            Some((_, dir)) if mount.sharing.as_deref() != Some("private") => dir.clone(),
-            _ => {
-                let (dir, lock) = cache_mount(task, mount)?;
-                out.locks.push(lock);
-                taken.push((id, dir.clone()));
-                dir
-            }
-        };
-        out.binds.push(BindMount {
-            source: dir,
-            destination: mount.target.clone(),
-            readonly: mount.read_only,
-        });
-    }
+    heredoc_files(exec, staging, &mut out)?;
+    cache_mounts(task, exec, &mut out)?;
     for (number, mount) in exec.mounts.iter().enumerate() {
-        match mount.kind.as_str() {
-            "cache" => {}
-            "bind" => {
-                let input: &NodeResult = mount
-                    .input
-                    .and_then(|i| task.inputs.get(i))
-                    .ok_or_else(|| SolveError::Internal("bind mount without an input".into()))?;
-                // Rooted and cleaned, so `..` stops at the top of the source.
-                let path = crate::gocompat::go_path_clean(&format!(
-                    "/{}",
-                    mount.source.as_deref().unwrap_or("")
-                ));
-                let lowers: Vec<PathBuf> = match &input.context {
-                    Some(context) => vec![context_view(task, &context.0, staging, number)?],
-                    None => input.chain.iter().rev().cloned().collect(),
-                };
-                // Writes to a `rw` bind land in a throwaway upper, never in the source.
-                let upper = if mount.read_only {
-                    None
-                } else {
-                    let dir = staging.join(format!("bind-{number}"));
-                    for sub in ["upper", "work"] {
-                        let path = dir.join(sub);
-                        std::fs::create_dir_all(&path).map_err(SolveError::io("create", &path))?;
-                    }
-                    Some((dir.join("upper"), dir.join("work")))
-                };
-                let empty = || {
-                    let empty = staging.join(format!("bind-{number}-empty"));
-                    std::fs::create_dir_all(&empty).map_err(SolveError::io("create", &empty))?;
-                    Ok::<_, SolveError>(empty)
-                };
-                out.step_mounts.push(match (lowers.as_slice(), upper) {
-                    // A read-only bind of the empty filesystem (a scratch stage).
-                    ([], None) => StepMount::Within {
-                        root: empty()?,
-                        path: "/".into(),
-                        destination: mount.target.clone(),
-                        readonly: true,
-                    },
-                    ([only], None) => StepMount::Within {
-                        root: only.clone(),
-                        path,
-                        destination: mount.target.clone(),
-                        readonly: true,
-                    },
-                    (_, upper) => {
-                        let lowers = if lowers.is_empty() {
-                            vec![empty()?]
-                        } else {
-                            lowers
-                        };
-                        StepMount::Overlay {
-                            lowers,
-                            upper,
-                            path,
-                            destination: mount.target.clone(),
-                        }
-                    }
-                });
+        match &mount.kind {
+            MountKind::Cache { .. } => {}
+            MountKind::Bind { input, .. } => {
+                let step_mount = bind_mount(task, mount, *input, staging, number)?;
+                out.step_mounts.push(step_mount);
             }
-            "tmpfs" => out.step_mounts.push(StepMount::Tmpfs {
+            MountKind::Tmpfs { size, .. } => out.step_mounts.push(StepMount::Tmpfs {
                 destination: mount.target.clone(),
-                size: mount.size,
-                mode: mount.mode,
+                size: *size,
+                mode: None,
             }),
-            "secret" => {
-                let id = mount.id.clone().unwrap_or_default();
-                let Some(source) = task.shared.options.secrets.get(&id) else {
-                    if mount.required {
-                        return Err(task.step_error(
-                            format!(
-                                "secret {id} not found (pass it with --secret id={id},src=FILE)"
-                            ),
-                            Vec::new(),
-                        ));
-                    }
-                    continue;
+            MountKind::Secret {
+                id,
+                env,
+                required,
+                owner,
+            } => {
+                let secret = SecretRequest {
+                    id,
+                    env: env.as_deref(),
+                    required: *required,
+                    owner,
+                    target: &mount.target,
                 };
-                let value = source.read().map_err(|e| {
-                    task.step_error(format!("reading secret {id}: {e}"), Vec::new())
-                })?;
-                if let Some(name) = &mount.env {
-                    out.env
-                        .push(format!("{name}={}", String::from_utf8_lossy(&value)));
-                }
-                if !mount.target.is_empty() {
-                    if out.secrets.is_none() {
-                        out.secrets = Some(SecretDir::create(staging)?);
-                    }
-                    let dir = &out.secrets.as_ref().expect("just made").0;
-                    let path = dir.join(number.to_string());
-                    std::fs::write(&path, &value).map_err(SolveError::io("write", &path))?;
-                    set_mode_and_owner(&path, mount, 0o400)?;
-                    out.binds.push(BindMount {
-                        source: path,
-                        destination: mount.target.clone(),
-                        readonly: true,
-                    });
-                }
+                secret_mount(task, &secret, staging, number, &mut out)?;
             }
-            "ssh" => {
-                let id = mount.id.clone().unwrap_or_else(|| "default".into());
-                let Some(socket) = task.shared.options.ssh.get(&id) else {
-                    if mount.required {
+            MountKind::Ssh { id, required, .. } => {
+                let Some(socket) = task.shared.options.ssh.get(id) else {
+                    if *required {
                         return Err(task.step_error(
                             format!("no SSH agent {id} (pass it with --ssh {id}[=SOCKET])"),
                             Vec::new(),
@@ -406,12 +252,190 @@ fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Mounts> {
                     out.env.push(format!("SSH_AUTH_SOCK={}", mount.target));
                 }
             }
-            other => {
-                return Err(task.unsupported(&format!("RUN --mount=type={other}")));
-            }
         }
     }
     Ok(out)
+}
+
+/// RUN heredoc scripts, written under `staging/files` and bound read-only at their path.
+fn heredoc_files(exec: &Exec, staging: &Path, out: &mut Mounts) -> Result<()> {
+    for (i, file) in exec.files.iter().enumerate() {
+        let dir = staging.join("files");
+        std::fs::create_dir_all(&dir).map_err(SolveError::io("create", &dir))?;
+        let path = dir.join(i.to_string());
+        std::fs::write(&path, &file.content).map_err(SolveError::io("write", &path))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode))
+            .map_err(SolveError::io("chmod", &path))?;
+        out.binds.push(BindMount {
+            source: path,
+            destination: file.path.clone(),
+            readonly: true,
+        });
+    }
+    Ok(())
+}
+
+/// The cache mounts, their directories bound and their locks held in `out`.
+fn cache_mounts(task: &Task, exec: &Exec, out: &mut Mounts) -> Result<()> {
+    // Cache locks are taken in one order (by id), so two steps holding some of the same
+    // locks cannot wait for each other; one id mounted twice takes its lock once.
+    let mut caches: Vec<CacheRequest<'_>> = exec
+        .mounts
+        .iter()
+        .filter_map(|mount| match &mount.kind {
+            MountKind::Cache {
+                id, sharing, owner, ..
+            } => Some(CacheRequest {
+                id,
+                sharing: *sharing,
+                owner,
+                target: &mount.target,
+                read_only: mount.read_only,
+            }),
+            _ => None,
+        })
+        .collect();
+    caches.sort_by_key(|cache| (cache.id, cache.target));
+    let mut taken: Vec<(&str, PathBuf)> = Vec::new();
+    for cache in caches {
+        let dir = match taken.iter().find(|(taken_id, _)| *taken_id == cache.id) {
+            Some((_, dir)) if cache.sharing != CacheSharing::Private => dir.clone(),
+            _ => {
+                let (dir, lock) = cache_mount(task, &cache)?;
+                out.locks.push(lock);
+                taken.push((cache.id, dir.clone()));
+                dir
+            }
+        };
+        out.binds.push(BindMount {
+            source: dir,
+            destination: cache.target.to_string(),
+            readonly: cache.read_only,
+        });
+    }
+    Ok(())
+}
+
+/// A bind mount of input `input` (a stage, an image or the build context) at the
+/// mount's source; writes to a `rw` one land in a throwaway upper.
+fn bind_mount(
+    task: &Task,
+    mount: &ExecMount,
+    input: usize,
+    staging: &Path,
+    number: usize,
+) -> Result<StepMount> {
+    let input: &NodeResult = task
+        .inputs
+        .get(input)
+        .ok_or_else(|| SolveError::MissingInput {
+            name: task.op.metadata.name.clone(),
+            input,
+        })?;
+    // Rooted and cleaned, so `..` stops at the top of the source.
+    let path =
+        crate::gocompat::go_path_clean(&format!("/{}", mount.source.as_deref().unwrap_or("")));
+    let lowers: Vec<PathBuf> = match &input.context {
+        Some(context) => vec![context_view(task, &context.0, staging, number)?],
+        None => input.chain.iter().rev().cloned().collect(),
+    };
+    // Writes to a `rw` bind land in a throwaway upper, never in the source.
+    let upper = if mount.read_only {
+        None
+    } else {
+        let dir = staging.join(format!("bind-{number}"));
+        for sub in ["upper", "work"] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(SolveError::io("create", &path))?;
+        }
+        Some((dir.join("upper"), dir.join("work")))
+    };
+    let empty = || {
+        let empty = staging.join(format!("bind-{number}-empty"));
+        std::fs::create_dir_all(&empty).map_err(SolveError::io("create", &empty))?;
+        Ok::<_, SolveError>(empty)
+    };
+    Ok(match (lowers.as_slice(), upper) {
+        // A read-only bind of the empty filesystem (a scratch stage).
+        ([], None) => StepMount::Within {
+            root: empty()?,
+            path: "/".into(),
+            destination: mount.target.clone(),
+            readonly: true,
+        },
+        ([only], None) => StepMount::Within {
+            root: only.clone(),
+            path,
+            destination: mount.target.clone(),
+            readonly: true,
+        },
+        (_, upper) => {
+            let lowers = if lowers.is_empty() {
+                vec![empty()?]
+            } else {
+                lowers
+            };
+            StepMount::Overlay {
+                lowers,
+                upper,
+                path,
+                destination: mount.target.clone(),
+            }
+        }
+    })
+}
+
+/// A secret mount of the step.
+struct SecretRequest<'a> {
+    id: &'a str,
+    env: Option<&'a str>,
+    required: bool,
+    owner: &'a MountOwner,
+    /// Empty: only the variable `env` gets it.
+    target: &'a str,
+}
+
+/// A secret: the variable `env` and/or a private file bound read-only at the target.
+/// A missing secret that is not required is skipped.
+fn secret_mount(
+    task: &Task,
+    secret: &SecretRequest<'_>,
+    staging: &Path,
+    number: usize,
+    out: &mut Mounts,
+) -> Result<()> {
+    let id = secret.id;
+    let Some(source) = task.shared.options.secrets.get(id) else {
+        if secret.required {
+            return Err(task.step_error(
+                format!("secret {id} not found (pass it with --secret id={id},src=FILE)"),
+                Vec::new(),
+            ));
+        }
+        return Ok(());
+    };
+    let value = source
+        .read()
+        .map_err(|e| task.step_failed(format!("reading secret {id}: {e}"), e))?;
+    if let Some(name) = secret.env {
+        out.env
+            .push(format!("{name}={}", String::from_utf8_lossy(&value)));
+    }
+    if !secret.target.is_empty() {
+        if out.secrets.is_none() {
+            out.secrets = Some(SecretDir::create(staging)?);
+        }
+        let dir = &out.secrets.as_ref().expect("just made").0;
+        let path = dir.join(number.to_string());
+        std::fs::write(&path, &value).map_err(SolveError::io("write", &path))?;
+        set_mode_and_owner(&path, secret.owner, 0o400)?;
+        out.binds.push(BindMount {
+            source: path,
+            destination: secret.target.to_string(),
+            readonly: true,
+        });
+    }
+    Ok(())
 }
 
 /// The build context as a bind mount sees it: the directory itself when nothing in it is
@@ -479,41 +503,20 @@ fn context_view(
 
 /// Runs `exec` over `chain` (bottom first); the layer ends up in `staging/fs`.
 /// Returns (empty, size).
-pub(super) async fn run(
+pub(in crate::solve) async fn run(
     task: &Task,
     exec: &Exec,
     chain: &[PathBuf],
     staging: &Path,
     vertex: &mut Vertex,
 ) -> Result<(bool, u64)> {
-    if exec.security == "insecure" {
-        return Err(task.unsupported("RUN --security=insecure"));
-    }
-    let host = crate::plan::Platform::host();
-    if let Ok(platform) = crate::plan::Platform::parse(&exec.platform)
-        && !platform.runs_on(&host)
-    {
-        return Err(task.unsupported(&format!(
-            "RUN for {} on this {host} machine (kiln has no emulation)",
-            exec.platform
-        )));
-    }
+    check_runnable(task, exec)?;
     let lowers: Vec<PathBuf> = chain.iter().rev().cloned().collect();
-    let prepared = overlay::prepare(&lowers, &staging.join("ov"))
-        .map_err(|e| SolveError::Internal(e.to_string()))?;
+    let prepared = overlay::prepare(&lowers, &staging.join("ov"))?;
     let network = match exec.network.as_str() {
         "none" => NetworkMode::None,
         _ => NetworkMode::Host,
     };
-    let mut env = exec.env.clone();
-    for (name, value) in &exec.proxy_env {
-        if !env
-            .iter()
-            .any(|e| e.split_once('=').map_or(e.as_str(), |p| p.0) == name)
-        {
-            env.push(format!("{name}={value}"));
-        }
-    }
     let mut spec = Spec::new(
         Rootfs::Overlay {
             lowers,
@@ -526,12 +529,7 @@ pub(super) async fn run(
     spec.process.cwd = exec.workdir.clone();
     spec.process.user = exec.user.clone();
 
-    let _permit = task
-        .shared
-        .jobs
-        .acquire()
-        .await
-        .map_err(|e| SolveError::Internal(e.to_string()))?;
+    let _permit = task.shared.job_permit().await?;
     // Cache locks may wait for another step: set the mounts up off the reactor.
     let mounts = {
         let setup = || mounts(task, exec, staging);
@@ -541,6 +539,7 @@ pub(super) async fn run(
         }?
     };
     let mut mounts = mounts;
+    let mut env = process_env(exec);
     env.append(&mut mounts.env);
     spec.process.env = env;
     spec.mounts = std::mem::take(&mut mounts.binds);
@@ -550,8 +549,64 @@ pub(super) async fn run(
         share_empty_net_ns: true,
         ..SpawnOptions::default()
     };
-    let mut running = Sandbox::spawn(&spec, &options)
-        .map_err(|e| task.step_error(format!("starting the sandbox: {e}"), Vec::new()))?;
+    let running = Sandbox::spawn(&spec, &options)
+        .map_err(|e| task.step_failed(format!("starting the sandbox: {e}"), e))?;
+    let (status, tail) = follow(task, running, vertex).await?;
+    if let Some(reason) = status.setup_error {
+        return Err(task.step_error(format!("sandbox setup failed: {reason}"), tail.finish()));
+    }
+    if !status.success() {
+        let command = exec.argv.join(" ");
+        return Err(task.step_error(
+            format!(
+                "process \"{command}\" did not complete successfully: exit code: {}",
+                status.code
+            ),
+            tail.finish(),
+        ));
+    }
+    drop(mounts);
+    commit_layer(&prepared, staging)
+}
+
+/// What kiln cannot run: `--security=insecure`, and binaries of another platform.
+fn check_runnable(task: &Task, exec: &Exec) -> Result<()> {
+    if exec.security == "insecure" {
+        return Err(task.unsupported("RUN --security=insecure"));
+    }
+    let host = crate::plan::Platform::host();
+    if let Ok(platform) = crate::plan::Platform::parse(&exec.platform)
+        && !platform.runs_on(&host)
+    {
+        return Err(task.unsupported(&format!(
+            "RUN for {} on this {host} machine (kiln has no emulation)",
+            exec.platform
+        )));
+    }
+    Ok(())
+}
+
+/// The step's environment: its own, plus each proxy variable it does not set itself.
+fn process_env(exec: &Exec) -> Vec<String> {
+    let mut env = exec.env.clone();
+    for (name, value) in &exec.proxy_env {
+        if !env
+            .iter()
+            .any(|e| e.split_once('=').map_or(e.as_str(), |p| p.0) == name)
+        {
+            env.push(format!("{name}={value}"));
+        }
+    }
+    env
+}
+
+/// Streams the sandbox's output to progress until it exits (killing it on cancel);
+/// its exit status and the last lines of output.
+async fn follow(
+    task: &Task,
+    mut running: Running,
+    vertex: &mut Vertex,
+) -> Result<(ExitStatus, Tail)> {
     let mut tail = Tail::default();
     let mut cancel = task.cancel.clone();
     let mut killed = false;
@@ -577,26 +632,18 @@ pub(super) async fn run(
     let status = running
         .wait()
         .await
-        .map_err(|e| task.step_error(format!("waiting for the sandbox: {e}"), Vec::new()))?;
+        .map_err(|e| task.step_failed(format!("waiting for the sandbox: {e}"), e))?;
     if killed {
         return Err(SolveError::Cancelled);
     }
-    if let Some(reason) = status.setup_error {
-        return Err(task.step_error(format!("sandbox setup failed: {reason}"), tail.finish()));
-    }
-    if !status.success() {
-        let command = exec.argv.join(" ");
-        return Err(task.step_error(
-            format!(
-                "process \"{command}\" did not complete successfully: exit code: {}",
-                status.code
-            ),
-            tail.finish(),
-        ));
-    }
-    drop(mounts);
+    Ok((status, tail))
+}
+
+/// Moves the overlay's upper to `staging/fs` and removes the rest of `staging`.
+/// Returns (empty, size).
+fn commit_layer(prepared: &overlay::Prepared, staging: &Path) -> Result<(bool, u64)> {
     let dest = staging.join("fs");
-    overlay::commit(&prepared, &dest).map_err(|e| SolveError::Internal(e.to_string()))?;
+    overlay::commit(prepared, &dest)?;
     for leftover in std::fs::read_dir(staging).map_err(SolveError::io("read", staging))? {
         let leftover = leftover.map_err(SolveError::io("read", staging))?.path();
         if leftover != dest {

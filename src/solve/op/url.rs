@@ -13,8 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{NodeResult, Result, SolveError, Task, blocking};
 use crate::cache;
+use crate::solve::scheduler::cancelled;
+use crate::solve::step::Task;
+use crate::solve::{NodeResult, Result, SolveError, blocking, unique_suffix};
 use crate::source::http::{self, Fetched, Validators};
 use crate::store::Store;
 
@@ -30,10 +32,10 @@ struct UrlRecord {
 }
 
 /// Snapshot directories of downloads are named `url-<key>`.
-pub(super) const SNAPSHOT_PREFIX: &str = "url-";
+pub(in crate::solve) const SNAPSHOT_PREFIX: &str = "url-";
 
 /// Where the per-URL records live: `cache-v1/urls/`.
-pub(super) fn records_dir(store: &Store) -> PathBuf {
+pub(in crate::solve) fn records_dir(store: &Store) -> PathBuf {
     store.cache_dir().join("urls")
 }
 
@@ -53,15 +55,10 @@ fn result(task: &Task, record: &UrlRecord) -> NodeResult {
         .snapshots_dir()
         .join(&record.snapshot)
         .join("fs");
-    NodeResult {
-        key: snapshot_key(&record.digest, &record.filename, record.mtime),
-        chain: vec![fs],
-        layer: None,
-        empty: false,
-        context: None,
-        cached: false,
-        created_at: 0,
-    }
+    NodeResult::source(
+        snapshot_key(&record.digest, &record.filename, record.mtime),
+        vec![fs],
+    )
 }
 
 fn snapshot_key(digest: &str, filename: &str, mtime: u64) -> String {
@@ -72,16 +69,13 @@ fn snapshot_key(digest: &str, filename: &str, mtime: u64) -> String {
 }
 
 /// Resolves the URL source of `task` (see the module docs).
-pub(super) async fn fetch(
+pub(in crate::solve) async fn run(
     task: &Task,
     url: String,
     checksum: Option<String>,
     filename: String,
 ) -> Result<NodeResult> {
-    let vertex = task
-        .shared
-        .sink
-        .vertex(&task.shared.clock, task.vertex, &task.op.metadata.name);
+    let vertex = task.vertex();
     let record_file = record_path(task, &url);
     let snapshots = task.shared.store.snapshots_dir();
     let previous = read_record(&record_file).filter(|r| {
@@ -100,7 +94,7 @@ pub(super) async fn fetch(
         return Ok(result(task, previous));
     }
 
-    let staging = snapshots.join(format!("tmp-url-{}", super::exec::unique_suffix()));
+    let staging = snapshots.join(format!("tmp-url-{}", unique_suffix()));
     let fs = staging.join("fs");
     std::fs::create_dir_all(&fs).map_err(SolveError::io("create", &fs))?;
     let file = fs.join(&filename);
@@ -109,7 +103,7 @@ pub(super) async fn fetch(
     let mut cancel = task.cancel.clone();
     let outcome = tokio::select! {
         outcome = download(task, &url, &file, conditional, checksum.as_deref()) => outcome,
-        _ = super::cancelled(&mut cancel) => Err(SolveError::Cancelled),
+        _ = cancelled(&mut cancel) => Err(SolveError::Cancelled),
     };
     let finished = match outcome {
         Ok(None) => Ok(previous.clone().expect("304 only with a previous download")),
@@ -146,7 +140,7 @@ pub(super) async fn fetch(
         }
         Err(error) => {
             let message = match &error {
-                SolveError::Step { message, .. } => message.clone(),
+                SolveError::Step { message, .. } => message.to_string(),
                 other => other.to_string(),
             };
             vertex.error(message);
@@ -164,7 +158,7 @@ async fn download(
     checksum: Option<&str>,
 ) -> Result<Option<(String, Option<SystemTime>, Validators)>> {
     let client = crate::registry::http_client(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-        .map_err(|e| task.step_error(e.to_string(), Vec::new()))?;
+        .map_err(|e| task.step_failed(e.to_string(), e))?;
     let fetched = http::fetch(
         &client,
         url,
@@ -173,7 +167,7 @@ async fn download(
         |_, _| {},
     )
     .await
-    .map_err(|e| task.step_error(e.to_string(), Vec::new()))?;
+    .map_err(|e| task.step_failed(e.to_string(), e))?;
     match fetched {
         Fetched::NotModified => Ok(None),
         Fetched::Downloaded {
@@ -208,14 +202,16 @@ fn commit(
     std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
         .map_err(SolveError::io("chmod", file))?;
     let mtime = UNIX_EPOCH + std::time::Duration::from_secs(record.mtime);
-    crate::sys::set_times_nofollow(file, mtime, mtime)
-        .map_err(|e| SolveError::Internal(e.to_string()))?;
+    crate::sys::set_times_nofollow(file, mtime, mtime)?;
     let target = snapshots.join(&record.snapshot);
     if !target.exists() {
         std::fs::rename(staging, &target).map_err(SolveError::io("rename", staging))?;
     }
     let dir = record_file.parent().unwrap_or(snapshots);
     std::fs::create_dir_all(dir).map_err(SolveError::io("create", dir))?;
-    let bytes = serde_json::to_vec(record).map_err(|e| SolveError::Internal(e.to_string()))?;
-    crate::store::write_atomic(record_file, &bytes).map_err(|e| SolveError::Internal(e.to_string()))
+    let bytes = serde_json::to_vec(record).map_err(|source| SolveError::Encode {
+        what: "the URL record",
+        source,
+    })?;
+    Ok(crate::store::write_atomic(record_file, &bytes)?)
 }
