@@ -25,7 +25,6 @@
 
 mod copied;
 mod error;
-pub mod history;
 mod op;
 mod prune;
 mod resolver;
@@ -34,7 +33,6 @@ mod step;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use petgraph::graph::NodeIndex;
@@ -133,17 +131,9 @@ struct Shared {
     jobs: Semaphore,
 }
 
-/// A name part no other process or call uses: pid, a counter and the clock.
+/// A name part no other process or call uses.
 fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{}-{}-{nanos:08x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    crate::store::random_name()
 }
 
 /// Runs blocking work off the reactor.

@@ -33,7 +33,8 @@ pub use image::Image;
 pub use prune::{PruneReport, PruneRoots, disk_usage};
 pub use root::{RootSources, select_root, select_root_from};
 
-pub(crate) use fsutil::{fsync_dir, random_name, write_atomic};
+pub use fsutil::random_name;
+pub(crate) use fsutil::{fsync_dir, write_atomic};
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

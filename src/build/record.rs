@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::SolveError;
+use super::BuildError;
 use crate::store::Store;
 
 /// How many build records are kept.
@@ -44,30 +44,27 @@ pub fn save(
     store: &Store,
     record: &BuildRecord,
     logs: &BTreeMap<u64, String>,
-) -> Result<PathBuf, SolveError> {
+) -> Result<PathBuf, BuildError> {
     let root = store.root().join(DIR);
-    let id = format!("{:012}-{}", record.started_at, super::unique_suffix());
+    let id = format!("{:012}-{}", record.started_at, crate::store::random_name());
     let staging = root.join(format!(".new-{id}"));
     let logs_dir = staging.join("logs");
-    std::fs::create_dir_all(&logs_dir).map_err(SolveError::io("create", &logs_dir))?;
+    std::fs::create_dir_all(&logs_dir).map_err(BuildError::record_io("create", &logs_dir))?;
     for (step, text) in logs {
         if text.is_empty() {
             continue;
         }
         let path = log_path(&staging, *step);
-        std::fs::write(&path, text).map_err(SolveError::io("write", &path))?;
+        std::fs::write(&path, text).map_err(BuildError::record_io("write", &path))?;
     }
     let path = staging.join("record.json");
-    let json = serde_json::to_vec_pretty(record).map_err(|source| SolveError::Encode {
-        what: "the build record",
-        source,
-    })?;
-    std::fs::write(&path, json).map_err(SolveError::io("write", &path))?;
+    let json = serde_json::to_vec_pretty(record).map_err(BuildError::RecordEncode)?;
+    std::fs::write(&path, json).map_err(BuildError::record_io("write", &path))?;
     let dir = root.join(&id);
-    std::fs::rename(&staging, &dir).map_err(SolveError::io("rename", &staging))?;
+    std::fs::rename(&staging, &dir).map_err(BuildError::record_io("rename", &staging))?;
     // Oldest first by name (names start with the start time); leftovers of a crash too.
     let mut names: Vec<String> = std::fs::read_dir(&root)
-        .map_err(SolveError::io("read", &root))?
+        .map_err(BuildError::record_io("read", &root))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
