@@ -2,28 +2,14 @@
 //! of every way a hostile tar could write outside its destination.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use kiln::oci::{Digest, chain_id};
 use kiln::snapshot::{self, SnapshotError};
-use kiln::store::Store;
 use kiln::sys;
 
-/// Tests that create devices, whiteouts or change owners need root. Without root they skip
-/// with a reason, except under CI, where they fail.
-fn have_root() -> bool {
-    if sys::is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "this test needs root, and CI is set"
-    );
-    eprintln!("skipping: needs root");
-    false
-}
+use crate::harness::{TempRoot, entry_names, gzip, have_root, temp_store};
 
 const MTIME: u64 = 1_600_000_000;
 
@@ -133,24 +119,18 @@ impl Layer {
     }
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(data).unwrap();
-    gz.finish().unwrap()
-}
-
 fn zstd(data: &[u8]) -> Vec<u8> {
     zstd::encode_all(data, 3).unwrap()
 }
 
 /// A temp dir with `dest/` to unpack into and a `sentinel/` sibling that must not change.
 struct Sandbox {
-    dir: tempfile::TempDir,
+    dir: TempRoot,
 }
 
 impl Sandbox {
     fn new() -> Sandbox {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = TempRoot::new();
         fs::create_dir(dir.path().join("dest")).unwrap();
         fs::create_dir(dir.path().join("sentinel")).unwrap();
         fs::write(dir.path().join("sentinel/keep"), b"original").unwrap();
@@ -464,21 +444,6 @@ fn sample_layer() -> Vec<u8> {
         .tar()
 }
 
-fn temp_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("root")).unwrap();
-    (dir, store)
-}
-
-fn snapshot_entries(store: &Store) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(store.snapshots_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn compressed_layers_are_detected_by_magic() {
     let tar = sample_layer();
@@ -551,7 +516,7 @@ fn unpack_layer_creates_a_snapshot_by_chain_id() {
     let again = snapshot::unpack_layer(&store, None, &base_diff, &b"not a tar"[..]).unwrap();
     assert!(!again.created);
     assert_eq!(again.meta, snapshot.meta);
-    assert_eq!(snapshot_entries(&store).len(), 2);
+    assert_eq!(entry_names(&store.snapshots_dir()).len(), 2);
 }
 
 #[test]
@@ -566,7 +531,7 @@ fn diff_id_mismatch_leaves_nothing() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(snapshot_entries(&store).is_empty());
+    assert!(entry_names(&store.snapshots_dir()).is_empty());
 }
 
 #[test]
@@ -578,7 +543,7 @@ fn hostile_layer_leaves_no_snapshot() {
         .tar();
     let err = snapshot::unpack_layer(&store, None, &Digest::of(&tar), &tar[..]).unwrap_err();
     assert!(matches!(err, SnapshotError::UnsafeEntry { .. }), "{err}");
-    assert!(snapshot_entries(&store).is_empty());
+    assert!(entry_names(&store.snapshots_dir()).is_empty());
 }
 
 #[test]
@@ -590,7 +555,7 @@ fn truncated_and_garbage_streams_are_errors() {
     assert!(snapshot::unpack_layer(&store, None, &diff_id, truncated).is_err());
     let garbage = vec![0x5au8; 4096];
     assert!(snapshot::unpack_layer(&store, None, &diff_id, &garbage[..]).is_err());
-    assert!(snapshot_entries(&store).is_empty());
+    assert!(entry_names(&store.snapshots_dir()).is_empty());
 }
 
 #[test]
@@ -616,7 +581,10 @@ fn concurrent_unpacks_of_the_same_layer_both_succeed() {
         .collect();
     assert_eq!(results.iter().filter(|s| s.created).count(), 1);
     assert!(results.iter().all(|s| s.meta.chain_id == diff_id));
-    assert_eq!(snapshot_entries(&store), [diff_id.hex().to_string()]);
+    assert_eq!(
+        entry_names(&store.snapshots_dir()),
+        [diff_id.hex().to_string()]
+    );
     assert_eq!(fs::read(results[0].fs_path().join("small")).unwrap(), b"s");
 }
 

@@ -7,10 +7,7 @@ use kiln::instruction::{
 };
 use kiln::syntax;
 
-fn stages(text: &str) -> Stages {
-    let file = syntax::parse(text.as_bytes()).expect("parses");
-    instruction::parse(&file).unwrap_or_else(|errors| panic!("{text}\n{errors:#?}"))
-}
+use crate::harness::stages;
 
 /// The errors of `text` as `line:column: message`.
 fn errors(text: &str) -> Vec<String> {

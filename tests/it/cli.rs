@@ -3,10 +3,12 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
+
+use crate::harness::{TempRoot, kiln_command, text};
 
 fn kiln(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let mut child = kiln_command()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -19,10 +21,6 @@ fn kiln(args: &[&str], stdin: Option<&str>) -> Output {
         .expect("stdin written");
     drop(input);
     child.wait_with_output().expect("kiln finishes")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn example() -> PathBuf {
@@ -221,8 +219,8 @@ fn missing_dockerfile_and_binary_garbage() {
 #[test]
 fn a_dockerfile_on_stdin_builds_with_an_empty_context() {
     // `kiln build -`: the Dockerfile from stdin, no context. (Builds that mount or run
-    // need root; they are tested in tests/build.rs.)
-    let root = tempfile::tempdir().unwrap();
+    // need root; they are tested in `build`.)
+    let root = TempRoot::new();
     let root_arg = root.path().to_str().unwrap();
     let out = kiln(
         &["--root", root_arg, "build", "-q", "-"],

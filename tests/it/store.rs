@@ -3,7 +3,6 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -11,36 +10,10 @@ use kiln::oci::{self, Descriptor, Digest, MediaType, Reference, media_type};
 use kiln::snapshot;
 use kiln::store::{PruneRoots, Store, StoreError};
 
+use crate::harness::{self, entry_names, temp_store};
+
 fn reference(s: &str) -> Reference {
     s.parse().unwrap()
-}
-
-fn temp_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("root")).unwrap();
-    (dir, store)
-}
-
-fn dir_entries(path: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(path)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-/// Whether an external tool is present; with `CI` set, a missing tool is a failure.
-fn have_tool(tool: &str) -> bool {
-    let found = Command::new(tool).arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is required when CI is set"
-        );
-        eprintln!("skipping: {tool} is not installed");
-    }
-    found
 }
 
 /// A one-file layer tar, gzip-compressed, and its diff id.
@@ -54,9 +27,7 @@ fn gzip_layer(file: &str, content: &[u8]) -> (Vec<u8>, Digest) {
     builder.append_data(&mut header, file, content).unwrap();
     let tar = builder.into_inner().unwrap();
     let diff_id = Digest::of(&tar);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).unwrap();
-    (gz.finish().unwrap(), diff_id)
+    (harness::gzip(&tar), diff_id)
 }
 
 struct TestImage {
@@ -182,7 +153,7 @@ fn ingest_streams_and_verifies() {
         .unwrap();
     assert_eq!((digest, size), (expected.clone(), content.len() as u64));
     assert_eq!(store.read_blob(&expected).unwrap(), content);
-    assert!(dir_entries(&store.root().join("ingest")).is_empty());
+    assert!(entry_names(&store.root().join("ingest")).is_empty());
 }
 
 #[test]
@@ -225,8 +196,8 @@ fn ingest_mismatch_leaves_nothing() {
         Err(StoreError::UnsupportedAlgorithm(_))
     ));
 
-    assert!(dir_entries(&store.root().join("blobs/sha256")).is_empty());
-    assert!(dir_entries(&store.root().join("ingest")).is_empty());
+    assert!(entry_names(&store.root().join("blobs/sha256")).is_empty());
+    assert!(entry_names(&store.root().join("ingest")).is_empty());
 }
 
 #[test]
@@ -234,10 +205,10 @@ fn dropped_ingest_is_removed() {
     let (_dir, store) = temp_store();
     let mut ingest = store.ingest().unwrap();
     ingest.write_all(b"partial").unwrap();
-    assert_eq!(dir_entries(&store.root().join("ingest")).len(), 1);
+    assert_eq!(entry_names(&store.root().join("ingest")).len(), 1);
     drop(ingest);
-    assert!(dir_entries(&store.root().join("ingest")).is_empty());
-    assert!(dir_entries(&store.root().join("blobs/sha256")).is_empty());
+    assert!(entry_names(&store.root().join("ingest")).is_empty());
+    assert!(entry_names(&store.root().join("blobs/sha256")).is_empty());
 }
 
 #[test]
@@ -258,7 +229,7 @@ fn stale_ingests_are_cleaned_on_open_but_live_ones_kept() {
     // A live but slow writer: just as old, but locked.
     let mut live = store.ingest().unwrap();
     live.write_all(b"slow download").unwrap();
-    for name in dir_entries(&ingest_dir) {
+    for name in entry_names(&ingest_dir) {
         let path = ingest_dir.join(name);
         fs::File::options()
             .write(true)
@@ -271,7 +242,7 @@ fn stale_ingests_are_cleaned_on_open_but_live_ones_kept() {
     fs::write(ingest_dir.join("fresh"), b"").unwrap();
 
     Store::open(store.root()).unwrap();
-    let left = dir_entries(&ingest_dir);
+    let left = entry_names(&ingest_dir);
     assert!(!left.contains(&"stale".to_string()), "{left:?}");
     assert!(left.contains(&"fresh".to_string()), "{left:?}");
     assert_eq!(left.len(), 2, "the live ingest stays: {left:?}");
@@ -608,7 +579,7 @@ fn prune_waits_for_leases() {
 
 #[test]
 fn skopeo_and_umoci_read_the_store() {
-    if !have_tool("skopeo") || !have_tool("umoci") {
+    if !harness::have(harness::SKOPEO) || !harness::have(harness::UMOCI) {
         return;
     }
     let (dir, store) = temp_store();
@@ -622,7 +593,7 @@ fn skopeo_and_umoci_read_the_store() {
     store.tag(&name, &image.manifest).unwrap();
 
     let location = format!("oci:{}:{}", store.root().display(), name);
-    let output = Command::new("skopeo")
+    let output = Command::new(harness::SKOPEO)
         .args(["inspect", "--raw", &location])
         .output()
         .unwrap();
@@ -635,7 +606,7 @@ fn skopeo_and_umoci_read_the_store() {
         Digest::of(&output.stdout).to_string(),
         image.manifest.digest().to_string()
     );
-    let output = Command::new("skopeo")
+    let output = Command::new(harness::SKOPEO)
         .args(["inspect", "--config", &location])
         .output()
         .unwrap();
@@ -646,7 +617,7 @@ fn skopeo_and_umoci_read_the_store() {
     );
 
     let bundle = dir.path().join("bundle");
-    let output = Command::new("umoci")
+    let output = Command::new(harness::UMOCI)
         .arg("unpack")
         .arg("--rootless")
         .arg("--image")

@@ -403,7 +403,11 @@ fn processes_share_the_index() {
         .into_iter()
         .map(|prefix| {
             std::process::Command::new(&exe)
-                .args(["--exact", "helper_process_writer", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "cache::helper_process_writer",
+                    "--test-threads=1",
+                ])
                 .env("KILN_CACHE_TEST_PATH", &path)
                 .env("KILN_CACHE_TEST_PREFIX", prefix)
                 .stdout(std::process::Stdio::null())

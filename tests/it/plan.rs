@@ -7,12 +7,12 @@
 use std::fs;
 use std::path::Path;
 
-use kiln::instruction::{self, Stages};
 use kiln::plan::{
     self, Definition, Error, History, ImageConfig, ImageResolver, Options, Plan, Platform,
     ResolveError, ResolvedImage,
 };
-use kiln::syntax;
+
+use crate::harness::stages;
 
 /// Serves a few made-up images and records every lookup.
 #[derive(Default)]
@@ -118,11 +118,6 @@ impl ImageResolver for FakeResolver {
             author,
         })
     }
-}
-
-fn stages(text: &str) -> Stages {
-    let file = syntax::parse(text.as_bytes()).expect("parses");
-    instruction::parse(&file).unwrap_or_else(|errors| panic!("{text}\n{errors:#?}"))
 }
 
 fn amd64() -> Platform {

@@ -1,19 +1,18 @@
 //! Registry client against a real loopback `docker-registry` and small fake servers.
 
-#[path = "common/registry.rs"]
-mod harness;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness::{FakeServer, PASSWORD, Resp, USER};
 use kiln::oci::{Digest, Platform, media_type};
 use kiln::registry::{
     Anonymous, BlobSource, Client, ClientConfig, Credentials, DockerConfig, RegistryError,
     RegistryRef, RetryPolicy, StaticCredentials, select_platform,
 };
+
+use crate::harness::registry::{self, FakeServer, PASSWORD, Resp, USER};
+use crate::harness::{random_bytes, temp_dir};
 
 fn fast_retry() -> RetryPolicy {
     RetryPolicy {
@@ -31,19 +30,6 @@ fn client_with(creds: Arc<dyn kiln::registry::CredentialSource>) -> Client {
 
 fn anon() -> Client {
     client_with(Arc::new(Anonymous))
-}
-
-/// Deterministic pseudo-random bytes (no rand dependency needed).
-fn blob(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 async fn push_bytes(c: &Client, r: &RegistryRef, data: &[u8]) -> Digest {
@@ -64,12 +50,12 @@ async fn push_bytes(c: &Client, r: &RegistryRef, data: &[u8]) -> Digest {
 
 #[tokio::test]
 async fn push_blob_from_file_then_head() {
-    let Some(reg) = harness::plain() else { return };
+    let Some(reg) = registry::plain() else { return };
     let c = anon();
     let r = RegistryRef::repo(&reg.addr, "kiln/push");
-    let data = blob(3 << 20, 1);
+    let data = random_bytes(3 << 20, 1);
     let digest = Digest::of(&data);
-    let (_d, dir) = harness::temp_dir();
+    let (_d, dir) = temp_dir();
     let path = dir.join("layer");
     std::fs::write(&path, &data).unwrap();
 
@@ -92,7 +78,7 @@ async fn push_blob_from_file_then_head() {
     assert!(c.blob_exists(&r, &digest).await.unwrap());
 
     // Streaming from an async reader works too.
-    let data2 = blob(100_000, 2);
+    let data2 = random_bytes(100_000, 2);
     let d2 = Digest::of(&data2);
     let f = tokio::fs::File::from_std(tempfile_with(&data2));
     c.push_blob(
@@ -131,11 +117,11 @@ fn tempfile_with(data: &[u8]) -> std::fs::File {
 
 #[tokio::test]
 async fn mount_across_repositories() {
-    let Some(reg) = harness::plain() else { return };
+    let Some(reg) = registry::plain() else { return };
     let c = anon();
     let src = RegistryRef::repo(&reg.addr, "kiln/mount-src");
     let dst = RegistryRef::repo(&reg.addr, "kiln/mount-dst");
-    let d = push_bytes(&c, &src, &blob(4096, 3)).await;
+    let d = push_bytes(&c, &src, &random_bytes(4096, 3)).await;
     assert!(!c.blob_exists(&dst, &d).await.unwrap());
     assert!(c.mount_blob(&dst, "kiln/mount-src", &d).await.unwrap());
     assert!(c.blob_exists(&dst, &d).await.unwrap());
@@ -160,11 +146,11 @@ fn image_manifest(config: &Digest, config_len: usize, layer: &Digest, layer_len:
 
 #[tokio::test]
 async fn push_manifest_by_tag_and_resolve() {
-    let Some(reg) = harness::plain() else { return };
+    let Some(reg) = registry::plain() else { return };
     let c = anon();
     let repo = RegistryRef::repo(&reg.addr, "kiln/manifest");
     let cfg = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let layer = blob(1000, 4);
+    let layer = random_bytes(1000, 4);
     let cd = push_bytes(&c, &repo, cfg).await;
     let ld = push_bytes(&c, &repo, &layer).await;
     let m = image_manifest(&cd, cfg.len(), &ld, layer.len());
@@ -221,10 +207,10 @@ async fn push_manifest_by_tag_and_resolve() {
 
 #[tokio::test]
 async fn fetch_blob_streams_with_progress() {
-    let Some(reg) = harness::plain() else { return };
+    let Some(reg) = registry::plain() else { return };
     let c = anon();
     let r = RegistryRef::repo(&reg.addr, "kiln/fetch");
-    let data = blob(5 << 20, 5);
+    let data = random_bytes(5 << 20, 5);
     let d = push_bytes(&c, &r, &data).await;
 
     let calls = Arc::new(Mutex::new(Vec::new()));
@@ -318,7 +304,7 @@ async fn digest_mismatch_is_detected_and_not_committed() {
 
 #[tokio::test]
 async fn not_found_error_names_repository_status_and_code() {
-    let Some(reg) = harness::plain() else { return };
+    let Some(reg) = registry::plain() else { return };
     let c = anon();
     let r = RegistryRef::repo(&reg.addr, "kiln/does-not-exist").with_tag("nope");
     let err = c.resolve(&r).await.unwrap_err();
@@ -336,7 +322,7 @@ async fn not_found_error_names_repository_status_and_code() {
 
 #[tokio::test]
 async fn basic_auth_registry() {
-    let Some(reg) = harness::basic_auth() else {
+    let Some(reg) = registry::basic_auth() else {
         return;
     };
     let r = RegistryRef::repo(&reg.addr, "kiln/private");
@@ -357,7 +343,7 @@ async fn basic_auth_registry() {
     let err = none.resolve(&r.clone().with_tag("x")).await.unwrap_err();
     assert_eq!(err.status(), Some(401), "{err}");
 
-    let (_d, dir) = harness::temp_dir();
+    let (_d, dir) = temp_dir();
     let auth = base64_encode(&format!("{USER}:{PASSWORD}"));
     std::fs::write(
         dir.join("config.json"),
@@ -390,10 +376,10 @@ fn base64_encode(s: &str) -> String {
 
 #[tokio::test]
 async fn login_logout_round_trip() {
-    let Some(reg) = harness::basic_auth() else {
+    let Some(reg) = registry::basic_auth() else {
         return;
     };
-    let (_d, dir) = harness::temp_dir();
+    let (_d, dir) = temp_dir();
     let cfg = DockerConfig::in_dir(&dir);
     let c = client_with(Arc::new(cfg.clone()));
 
@@ -422,10 +408,10 @@ async fn login_logout_round_trip() {
 /// tests share), storing secrets as files in `$KILNTEST_STORE`-like dir baked into the script.
 #[tokio::test]
 async fn credential_helper_store_get_erase() {
-    let Some(reg) = harness::basic_auth() else {
+    let Some(reg) = registry::basic_auth() else {
         return;
     };
-    let (_d, dir) = harness::temp_dir();
+    let (_d, dir) = temp_dir();
     let bin = dir.join("bin");
     let store = dir.join("store");
     std::fs::create_dir_all(&bin).unwrap();

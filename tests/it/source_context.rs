@@ -10,11 +10,7 @@ use kiln::source::{
     CacheStatus, Context, Error, FileChanges, FileKind, PatternMatcher, Selection, StatCache,
 };
 
-fn write(root: &Path, rel: &str, content: &str) {
-    let path = root.join(rel);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, content).unwrap();
-}
+use crate::harness::{set_mtime, sha256_hex, write_file};
 
 /// a.txt b.txt c.md dir/x.txt dir/y.md dir/sub/z.txt
 fn sample() -> tempfile::TempDir {
@@ -28,7 +24,7 @@ fn sample() -> tempfile::TempDir {
         ("dir/y.md", "y"),
         ("dir/sub/z.txt", "z"),
     ] {
-        write(root, rel, content);
+        write_file(root, rel, content);
     }
     dir
 }
@@ -149,7 +145,7 @@ fn symlinks_resolve_inside_the_context() {
 
     // A link in the middle of the path is followed within the root.
     assert_eq!(select(&ctx, &["link-to-dir/x.txt"], &[]), ["dir/x.txt"]);
-    write(root, "etc/passwd", "inside");
+    write_file(root, "etc/passwd", "inside");
     let selection = ctx.select(&["evil/passwd"], &[]).unwrap();
     assert_eq!(paths(&selection), ["etc/passwd"]);
     let digest = ctx.digest(&selection, None).unwrap();
@@ -166,22 +162,14 @@ fn symlinks_resolve_inside_the_context() {
     ));
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[test]
 fn dockerignore_hides_files_and_exceptions_reinclude() {
     let dir = sample();
     let root = dir.path();
-    write(root, "docs/README.md", "r");
-    write(root, "docs/other.md", "o");
-    write(root, "app.log", "l");
-    write(root, "Dockerfile", "FROM scratch");
+    write_file(root, "docs/README.md", "r");
+    write_file(root, "docs/other.md", "o");
+    write_file(root, "app.log", "l");
+    write_file(root, "Dockerfile", "FROM scratch");
     let ctx = open(root, &["docs", "!docs/README.md", "*.log", "Dockerfile"]);
     let all = select(&ctx, &["."], &[]);
     assert!(all.contains(&"docs/README.md".to_string()));
@@ -213,15 +201,6 @@ fn dockerignore_hides_files_and_exceptions_reinclude() {
     );
 }
 
-fn set_mtime(path: &Path, time: SystemTime) {
-    fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(time)
-        .unwrap();
-}
-
 #[test]
 fn digest_depends_on_content_and_mode_not_times() {
     let dir = sample();
@@ -244,7 +223,7 @@ fn digest_depends_on_content_and_mode_not_times() {
     );
     assert_eq!(digest(&ctx).0, first.0, "touch must keep the digest");
 
-    write(root, "dir/x.txt", "X");
+    write_file(root, "dir/x.txt", "X");
     let changed = digest(&ctx);
     assert_ne!(changed.0, first.0);
     let changes = FileChanges::between(&first.1, &changed.1);
@@ -273,7 +252,7 @@ fn digest_depends_on_content_and_mode_not_times() {
         "dir/y.md",
         "dir/sub/z.txt",
     ] {
-        write(
+        write_file(
             copy.path(),
             entry,
             &fs::read_to_string(root.join(entry)).unwrap(),
@@ -314,7 +293,7 @@ fn stat_cache_avoids_rereading_unchanged_files() {
     drop(cache);
 
     // Persistent across opens; a changed file is re-read, the others are not.
-    write(root, "c.md", "changed");
+    write_file(root, "c.md", "changed");
     let cache = StatCache::open(&db);
     let selection = ctx.select(&["."], &[]).unwrap();
     let after = ctx.digest(&selection, Some(&cache)).unwrap();
@@ -387,8 +366,8 @@ fn stat_cache_many_files_and_two_roots() {
     let first = tempfile::tempdir().unwrap();
     let second = tempfile::tempdir().unwrap();
     for i in 0..600 {
-        write(first.path(), &format!("d{}/f{i}", i % 7), &format!("{i}"));
-        write(
+        write_file(first.path(), &format!("d{}/f{i}", i % 7), &format!("{i}"));
+        write_file(
             second.path(),
             &format!("d{}/f{i}", i % 7),
             &format!("other {i}"),
@@ -415,7 +394,7 @@ fn stat_cache_many_files_and_two_roots() {
 fn many_symlinks_under_a_wildcard_are_not_a_loop() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    write(root, "target/file", "t");
+    write_file(root, "target/file", "t");
     for i in 0..60 {
         symlink("target", root.join(format!("l{i:02}"))).unwrap();
     }

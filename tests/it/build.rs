@@ -4,106 +4,34 @@
 //! Privileged (root, overlayfs, namespaces): skipped with the reason otherwise, failing
 //! under `CI`.
 
-mod common;
-
-#[path = "common/registry.rs"]
-mod harness;
-
 use kiln::progress::Event;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use serde_json::Value;
 
-/// A directory that lives as long as the test process.
-fn fixture_dir() -> &'static Path {
-    static D: OnceLock<PathBuf> = OnceLock::new();
-    D.get_or_init(|| common::process_temp_dir("kiln-build-test-"))
-}
-
-/// The kiln binary, copied once: `target/debug/kiln` is shared with other worktrees.
-fn kiln_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let copy = fixture_dir().join("kiln");
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &copy).unwrap();
-        copy
-    })
-}
-
-/// The busybox image as a docker archive, made once per test binary; `None` (after
-/// printing why, or panicking under CI) when the tools are missing.
-fn busybox_archive() -> Option<&'static Path> {
-    static ARCHIVE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let made = ARCHIVE.get_or_init(|| {
-        if !Path::new("/bin/busybox").exists() {
-            return Err("/bin/busybox is missing (apt-get install busybox-static)".into());
-        }
-        if !Path::new("/usr/bin/skopeo").exists() {
-            return Err("/usr/bin/skopeo is missing (apt-get install skopeo)".into());
-        }
-        let dest = fixture_dir().join("busybox");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/busybox/make-image.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(&dest)
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            return Err(format!(
-                "make-image.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let archive = dest.join("busybox.tar");
-        let out = Command::new("skopeo")
-            .args(["copy", "-q"])
-            .arg(format!("oci:{}:latest", dest.join("oci").display()))
-            .arg(format!(
-                "docker-archive:{}:busybox:latest",
-                archive.display()
-            ))
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            return Err(format!(
-                "skopeo copy: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(archive)
-    });
-    match made {
-        Ok(path) => Some(path),
-        Err(reason) => {
-            common::skip(reason);
-            None
-        }
-    }
-}
+use crate::harness::{self, TempRoot, kiln_with_root, sha256_hex, stderr};
 
 /// A temp store root (with busybox loaded when asked) and a context directory.
 struct Env {
-    dir: tempfile::TempDir,
+    dir: TempRoot,
 }
 
 impl Env {
     /// `None` when the test cannot run here (the reason is printed).
     fn new(with_busybox: bool) -> Option<Env> {
-        if let Some(reason) = common::privileged_unavailable() {
-            common::skip(&reason);
+        if !harness::privileged() {
             return None;
         }
         let env = Env {
-            dir: tempfile::tempdir().unwrap(),
+            dir: TempRoot::new(),
         };
         std::fs::create_dir_all(env.context()).unwrap();
         if with_busybox {
-            let archive = busybox_archive()?;
+            let archive = harness::busybox()?.docker_archive()?;
             let out = env.kiln(&["load", "-i", archive.to_str().unwrap()]);
             assert!(out.status.success(), "load: {}", stderr(&out));
         }
@@ -119,20 +47,11 @@ impl Env {
     }
 
     fn write(&self, path: &str, content: &str) {
-        let full = self.context().join(path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(full, content).unwrap();
+        harness::write_file(&self.context(), path, content);
     }
 
     fn kiln(&self, args: &[&str]) -> Output {
-        Command::new(kiln_bin())
-            .arg("--root")
-            .arg(self.root())
-            .args(args)
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("BUILDKIT_PROGRESS")
-            .output()
-            .unwrap()
+        harness::kiln(&self.root(), args)
     }
 
     /// `kiln build --progress plain ARGS CONTEXT`.
@@ -203,10 +122,6 @@ impl Env {
     }
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn scratch_copy_files_modes_and_heredoc() {
     let Some(env) = Env::new(false) else { return };
@@ -241,8 +156,8 @@ fn scratch_copy_files_modes_and_heredoc() {
     assert_eq!(third["secret"].0 & 0o777, 0o600);
 
     // skopeo reads the store as an OCI layout.
-    if Path::new("/usr/bin/skopeo").exists() {
-        let out = Command::new("skopeo")
+    if Path::new(harness::SKOPEO).exists() {
+        let out = Command::new(harness::SKOPEO)
             .arg("inspect")
             .arg(format!(
                 "oci:{}:docker.io/library/scratch-copy:latest",
@@ -255,7 +170,7 @@ fn scratch_copy_files_modes_and_heredoc() {
         let archive = env.dir.path().join("saved.tar");
         let out = env.kiln(&["save", "-o", archive.to_str().unwrap(), "scratch-copy"]);
         assert!(out.status.success(), "save: {}", stderr(&out));
-        let out = Command::new("skopeo")
+        let out = Command::new(harness::SKOPEO)
             .args(["copy", "-q"])
             .arg(format!("docker-archive:{}", archive.display()))
             .arg(format!("oci:{}:x", env.dir.path().join("copied").display()))
@@ -581,9 +496,7 @@ fn identical_stages_and_unsupported_sources() {
 fn interrupt_stops_the_build_and_cleans_up() {
     let Some(env) = Env::new(true) else { return };
     env.write("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n");
-    let mut child = Command::new(kiln_bin())
-        .arg("--root")
-        .arg(env.root())
+    let mut child = kiln_with_root(&env.root())
         .args(["build", "--progress", "plain"])
         .arg(env.context())
         .stdout(Stdio::null())
@@ -768,13 +681,13 @@ fn add_url_checksum_and_revalidation() {
     let Some(env) = Env::new(false) else { return };
     let body = std::sync::Arc::new(std::sync::Mutex::new(b"payload v1\n".to_vec()));
     let served = body.clone();
-    let server = harness::FakeServer::start(move |req| {
+    let server = harness::registry::FakeServer::start(move |req| {
         let content = served.lock().unwrap().clone();
         let etag = format!("\"{}\"", content.len() + content[8] as usize);
         if req.headers.get("if-none-match") == Some(&etag) {
-            return harness::Resp::new(304);
+            return harness::registry::Resp::new(304);
         }
-        harness::Resp::new(200)
+        harness::registry::Resp::new(200)
             .header("ETag", &etag)
             .header("Last-Modified", "Tue, 14 Nov 2023 22:13:20 GMT")
             .body(content)
@@ -821,10 +734,6 @@ fn add_url_checksum_and_revalidation() {
     assert_eq!(env.layer(&manifest, 0)["g"].1, b"payload v2 (longer)\n");
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    kiln::oci::Digest::of(bytes).hex().to_string()
-}
-
 #[test]
 fn network_no_cache_filter_metadata_and_stdin() {
     let Some(env) = Env::new(true) else { return };
@@ -865,9 +774,7 @@ fn network_no_cache_filter_metadata_and_stdin() {
     assert!(log.contains("cache miss: network changed"), "{log}");
 
     // `kiln build -`: the Dockerfile on stdin and an empty context.
-    let mut child = Command::new(kiln_bin())
-        .arg("--root")
-        .arg(env.root())
+    let mut child = kiln_with_root(&env.root())
         .args(["build", "-q", "-t", "stdin", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -898,7 +805,7 @@ fn network_no_cache_filter_metadata_and_stdin() {
 #[test]
 fn pull_flag_resolves_the_tag_again() {
     let Some(env) = Env::new(true) else { return };
-    let Some(registry) = harness::plain() else {
+    let Some(registry) = harness::registry::plain() else {
         return;
     };
     // Push busybox as `base`, build on it, then move the tag to another image.
@@ -937,9 +844,7 @@ fn concurrent_builds_share_one_root() {
     let builds: Vec<_> = (0..4)
         .map(|i| {
             let tag = format!("parallel-{i}");
-            Command::new(kiln_bin())
-                .arg("--root")
-                .arg(env.root())
+            kiln_with_root(&env.root())
                 .args(["build", "-q", "-t", &tag])
                 .arg(env.context())
                 .stdout(Stdio::piped())

@@ -1,8 +1,6 @@
 //! Overlay snapshot chains and layer diffs. The chain and whiteout/xattr/owner
 //! cases need root (skipped with the reason otherwise, failing under `CI`).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -10,11 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use kiln::snapshot::diff::{self, DiffOptions, TarEntry};
 use kiln::snapshot::overlay::{self, OverlayError};
-use sha2::{Digest, Sha256};
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::harness::{self, TempRoot, sha256_hex};
 
 /// Unmounts on drop, so a failing test leaves no mount behind.
 struct Mounted(PathBuf);
@@ -30,7 +25,7 @@ impl Drop for Mounted {
 fn layers(root: &Path, count: usize) -> Vec<PathBuf> {
     (0..count)
         .map(|k| {
-            let hex = hex(&Sha256::digest(k.to_string().as_bytes()));
+            let hex = sha256_hex(k.to_string().as_bytes());
             let dir = root.join("snapshots-v1").join(hex).join("fs");
             fs::create_dir_all(&dir).unwrap();
             fs::write(dir.join(format!("f{k}")), k.to_string()).unwrap();
@@ -56,8 +51,10 @@ fn check_chain(target: &Path, count: usize) {
 
 #[test]
 fn a_chain_of_200_layers_mounts_read_only_and_writable() {
-    require_privileges!();
-    let dir = common::scratch();
+    if !harness::privileged() {
+        return;
+    }
+    let dir = TempRoot::new();
     let lowers = layers(dir.path(), 200);
     let target = dir.path().join("ro");
     fs::create_dir(&target).unwrap();
@@ -85,23 +82,34 @@ fn a_chain_of_200_layers_mounts_read_only_and_writable() {
 
 #[test]
 fn classic_mount_fallback_fits_long_chains_with_relative_paths() {
-    require_privileges!();
-    let dir = common::scratch();
+    if !harness::privileged() {
+        return;
+    }
+    let dir = TempRoot::new();
     // 40 layers of ~120-byte paths: ~5 KB of options, over the one-page limit.
     let lowers = layers(dir.path(), 40);
     let target = dir.path().join("ro");
     fs::create_dir(&target).unwrap();
-    let cwd = std::env::current_dir().unwrap();
-    kiln::sys::mount::mount_overlay_classic(&lowers, None, &target).unwrap();
-    let guard = Mounted(target.clone());
-    assert_eq!(std::env::current_dir().unwrap(), cwd, "cwd restored");
-    check_chain(&target, 40);
-    drop(guard);
+    // The fallback changes the working directory, which is process-wide: on a thread with
+    // its own (and its own mount namespace) the other tests of this process never see it.
+    let mounted = std::thread::spawn(move || {
+        kiln::sys::fileop::enter_private_mount_namespace().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        kiln::sys::mount::mount_overlay_classic(&lowers, None, &target).unwrap();
+        let guard = Mounted(target.clone());
+        assert_eq!(std::env::current_dir().unwrap(), cwd, "cwd restored");
+        check_chain(&target, 40);
+        drop(guard);
+    })
+    .join();
+    if let Err(panic) = mounted {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 #[test]
 fn chains_over_the_kernel_limit_are_refused() {
-    let dir = common::scratch();
+    let dir = TempRoot::new();
     let lowers: Vec<PathBuf> = (0..501).map(|_| dir.path().to_path_buf()).collect();
     assert!(matches!(
         overlay::prepare(&lowers, &dir.path().join("x")),
@@ -119,12 +127,6 @@ fn chains_over_the_kernel_limit_are_refused() {
     ));
     overlay::remove(&dir.path().join("s")).unwrap();
     assert!(!dir.path().join("s").exists());
-}
-
-fn set_mtime(path: &Path, secs: u64) {
-    let file = fs::File::open(path).unwrap();
-    file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-        .unwrap();
 }
 
 /// An upper dir with one of everything an unprivileged user can make.
@@ -161,10 +163,16 @@ fn plain_upper(root: &Path) -> PathBuf {
             .is_symlink()
             && !entry.ends_with("fifo")
         {
-            set_mtime(&entry, 1_000_000);
+            harness::set_mtime(
+                &entry,
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+            );
         }
     }
-    set_mtime(&upper, 1_000_000);
+    harness::set_mtime(
+        &upper,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+    );
     upper
 }
 
@@ -192,23 +200,20 @@ fn paths(list: &[TarEntry]) -> Vec<String> {
 
 #[test]
 fn diffs_are_deterministic_and_diff_id_is_the_tar_digest() {
-    let dir = common::scratch();
+    let dir = TempRoot::new();
     let upper = plain_upper(dir.path());
     let options = DiffOptions::default();
     let first = diff::diff(&upper, &options, Vec::new()).unwrap();
     let second = diff::diff(&upper, &options, Vec::new()).unwrap();
     assert_eq!(first, second, "same upper, same bytes");
     let id = diff::diff_id(&upper, &options).unwrap();
-    assert_eq!(
-        id.digest,
-        format!("sha256:{}", hex(&Sha256::digest(&first)))
-    );
+    assert_eq!(id.digest, format!("sha256:{}", sha256_hex(&first)));
     assert_eq!(id.size, first.len() as u64);
 }
 
 #[test]
 fn diff_entries_are_sorted_and_carry_links_modes_and_long_names() {
-    let dir = common::scratch();
+    let dir = TempRoot::new();
     let upper = plain_upper(dir.path());
     let (tar, list) = entries(&upper, &DiffOptions::default());
     let names = paths(&list);
@@ -288,7 +293,7 @@ fn diff_entries_are_sorted_and_carry_links_modes_and_long_names() {
 
 #[test]
 fn source_date_epoch_clamps_mtimes() {
-    let dir = common::scratch();
+    let dir = TempRoot::new();
     let upper = plain_upper(dir.path());
     let (_, list) = entries(
         &upper,
@@ -314,8 +319,10 @@ fn source_date_epoch_clamps_mtimes() {
 
 #[test]
 fn whiteouts_opaque_dirs_devices_owners_and_overlay_xattrs() {
-    require_privileges!();
-    let dir = common::scratch();
+    if !harness::privileged() {
+        return;
+    }
+    let dir = TempRoot::new();
     let upper = dir.path().join("upper");
     fs::create_dir_all(upper.join("op")).unwrap();
     fs::write(upper.join("op/child"), "c").unwrap();

@@ -2,96 +2,38 @@
 //! skopeo as the independent reader and writer of archives, and a fake registry for
 //! content that lies.
 
-mod common;
-
-#[path = "common/registry.rs"]
-mod harness;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use harness::{FakeServer, Resp};
 use kiln::oci::Digest;
 use serde_json::{Value, json};
 
-const SKOPEO: &str = "/usr/bin/skopeo";
-const BUSYBOX: &str = "/bin/busybox";
+use crate::harness::registry::{self, FakeServer, Resp};
+use crate::harness::{
+    self, BUSYBOX, Busybox, SKOPEO, TempRoot, fixture_dir, kiln, kiln_with_root, random_bytes,
+    stderr,
+};
+
 /// Size of the random layer of the "big" test image.
 const BIG_LAYER: usize = 16 << 20;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 
-/// Every tool these tests need; prints why they skip, or panics when `CI` is set.
-fn tools() -> bool {
-    harness::require(harness::REGISTRY_BIN) && harness::require(SKOPEO) && harness::require(BUSYBOX)
-}
-
-/// A directory that lives as long as the test process.
-fn fixture_dir() -> &'static Path {
-    static D: OnceLock<PathBuf> = OnceLock::new();
-    D.get_or_init(|| common::process_temp_dir("kiln-image-test-"))
-}
-
-/// The busybox base image (`testdata/busybox/make-image.sh`), made once: its OCI layout
-/// and its digests.
-struct Busybox {
-    oci: PathBuf,
-    manifest: String,
-    config: String,
-    layer: String,
-    diff_id: String,
-}
-
-fn busybox() -> &'static Busybox {
-    static B: OnceLock<Busybox> = OnceLock::new();
-    B.get_or_init(|| {
-        let dest = fixture_dir().join("busybox");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/busybox/make-image.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .arg(&dest)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "make-image.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let digests = std::fs::read_to_string(dest.join("digests")).unwrap();
-        let get = |key: &str| {
-            digests
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{key} ")))
-                .unwrap()
-                .to_string()
-        };
-        Busybox {
-            oci: dest.join("oci"),
-            manifest: get("manifest"),
-            config: get("config"),
-            layer: get("layer"),
-            diff_id: get("diff_id"),
-        }
-    })
-}
-
-/// Deterministic pseudo-random bytes.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
+/// Every tool these tests need and the busybox image; `None` after [`harness::skip`].
+fn tools() -> Option<&'static Busybox> {
+    if !(harness::have(registry::REGISTRY_BIN) && harness::have(SKOPEO) && harness::have(BUSYBOX)) {
+        return None;
     }
-    out.truncate(len);
-    out
+    harness::busybox()
+}
+
+/// The busybox image, once [`tools`] has made it.
+fn made_busybox() -> &'static Busybox {
+    harness::busybox().expect("tools() made the busybox image")
 }
 
 fn write_blob(layout: &Path, bytes: &[u8]) -> (String, u64) {
@@ -104,7 +46,7 @@ fn write_blob(layout: &Path, bytes: &[u8]) -> (String, u64) {
 fn big_layout() -> &'static Path {
     static L: OnceLock<PathBuf> = OnceLock::new();
     L.get_or_init(|| {
-        let bb = busybox();
+        let bb = made_busybox();
         let layout = fixture_dir().join("big");
         std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
         let bb_layer = std::fs::read(bb.oci.join("blobs/sha256").join(&bb.layer[7..])).unwrap();
@@ -166,53 +108,15 @@ fn push_layout(layout: &Path, addr: &str, name: &str) {
 }
 
 /// The shared registry with `busybox:latest` and `big:latest` pushed (None = skipped).
-fn registry() -> Option<&'static str> {
-    static R: OnceLock<Option<String>> = OnceLock::new();
-    R.get_or_init(|| {
-        if !tools() {
-            return None;
-        }
-        let reg = harness::plain()?;
-        push_layout(&busybox().oci, &reg.addr, "busybox:latest");
+fn pushed_registry() -> Option<&'static str> {
+    let bb = tools()?;
+    let reg = registry::plain()?;
+    static PUSHED: OnceLock<()> = OnceLock::new();
+    PUSHED.get_or_init(|| {
+        push_layout(&bb.oci, &reg.addr, "busybox:latest");
         push_layout(big_layout(), &reg.addr, "big:latest");
-        Some(reg.addr.clone())
-    })
-    .as_deref()
-}
-
-/// A Docker config dir with no credentials, so the host's never leak into tests.
-fn docker_config() -> &'static Path {
-    static D: OnceLock<PathBuf> = OnceLock::new();
-    D.get_or_init(|| {
-        let d = fixture_dir().join("docker-config");
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
-
-/// The kiln binary, copied once: the target directory is shared by several worktrees whose
-/// builds replace `target/debug/kiln` under our feet.
-fn kiln_bin() -> &'static Path {
-    static B: OnceLock<PathBuf> = OnceLock::new();
-    B.get_or_init(|| {
-        let copy = fixture_dir().join("kiln");
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &copy).unwrap();
-        copy
-    })
-}
-
-fn kiln_cmd(root: &Path) -> Command {
-    let mut cmd = Command::new(kiln_bin());
-    cmd.arg("--root")
-        .arg(root)
-        .env("DOCKER_CONFIG", docker_config())
-        .env_remove("KILN_ROOT")
-        .env_remove("KILN_INSECURE_REGISTRIES");
-    cmd
-}
-
-fn kiln(root: &Path, args: &[&str]) -> Output {
-    kiln_cmd(root).args(args).output().unwrap()
+    });
+    Some(&reg.addr)
 }
 
 /// Runs kiln and asserts it exits 0; returns stdout.
@@ -226,10 +130,6 @@ fn ok(root: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Every file in `blobs/sha256` hashes to its name.
@@ -258,8 +158,8 @@ fn inspect(root: &Path, name: &str) -> Value {
 
 #[test]
 fn pull_then_images_inspect_history() {
-    let Some(reg) = registry() else { return };
-    let bb = busybox();
+    let Some(reg) = pushed_registry() else { return };
+    let bb = made_busybox();
     let (_t, root) = harness::temp_dir();
     let name = format!("{reg}/busybox:latest");
     let out = ok(&root, &["pull", &name]);
@@ -348,7 +248,7 @@ fn pull_then_images_inspect_history() {
 /// index digest.
 fn push_index(reg: &str) -> String {
     use kiln::registry::{Anonymous, BlobSource, Client, ClientConfig, RegistryRef};
-    let bb = busybox();
+    let bb = made_busybox();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = Client::new(ClientConfig::new(vec![], std::sync::Arc::new(Anonymous))).unwrap();
     rt.block_on(async {
@@ -404,7 +304,7 @@ fn push_index(reg: &str) -> String {
 
 #[test]
 fn pull_platform_from_index() {
-    let Some(reg) = registry() else { return };
+    let Some(reg) = pushed_registry() else { return };
     let index_digest = push_index(reg);
     let (_t, root) = harness::temp_dir();
     let name = format!("{reg}/multi:latest");
@@ -442,8 +342,8 @@ fn pull_platform_from_index() {
 
 #[test]
 fn push_uploads_only_what_is_missing_and_mounts() {
-    let Some(reg) = registry() else { return };
-    let bb = busybox();
+    let Some(reg) = pushed_registry() else { return };
+    let bb = made_busybox();
     let layer_id = &bb.layer[7..19];
 
     // A store that never talked to the registry must upload.
@@ -518,10 +418,7 @@ fn push_uploads_only_what_is_missing_and_mounts() {
 
 #[test]
 fn save_load_interop_with_skopeo() {
-    if !tools() {
-        return;
-    }
-    let bb = busybox();
+    let Some(bb) = tools() else { return };
     let dir = fixture_dir().join("save-load");
     std::fs::create_dir_all(&dir).unwrap();
     let (_t, root) = harness::temp_dir();
@@ -607,7 +504,11 @@ fn save_load_interop_with_skopeo() {
     );
     let (_t3, third) = harness::temp_dir();
     let file = std::fs::File::open(&saved_oci).unwrap();
-    let out = kiln_cmd(&third).arg("load").stdin(file).output().unwrap();
+    let out = kiln_with_root(&third)
+        .arg("load")
+        .stdin(file)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(inspect(&third, "baz:2")["Id"], bb.config);
     assert_blobs_verified(&third);
@@ -636,10 +537,7 @@ fn save_load_interop_with_skopeo() {
 
 #[test]
 fn rm_refuses_in_use_and_prune_reclaims() {
-    if !tools() {
-        return;
-    }
-    let bb = busybox();
+    let Some(bb) = tools() else { return };
     let (_t, root) = harness::temp_dir();
     let archive = fixture_dir().join("rm-src.tar");
     skopeo(&[
@@ -747,27 +645,14 @@ struct OwnRegistry {
     addr: String,
     config: PathBuf,
     child: Option<Child>,
-    _dir: tempfile::TempDir,
+    _dir: TempRoot,
 }
 
 impl OwnRegistry {
     fn start() -> OwnRegistry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let dir = TempRoot::new();
+        let addr = format!("127.0.0.1:{}", registry::free_port());
+        let config = registry::write_config(dir.path(), &addr, "");
         let mut reg = OwnRegistry {
             addr,
             config,
@@ -779,7 +664,7 @@ impl OwnRegistry {
     }
 
     fn restart(&mut self) {
-        let child = Command::new(harness::REGISTRY_BIN)
+        let child = Command::new(registry::REGISTRY_BIN)
             .arg("serve")
             .arg(&self.config)
             .stdout(Stdio::null())
@@ -789,12 +674,8 @@ impl OwnRegistry {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(&self.addr) {
-                let _ = write!(s, "GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut buf = [0u8; 12];
-                if s.read(&mut buf).is_ok_and(|n| n >= 12) && &buf[9..12] == b"200" {
-                    return;
-                }
+            if registry::probe(&self.addr) == Some(200) {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -817,14 +698,14 @@ impl Drop for OwnRegistry {
 
 #[test]
 fn registry_stopped_mid_pull_then_retry() {
-    if !tools() {
+    if tools().is_none() {
         return;
     }
     let mut reg = OwnRegistry::start();
     push_layout(big_layout(), &reg.addr, "big:latest");
     let (_t, root) = harness::temp_dir();
     let name = format!("{}/big:latest", reg.addr);
-    let mut child = kiln_cmd(&root)
+    let mut child = kiln_with_root(&root)
         .args(["pull", &name])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -975,7 +856,7 @@ fn wrong_blob_content_is_refused() {
 
 #[test]
 fn kill_9_during_pull_then_rerun() {
-    let Some(reg) = registry() else { return };
+    let Some(reg) = pushed_registry() else { return };
     let (_t, root) = harness::temp_dir();
     let name = format!("{reg}/big:latest");
     let mut seed = std::time::SystemTime::now()
@@ -988,7 +869,7 @@ fn kill_9_during_pull_then_rerun() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let delay = Duration::from_millis(seed % 300);
-        let mut child = kiln_cmd(&root)
+        let mut child = kiln_with_root(&root)
             .args(["pull", "-q", &name])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -1013,7 +894,7 @@ fn kill_9_during_pull_then_rerun() {
 
 #[test]
 fn concurrent_pulls_and_tags_on_one_root() {
-    let Some(reg) = registry() else { return };
+    let Some(reg) = pushed_registry() else { return };
     let (_t, root) = harness::temp_dir();
     let busybox_name = format!("{reg}/busybox:latest");
     ok(&root, &["pull", "-q", &busybox_name]);
@@ -1023,7 +904,7 @@ fn concurrent_pulls_and_tags_on_one_root() {
         vec![
             "pull".to_string(),
             "-q".into(),
-            format!("{reg}/busybox@{}", busybox().manifest),
+            format!("{reg}/busybox@{}", made_busybox().manifest),
         ],
         vec![
             "tag".to_string(),
@@ -1043,7 +924,7 @@ fn concurrent_pulls_and_tags_on_one_root() {
     ] {
         children.push((
             args.clone(),
-            kiln_cmd(&root)
+            kiln_with_root(&root)
                 .args(&args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -1070,17 +951,17 @@ fn concurrent_pulls_and_tags_on_one_root() {
 
 #[test]
 fn login_push_pull_logout_with_basic_auth() {
-    if !tools() || !harness::require(harness::HTPASSWD_BIN) {
+    let Some(bb) = tools() else { return };
+    if !harness::have(registry::HTPASSWD_BIN) {
         return;
     }
-    let Some(reg) = harness::basic_auth() else {
+    let Some(reg) = registry::basic_auth() else {
         return;
     };
-    let bb = busybox();
     let config_dir = tempfile::tempdir().unwrap();
     let (_t, root) = harness::temp_dir();
     let run = |args: &[&str], stdin: &str| {
-        let mut child = kiln_cmd(&root)
+        let mut child = kiln_with_root(&root)
             .env("DOCKER_CONFIG", config_dir.path())
             .args(args)
             .stdin(Stdio::piped())
@@ -1097,13 +978,13 @@ fn login_push_pull_logout_with_basic_auth() {
         child.wait_with_output().unwrap()
     };
     let out = run(
-        &["login", "-u", harness::USER, "--password-stdin", &reg.addr],
+        &["login", "-u", registry::USER, "--password-stdin", &reg.addr],
         "wrong\n",
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let out = run(
-        &["login", "-u", harness::USER, "--password-stdin", &reg.addr],
-        &format!("{}\n", harness::PASSWORD),
+        &["login", "-u", registry::USER, "--password-stdin", &reg.addr],
+        &format!("{}\n", registry::PASSWORD),
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));

@@ -1,11 +1,9 @@
-//! Test harness: a real `docker-registry` (distribution 2.8) on a free loopback port, and a
-//! tiny scriptable HTTP server for the cases a real registry cannot produce (wrong content,
+//! A real `docker-registry` (distribution 2.8) on a free loopback port, and a tiny
+//! scriptable HTTP server for the cases a real registry cannot produce (wrong content,
 //! 503s, bearer tokens).
 //!
-//! The registry runs under a small `sh` watchdog that kills it and removes its storage when
-//! the test process exits, because fixtures kept in statics are never dropped.
-
-#![allow(dead_code)]
+//! The shared registries run under a small `sh` watchdog that kills them and removes their
+//! storage when the test process exits, because fixtures kept in statics are never dropped.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -15,23 +13,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::have;
+
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 pub const HTPASSWD_BIN: &str = "/usr/bin/htpasswd";
 pub const USER: &str = "kiln";
 pub const PASSWORD: &str = "s3cret-pass";
-
-/// `true` if `bin` exists; otherwise prints why the test skips, or panics when `CI` is set.
-pub fn require(bin: &str) -> bool {
-    if Path::new(bin).exists() {
-        return true;
-    }
-    let why = format!("{bin} not found (apt-get install docker-registry apache2-utils)");
-    if std::env::var_os("CI").is_some() {
-        panic!("CI is set and {why}");
-    }
-    eprintln!("skipping: {why}");
-    false
-}
 
 /// A running registry. Killed (with its storage removed) on drop or when the tests exit.
 pub struct TestRegistry {
@@ -50,13 +37,14 @@ impl Drop for TestRegistry {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on (at the time of asking).
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind free port");
     l.local_addr().unwrap().port()
 }
 
 /// Status code of `GET /v2/`, or None if nothing answers yet.
-fn probe(addr: &str) -> Option<u16> {
+pub fn probe(addr: &str) -> Option<u16> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(
@@ -87,16 +75,7 @@ impl TestRegistry {
             ),
             None => String::new(),
         };
-        let cfg = dir.join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  \
-                 filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
-                dir.join("data").display()
-            ),
-        )
-        .unwrap();
+        let cfg = write_config(&dir, &addr, &auth);
         let script = r#"
 "$1" serve "$2" >"$3/log" 2>&1 &
 r=$!
@@ -132,20 +111,39 @@ kill $r 2>/dev/null; wait $r; rm -rf "$3"
     }
 }
 
-/// The shared anonymous registry of this test binary (None = skipped).
-pub fn plain() -> Option<&'static TestRegistry> {
-    static R: OnceLock<Option<TestRegistry>> = OnceLock::new();
-    R.get_or_init(|| require(REGISTRY_BIN).then(|| TestRegistry::start(None)))
-        .as_ref()
+/// Writes `dir/config.yml` for a registry serving `addr` from `dir/data`; `auth` is an
+/// extra `auth:` section (or empty).
+pub fn write_config(dir: &Path, addr: &str, auth: &str) -> PathBuf {
+    let cfg = dir.join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  \
+             filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    cfg
 }
 
-/// The shared basic-auth registry (user [`USER`], password [`PASSWORD`]).
+/// The shared anonymous registry of this test process; `None` after [`super::skip`] (on
+/// every call, so that under `CI` every test needing it fails).
+pub fn plain() -> Option<&'static TestRegistry> {
+    if !have(REGISTRY_BIN) {
+        return None;
+    }
+    static R: OnceLock<TestRegistry> = OnceLock::new();
+    Some(R.get_or_init(|| TestRegistry::start(None)))
+}
+
+/// The shared basic-auth registry (user [`USER`], password [`PASSWORD`]), like [`plain`].
 pub fn basic_auth() -> Option<&'static TestRegistry> {
-    static R: OnceLock<Option<(TestRegistry, tempfile::TempDir)>> = OnceLock::new();
-    R.get_or_init(|| {
-        if !require(REGISTRY_BIN) || !require(HTPASSWD_BIN) {
-            return None;
-        }
+    if !have(REGISTRY_BIN) || !have(HTPASSWD_BIN) {
+        return None;
+    }
+    static R: OnceLock<(TestRegistry, tempfile::TempDir)> = OnceLock::new();
+    let (registry, _htpasswd_dir) = R.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("htpasswd");
         let st = Command::new(HTPASSWD_BIN)
@@ -156,10 +154,9 @@ pub fn basic_auth() -> Option<&'static TestRegistry> {
             .status()
             .expect("run htpasswd");
         assert!(st.success(), "htpasswd failed");
-        Some((TestRegistry::start(Some(&file)), dir))
-    })
-    .as_ref()
-    .map(|(r, _)| r)
+        (TestRegistry::start(Some(&file)), dir)
+    });
+    Some(registry)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -173,7 +170,6 @@ pub struct Req {
     pub target: String,
     /// Lower-cased names.
     pub headers: HashMap<String, String>,
-    pub body: Vec<u8>,
 }
 
 /// A canned answer.
@@ -281,18 +277,18 @@ fn serve_one(mut conn: TcpStream, h: &Handler, log: &Mutex<Vec<Req>>) {
         .get("content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < len {
+    // Read the whole body, so that closing the connection never resets it under the client.
+    let mut body_read = buf.len() - head_end;
+    while body_read < len {
         match conn.read(&mut tmp) {
             Ok(0) | Err(_) => break,
-            Ok(n) => body.extend_from_slice(&tmp[..n]),
+            Ok(n) => body_read += n,
         }
     }
     let req = Req {
         method,
         target,
         headers,
-        body,
     };
     let resp = h(&req);
     log.lock().unwrap().push(req.clone());
@@ -311,11 +307,4 @@ fn serve_one(mut conn: TcpStream, h: &Handler, log: &Mutex<Vec<Req>>) {
         let _ = conn.write_all(&resp.body);
     }
     let _ = conn.flush();
-}
-
-/// A writable temp dir path that is removed with the returned guard.
-pub fn temp_dir() -> (tempfile::TempDir, PathBuf) {
-    let d = tempfile::tempdir().unwrap();
-    let p = d.path().to_path_buf();
-    (d, p)
 }

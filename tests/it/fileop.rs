@@ -8,49 +8,26 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
 
 use kiln::fileop::{self, Error, Input, Outcome, Request};
 use kiln::plan::{Copy, CopySource, FileOp, Mkdir};
 use kiln::source::Context;
 
-// ---------------------------------------------------------------------------------------
-// Harness
+use crate::harness::{self, TempRoot};
 
-fn privileged(test: &str) -> bool {
-    let why = if !kiln::sys::is_root() {
-        Some("needs root")
-    } else if !kiln::sys::fileop::overlay_supported() {
-        Some("needs overlayfs")
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set and {test} cannot run: {why}"
-            );
-            eprintln!("skipping {test}: {why}");
-            false
-        }
-    }
-}
+// ---------------------------------------------------------------------------------------
+// Fixtures
 
 /// A temp directory with lower layers, a context, and the new layer's directory.
 struct Env {
-    dir: tempfile::TempDir,
+    dir: TempRoot,
 }
 
 impl Env {
     fn new() -> Env {
         Env {
-            dir: tempfile::Builder::new()
-                .prefix("kiln-fileop-test")
-                .tempdir()
-                .unwrap(),
+            dir: TempRoot::new(),
         }
     }
 
@@ -80,14 +57,7 @@ impl Env {
     }
 
     fn check_clean(&self) {
-        let root = self.dir.path().to_string_lossy().into_owned();
-        for table in ["/proc/self/mountinfo", "/proc/thread-self/mountinfo"] {
-            let mounts = fs::read_to_string(table).unwrap();
-            assert!(
-                !mounts.contains(&root),
-                "a mount under {root} was left behind:\n{mounts}"
-            );
-        }
+        harness::assert_no_mounts(self.dir.path());
         for entry in fs::read_dir(self.dir.path()).unwrap() {
             let name = entry.unwrap().file_name();
             assert!(
@@ -233,44 +203,12 @@ fn copy_from_context(
     )
 }
 
-/// The busybox base rootfs (`testdata/busybox/make-image.sh`), built once into the target
-/// directory's test scratch space and reused by later runs.
-fn busybox() -> Option<&'static Path> {
-    static ROOTFS: OnceLock<Option<PathBuf>> = OnceLock::new();
-    ROOTFS
-        .get_or_init(|| {
-            let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fileop-busybox");
-            let rootfs = dest.join("rootfs");
-            if rootfs.join("etc/passwd").exists() && rootfs.join("bin/busybox").exists() {
-                return Some(rootfs);
-            }
-            let status = std::process::Command::new("bash")
-                .arg(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/testdata/busybox/make-image.sh"
-                ))
-                .arg(&dest)
-                .stdout(std::process::Stdio::null())
-                .status();
-            match status {
-                Ok(s) if s.success() => Some(rootfs),
-                other => {
-                    let why = format!("busybox fixture failed: {other:?}");
-                    assert!(std::env::var_os("CI").is_none(), "{why}");
-                    eprintln!("skipping: {why}");
-                    None
-                }
-            }
-        })
-        .as_deref()
-}
-
 // ---------------------------------------------------------------------------------------
 // COPY: destinations
 
 #[test]
 fn copy_file_to_path_and_into_existing_dir() {
-    if !privileged("copy_file_to_path_and_into_existing_dir") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -348,7 +286,7 @@ fn copy_file_to_path_and_into_existing_dir() {
 
 #[test]
 fn copy_dir_copies_contents_and_merges() {
-    if !privileged("copy_dir_copies_contents_and_merges") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -405,7 +343,7 @@ fn copy_dir_copies_contents_and_merges() {
 
 #[test]
 fn several_sources_need_a_directory() {
-    if !privileged("several_sources_need_a_directory") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -434,7 +372,7 @@ fn several_sources_need_a_directory() {
 
 #[test]
 fn wildcards() {
-    if !privileged("wildcards") {
+    if !harness::privileged() {
         return;
     }
     let ctx_env = Env::new();
@@ -513,7 +451,7 @@ fn wildcards() {
 
 #[test]
 fn missing_or_ignored_context_file() {
-    if !privileged("missing_or_ignored_context_file") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -582,10 +520,13 @@ fn missing_or_ignored_context_file() {
 
 #[test]
 fn chown_names_from_the_destination_rootfs() {
-    if !privileged("chown_names_from_the_destination_rootfs") {
+    if !harness::privileged() {
         return;
     }
-    let Some(rootfs) = busybox() else { return };
+    let Some(busybox) = harness::busybox() else {
+        return;
+    };
+    let rootfs = &busybox.rootfs;
     let env = Env::new();
     let ctx = env.path("ctx");
     file(&ctx, "f", "f", 0o644);
@@ -650,7 +591,7 @@ fn chown_names_from_the_destination_rootfs() {
 
 #[test]
 fn chmod_octal_and_symbolic() {
-    if !privileged("chmod_octal_and_symbolic") {
+    if !harness::privileged() {
         return;
     }
     let env0 = Env::new();
@@ -691,7 +632,7 @@ fn chmod_octal_and_symbolic() {
 
 #[test]
 fn stage_sources_keep_owners_and_see_the_merged_chain() {
-    if !privileged("stage_sources_keep_owners_and_see_the_merged_chain") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -733,7 +674,7 @@ fn stage_sources_keep_owners_and_see_the_merged_chain() {
 
 #[test]
 fn symlinks_and_hard_links() {
-    if !privileged("symlinks_and_hard_links") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -793,7 +734,7 @@ fn symlinks_and_hard_links() {
 
 #[test]
 fn escapes_stay_inside_the_roots() {
-    if !privileged("escapes_stay_inside_the_roots") {
+    if !harness::privileged() {
         return;
     }
     let sentinel = Path::new("/tmp/outside-sentinel");
@@ -852,7 +793,7 @@ fn escapes_stay_inside_the_roots() {
 
 #[test]
 fn dest_through_a_symlink_in_the_destination() {
-    if !privileged("dest_through_a_symlink_in_the_destination") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -884,7 +825,7 @@ fn dest_through_a_symlink_in_the_destination() {
 
 #[test]
 fn replacing_entries_of_the_parent() {
-    if !privileged("replacing_entries_of_the_parent") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -962,7 +903,7 @@ fn replacing_entries_of_the_parent() {
 
 #[test]
 fn exclude_patterns() {
-    if !privileged("exclude_patterns") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -991,7 +932,7 @@ fn exclude_patterns() {
 
 #[test]
 fn parents_keep_directories() {
-    if !privileged("parents_keep_directories") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -1034,7 +975,7 @@ fn parents_keep_directories() {
 
 #[test]
 fn heredoc_sources() {
-    if !privileged("heredoc_sources") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -1134,7 +1075,7 @@ fn add_source(path: &str, unpack: bool) -> CopySource {
 
 #[test]
 fn add_extracts_local_archives() {
-    if !privileged("add_extracts_local_archives") {
+    if !harness::privileged() {
         return;
     }
     let env0 = Env::new();
@@ -1146,9 +1087,7 @@ fn add_extracts_local_archives() {
     ]);
     // Named as if it were not an archive: detection is by content.
     fs::write(ctx.join("plain.dat"), &tar).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).unwrap();
-    fs::write(ctx.join("a.tar.gz"), gz.finish().unwrap()).unwrap();
+    fs::write(ctx.join("a.tar.gz"), harness::gzip(&tar)).unwrap();
     fs::write(ctx.join("not.tar"), "just text, not an archive").unwrap();
     let mut xz = Vec::new();
     lzma_rs::xz_compress(&mut std::io::Cursor::new(&tar), &mut xz).unwrap();
@@ -1247,10 +1186,13 @@ fn add_extracts_local_archives() {
 
 #[test]
 fn workdir_mkdir() {
-    if !privileged("workdir_mkdir") {
+    if !harness::privileged() {
         return;
     }
-    let Some(rootfs) = busybox() else { return };
+    let Some(busybox) = harness::busybox() else {
+        return;
+    };
+    let rootfs = &busybox.rootfs;
     let layers = [rootfs.to_path_buf()];
     let mkdir = |path: &str, owner: &str| {
         FileOp::Mkdir(Mkdir {
@@ -1323,7 +1265,7 @@ fn workdir_mkdir() {
 
 #[test]
 fn many_layers_use_the_new_mount_api() {
-    if !privileged("many_layers_use_the_new_mount_api") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -1350,7 +1292,7 @@ fn many_layers_use_the_new_mount_api() {
 
 #[test]
 fn concurrent_ops_do_not_interfere() {
-    if !privileged("concurrent_ops_do_not_interfere") {
+    if !harness::privileged() {
         return;
     }
     let base = Env::new();
@@ -1386,7 +1328,7 @@ fn concurrent_ops_do_not_interfere() {
 
 #[test]
 fn a_copy_over_whiteouts_and_opaque_dirs_of_the_parent() {
-    if !privileged("a_copy_over_whiteouts_and_opaque_dirs_of_the_parent") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -1421,7 +1363,7 @@ fn a_copy_over_whiteouts_and_opaque_dirs_of_the_parent() {
 
 #[test]
 fn mounts_never_reach_the_host_even_on_panic() {
-    if !privileged("mounts_never_reach_the_host_even_on_panic") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -1493,7 +1435,7 @@ fn copy_with_digests(
 
 #[test]
 fn a_new_destination_is_written_directly_with_parents_copied_up() {
-    if !privileged("a_new_destination_is_written_directly_with_parents_copied_up") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -1545,7 +1487,7 @@ fn a_new_destination_is_written_directly_with_parents_copied_up() {
 
 #[test]
 fn an_earlier_layer_is_reused_for_unchanged_files() {
-    if !privileged("an_earlier_layer_is_reused_for_unchanged_files") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();
@@ -1575,7 +1517,7 @@ fn an_earlier_layer_is_reused_for_unchanged_files() {
     file(&ctx, "d/f1", "changed", 0o644);
     let touched = ctx.join("d/f2");
     let old_time = fs::metadata(&touched).unwrap().modified().unwrap();
-    filetime_set(&touched, old_time + Duration::from_secs(5));
+    harness::set_mtime(&touched, old_time + Duration::from_secs(5));
     fs::remove_file(ctx.join("d/f3")).unwrap();
     file(&ctx, "d/new", "new", 0o644);
     let second = env.path("second");
@@ -1646,7 +1588,7 @@ fn an_earlier_layer_is_reused_for_unchanged_files() {
     fs::remove_file(ctx2.join("b")).unwrap();
     fs::copy(ctx2.join("a"), ctx2.join("b")).unwrap();
     let mtime = fs::metadata(ctx2.join("a")).unwrap().modified().unwrap();
-    filetime_set(&ctx2.join("b"), mtime);
+    harness::set_mtime(&ctx2.join("b"), mtime);
     let reuse = fileop::Reuse {
         layer: linked_first,
         copied: made.copied.into_iter().collect(),
@@ -1661,15 +1603,9 @@ fn an_earlier_layer_is_reused_for_unchanged_files() {
     );
 }
 
-fn filetime_set(path: &Path, mtime: std::time::SystemTime) {
-    let file = fs::File::options().write(true).open(path).unwrap();
-    file.set_times(fs::FileTimes::new().set_modified(mtime))
-        .unwrap();
-}
-
 #[test]
 fn a_cancelled_copy_stops_between_files() {
-    if !privileged("a_cancelled_copy_stops_between_files") {
+    if !harness::privileged() {
         return;
     }
     let env = Env::new();

@@ -3,101 +3,47 @@
 //! into a shared store root. Needs root, busybox-static and skopeo; without them the
 //! tests print why and pass, and with `CI` set they fail instead.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::harness::{self, TempRoot, fixture_dir, kiln_with_root, text};
+
+/// The busybox archive the store roots load, and the root most tests share.
 struct Fixture {
-    dir: PathBuf,
-    kiln: PathBuf,
-    archive: PathBuf,
+    archive: &'static Path,
     root: PathBuf,
 }
 
-/// A directory that lives as long as the test process.
-fn fixture_dir() -> PathBuf {
-    common::process_temp_dir("kiln-container-test-")
-}
-
-fn make_fixture() -> Result<Fixture, String> {
-    if !common::is_root() {
-        return Err("needs root (namespaces, overlay mounts)".into());
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Err("/bin/busybox is missing (apt-get install busybox-static)".into());
-    }
-    if !Path::new("/usr/bin/skopeo").exists() {
-        return Err("/usr/bin/skopeo is missing (apt-get install skopeo)".into());
-    }
-    let dir = fixture_dir();
-    // Other worktrees' builds overwrite the shared target's binary: run a copy.
-    let kiln = dir.join("kiln");
-    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &kiln).map_err(|e| e.to_string())?;
-    let image = dir.join("busybox");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/busybox/make-image.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(&image)
+/// Loads busybox:latest into the store root `root`.
+fn load(archive: &Path, root: &Path) {
+    let out = kiln_with_root(root)
+        .args(["load", "-q", "-i"])
+        .arg(archive)
         .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "make-image.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let archive = dir.join("busybox.tar");
-    let out = Command::new("/usr/bin/skopeo")
-        .arg("copy")
-        .arg(format!("oci:{}:latest", image.join("oci").display()))
-        .arg(format!("oci-archive:{}:busybox:latest", archive.display()))
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!("skopeo: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    let mut fixture = Fixture {
-        root: PathBuf::new(),
-        dir,
-        kiln,
-        archive,
-    };
-    fixture.root = fixture.new_root("shared");
-    Ok(fixture)
+        .unwrap();
+    assert!(out.status.success(), "load: {}", text(&out.stderr));
 }
 
 impl Fixture {
-    /// A store root with busybox:latest loaded.
-    fn new_root(&self, name: &str) -> PathBuf {
-        let root = self.dir.join(format!("root-{name}"));
-        let out = Command::new(&self.kiln)
-            .arg("--root")
-            .arg(&root)
-            .args(["load", "-q", "-i"])
-            .arg(&self.archive)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "load: {}", text(&out.stderr));
-        root
+    /// A store root of its own with busybox:latest loaded (and the directory holding it).
+    fn new_root(&self) -> (TempRoot, PathBuf) {
+        let (dir, path) = harness::temp_dir();
+        let root = path.join("root");
+        load(self.archive, &root);
+        (dir, root)
     }
 
     fn command(&self, root: &Path, args: &[&str]) -> Command {
-        let mut command = Command::new(&self.kiln);
-        command.arg("--root").arg(root).args(args);
-        command.stdin(Stdio::null());
+        let mut command = kiln_with_root(root);
+        command.args(args);
         command
     }
 
     /// Runs kiln on the shared root.
     fn kiln(&self, args: &[&str]) -> Output {
-        self.kiln_in(&self.root, args)
-    }
-
-    fn kiln_in(&self, root: &Path, args: &[&str]) -> Output {
-        self.command(root, args).output().unwrap()
+        harness::kiln(&self.root, args)
     }
 
     /// The `ps -a` line of the container named `name`.
@@ -127,15 +73,18 @@ impl Fixture {
     }
 }
 
+/// The fixture, made once; `None` (after [`harness::skip`]) when these tests cannot run.
 fn fixture() -> Option<&'static Fixture> {
-    static F: OnceLock<Result<Fixture, String>> = OnceLock::new();
-    match F.get_or_init(make_fixture) {
-        Ok(fixture) => Some(fixture),
-        Err(reason) => {
-            common::skip(reason);
-            None
-        }
+    if !harness::privileged() {
+        return None;
     }
+    let archive = harness::busybox()?.oci_archive()?;
+    static F: OnceLock<Fixture> = OnceLock::new();
+    Some(F.get_or_init(|| {
+        let root = fixture_dir().join("container-root");
+        load(archive, &root);
+        Fixture { archive, root }
+    }))
 }
 
 macro_rules! fixture {
@@ -147,10 +96,6 @@ macro_rules! fixture {
     };
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// Runs in the foreground; returns (exit code, stdout).
 fn run(f: &Fixture, args: &[&str]) -> (i32, String) {
     let mut all = vec!["run", "--rm"];
@@ -160,14 +105,8 @@ fn run(f: &Fixture, args: &[&str]) -> (i32, String) {
 }
 
 fn no_kiln_mounts(root: &Path) {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let root = root.to_string_lossy();
-    for line in mountinfo.lines() {
-        assert!(
-            !line.contains(root.as_ref()) && !line.contains("/run/kiln/sandbox"),
-            "mount left behind: {line}"
-        );
-    }
+    harness::assert_no_mounts(root);
+    harness::assert_no_mounts(Path::new("/run/kiln/sandbox"));
 }
 
 #[test]
@@ -247,7 +186,7 @@ fn network_none_has_only_lo_and_default_hostname_is_short_id() {
 #[test]
 fn volumes_read_write_and_read_only() {
     let f = fixture!();
-    let host = tempfile::tempdir().unwrap();
+    let host = TempRoot::new();
     let data = host.path().join("made-by-run");
     let rw = format!("{}:/data", data.display());
     let (code, _) = run(f, &["-v", &rw, "busybox", "sh", "-c", "echo hi > /data/f"]);
@@ -377,28 +316,28 @@ fn stop_and_rm_of_a_running_container() {
 #[test]
 fn image_rm_refuses_an_image_in_use() {
     let f = fixture!();
-    let root = f.new_root("image-rm");
-    let out = f.kiln_in(&root, &["run", "--name", "user", "busybox", "true"]);
+    let (_dir, root) = f.new_root();
+    let out = harness::kiln(&root, &["run", "--name", "user", "busybox", "true"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let rm = f.kiln_in(&root, &["image", "rm", "busybox"]);
+    let rm = harness::kiln(&root, &["image", "rm", "busybox"]);
     assert!(!rm.status.success());
     assert!(
         text(&rm.stderr).contains("being used by container"),
         "{}",
         text(&rm.stderr)
     );
-    let rm = f.kiln_in(&root, &["image", "rm", "-f", "busybox"]);
+    let rm = harness::kiln(&root, &["image", "rm", "-f", "busybox"]);
     assert!(rm.status.success(), "{}", text(&rm.stderr));
     // Prune keeps the snapshot the container runs on.
-    let prune = f.kiln_in(&root, &["image", "prune", "-f"]);
+    let prune = harness::kiln(&root, &["image", "prune", "-f"]);
     assert!(prune.status.success(), "{}", text(&prune.stderr));
     let snapshots = std::fs::read_dir(root.join("snapshots-v1"))
         .unwrap()
         .count();
     assert_eq!(snapshots, 1);
-    let rm = f.kiln_in(&root, &["rm", "user"]);
+    let rm = harness::kiln(&root, &["rm", "user"]);
     assert!(rm.status.success(), "{}", text(&rm.stderr));
-    let prune = f.kiln_in(&root, &["image", "prune", "-f"]);
+    let prune = harness::kiln(&root, &["image", "prune", "-f"]);
     assert!(prune.status.success(), "{}", text(&prune.stderr));
     let snapshots = std::fs::read_dir(root.join("snapshots-v1"))
         .unwrap()
@@ -409,7 +348,7 @@ fn image_rm_refuses_an_image_in_use() {
 #[test]
 fn killed_foreground_run_is_cleaned_up() {
     let f = fixture!();
-    let root = f.new_root("killed");
+    let (_dir, root) = f.new_root();
     let mut kept = f
         .command(
             &root,
@@ -437,7 +376,7 @@ fn killed_foreground_run_is_cleaned_up() {
         .spawn()
         .unwrap();
     let ps_in = |name: &str| {
-        text(&f.kiln_in(&root, &["ps", "-a"]).stdout)
+        text(&harness::kiln(&root, &["ps", "-a"]).stdout)
             .lines()
             .find(|l| l.ends_with(name))
             .map(str::to_string)
@@ -486,10 +425,10 @@ fn killed_foreground_run_is_cleaned_up() {
 #[test]
 fn rm_flag_leaves_no_state() {
     let f = fixture!();
-    let root = f.new_root("rm-flag");
-    let out = f.kiln_in(&root, &["run", "--rm", "busybox", "true"]);
+    let (_dir, root) = f.new_root();
+    let out = harness::kiln(&root, &["run", "--rm", "busybox", "true"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = f.kiln_in(&root, &["run", "--rm", "-d", "busybox", "true"]);
+    let out = harness::kiln(&root, &["run", "--rm", "-d", "busybox", "true"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let containers = root.join("containers-v1");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -506,7 +445,7 @@ fn rm_flag_leaves_no_state() {
         assert!(Instant::now() < deadline, "left behind: {left:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let ps = text(&f.kiln_in(&root, &["ps", "-a", "-q"]).stdout);
+    let ps = text(&harness::kiln(&root, &["ps", "-a", "-q"]).stdout);
     assert_eq!(ps, "");
     no_kiln_mounts(&root);
 }
