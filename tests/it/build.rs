@@ -883,6 +883,9 @@ fn concurrent_builds_share_one_root() {
 #[test]
 fn incremental_copy_equals_a_fresh_one_and_prune_keeps_images() {
     let Some(env) = Env::new(true) else { return };
+    // The RUN step writes /count: without a fixed epoch its mtime (whole seconds in the tar)
+    // would make the two builds' RUN layers differ whenever they straddle a second.
+    const EPOCH: &str = "SOURCE_DATE_EPOCH=1700000000";
     for i in 0..50 {
         env.write(&format!("tree/d{}/f{i}.txt", i % 5), &format!("file {i}\n"));
     }
@@ -890,13 +893,13 @@ fn incremental_copy_equals_a_fresh_one_and_prune_keeps_images() {
         "Dockerfile",
         "FROM busybox\nCOPY tree /src/\nRUN find /src -type f | wc -l > /count\n",
     );
-    env.build_ok(&["-t", "inc"]);
+    env.build_ok(&["-t", "inc", "--build-arg", EPOCH]);
     env.write("tree/d1/f1.txt", "changed\n");
     std::fs::remove_file(env.context().join("tree/d2/f2.txt")).unwrap();
-    let (_, log) = env.build_ok(&["-t", "inc"]);
+    let (_, log) = env.build_ok(&["-t", "inc", "--build-arg", EPOCH]);
     assert!(log.contains("cache miss: 1 file changed"), "{log}");
     let (_, incremental) = env.image("docker.io/library/inc:latest");
-    let (_, log) = env.build_ok(&["-t", "inc", "--no-cache"]);
+    let (_, log) = env.build_ok(&["-t", "inc", "--no-cache", "--build-arg", EPOCH]);
     assert!(!log.contains("CACHED"), "{log}");
     let (manifest, fresh) = env.image("docker.io/library/inc:latest");
     assert_eq!(
@@ -911,7 +914,7 @@ fn incremental_copy_equals_a_fresh_one_and_prune_keeps_images() {
     assert!(df.contains("Build Cache"), "{df}");
     let out = env.kiln(&["builder", "prune"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let (_, log) = env.build_ok(&["-t", "inc"]);
+    let (_, log) = env.build_ok(&["-t", "inc", "--build-arg", EPOCH]);
     assert_eq!(log.matches("CACHED").count(), 2, "{log}");
     // --all empties it; the image still runs (its layers are blobs, not cache).
     let out = env.kiln(&["builder", "prune", "--all"]);
@@ -929,6 +932,6 @@ fn incremental_copy_equals_a_fresh_one_and_prune_keeps_images() {
         "{}",
         stderr(&out)
     );
-    let (_, log) = env.build_ok(&["-t", "inc"]);
+    let (_, log) = env.build_ok(&["-t", "inc", "--build-arg", EPOCH]);
     assert!(!log.contains("CACHED"), "{log}");
 }
