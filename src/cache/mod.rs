@@ -15,6 +15,7 @@
 //!
 //! L4: synchronous; async callers use `spawn_blocking`.
 
+mod error;
 mod explain;
 mod record;
 
@@ -30,6 +31,7 @@ use redb::{
 };
 use sha2::{Digest as _, Sha256};
 
+pub use error::CacheError;
 pub use explain::explain;
 use record::StoredRecord;
 pub use record::{BlobRef, Explain, Record, ResultRef, StepIdentity};
@@ -44,26 +46,6 @@ const OPEN_RETRIES: u32 = 20;
 const OPEN_BACKOFF: Duration = Duration::from_millis(50);
 /// redb's page cache; the index is small and read sparsely.
 const CACHE_BYTES: usize = 16 << 20;
-
-/// Everything that can go wrong in the cache index.
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    #[error("cache index {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cache index {path} is locked by another process: {reason}")]
-    Locked { path: PathBuf, reason: String },
-    #[error("cache index {path}: {reason}")]
-    Database { path: PathBuf, reason: String },
-    #[error("cache index {path}: corrupt record {key}: {reason}")]
-    BadRecord {
-        path: PathBuf,
-        key: String,
-        reason: String,
-    },
-}
 
 /// A corrupt index found on open and moved aside.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,6 +22,7 @@
 //!
 //! L5: uses `oci`, `sys`, `store`, `snapshot`, `sandbox`, `image`.
 
+mod error;
 mod exec;
 mod names;
 
@@ -32,11 +33,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::gocompat::go_quote;
-use crate::image::ImageError;
-use crate::sandbox::{BindMount, CgroupLimits, NetworkMode, Rootfs, SandboxError, Spec};
-use crate::snapshot::SnapshotError;
-use crate::store::{Store, StoreError};
+use crate::sandbox::{BindMount, CgroupLimits, NetworkMode, Rootfs, Spec};
+use crate::store::Store;
 
+use error::io_err;
+
+pub use error::{ContainerError, Result};
 pub use exec::{MONITOR_COMMAND, RunOutcome, monitor_main, run_foreground, start_detached, stop};
 
 /// Exit code recorded for a container whose owner vanished (its processes got SIGKILL).
@@ -47,64 +49,6 @@ const STATE_FILE: &str = "state.json";
 const LOG_FILE: &str = "log";
 const NAMES_LOCK: &str = ".names.lock";
 const REMOVING_PREFIX: &str = ".removing-";
-
-/// Everything that can go wrong with a container.
-#[derive(Debug, thiserror::Error)]
-pub enum ContainerError {
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
-    #[error(transparent)]
-    Sandbox(#[from] SandboxError),
-    #[error(transparent)]
-    Sys(#[from] crate::sys::SysError),
-    #[error("container state is not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("No such container: {0}")]
-    NotFound(String),
-    #[error("multiple containers match {0}: give more of the id")]
-    Ambiguous(String),
-    #[error(
-        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". \
-         You have to remove (or rename) that container to be able to reuse that name."
-    )]
-    NameInUse { name: String, id: String },
-    #[error(
-        "cannot remove container \"/{0}\": container is running: stop the container before \
-         removing or force remove"
-    )]
-    Running(String),
-    #[error("no command specified")]
-    NoCommand,
-    #[error("{0}")]
-    Usage(String),
-    #[error("background task failed: {0}")]
-    Task(String),
-}
-
-pub type Result<T, E = ContainerError> = std::result::Result<T, E>;
-
-fn io_err(
-    action: &'static str,
-    path: impl Into<PathBuf>,
-) -> impl FnOnce(std::io::Error) -> ContainerError {
-    let path = path.into();
-    move |source| ContainerError::Io {
-        action,
-        path,
-        source,
-    }
-}
 
 /// What a container runs (`config.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
