@@ -47,8 +47,15 @@ pub enum ContainerError {
     NoCommand,
     #[error("{0}")]
     Usage(String),
+    /// The runtime that supervises the sandbox could not start.
     #[error("background task failed: {0}")]
-    Task(String),
+    Runtime(#[source] std::io::Error),
+    /// The monitor of a detached container ended before taking over; `log` is what it said.
+    #[error("background task failed: the container monitor exited ({status}): {log}")]
+    MonitorExited {
+        status: std::process::ExitStatus,
+        log: String,
+    },
 }
 
 pub type Result<T, E = ContainerError> = std::result::Result<T, E>;

@@ -30,7 +30,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ContainerError::Task(e.to_string()))
+        .map_err(ContainerError::Runtime)
 }
 
 fn record_start(container: &mut Container, pid: Option<u32>) -> Result<()> {
@@ -163,10 +163,10 @@ pub fn start_detached(store: &Store, container: &Container) -> Result<()> {
         if let Ok(Some(status)) = child.try_wait() {
             // It ended before taking over: say why (it wrote to the log).
             let log = fs::read_to_string(&log_path).unwrap_or_default();
-            return Err(ContainerError::Task(format!(
-                "the container monitor exited ({status}): {}",
-                log.trim()
-            )));
+            return Err(ContainerError::MonitorExited {
+                status,
+                log: log.trim().to_string(),
+            });
         }
         if !current.dir.exists() || Instant::now() >= deadline {
             return Ok(());

@@ -248,6 +248,19 @@ fn normalise(path: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// Wraps what went wrong with `part` of the archive at `path`.
+fn part_err<E: std::error::Error + Send + Sync + 'static>(
+    path: &Path,
+    part: impl Into<String>,
+) -> impl FnOnce(E) -> ImageError {
+    let (path, part) = (path.to_path_buf(), part.into());
+    move |source| ImageError::ArchivePart {
+        path,
+        part,
+        source: Box::new(source),
+    }
+}
+
 fn is_metadata(path: &str) -> bool {
     matches!(
         path,
@@ -276,14 +289,12 @@ pub fn load(store: &Store, input: impl Read, source: &Path) -> Result<Vec<Loaded
 
     let mut wanted: Vec<(Digest, Vec<Reference>)> = Vec::new();
     let oci_manifests = match contents.metadata.get("index.json") {
-        Some(bytes) => {
-            oci_images(store, bytes).map_err(|e| archive_err(format!("index.json: {e}")))?
-        }
+        Some(bytes) => oci_images(store, bytes).map_err(part_err(source, "index.json"))?,
         None => Vec::new(),
     };
     if let Some(bytes) = contents.metadata.get("manifest.json") {
-        let entries: Vec<DockerEntry> = serde_json::from_slice(bytes)
-            .map_err(|e| archive_err(format!("manifest.json: {e}")))?;
+        let entries: Vec<DockerEntry> =
+            serde_json::from_slice(bytes).map_err(part_err(source, "manifest.json"))?;
         for entry in entries {
             let config = contents
                 .digest_of(&entry.config)
@@ -298,7 +309,7 @@ pub fn load(store: &Store, input: impl Read, source: &Path) -> Result<Vec<Loaded
             for tag in entry.repo_tags.iter().flatten() {
                 names.push(
                     tag.parse::<Reference>()
-                        .map_err(|e| archive_err(format!("manifest.json: {e}")))?,
+                        .map_err(part_err(source, "manifest.json"))?,
                 );
             }
             // Keep the original manifest (and its digest) when the OCI index has it.
@@ -338,7 +349,10 @@ pub fn load(store: &Store, input: impl Read, source: &Path) -> Result<Vec<Loaded
     for (manifest, names) in wanted {
         let image = store
             .image(&manifest)
-            .map_err(|e| archive_err(e.to_string()))?;
+            .map_err(|e| ImageError::ArchiveImage {
+                path: source.to_path_buf(),
+                source: e,
+            })?;
         for layer in &image.layers {
             let digest = Digest::from_oci(layer.digest()).map_err(StoreError::from)?;
             if !store.has_blob(&digest) {
@@ -397,11 +411,10 @@ fn read_entries(store: &Store, input: impl Read, source: &Path) -> Result<Conten
     };
     let mut contents = Contents::default();
     let mut archive = tar::Archive::new(input);
-    let entries = archive
-        .entries()
-        .map_err(|e| archive_err(format!("not a tar archive: {e}")))?;
+    let not_tar = || part_err(source, "not a tar archive");
+    let entries = archive.entries().map_err(not_tar())?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| archive_err(format!("not a tar archive: {e}")))?;
+        let mut entry = entry.map_err(not_tar())?;
         let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let Some(path) = normalise(&raw_path) else {
             return Err(archive_err(format!(
@@ -438,7 +451,7 @@ fn read_entries(store: &Store, input: impl Read, source: &Path) -> Result<Conten
             let mut bytes = Vec::new();
             entry
                 .read_to_end(&mut bytes)
-                .map_err(|e| archive_err(format!("reading {path}: {e}")))?;
+                .map_err(part_err(source, format!("reading {path}")))?;
             contents.metadata.insert(path, bytes);
             continue;
         }
@@ -454,10 +467,10 @@ fn read_entries(store: &Store, input: impl Read, source: &Path) -> Result<Conten
         let size = entry.size();
         let mut ingest = store.ingest()?;
         std::io::copy(&mut entry, &mut ingest)
-            .map_err(|e| archive_err(format!("reading {path}: {e}")))?;
+            .map_err(part_err(source, format!("reading {path}")))?;
         let (digest, _) = ingest
             .commit(expected.as_ref(), Some(size))
-            .map_err(|e| archive_err(format!("{path}: {e}")))?;
+            .map_err(part_err(source, &path))?;
         contents.files.insert(path, digest);
     }
     Ok(contents)
@@ -466,15 +479,17 @@ fn read_entries(store: &Store, input: impl Read, source: &Path) -> Result<Conten
 /// Manifests of an OCI `index.json` (nested indexes resolved to the host platform), with
 /// their config digests and names.
 fn oci_images(store: &Store, index: &[u8]) -> Result<Vec<(Digest, Digest, Vec<Reference>)>> {
-    let invalid = |reason: String| ImageError::Invalid {
+    let json: Value = serde_json::from_slice(index).map_err(|source| ImageError::Json {
         what: "index.json".into(),
-        reason,
-    };
-    let json: Value = serde_json::from_slice(index).map_err(|e| invalid(e.to_string()))?;
+        source,
+    })?;
     let entries = json
         .get("manifests")
         .and_then(Value::as_array)
-        .ok_or_else(|| invalid("no manifests".into()))?;
+        .ok_or_else(|| ImageError::Invalid {
+            what: "index.json".into(),
+            reason: "no manifests".into(),
+        })?;
     let mut out: Vec<(Digest, Digest, Vec<Reference>)> = Vec::new();
     for entry in entries {
         let mut digest: Digest = entry
@@ -482,7 +497,10 @@ fn oci_images(store: &Store, index: &[u8]) -> Result<Vec<(Digest, Digest, Vec<Re
             .and_then(Value::as_str)
             .unwrap_or("")
             .parse()
-            .map_err(|e| invalid(format!("{e}")))?;
+            .map_err(|source| ImageError::Digest {
+                what: "index.json".into(),
+                source,
+            })?;
         let annotation =
             |key: &str| entry.pointer(&format!("/annotations/{}", key.replace('/', "~1")));
         let name = annotation(ANNOTATION_CONTAINERD_NAME)
@@ -506,14 +524,23 @@ fn oci_images(store: &Store, index: &[u8]) -> Result<Vec<(Digest, Digest, Vec<Re
             digest = chosen.digest;
             declared = chosen.media_type;
         }
-        let manifest: Value = serde_json::from_slice(&store.read_blob(&digest)?)
-            .map_err(|e| invalid(format!("manifest {digest}: {e}")))?;
+        let what = || format!("index.json: manifest {digest}");
+        let manifest: Value =
+            serde_json::from_slice(&store.read_blob(&digest)?).map_err(|source| {
+                ImageError::Json {
+                    what: what(),
+                    source,
+                }
+            })?;
         let config: Digest = manifest
             .pointer("/config/digest")
             .and_then(Value::as_str)
             .unwrap_or("")
             .parse()
-            .map_err(|e| invalid(format!("manifest {digest}: {e}")))?;
+            .map_err(|source| ImageError::Digest {
+                what: what(),
+                source,
+            })?;
         match out.iter_mut().find(|(d, _, _)| *d == digest) {
             Some((_, _, names)) => names.extend(name),
             None => out.push((digest, config, name.into_iter().collect())),

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::oci::{DigestError, ReferenceError};
 use crate::registry::RegistryError;
 use crate::snapshot::SnapshotError;
 use crate::store::StoreError;
@@ -25,10 +26,40 @@ pub enum ImageError {
     /// A manifest, index or config that is not what it claims to be.
     #[error("invalid {what}: {reason}")]
     Invalid { what: String, reason: String },
+    /// A manifest, index or config that is not JSON of its kind.
+    #[error("invalid {what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A digest in a manifest, index or config that does not parse.
+    #[error("invalid {what}: {source}")]
+    Digest {
+        what: String,
+        #[source]
+        source: DigestError,
+    },
     #[error("unsupported media type {media_type} for {what}")]
     UnsupportedMediaType { what: String, media_type: String },
+    /// An archive that is not what `kiln load` reads.
     #[error("archive {}: {reason}", path.display())]
     Archive { path: PathBuf, reason: String },
+    /// A part of an archive (`manifest.json`, an entry) that could not be read or stored.
+    #[error("archive {}: {part}: {source}", path.display())]
+    ArchivePart {
+        path: PathBuf,
+        part: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An image of an archive whose manifest or config the store cannot read.
+    #[error("archive {}: {source}", path.display())]
+    ArchiveImage {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
     #[error("no such image: {0}")]
     NotFound(String),
     #[error(
@@ -42,8 +73,15 @@ pub enum ImageError {
     MultipleReferences { id: String, names: Vec<String> },
     #[error("{0}")]
     Usage(String),
+    /// An image name that does not parse.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// A transfer or blocking task that panicked or was cancelled.
     #[error("background task failed: {0}")]
-    Task(String),
+    Task(#[from] tokio::task::JoinError),
+    /// The limit of transfers at once was closed (it never is while a transfer runs).
+    #[error("background task failed: {0}")]
+    Permit(#[from] tokio::sync::AcquireError),
 }
 
 pub type Result<T, E = ImageError> = std::result::Result<T, E>;

@@ -89,9 +89,7 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ImageError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(work).await?
 }
 
 /// Unpacks every layer of `image` into snapshots, bottom first (existing ones are reused).
@@ -125,6 +123,5 @@ pub(crate) fn unpack_one(
 
 /// The reference a user means by `name` when they give no registry: parsed and normalised.
 pub fn parse_reference(name: &str) -> Result<Reference> {
-    name.parse::<Reference>()
-        .map_err(|e| ImageError::Usage(e.to_string()))
+    Ok(name.parse::<Reference>()?)
 }

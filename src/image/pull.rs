@@ -10,10 +10,7 @@ use super::{
     ANNOTATION_INDEX, ANNOTATION_REPO_DIGEST, ImageError, PARALLEL_TRANSFERS, Result, Status,
     blocking, short_id, sources, unpack_one,
 };
-use crate::oci::{
-    Descriptor, DescriptorBuilder, Digest, ImageManifest, MediaType, Platform, Reference,
-    media_type,
-};
+use crate::oci::{Descriptor, Digest, ImageManifest, MediaType, Platform, Reference, media_type};
 use crate::progress::Items;
 use crate::registry::{Client, RegistryRef, select_platform};
 use crate::store::{Store, StoreError};
@@ -70,9 +67,9 @@ pub async fn pull(
         });
     }
     let parsed: ImageManifest =
-        serde_json::from_slice(&manifest.bytes).map_err(|e| ImageError::Invalid {
+        serde_json::from_slice(&manifest.bytes).map_err(|source| ImageError::Json {
             what: what(),
-            reason: e.to_string(),
+            source,
         })?;
     let config_digest = Digest::from_oci(parsed.config().digest()).map_err(StoreError::from)?;
     let config_size = parsed.config().size();
@@ -141,20 +138,12 @@ pub async fn pull(
     if index.is_some() {
         annotations.insert(ANNOTATION_INDEX.to_string(), top_digest.to_string());
     }
-    let descriptor = DescriptorBuilder::default()
-        .media_type(MediaType::from(manifest.media_type.as_str()))
-        .digest(manifest_digest.to_oci())
-        .size(manifest.bytes.len() as u64)
-        .annotations(
-            annotations
-                .into_iter()
-                .collect::<std::collections::HashMap<_, _>>(),
-        )
-        .build()
-        .map_err(|e| ImageError::Invalid {
-            what: what(),
-            reason: e.to_string(),
-        })?;
+    let mut descriptor = Descriptor::new(
+        MediaType::from(manifest.media_type.as_str()),
+        manifest.bytes.len() as u64,
+        manifest_digest.to_oci(),
+    );
+    descriptor.set_annotations(Some(annotations.into_iter().collect()));
     let tag_store = store.clone();
     let tag_ref = reference.clone();
     let previous = blocking(move || {
@@ -182,22 +171,29 @@ pub async fn pull(
 
 /// `rootfs.diff_ids` of an image config.
 pub(crate) fn diff_ids(config: &[u8], digest: &Digest) -> Result<Vec<Digest>> {
-    let invalid = |reason: String| ImageError::Invalid {
-        what: format!("image config {digest}"),
-        reason,
+    let what = || format!("image config {digest}");
+    let invalid = |reason: &str| ImageError::Invalid {
+        what: what(),
+        reason: reason.to_string(),
     };
     let json: serde_json::Value =
-        serde_json::from_slice(config).map_err(|e| invalid(e.to_string()))?;
+        serde_json::from_slice(config).map_err(|source| ImageError::Json {
+            what: what(),
+            source,
+        })?;
     let ids = json
         .pointer("/rootfs/diff_ids")
         .and_then(|v| v.as_array())
-        .ok_or_else(|| invalid("no rootfs.diff_ids".into()))?;
+        .ok_or_else(|| invalid("no rootfs.diff_ids"))?;
     ids.iter()
         .map(|id| {
             id.as_str()
-                .ok_or_else(|| invalid("a diff_id is not a string".into()))?
+                .ok_or_else(|| invalid("a diff_id is not a string"))?
                 .parse::<Digest>()
-                .map_err(|e| invalid(e.to_string()))
+                .map_err(|source| ImageError::Digest {
+                    what: what(),
+                    source,
+                })
         })
         .collect()
 }
@@ -262,10 +258,7 @@ async fn fetch_layers(
             report.status(&id, Status::Waiting);
         }
         tasks.spawn(async move {
-            let _permit = permits
-                .acquire_owned()
-                .await
-                .map_err(|e| ImageError::Task(e.to_string()))?;
+            let _permit = permits.acquire_owned().await?;
             if store.has_blob(&digest) {
                 blocking(move || unpack_one(&store, parent.as_ref(), &diff_id, &digest)).await?;
                 return Ok(false);
@@ -289,10 +282,7 @@ async fn fetch_layers(
     let mut downloaded = false;
     let mut failure = None;
     while let Some(joined) = tasks.join_next().await {
-        match joined
-            .map_err(|e| ImageError::Task(e.to_string()))
-            .and_then(|r| r)
-        {
+        match joined.map_err(ImageError::from).and_then(|r| r) {
             Ok(fetched) => downloaded |= fetched,
             Err(e) => {
                 // Stop the other transfers; their ingests and temp snapshots go when dropped.
@@ -356,9 +346,7 @@ async fn fetch_and_unpack(
         Ok(())
     })
     .await;
-    let unpacked = unpacker
-        .await
-        .map_err(|e| ImageError::Task(e.to_string()))?;
+    let unpacked = unpacker.await?;
     committed?;
     unpacked?;
     Ok(())

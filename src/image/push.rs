@@ -90,10 +90,7 @@ pub async fn push(
         );
         let known = known.get(&digest).cloned().unwrap_or_default();
         tasks.spawn(async move {
-            let _permit = permits
-                .acquire_owned()
-                .await
-                .map_err(|e| ImageError::Task(e.to_string()))?;
+            let _permit = permits.acquire_owned().await?;
             let status = push_blob(
                 &client,
                 &store,
@@ -111,10 +108,7 @@ pub async fn push(
     }
     let mut failure = None;
     while let Some(joined) = tasks.join_next().await {
-        if let Err(e) = joined
-            .map_err(|e| ImageError::Task(e.to_string()))
-            .and_then(|r| r)
-        {
+        if let Err(e) = joined.map_err(ImageError::from).and_then(|r| r) {
             tasks.abort_all();
             failure.get_or_insert(e);
         }

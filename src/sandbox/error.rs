@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::sys::SysError;
 
@@ -38,6 +39,9 @@ pub enum SandboxError {
     Wait(#[source] io::Error),
     #[error("cgroup limits: {0}")]
     Cgroup(#[source] SysError),
+    /// The empty network namespace `--network none` steps share could not be created.
+    #[error("invalid argument for shared network namespace: {0}")]
+    SharedNetNs(#[source] Arc<SysError>),
     #[error(transparent)]
     User(#[from] UserError),
     #[error(transparent)]

@@ -29,8 +29,27 @@ pub enum StoreError {
     BlobNotFound(Digest),
     #[error("corrupt content {digest}: {reason}")]
     CorruptBlob { digest: Digest, reason: String },
-    #[error("corrupt {}: {reason}", path.display())]
-    CorruptFile { path: PathBuf, reason: String },
+    /// A stored manifest or config that is not JSON of its kind.
+    #[error("corrupt content {digest}: {source}")]
+    BlobJson {
+        digest: Digest,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A config whose `rootfs.diff_ids` are not all digests.
+    #[error("corrupt content {digest}: {source}")]
+    BlobDiffId {
+        digest: Digest,
+        #[source]
+        source: DigestError,
+    },
+    /// `index.json` that does not parse (or, when writing, does not encode).
+    #[error("corrupt {}: {source}", path.display())]
+    CorruptFile {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(
         "{digest} is not an image manifest (media type {media_type}); pick a platform from the index first"
     )]
