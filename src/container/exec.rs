@@ -6,9 +6,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::error::io_err;
+use super::state::{remove_dir, wait_exit};
 use super::{
-    Container, ContainerError, ProcessId, Result, SIGKILL, Status, io_err, load, now_rfc3339,
-    remove_dir, resolve, wait_exit,
+    Container, ContainerError, ProcessId, Result, SIGKILL, Status, load, now_rfc3339, resolve,
 };
 use crate::sandbox::child::EXIT_SETUP_FAILED;
 use crate::sandbox::{Sandbox, SpawnOptions, StdioMode, Stream};
