@@ -1,6 +1,6 @@
 //! `kiln pull`: resolve, download (verified, in parallel), unpack, tag.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -12,7 +12,7 @@ use super::{
 };
 use crate::oci::{Descriptor, Digest, ImageManifest, MediaType, Platform, Reference, media_type};
 use crate::progress::Items;
-use crate::registry::{Client, RegistryRef, select_platform};
+use crate::registry::{Client, RegistryRef, Resolved, select_platform};
 use crate::store::{Store, StoreError};
 
 /// What a pull did.
@@ -41,50 +41,10 @@ pub async fn pull(
     report: Items,
 ) -> Result<Pulled> {
     let rref = RegistryRef::from(reference);
-    let top = client.resolve(&rref).await?;
-    let top_digest = top.digest.clone();
-    let looks_like_index = serde_json::from_slice::<serde_json::Value>(&top.bytes)
-        .ok()
-        .is_some_and(|v| v.get("manifests").is_some());
-    let (index, manifest) = if media_type::is_index(&top.media_type) || looks_like_index {
-        let wanted = platform.cloned().unwrap_or_else(Platform::host);
-        let entry = select_platform(&top.bytes, &wanted)?;
-        let by_digest = RegistryRef {
-            tag: None,
-            ..rref.clone()
-        }
-        .with_digest(entry.digest);
-        (Some(top), client.resolve(&by_digest).await?)
-    } else {
-        (None, top)
-    };
-    let manifest_digest = manifest.digest.clone();
-    let what = || format!("manifest {manifest_digest} of {rref}");
-    if !media_type::is_manifest(&manifest.media_type) {
-        return Err(ImageError::UnsupportedMediaType {
-            what: what(),
-            media_type: manifest.media_type.clone(),
-        });
-    }
-    let parsed: ImageManifest =
-        serde_json::from_slice(&manifest.bytes).map_err(|source| ImageError::Json {
-            what: what(),
-            source,
-        })?;
-    let config_digest = Digest::from_oci(parsed.config().digest()).map_err(StoreError::from)?;
-    let config_size = parsed.config().size();
-    let mut layers = Vec::new();
-    for layer in parsed.layers() {
-        let mt = layer.media_type().to_string();
-        if media_type::layer_compression(&mt).is_none() {
-            return Err(ImageError::UnsupportedMediaType {
-                what: format!("a layer of {}", what()),
-                media_type: mt,
-            });
-        }
-        let digest = Digest::from_oci(layer.digest()).map_err(StoreError::from)?;
-        layers.push((digest, layer.size()));
-    }
+    let (index, manifest) = resolve_manifest(client, &rref, platform).await?;
+    let top_digest = index.as_ref().unwrap_or(&manifest).digest.clone();
+    let what = format!("manifest {} of {rref}", manifest.digest);
+    let parts = parse_manifest(&manifest, &what)?;
 
     // Held until the tag is written, so a concurrent prune cannot collect what we fetched.
     let lease_store = store.clone();
@@ -94,33 +54,129 @@ pub async fn pull(
         client,
         store,
         &rref,
-        &config_digest,
-        config_size,
+        &parts.config,
+        parts.config_size,
         None,
         &report,
     )
     .await?;
+    let diff_ids = layer_diff_ids(store, &parts, &what).await?;
+    downloaded |= fetch_layers(client, store, &rref, &parts.layers, &diff_ids, &report).await?;
+    store_manifests(store, &manifest, index.as_ref()).await?;
+    downloaded |= tag_manifest(store, reference, &manifest, &top_digest, index.is_some()).await?;
+
+    let mut all: Vec<Digest> = parts.layers.iter().map(|(d, _)| d.clone()).collect();
+    all.push(parts.config.clone());
+    let src_store = store.clone();
+    let (registry, repository) = (rref.registry.clone(), rref.repository.clone());
+    blocking(move || sources::record(&src_store, &registry, &repository, &all)).await?;
+
+    Ok(Pulled {
+        reference: reference.clone(),
+        digest: top_digest,
+        manifest_digest: manifest.digest,
+        id: parts.config,
+        downloaded,
+    })
+}
+
+/// What the reference resolves to: the index (when it names one) and the manifest of
+/// `platform` (the host's by default) picked from it, or just the manifest.
+async fn resolve_manifest(
+    client: &Client,
+    rref: &RegistryRef,
+    platform: Option<&Platform>,
+) -> Result<(Option<Resolved>, Resolved)> {
+    let top = client.resolve(rref).await?;
+    let looks_like_index = serde_json::from_slice::<serde_json::Value>(&top.bytes)
+        .ok()
+        .is_some_and(|v| v.get("manifests").is_some());
+    if !media_type::is_index(&top.media_type) && !looks_like_index {
+        return Ok((None, top));
+    }
+    let wanted = platform.cloned().unwrap_or_else(Platform::host);
+    let entry = select_platform(&top.bytes, &wanted)?;
+    let by_digest = RegistryRef {
+        tag: None,
+        ..rref.clone()
+    }
+    .with_digest(entry.digest);
+    let manifest = client.resolve(&by_digest).await?;
+    Ok((Some(top), manifest))
+}
+
+/// The blobs an image manifest names.
+struct ManifestParts {
+    config: Digest,
+    config_size: u64,
+    /// Digest and size of each layer, bottom first.
+    layers: Vec<(Digest, u64)>,
+}
+
+/// Reads an image manifest (`what` names it in errors); every layer must be of a kind
+/// kiln can unpack.
+fn parse_manifest(manifest: &Resolved, what: &str) -> Result<ManifestParts> {
+    if !media_type::is_manifest(&manifest.media_type) {
+        return Err(ImageError::UnsupportedMediaType {
+            what: what.to_string(),
+            media_type: manifest.media_type.clone(),
+        });
+    }
+    let parsed: ImageManifest =
+        serde_json::from_slice(&manifest.bytes).map_err(|source| ImageError::Json {
+            what: what.to_string(),
+            source,
+        })?;
+    let config = Digest::from_oci(parsed.config().digest()).map_err(StoreError::from)?;
+    let mut layers = Vec::new();
+    for layer in parsed.layers() {
+        let mt = layer.media_type().to_string();
+        if media_type::layer_compression(&mt).is_none() {
+            return Err(ImageError::UnsupportedMediaType {
+                what: format!("a layer of {what}"),
+                media_type: mt,
+            });
+        }
+        let digest = Digest::from_oci(layer.digest()).map_err(StoreError::from)?;
+        layers.push((digest, layer.size()));
+    }
+    Ok(ManifestParts {
+        config,
+        config_size: parsed.config().size(),
+        layers,
+    })
+}
+
+/// The diff_ids of the stored config, one per layer of the manifest.
+async fn layer_diff_ids(store: &Store, parts: &ManifestParts, what: &str) -> Result<Vec<Digest>> {
     let config_store = store.clone();
-    let config_for_read = config_digest.clone();
+    let config_for_read = parts.config.clone();
     let config_bytes = blocking(move || Ok(config_store.read_blob(&config_for_read)?)).await?;
-    let diff_ids = diff_ids(&config_bytes, &config_digest)?;
-    if diff_ids.len() != layers.len() {
+    let diff_ids = diff_ids(&config_bytes, &parts.config)?;
+    if diff_ids.len() != parts.layers.len() {
         return Err(ImageError::Invalid {
-            what: what(),
+            what: what.to_string(),
             reason: format!(
-                "{} layers but config {config_digest} lists {} diff_ids",
-                layers.len(),
+                "{} layers but config {} lists {} diff_ids",
+                parts.layers.len(),
+                parts.config,
                 diff_ids.len()
             ),
         });
     }
+    Ok(diff_ids)
+}
 
-    downloaded |= fetch_layers(client, store, &rref, &layers, &diff_ids, &report).await?;
-
-    // Manifest and index last: once they are stored, everything they name is.
+/// Stores the manifest and the index it came from: last, so that once they are stored,
+/// everything they name is.
+async fn store_manifests(
+    store: &Store,
+    manifest: &Resolved,
+    index: Option<&Resolved>,
+) -> Result<()> {
     let write_store = store.clone();
     let manifest_bytes = manifest.bytes.clone();
-    let index_bytes = index.as_ref().map(|i| i.bytes.clone());
+    let index_bytes = index.map(|i| i.bytes.clone());
     blocking(move || {
         write_store.write_blob(&manifest_bytes)?;
         if let Some(bytes) = index_bytes {
@@ -128,22 +184,32 @@ pub async fn pull(
         }
         Ok(())
     })
-    .await?;
+    .await
+}
 
-    let mut annotations = BTreeMap::new();
+/// Points `reference` at the manifest, annotated with what the registry resolved (and the
+/// index it came from); returns whether the name pointed elsewhere before.
+async fn tag_manifest(
+    store: &Store,
+    reference: &Reference,
+    manifest: &Resolved,
+    top_digest: &Digest,
+    from_index: bool,
+) -> Result<bool> {
+    let mut annotations = HashMap::new();
     annotations.insert(
         ANNOTATION_REPO_DIGEST.to_string(),
         format!("{}@{top_digest}", reference.name()),
     );
-    if index.is_some() {
+    if from_index {
         annotations.insert(ANNOTATION_INDEX.to_string(), top_digest.to_string());
     }
     let mut descriptor = Descriptor::new(
         MediaType::from(manifest.media_type.as_str()),
         manifest.bytes.len() as u64,
-        manifest_digest.to_oci(),
+        manifest.digest.to_oci(),
     );
-    descriptor.set_annotations(Some(annotations.into_iter().collect()));
+    descriptor.set_annotations(Some(annotations));
     let tag_store = store.clone();
     let tag_ref = reference.clone();
     let previous = blocking(move || {
@@ -152,21 +218,7 @@ pub async fn pull(
         Ok(previous)
     })
     .await?;
-    downloaded |= previous.is_none_or(|p: Descriptor| p.digest() != &manifest_digest.to_oci());
-
-    let mut all: Vec<Digest> = layers.iter().map(|(d, _)| d.clone()).collect();
-    all.push(config_digest.clone());
-    let src_store = store.clone();
-    let (registry, repository) = (rref.registry.clone(), rref.repository.clone());
-    blocking(move || sources::record(&src_store, &registry, &repository, &all)).await?;
-
-    Ok(Pulled {
-        reference: reference.clone(),
-        digest: top_digest,
-        manifest_digest,
-        id: config_digest,
-        downloaded,
-    })
+    Ok(previous.is_none_or(|p: Descriptor| p.digest() != &manifest.digest.to_oci()))
 }
 
 /// `rootfs.diff_ids` of an image config.
