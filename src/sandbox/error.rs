@@ -6,8 +6,6 @@ use std::sync::Arc;
 
 use crate::sys::SysError;
 
-use super::user::UserError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("{what} {}: {source}", path.display())]
@@ -54,6 +52,17 @@ pub enum SandboxError {
         #[source]
         source: SysError,
     },
+}
+
+/// A `--user` (or USER) that does not resolve in the image's passwd and group files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    UnknownUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    UnknownGroup(String),
+    #[error("invalid user {0:?}")]
+    Invalid(String),
 }
 
 pub(crate) fn io_err<'a>(
