@@ -5,6 +5,7 @@
 //!
 //! L0: imports nothing of kiln.
 
+mod error;
 mod items;
 mod logs;
 
@@ -13,15 +14,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+pub use error::ProgressError;
 pub use items::{ByteCounter, Items};
 pub use logs::LogStore;
-
-/// Everything that can go wrong with progress events.
-#[derive(Debug, thiserror::Error)]
-pub enum ProgressError {
-    #[error("invalid progress event: {0}")]
-    Decode(#[from] serde_json::Error),
-}
 
 /// Which output stream of a step a log chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
