@@ -219,7 +219,7 @@ fn parse_run(node: &Node) -> Result<Run, Error> {
         .into_iter()
         .map(|given| {
             MountSpec::new(&given.value).map_err(|message| Error::InvalidMount {
-                message,
+                message: message.into(),
                 span: given.span,
             })
         })

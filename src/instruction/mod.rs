@@ -16,7 +16,7 @@ mod types;
 pub mod values;
 
 pub use convert::{KEYWORDS, parse_command};
-pub use error::Error;
+pub use error::{Error, InvalidValue};
 pub use mount::{Mount, MountSpec, MountType, Sharing};
 pub use outline::{StageArgs, UsedArg, outline};
 pub use stages::{Stage, Stages, parse};

@@ -4,6 +4,7 @@
 //! So the instruction layer validates what it can (keys, and every value that holds
 //! no `$`), and [`MountSpec::resolve`] does the full parse once values are expanded.
 
+use super::error::InvalidValue;
 use super::suggest;
 
 /// What kind of mount.
@@ -94,8 +95,8 @@ pub struct MountSpec {
 impl MountSpec {
     /// Checks the keys, and every value that needs no expansion; values holding a
     /// variable (and rules that depend on them) wait for [`MountSpec::resolve`].
-    pub fn new(text: &str) -> Result<MountSpec, String> {
-        parse(text, Values::Deferred, 0)?;
+    pub fn new(text: &str) -> Result<MountSpec, InvalidValue> {
+        parse(text, Values::Deferred, 0).map_err(InvalidValue)?;
         Ok(MountSpec {
             text: text.to_string(),
         })
@@ -105,18 +106,19 @@ impl MountSpec {
     /// numbers ssh mounts of one RUN for their default target.
     pub fn resolve(
         &self,
-        expand: &mut dyn FnMut(&str) -> Result<String, String>,
+        expand: &mut dyn FnMut(&str) -> Result<String, InvalidValue>,
         ssh_index: usize,
-    ) -> Result<Mount, String> {
-        parse(&self.text, Values::Expanded(expand), ssh_index)?
-            .ok_or_else(|| "mount options could not be resolved".to_string())
+    ) -> Result<Mount, InvalidValue> {
+        parse(&self.text, Values::Expanded(expand), ssh_index)
+            .map_err(InvalidValue)?
+            .ok_or_else(|| InvalidValue("mount options could not be resolved".to_string()))
     }
 }
 
 /// How `parse` gets values: after expansion, or as written with variables deferred.
 enum Values<'a> {
     Deferred,
-    Expanded(&'a mut dyn FnMut(&str) -> Result<String, String>),
+    Expanded(&'a mut dyn FnMut(&str) -> Result<String, InvalidValue>),
 }
 
 impl Values<'_> {
@@ -125,7 +127,7 @@ impl Values<'_> {
         match self {
             Values::Deferred if raw.contains('$') => Ok(None),
             Values::Deferred => Ok(Some(raw.to_string())),
-            Values::Expanded(expand) => expand(raw).map(Some),
+            Values::Expanded(expand) => expand(raw).map(Some).map_err(|e| e.0),
         }
     }
 }
@@ -219,7 +221,7 @@ impl Fields {
             "required" => self.required = Some(boolean(value)?),
             "sharing" => self.sharing = Some(value.map(|v| parse_sharing(&v)).transpose()?),
             "id" => self.id = Some(value),
-            "size" => self.size = Some(value.map(|v| parse_size(&v)).transpose()?),
+            "size" => self.size = Some(value.map(|v| size_bytes(&v)).transpose()?),
             "mode" => self.mode = Some(value.map(|v| parse_mode(&v)).transpose()?),
             "uid" => self.uid = Some(value.map(|v| parse_id("uid", &v)).transpose()?),
             "gid" => self.gid = Some(value.map(|v| parse_id("gid", &v)).transpose()?),
@@ -427,7 +429,11 @@ fn parse_id(key: &str, value: &str) -> Result<u32, String> {
 }
 
 /// Sizes as Docker writes them: `1024`, `64k`, `128m`, `1.5g`, `2GiB` (powers of 1024).
-pub fn parse_size(value: &str) -> Result<u64, String> {
+pub fn parse_size(value: &str) -> Result<u64, InvalidValue> {
+    size_bytes(value).map_err(InvalidValue)
+}
+
+fn size_bytes(value: &str) -> Result<u64, String> {
     let bad = || format!("invalid size {value:?}");
     let trimmed = value.trim();
     let digits_end = trimmed
@@ -502,7 +508,7 @@ fn split_csv(text: &str) -> Result<Vec<String>, String> {
 mod tests {
     use super::*;
 
-    fn literal(text: &str) -> Result<Mount, String> {
+    fn literal(text: &str) -> Result<Mount, InvalidValue> {
         MountSpec::new(text)?.resolve(&mut |v| Ok(v.to_string()), 0)
     }
 
@@ -603,7 +609,7 @@ mod tests {
             ("\"type=cache,target=/x", "unterminated quote"),
         ] {
             let error = literal(spec).unwrap_err();
-            assert!(error.contains(message), "{spec}: {error}");
+            assert!(error.0.contains(message), "{spec}: {error}");
         }
     }
 

@@ -13,7 +13,9 @@ use super::stage::PROXY_ARGS;
 use super::state::StageState;
 use crate::gocompat::go_path_clean as clean;
 use crate::gocompat::{go_list, go_quote_list};
-use crate::instruction::{self, Command, Mount, MountType, Network, Security, Sharing};
+use crate::instruction::{
+    self, Command, InvalidValue, Mount, MountType, Network, Security, Sharing,
+};
 use crate::syntax::{self, Span};
 
 const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
@@ -97,7 +99,9 @@ impl Planner<'_> {
                         lexer
                             .process_word(value, &env_pairs)
                             .map(|e| e.value)
-                            .map_err(|e| format!("failed to process {value:?}: {}", e.message))
+                            .map_err(|e| {
+                                InvalidValue(format!("failed to process {value:?}: {}", e.message))
+                            })
                     },
                     ssh_count,
                 )
