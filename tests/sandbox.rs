@@ -6,30 +6,36 @@
 //! because the shared target dir's `kiln` may belong to another worktree's
 //! build at any moment. `cargo test --test sandbox -- FILTER` runs a subset.
 
-mod common;
+// The helpers every integration test shares; the `it` binary uses the parts this one does not.
+#[allow(dead_code, unused_imports)]
+#[path = "it/harness/mod.rs"]
+mod harness;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kiln::sandbox::{BindMount, CgroupLimits, NetworkMode, Rootfs, Sandbox, Spec, Stream};
+use kiln::sandbox::{
+    BindMount, CgroupLimits, ExitStatus, NetworkMode, Rootfs, Sandbox, SpawnOptions, Spec, Stream,
+};
 use kiln::snapshot::diff::{self, DiffOptions, TarEntry};
+
+use harness::TempRoot;
 
 /// A test environment: a scratch dir and an overlay root over busybox (plus
 /// optional extra lowers on top).
 struct Env {
-    dir: tempfile::TempDir,
+    dir: TempRoot,
     rootfs: Rootfs,
 }
 
 impl Env {
     fn new() -> Option<Env> {
-        if let Some(reason) = common::privileged_unavailable() {
-            common::skip(&reason);
+        if !harness::privileged() {
             return None;
         }
-        let busybox = common::busybox()?;
-        let dir = common::scratch();
-        let rootfs = common::overlay_root(dir.path(), &[busybox.to_path_buf()]);
+        let busybox = busybox_rootfs()?;
+        let dir = TempRoot::new();
+        let rootfs = overlay_root(dir.path(), &[busybox.to_path_buf()]);
         Some(Env { dir, rootfs })
     }
 
@@ -38,17 +44,75 @@ impl Env {
     }
 
     fn spec(&self, script: &str) -> Spec {
-        Spec::new(self.rootfs.clone(), common::sh(script))
+        Spec::new(self.rootfs.clone(), sh(script))
     }
 
-    async fn run(&self, spec: &Spec) -> common::Ran {
-        common::run(spec, self.dir.path()).await
+    async fn run(&self, spec: &Spec) -> Ran {
+        run(spec, self.dir.path()).await
     }
 
     fn layer(&self) -> Vec<TarEntry> {
         let tar = diff::diff(&self.upper(), &DiffOptions::default(), Vec::new()).unwrap();
         diff::list_tar(&tar).unwrap()
     }
+}
+
+/// The busybox image's root filesystem (`None` after [`harness::skip`]).
+fn busybox_rootfs() -> Option<&'static Path> {
+    harness::busybox().map(|image| image.rootfs.as_path())
+}
+
+/// An overlay root of `lowers` (top first) with a fresh upper in `dir`.
+fn overlay_root(dir: &Path, lowers: &[PathBuf]) -> Rootfs {
+    let upper = dir.join("upper");
+    let work = dir.join("work");
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    Rootfs::Overlay {
+        lowers: lowers.to_vec(),
+        upper,
+        work,
+    }
+}
+
+/// Options that run this test binary as the sandbox child (it handles `__sandbox` in
+/// `main`).
+fn options(state_root: &Path) -> SpawnOptions {
+    SpawnOptions {
+        exe: Some(std::env::current_exe().expect("test executable")),
+        state_root: Some(state_root.to_path_buf()),
+        ..SpawnOptions::default()
+    }
+}
+
+/// Output of one sandboxed command.
+struct Ran {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `spec` to the end.
+async fn run(spec: &Spec, state_root: &Path) -> Ran {
+    let mut running = Sandbox::spawn(spec, &options(state_root)).expect("sandbox starts");
+    let status = running.wait().await.expect("sandbox ends");
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    while let Ok(event) = running.events.try_recv() {
+        match event.stream {
+            Stream::Stdout => stdout.extend(event.data),
+            Stream::Stderr => stderr.extend(event.data),
+        }
+    }
+    Ran {
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// `sh -c script` as the argv of a spec.
+fn sh(script: &str) -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), script.into()]
 }
 
 type TestFn = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
@@ -135,15 +199,6 @@ fn find<'a>(entries: &'a [TarEntry], path: &str) -> Option<&'a TarEntry> {
     entries.iter().find(|e| e.path == Path::new(path))
 }
 
-fn assert_no_mounts_of(path: &Path) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let needle = path.to_string_lossy();
-    assert!(
-        !mounts.contains(needle.as_ref()),
-        "mount left behind under {needle}:\n{mounts}"
-    );
-}
-
 async fn the_command_runs_under_our_init_in_a_fresh_pid_namespace() {
     let Some(env) = Env::new() else { return };
     let spec = env.spec(
@@ -167,7 +222,7 @@ async fn the_command_runs_under_our_init_in_a_fresh_pid_namespace() {
         pids.iter().all(|p| *p < 20),
         "only container processes are visible: {pids:?}"
     );
-    assert_no_mounts_of(env.dir.path());
+    harness::assert_no_mounts(env.dir.path());
 }
 
 async fn hostname_is_the_containers_and_the_hosts_stays() {
@@ -230,7 +285,7 @@ async fn network_none_has_only_loopback_and_it_is_up() {
 
 async fn network_none_can_share_one_empty_namespace() {
     let Some(env) = Env::new() else { return };
-    let mut options = common::options(env.dir.path());
+    let mut options = options(env.dir.path());
     options.share_empty_net_ns = true;
     let spec = env
         .spec("ls /sys/class/net; ip link show lo; readlink /proc/self/ns/net")
@@ -270,7 +325,7 @@ async fn host_network_sees_the_hosts_interfaces() {
 
 async fn writes_land_in_the_upper_dir_not_in_the_lower() {
     let Some(env) = Env::new() else { return };
-    let busybox = common::busybox().unwrap();
+    let busybox = busybox_rootfs().unwrap();
     let passwd_before = std::fs::read(busybox.join("etc/passwd")).unwrap();
     let ran = env
         .run(&env.spec("echo new > /tmp/new; echo extra >> /etc/passwd"))
@@ -295,7 +350,7 @@ async fn writes_land_in_the_upper_dir_not_in_the_lower() {
 async fn generated_etc_files_and_mountpoints_stay_out_of_the_layer() {
     let Some(env) = Env::new() else { return };
     // busybox has no /etc/hostname: the sandbox must create the mountpoint.
-    assert!(!common::busybox().unwrap().join("etc/hostname").exists());
+    assert!(!busybox_rootfs().unwrap().join("etc/hostname").exists());
     let ran = env
         .run(&env.spec("cat /etc/hostname; mkdir -p /data"))
         .await;
@@ -317,9 +372,9 @@ async fn generated_etc_files_and_mountpoints_stay_out_of_the_layer() {
     std::fs::create_dir(&empty).unwrap();
     let dir = env.dir.path().join("second");
     std::fs::create_dir(&dir).unwrap();
-    let rootfs = common::overlay_root(
+    let rootfs = overlay_root(
         &dir,
-        &[empty.clone(), common::busybox().unwrap().to_path_buf()],
+        &[empty.clone(), busybox_rootfs().unwrap().to_path_buf()],
     );
     let upper = rootfs.writable_dir().to_path_buf();
     std::fs::write(upper.join("kept"), "x").unwrap();
@@ -331,7 +386,7 @@ async fn generated_etc_files_and_mountpoints_stay_out_of_the_layer() {
     // Busybox is bind-mounted as a volume so the command can run at all.
     let mut spec = Spec::new(bare, vec!["/bb/bin/busybox".into(), "true".into()]);
     spec.mounts.push(BindMount {
-        source: common::busybox().unwrap().to_path_buf(),
+        source: busybox_rootfs().unwrap().to_path_buf(),
         destination: "/bb".into(),
         readonly: true,
     });
@@ -476,9 +531,9 @@ async fn working_dirs_through_proc_do_not_reach_the_host() {
     std::fs::write(marker_layer.join("container-root-marker"), "").unwrap();
     let dir = env.dir.path().join("run");
     std::fs::create_dir(&dir).unwrap();
-    let rootfs = common::overlay_root(
+    let rootfs = overlay_root(
         &dir,
-        &[marker_layer, common::busybox().unwrap().to_path_buf()],
+        &[marker_layer, busybox_rootfs().unwrap().to_path_buf()],
     );
     // Leak host directory descriptors into the sandbox the way a careless
     // parent would (no CLOEXEC): the sandbox must close them before chdir.
@@ -497,7 +552,7 @@ async fn working_dirs_through_proc_do_not_reach_the_host() {
     for cwd in cwds {
         let mut spec = Spec::new(
             rootfs.clone(),
-            common::sh("for i in 1 2 3 4 5 6 7 8 9 10; do cd ..; done; ls"),
+            sh("for i in 1 2 3 4 5 6 7 8 9 10; do cd ..; done; ls"),
         );
         spec.process.cwd = cwd.clone();
         let ran = env.run(&spec).await;
@@ -596,7 +651,7 @@ async fn init_reaps_orphans_and_forwards_signals() {
 
     let spec =
         env.spec("trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.05; done");
-    let mut running = Sandbox::spawn(&spec, &common::options(env.dir.path())).unwrap();
+    let mut running = Sandbox::spawn(&spec, &options(env.dir.path())).unwrap();
     wait_for(&mut running, "ready").await;
     let pid = running.pid().unwrap();
     std::process::Command::new("kill")
@@ -644,7 +699,7 @@ fn gone(pid: u32) -> bool {
 async fn killing_the_sandbox_process_leaves_nothing_behind() {
     let Some(env) = Env::new() else { return };
     let spec = env.spec("echo ready; exec sleep 1000");
-    let mut running = Sandbox::spawn(&spec, &common::options(env.dir.path())).unwrap();
+    let mut running = Sandbox::spawn(&spec, &options(env.dir.path())).unwrap();
     wait_for(&mut running, "ready").await;
     let outer = running.pid().unwrap();
     let init = children(outer)[0];
@@ -671,7 +726,7 @@ async fn killing_the_sandbox_process_leaves_nothing_behind() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_no_mounts_of(env.dir.path());
+    harness::assert_no_mounts(env.dir.path());
     let states: Vec<_> = std::fs::read_dir(env.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -685,7 +740,7 @@ async fn killing_the_sandbox_process_leaves_nothing_behind() {
 async fn kill_stops_the_whole_sandbox() {
     let Some(env) = Env::new() else { return };
     let spec = env.spec("(sleep 1000 &); echo ready; exec sleep 1000");
-    let mut running = Sandbox::spawn(&spec, &common::options(env.dir.path())).unwrap();
+    let mut running = Sandbox::spawn(&spec, &options(env.dir.path())).unwrap();
     wait_for(&mut running, "ready").await;
     let outer = running.pid().unwrap();
     let init = children(outer)[0];
@@ -709,12 +764,12 @@ async fn kill_stops_the_whole_sandbox() {
             );
         }
     }
-    assert_no_mounts_of(env.dir.path());
+    harness::assert_no_mounts(env.dir.path());
 }
 
 async fn inherited_stdio_runs_without_output_events() {
     let Some(env) = Env::new() else { return };
-    let mut options = common::options(env.dir.path());
+    let mut options = options(env.dir.path());
     options.stdio = kiln::sandbox::StdioMode::Inherit;
     let mut running = Sandbox::spawn(&env.spec("exit 5"), &options).unwrap();
     assert_eq!(running.wait().await.unwrap().code, 5);
@@ -728,10 +783,10 @@ async fn cgroup_limits_apply_and_groups_are_removed() {
         memory_bytes: Some(64 << 20),
         pids: Some(32),
     };
-    let mut running = match Sandbox::spawn(&spec, &common::options(env.dir.path())) {
+    let mut running = match Sandbox::spawn(&spec, &options(env.dir.path())) {
         Ok(running) => running,
         Err(kiln::sandbox::SandboxError::Cgroup(reason)) => {
-            common::skip(&format!("cgroups not writable here: {reason}"));
+            harness::skip(&format!("cgroups not writable here: {reason}"));
             return;
         }
         Err(e) => panic!("{e}"),
@@ -762,10 +817,10 @@ async fn pids_limit_stops_fork_bombs() {
         memory_bytes: None,
         pids: Some(10),
     };
-    let mut running = match Sandbox::spawn(&spec, &common::options(env.dir.path())) {
+    let mut running = match Sandbox::spawn(&spec, &options(env.dir.path())) {
         Ok(running) => running,
         Err(kiln::sandbox::SandboxError::Cgroup(reason)) => {
-            common::skip(&format!("cgroups not writable here: {reason}"));
+            harness::skip(&format!("cgroups not writable here: {reason}"));
             return;
         }
         Err(e) => panic!("{e}"),

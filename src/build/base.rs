@@ -1,15 +1,14 @@
 //! Base images: resolved in the store while the plan is made, pulled when missing (every
 //! one with `--pull`), each pull shown as a progress vertex of its own.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{BuildError, BuildRequest};
 use crate::image;
 use crate::oci::Reference;
 use crate::plan::{self, Plan, Platform};
-use crate::progress::{Clock, Event, Sink};
+use crate::progress::{Clock, Sink};
 use crate::registry::{Client, ClientConfig};
 use crate::solve::StoreResolver;
 use crate::store::Store;
@@ -36,8 +35,7 @@ impl Pulls {
         self.sink.offset(self.count.load(Ordering::SeqCst))
     }
 
-    /// Pulls `reference` into `store` under a vertex of its own, with the bytes of all its
-    /// layers as the vertex's progress.
+    /// Pulls `reference` into `store` under a vertex of its own, each layer an item of it.
     fn pull(
         &self,
         store: &Store,
@@ -50,33 +48,12 @@ impl Pulls {
         let vertex = self
             .sink
             .vertex(&self.clock, id, format!("pulling {reference}"));
-        let layers: Mutex<HashMap<String, (u64, u64)>> = Mutex::new(HashMap::new());
-        let sink = self.sink.clone();
-        let report: image::Reporter = Arc::new(move |event| {
-            if let image::Event::Bytes {
-                id: layer,
-                done,
-                total,
-            } = event
-            {
-                let mut layers = layers.lock().unwrap_or_else(PoisonError::into_inner);
-                layers.insert(layer, (done, total));
-                let (current, total) = layers
-                    .values()
-                    .fold((0, 0), |(c, t), (done, total)| (c + done, t + total));
-                sink.send(Event::VertexProgress {
-                    id,
-                    current,
-                    total: Some(total),
-                });
-            }
-        });
         let pulled = runtime.block_on(image::pull(
             store,
             client,
             reference,
             Some(platform),
-            report,
+            vertex.items(),
         ));
         match pulled {
             Ok(_) => {
@@ -121,11 +98,9 @@ pub(super) async fn plan(
         let puller: crate::solve::Puller<'_> = Box::new(move |reference, platform| {
             let client = match &mut client {
                 Some(client) => client,
-                empty => empty.insert(Client::new(registry.clone()).map_err(|e| e.to_string())?),
+                empty => empty.insert(Client::new(registry.clone())?),
             };
-            pulls
-                .pull(&pull_store, client, reference, platform, &runtime)
-                .map_err(|e| e.to_string())
+            Ok(pulls.pull(&pull_store, client, reference, platform, &runtime)?)
         });
         let mut resolver = StoreResolver::new(store, Some(puller)).always_pull(always_pull);
         plan::build(&stages, &options, &mut resolver)

@@ -34,6 +34,15 @@ pub enum BuildError {
     Store(#[from] crate::store::StoreError),
     #[error("exporting the image: {0}")]
     Export(#[from] crate::export::ExportError),
+    #[error("{what} {}: {source}", path.display())]
+    Record {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("encoding the build record: {0}")]
+    RecordEncode(#[source] serde_json::Error),
     #[error("a build task stopped unexpectedly: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -45,6 +54,14 @@ impl From<crate::plan::Error> for BuildError {
 }
 
 impl BuildError {
+    pub(crate) fn record_io(
+        what: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| BuildError::Record { what, path, source }
+    }
+
     /// Where in the Dockerfile the failure is, when known.
     pub fn span(&self) -> Option<Span> {
         match self {

@@ -13,6 +13,7 @@ mod base;
 mod dockerfile;
 mod error;
 mod layers;
+pub mod record;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ use crate::oci::{Reference, media_type};
 use crate::plan::Platform;
 use crate::progress::{Clock, LogStore, Sink};
 use crate::registry::ClientConfig;
-use crate::solve::{SecretSource, SolveError, SolveOptions, Solver, history};
+use crate::solve::{SecretSource, SolveError, SolveOptions, Solver};
 use crate::source::{Context as SourceContext, IgnoreFile};
 use crate::store::Store;
 
@@ -133,7 +134,7 @@ impl Build {
             })
         };
         let outcome = self.solve_and_export(&request, &sink, cancel).await;
-        let record = history::BuildRecord {
+        let record = record::BuildRecord {
             started_at,
             finished_at: crate::cache::unix_now(),
             dockerfile: request.dockerfile_name.clone(),
@@ -154,7 +155,7 @@ impl Build {
             let store = self.store.clone();
             let steps = logs.all();
             let record = record.clone();
-            tokio::task::spawn_blocking(move || history::save(&store, &record, &steps)).await?
+            tokio::task::spawn_blocking(move || record::save(&store, &record, &steps)).await?
         };
         if let Err(error) = &saved {
             sink.send(crate::progress::Event::BuildWarning {
@@ -309,13 +310,13 @@ fn forward_cancel(
 /// The saved log of the step a solve error names.
 fn failed_step_log(
     error: &SolveError,
-    record: &history::BuildRecord,
+    record: &record::BuildRecord,
     record_dir: Option<&Path>,
 ) -> Option<PathBuf> {
     let (SolveError::Step { name, .. }, Some(dir)) = (error, record_dir) else {
         return None;
     };
     let (step, _) = record.steps.iter().find(|(_, n)| *n == name)?;
-    let path = history::log_path(dir, *step);
+    let path = record::log_path(dir, *step);
     path.exists().then_some(path)
 }

@@ -15,6 +15,7 @@
 //!
 //! L4: synchronous; async callers use `spawn_blocking`.
 
+mod error;
 mod explain;
 mod record;
 
@@ -30,6 +31,7 @@ use redb::{
 };
 use sha2::{Digest as _, Sha256};
 
+pub use error::{CacheError, DbError};
 pub use explain::explain;
 use record::StoredRecord;
 pub use record::{BlobRef, Explain, Record, ResultRef, StepIdentity};
@@ -44,26 +46,6 @@ const OPEN_RETRIES: u32 = 20;
 const OPEN_BACKOFF: Duration = Duration::from_millis(50);
 /// redb's page cache; the index is small and read sparsely.
 const CACHE_BYTES: usize = 16 << 20;
-
-/// Everything that can go wrong in the cache index.
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    #[error("cache index {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cache index {path} is locked by another process: {reason}")]
-    Locked { path: PathBuf, reason: String },
-    #[error("cache index {path}: {reason}")]
-    Database { path: PathBuf, reason: String },
-    #[error("cache index {path}: corrupt record {key}: {reason}")]
-    BadRecord {
-        path: PathBuf,
-        key: String,
-        reason: String,
-    },
-}
 
 /// A corrupt index found on open and moved aside.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,8 +132,8 @@ fn builder() -> redb::Builder {
 
 /// Why an open failed: worth moving the file aside, or not ours to touch.
 enum OpenFailure {
-    Corrupt(String),
-    Busy(String),
+    Corrupt(DbError),
+    Busy(DatabaseError),
     Io(std::io::Error),
 }
 
@@ -159,12 +141,16 @@ fn try_open(path: &Path) -> Result<Database, OpenFailure> {
     // redb may panic on a damaged file instead of returning an error.
     let opened = catch_unwind(AssertUnwindSafe(|| builder().create(path)));
     let db = match opened {
-        Err(_) => return Err(OpenFailure::Corrupt("the database panicked on open".into())),
+        Err(_) => {
+            return Err(OpenFailure::Corrupt(DbError::Panicked(
+                "the database panicked on open",
+            )));
+        }
         Ok(Ok(db)) => db,
         Ok(Err(err)) => {
             return Err(match err {
                 DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
-                    OpenFailure::Busy(err.to_string())
+                    OpenFailure::Busy(err)
                 }
                 DatabaseError::Storage(StorageError::Io(io))
                     if io.kind() != std::io::ErrorKind::InvalidData
@@ -172,7 +158,7 @@ fn try_open(path: &Path) -> Result<Database, OpenFailure> {
                 {
                     OpenFailure::Io(io)
                 }
-                other => OpenFailure::Corrupt(other.to_string()),
+                other => OpenFailure::Corrupt(other.into()),
             });
         }
     };
@@ -180,21 +166,23 @@ fn try_open(path: &Path) -> Result<Database, OpenFailure> {
     match catch_unwind(AssertUnwindSafe(|| probe(&db))) {
         Ok(Ok(())) => Ok(db),
         Ok(Err(reason)) => Err(OpenFailure::Corrupt(reason)),
-        Err(_) => Err(OpenFailure::Corrupt("the database panicked on read".into())),
+        Err(_) => Err(OpenFailure::Corrupt(DbError::Panicked(
+            "the database panicked on read",
+        ))),
     }
 }
 
-fn probe(db: &Database) -> Result<(), String> {
-    let txn = db.begin_read().map_err(|e| e.to_string())?;
+fn probe(db: &Database) -> Result<(), DbError> {
+    let txn = db.begin_read()?;
     macro_rules! first {
         ($table:expr) => {
             match txn.open_table($table) {
                 Ok(table) => {
                     // Reading a row walks the tree from its root: a damaged root fails here.
-                    table.first().map_err(|e| e.to_string())?;
+                    table.first()?;
                 }
                 Err(TableError::TableDoesNotExist(_)) => {}
-                Err(err) => return Err(err.to_string()),
+                Err(err) => return Err(err.into()),
             }
         };
     }
@@ -233,17 +221,17 @@ impl CacheIndex {
                         source,
                     });
                 }
-                Err(OpenFailure::Busy(reason)) => {
+                Err(OpenFailure::Busy(source)) => {
                     attempt += 1;
                     if attempt >= OPEN_RETRIES {
                         return Err(CacheError::Locked {
                             path: path.to_path_buf(),
-                            reason,
+                            source,
                         });
                     }
                     std::thread::sleep(OPEN_BACKOFF);
                 }
-                Err(OpenFailure::Corrupt(reason)) if recovered.is_none() => {
+                Err(OpenFailure::Corrupt(failure)) if recovered.is_none() => {
                     let moved_to = PathBuf::from(format!(
                         "{}.corrupt-{}-{}",
                         path.display(),
@@ -254,12 +242,15 @@ impl CacheIndex {
                         path: path.to_path_buf(),
                         source,
                     })?;
-                    recovered = Some(Recovery { moved_to, reason });
+                    recovered = Some(Recovery {
+                        moved_to,
+                        reason: failure.to_string(),
+                    });
                 }
-                Err(OpenFailure::Corrupt(reason)) => {
+                Err(OpenFailure::Corrupt(source)) => {
                     return Err(CacheError::Database {
                         path: path.to_path_buf(),
-                        reason,
+                        source,
                     });
                 }
             }
@@ -288,7 +279,7 @@ impl CacheIndex {
             let Some(table) = open_read(txn, RECORDS)? else {
                 return Ok(None);
             };
-            let value = table.get(key).map_err(db_err)?;
+            let value = table.get(key)?;
             Ok(value.map(|v| v.value().to_vec()))
         })?;
         let Some(bytes) = found else {
@@ -334,14 +325,14 @@ impl CacheIndex {
             let Some(steps) = open_read(txn, STEPS)? else {
                 return Ok(None);
             };
-            let Some(key) = steps.get(identity.encode().as_str()).map_err(db_err)? else {
+            let Some(key) = steps.get(identity.encode().as_str())? else {
                 return Ok(None);
             };
             let key = key.value().to_string();
             let Some(records) = open_read(txn, RECORDS)? else {
                 return Ok(None);
             };
-            let Some(bytes) = records.get(key.as_str()).map_err(db_err)? else {
+            let Some(bytes) = records.get(key.as_str())? else {
                 return Ok(None);
             };
             let bytes = bytes.value().to_vec();
@@ -358,10 +349,7 @@ impl CacheIndex {
                 let Some(table) = open_read(txn, FILES)? else {
                     return Ok(None);
                 };
-                Ok(table
-                    .get(files_ref.as_str())
-                    .map_err(db_err)?
-                    .map(|v| v.value().to_vec()))
+                Ok(table.get(files_ref.as_str())?.map(|v| v.value().to_vec()))
             })?;
             if let Some(files) = files {
                 let map = serde_json::from_slice(&files).map_err(|e| self.bad(&key, e))?;
@@ -376,17 +364,17 @@ impl CacheIndex {
         let mut removed = 0;
         self.write(|txn| {
             removed = 0;
-            let mut records = txn.open_table(RECORDS).map_err(db_err)?;
+            let mut records = txn.open_table(RECORDS)?;
             for key in keys {
-                if records.remove(key.as_str()).map_err(db_err)?.is_some() {
+                if records.remove(key.as_str())?.is_some() {
                     removed += 1;
                 }
             }
             // Garbage: file maps and step pointers that no remaining record needs.
             let mut live_keys = HashSet::new();
             let mut live_files = HashSet::new();
-            for row in records.iter().map_err(db_err)? {
-                let (key, value) = row.map_err(db_err)?;
+            for row in records.iter()? {
+                let (key, value) = row?;
                 live_keys.insert(key.value().to_string());
                 if let Ok(stored) = serde_json::from_slice::<StoredRecord>(value.value())
                     && let Some(files_ref) = stored.files_ref
@@ -394,14 +382,10 @@ impl CacheIndex {
                     live_files.insert(files_ref);
                 }
             }
-            let mut files = txn.open_table(FILES).map_err(db_err)?;
-            files
-                .retain(|hash, _| live_files.contains(hash))
-                .map_err(db_err)?;
-            let mut steps = txn.open_table(STEPS).map_err(db_err)?;
-            steps
-                .retain(|_, key| live_keys.contains(key))
-                .map_err(db_err)?;
+            let mut files = txn.open_table(FILES)?;
+            files.retain(|hash, _| live_files.contains(hash))?;
+            let mut steps = txn.open_table(STEPS)?;
+            steps.retain(|_, key| live_keys.contains(key))?;
             Ok(())
         })?;
         Ok(removed)
@@ -416,8 +400,8 @@ impl CacheIndex {
                 return Ok(Vec::new());
             };
             let mut rows = Vec::new();
-            for row in table.iter().map_err(db_err)? {
-                let (key, value) = row.map_err(db_err)?;
+            for row in table.iter()? {
+                let (key, value) = row?;
                 rows.push((key.value().to_string(), value.value().to_vec()));
             }
             Ok(rows)
@@ -450,8 +434,8 @@ impl CacheIndex {
                 return Ok(HashSet::new());
             };
             let mut keys = HashSet::new();
-            for row in steps.iter().map_err(db_err)? {
-                let (_, key) = row.map_err(db_err)?;
+            for row in steps.iter()? {
+                let (_, key) = row?;
                 keys.insert(key.value().to_string());
             }
             Ok(keys)
@@ -465,8 +449,8 @@ impl CacheIndex {
                 return Ok((0, 0));
             };
             let (mut count, mut bytes) = (0u64, 0u64);
-            for row in table.iter().map_err(db_err)? {
-                let (_, value) = row.map_err(db_err)?;
+            for row in table.iter()? {
+                let (_, value) = row?;
                 count += 1;
                 if let Ok(stored) = serde_json::from_slice::<StoredRecord>(value.value()) {
                     bytes += stored.size_bytes;
@@ -516,32 +500,22 @@ impl CacheIndex {
             encoded.push((key, value, files_ref.zip(files_json), identity));
         }
         let result = self.write(|txn| {
-            let mut records = txn.open_table(RECORDS).map_err(db_err)?;
-            let mut files = txn.open_table(FILES).map_err(db_err)?;
-            let mut steps = txn.open_table(STEPS).map_err(db_err)?;
+            let mut records = txn.open_table(RECORDS)?;
+            let mut files = txn.open_table(FILES)?;
+            let mut steps = txn.open_table(STEPS)?;
             for (key, value, file_map, identity) in &encoded {
-                records
-                    .insert(key.as_str(), value.as_slice())
-                    .map_err(db_err)?;
+                records.insert(key.as_str(), value.as_slice())?;
                 if let Some((hash, json)) = file_map
-                    && files.get(hash.as_str()).map_err(db_err)?.is_none()
+                    && files.get(hash.as_str())?.is_none()
                 {
-                    files
-                        .insert(hash.as_str(), json.as_slice())
-                        .map_err(db_err)?;
+                    files.insert(hash.as_str(), json.as_slice())?;
                 }
                 if let Some(identity) = identity {
-                    steps
-                        .insert(identity.encode().as_str(), key.as_str())
-                        .map_err(db_err)?;
+                    steps.insert(identity.encode().as_str(), key.as_str())?;
                 }
             }
             for (key, used) in &touched {
-                let Some(bytes) = records
-                    .get(key.as_str())
-                    .map_err(db_err)?
-                    .map(|v| v.value().to_vec())
-                else {
+                let Some(bytes) = records.get(key.as_str())?.map(|v| v.value().to_vec()) else {
                     continue; // removed meanwhile (by a prune in another process)
                 };
                 let Ok(mut stored) = serde_json::from_slice::<StoredRecord>(&bytes) else {
@@ -551,10 +525,8 @@ impl CacheIndex {
                     continue;
                 }
                 stored.last_used_at = *used;
-                let value = serde_json::to_vec(&stored).map_err(|e| db_err(e.to_string()))?;
-                records
-                    .insert(key.as_str(), value.as_slice())
-                    .map_err(db_err)?;
+                let value = serde_json::to_vec(&stored)?;
+                records.insert(key.as_str(), value.as_slice())?;
             }
             Ok(())
         });
@@ -571,7 +543,11 @@ impl CacheIndex {
     fn decode(&self, key: &str, bytes: &[u8]) -> Result<(Record, Option<String>), CacheError> {
         let stored: StoredRecord = serde_json::from_slice(bytes).map_err(|e| self.bad(key, e))?;
         if stored.v != RECORD_VERSION {
-            return Err(self.bad(key, format!("record version {}", stored.v)));
+            return Err(CacheError::RecordVersion {
+                path: self.path.clone(),
+                key: key.to_string(),
+                version: stored.v,
+            });
         }
         let record = Record {
             result: stored.result,
@@ -586,21 +562,21 @@ impl CacheIndex {
         Ok((record, stored.files_ref))
     }
 
-    fn bad(&self, key: &str, reason: impl ToString) -> CacheError {
+    fn bad(&self, key: &str, source: serde_json::Error) -> CacheError {
         CacheError::BadRecord {
             path: self.path.clone(),
             key: key.to_string(),
-            reason: reason.to_string(),
+            source,
         }
     }
 
     /// Runs `f` in a read transaction, turning redb errors and panics into [`CacheError`].
     fn read<T>(
         &self,
-        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, String>,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, DbError>,
     ) -> Result<T, CacheError> {
-        let run = || -> Result<T, String> {
-            let txn = self.db.begin_read().map_err(db_err)?;
+        let run = || -> Result<T, DbError> {
+            let txn = self.db.begin_read()?;
             f(&txn)
         };
         self.guard(run)
@@ -609,28 +585,24 @@ impl CacheIndex {
     /// Runs `f` in a write transaction and commits it durably.
     fn write(
         &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), String>,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), DbError>,
     ) -> Result<(), CacheError> {
-        let run = || -> Result<(), String> {
+        let run = || -> Result<(), DbError> {
             // Waits while another process commits (MultiWriter mode).
-            let txn = self.db.begin_write().map_err(db_err)?;
+            let txn = self.db.begin_write()?;
             f(&txn)?;
-            txn.commit().map_err(db_err)
+            Ok(txn.commit()?)
         };
         self.guard(run)
     }
 
-    fn guard<T>(&self, run: impl FnOnce() -> Result<T, String>) -> Result<T, CacheError> {
-        match catch_unwind(AssertUnwindSafe(run)) {
-            Ok(result) => result.map_err(|reason| CacheError::Database {
-                path: self.path.clone(),
-                reason,
-            }),
-            Err(_) => Err(CacheError::Database {
-                path: self.path.clone(),
-                reason: "the database panicked".to_string(),
-            }),
-        }
+    fn guard<T>(&self, run: impl FnOnce() -> Result<T, DbError>) -> Result<T, CacheError> {
+        let result = catch_unwind(AssertUnwindSafe(run))
+            .unwrap_or(Err(DbError::Panicked("the database panicked")));
+        result.map_err(|source| CacheError::Database {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -644,16 +616,12 @@ impl Drop for CacheIndex {
 fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
     txn: &redb::ReadTransaction,
     table: TableDefinition<K, V>,
-) -> Result<Option<redb::ReadOnlyTable<K, V>>, String> {
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, DbError> {
     match txn.open_table(table) {
         Ok(table) => Ok(Some(table)),
         Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(err) => Err(err.to_string()),
+        Err(err) => Err(err.into()),
     }
-}
-
-fn db_err(err: impl ToString) -> String {
-    err.to_string()
 }
 
 fn hex(bytes: &[u8]) -> String {

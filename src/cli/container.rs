@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::progress::{self, Output};
 use crate::container::{self, ContainerError, RunOptions, Status};
-use crate::image::{self, Event, ImageError, Reporter};
+use crate::image::{self, ImageError};
 use crate::sandbox::{CgroupLimits, NetworkMode};
 use crate::store::Store;
 
@@ -272,17 +273,6 @@ fn ps(store: &Store, all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-/// Pull progress for `run`: docker prints it on stderr.
-fn stderr_reporter() -> Reporter {
-    std::sync::Arc::new(|event| {
-        if let Event::Status { id, status } = event
-            && status != image::Status::Extracting
-        {
-            eprintln!("{id}: {status}");
-        }
-    })
-}
-
 /// Makes sure the image is in the store, pulling it (with docker's messages) if not.
 fn ensure_image(store: &Store, global: &GlobalArgs, name: &str) -> Result<()> {
     match image::resolve(store, name) {
@@ -299,12 +289,12 @@ fn ensure_image(store: &Store, global: &GlobalArgs, name: &str) -> Result<()> {
         .unwrap_or_else(|| "latest".to_string());
     eprintln!("{tag}: Pulling from {}", reference.repository());
     let client = client(global)?;
-    let pulled = runtime()?.block_on(image::pull(
-        store,
-        &client,
-        &reference,
-        None,
-        stderr_reporter(),
+    // Docker prints the pull before a `run` on stderr.
+    let pulled = runtime()?.block_on(progress::transfer(
+        Output::Stderr,
+        false,
+        format!("pulling {reference}"),
+        |items| image::pull(store, &client, &reference, None, items),
     ))?;
     eprintln!("Digest: {}", pulled.digest);
     eprintln!(

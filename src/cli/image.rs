@@ -1,18 +1,18 @@
 //! Image commands: pull, push, tag, images, image inspect|rm|history|prune|ls|tag, save,
 //! load, login, logout. Output follows the docker CLI's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::image::{self, ArchiveFormat, Event, ImageError, Reporter, Status};
+use super::progress::{self, Output};
+use crate::image::{self, ArchiveFormat, ImageError};
 use crate::oci::{Platform, Reference};
 use crate::registry::{Client, ClientConfig, DockerConfig, insecure_from_env};
 use crate::store::{Store, select_root};
@@ -314,81 +314,6 @@ fn dispatch(command: ImageCommand, global: &GlobalArgs) -> Result<ExitCode> {
     }
 }
 
-/// Progress output: bars on a terminal, one line per status change otherwise.
-struct Renderer {
-    multi: Option<MultiProgress>,
-    bars: Mutex<HashMap<String, ProgressBar>>,
-}
-
-impl Renderer {
-    fn reporter(quiet: bool) -> Reporter {
-        if quiet {
-            return image::quiet();
-        }
-        let multi = io::stdout()
-            .is_terminal()
-            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
-        let renderer = Arc::new(Renderer {
-            multi,
-            bars: Mutex::new(HashMap::new()),
-        });
-        Arc::new(move |event| renderer.event(event))
-    }
-
-    fn event(&self, event: Event) {
-        let Some(multi) = &self.multi else {
-            if let Event::Status { id, status } = event
-                && status != Status::Extracting
-            {
-                println!("{id}: {status}");
-            }
-            return;
-        };
-        let Ok(mut bars) = self.bars.lock() else {
-            return;
-        };
-        let id = match &event {
-            Event::Status { id, .. } | Event::Bytes { id, .. } => id.clone(),
-        };
-        let bar = bars.entry(id.clone()).or_insert_with(|| {
-            let bar = multi.add(ProgressBar::new(0));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix}: {msg:<18} {wide_bar} {bytes}/{total_bytes}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.set_prefix(id);
-            bar
-        });
-        match event {
-            Event::Bytes { done, total, .. } => {
-                bar.set_length(total);
-                bar.set_position(done);
-            }
-            Event::Status { status, .. } => {
-                let last = matches!(
-                    status,
-                    Status::AlreadyExists
-                        | Status::PullComplete
-                        | Status::Pushed
-                        | Status::LayerAlreadyExists
-                        | Status::MountedFrom(_)
-                );
-                if last {
-                    bar.set_style(
-                        ProgressStyle::with_template("{prefix}: {msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                    );
-                    bar.finish_with_message(status.to_string());
-                } else {
-                    bar.set_message(status.to_string());
-                }
-            }
-        }
-    }
-}
-
 pub(super) fn shown_name(reference: &Reference) -> String {
     match (reference.tag(), reference.digest()) {
         (_, Some(digest)) => format!("{}@{digest}", reference.familiar()),
@@ -413,9 +338,12 @@ fn pull(
     if !quiet {
         println!("{what}: Pulling from {}", reference.repository());
     }
-    let reporter = Renderer::reporter(quiet);
-    let pulled =
-        runtime()?.block_on(image::pull(&store, &client, reference, platform, reporter))?;
+    let pulled = runtime()?.block_on(progress::transfer(
+        Output::Stdout,
+        quiet,
+        format!("pulling {reference}"),
+        |items| image::pull(&store, &client, reference, platform, items),
+    ))?;
     if !quiet {
         println!("Digest: {}", pulled.digest);
         if pulled.downloaded {
@@ -437,8 +365,12 @@ fn push(global: &GlobalArgs, reference: &Reference, quiet: bool) -> Result<ExitC
     if !quiet {
         println!("The push refers to repository [{}]", reference.name());
     }
-    let reporter = Renderer::reporter(quiet);
-    let pushed = runtime()?.block_on(image::push(&store, &client, reference, reporter))?;
+    let pushed = runtime()?.block_on(progress::transfer(
+        Output::Stdout,
+        quiet,
+        format!("pushing {reference}"),
+        |items| image::push(&store, &client, reference, items),
+    ))?;
     let label = reference
         .tag()
         .map(str::to_string)

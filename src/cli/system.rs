@@ -13,6 +13,7 @@ use crate::container;
 use crate::image::human_size;
 use crate::oci::Digest;
 use crate::solve::{self, PruneOptions};
+use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
@@ -74,24 +75,105 @@ pub fn system(command: SystemCommand, global: &GlobalArgs) -> Result<ExitCode> {
     let SystemCommand::Df = command;
     let store = open_store(global)?;
     let cache = CacheIndex::for_store(&store)?;
+    let containers = container_usage(&store)?;
+    let images = image_usage(&store, &containers.images)?;
+    let build = solve::usage(&store, &cache)?;
 
-    // Images: every tagged image; active when a container uses it. Sizes are the blobs,
-    // each counted once however many images share it.
-    let mut containers = container::list(&store)?;
-    let mut running = 0;
-    let mut container_bytes = 0;
-    let mut stopped_bytes = 0;
+    let percent = |part: u64, whole: u64| {
+        (part * 100)
+            .checked_div(whole)
+            .map_or(String::new(), |p| format!(" ({p}%)"))
+    };
+    let rows = [
+        [
+            "TYPE".to_string(),
+            "TOTAL".into(),
+            "ACTIVE".into(),
+            "SIZE".into(),
+            "RECLAIMABLE".into(),
+        ],
+        [
+            "Images".into(),
+            images.total.to_string(),
+            images.active.to_string(),
+            human_size(images.bytes),
+            format!(
+                "{}{}",
+                human_size(images.reclaimable),
+                percent(images.reclaimable, images.bytes)
+            ),
+        ],
+        [
+            "Containers".into(),
+            containers.total.to_string(),
+            containers.running.to_string(),
+            human_size(containers.bytes),
+            format!(
+                "{}{}",
+                human_size(containers.stopped_bytes),
+                percent(containers.stopped_bytes, containers.bytes)
+            ),
+        ],
+        [
+            "Build Cache".into(),
+            build.records.to_string(),
+            "0".into(),
+            human_size(build.bytes),
+            human_size(build.bytes),
+        ],
+    ];
+    for row in rows {
+        println!(
+            "{:<16}{:<10}{:<10}{:<10}{}",
+            row[0], row[1], row[2], row[3], row[4]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the containers use: each one's directory (its writable layer and log).
+struct ContainerUsage {
+    total: usize,
+    running: usize,
+    bytes: u64,
+    stopped_bytes: u64,
+    /// The image ids containers use.
+    images: HashSet<String>,
+}
+
+fn container_usage(store: &Store) -> Result<ContainerUsage> {
+    let mut containers = container::list(store)?;
+    let mut usage = ContainerUsage {
+        total: containers.len(),
+        running: 0,
+        bytes: 0,
+        stopped_bytes: 0,
+        images: HashSet::new(),
+    };
     for c in &mut containers {
         let _ = container::refresh(c);
         let bytes = crate::store::disk_usage(&c.dir);
-        container_bytes += bytes;
+        usage.bytes += bytes;
         if c.state.status == container::Status::Running {
-            running += 1;
+            usage.running += 1;
         } else {
-            stopped_bytes += bytes;
+            usage.stopped_bytes += bytes;
         }
+        usage.images.insert(c.config.image.clone());
     }
-    let used: HashSet<String> = containers.iter().map(|c| c.config.image.clone()).collect();
+    Ok(usage)
+}
+
+/// What the images use: every tagged image, active when a container uses it. Sizes are the
+/// blobs, each counted once however many images share it.
+struct ImageUsage {
+    total: usize,
+    active: usize,
+    bytes: u64,
+    reclaimable: u64,
+}
+
+fn image_usage(store: &Store, used: &HashSet<String>) -> Result<ImageUsage> {
     let mut images: HashMap<Digest, Vec<(Digest, u64)>> = HashMap::new();
     for (_, descriptor) in store.list()? {
         let Ok(digest) = Digest::from_oci(descriptor.digest()) else {
@@ -125,62 +207,14 @@ pub fn system(command: SystemCommand, global: &GlobalArgs) -> Result<ExitCode> {
             }
         }
     }
-    let image_bytes: u64 = all_blobs.values().sum();
-    let reclaimable: u64 = all_blobs
-        .iter()
-        .filter(|(d, _)| !active_blobs.contains(*d))
-        .map(|(_, s)| s)
-        .sum();
-    let build = solve::usage(&store, &cache)?;
-
-    let percent = |part: u64, whole: u64| {
-        (part * 100)
-            .checked_div(whole)
-            .map_or(String::new(), |p| format!(" ({p}%)"))
-    };
-    let rows = [
-        [
-            "TYPE".to_string(),
-            "TOTAL".into(),
-            "ACTIVE".into(),
-            "SIZE".into(),
-            "RECLAIMABLE".into(),
-        ],
-        [
-            "Images".into(),
-            images.len().to_string(),
-            active.len().to_string(),
-            human_size(image_bytes),
-            format!(
-                "{}{}",
-                human_size(reclaimable),
-                percent(reclaimable, image_bytes)
-            ),
-        ],
-        [
-            "Containers".into(),
-            containers.len().to_string(),
-            running.to_string(),
-            human_size(container_bytes),
-            format!(
-                "{}{}",
-                human_size(stopped_bytes),
-                percent(stopped_bytes, container_bytes)
-            ),
-        ],
-        [
-            "Build Cache".into(),
-            build.records.to_string(),
-            "0".into(),
-            human_size(build.bytes),
-            human_size(build.bytes),
-        ],
-    ];
-    for row in rows {
-        println!(
-            "{:<16}{:<10}{:<10}{:<10}{}",
-            row[0], row[1], row[2], row[3], row[4]
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(ImageUsage {
+        total: images.len(),
+        active: active.len(),
+        bytes: all_blobs.values().sum(),
+        reclaimable: all_blobs
+            .iter()
+            .filter(|(d, _)| !active_blobs.contains(*d))
+            .map(|(_, s)| s)
+            .sum(),
+    })
 }

@@ -6,9 +6,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::error::io_err;
+use super::state::{remove_dir, wait_exit};
 use super::{
-    Container, ContainerError, ProcessId, Result, SIGKILL, Status, io_err, load, now_rfc3339,
-    remove_dir, resolve, wait_exit,
+    Container, ContainerError, ProcessId, Result, SIGKILL, Status, load, now_rfc3339, resolve,
 };
 use crate::sandbox::child::EXIT_SETUP_FAILED;
 use crate::sandbox::{Sandbox, SpawnOptions, StdioMode, Stream};
@@ -30,7 +31,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ContainerError::Task(e.to_string()))
+        .map_err(ContainerError::Runtime)
 }
 
 fn record_start(container: &mut Container, pid: Option<u32>) -> Result<()> {
@@ -163,10 +164,10 @@ pub fn start_detached(store: &Store, container: &Container) -> Result<()> {
         if let Ok(Some(status)) = child.try_wait() {
             // It ended before taking over: say why (it wrote to the log).
             let log = fs::read_to_string(&log_path).unwrap_or_default();
-            return Err(ContainerError::Task(format!(
-                "the container monitor exited ({status}): {}",
-                log.trim()
-            )));
+            return Err(ContainerError::MonitorExited {
+                status,
+                log: log.trim().to_string(),
+            });
         }
         if !current.dir.exists() || Instant::now() >= deadline {
             return Ok(());

@@ -55,7 +55,7 @@ impl CopyRun<'_, '_> {
         let chmod = match &self.copy.chmod {
             Some(text) => Some(Chmod::parse(text).map_err(|reason| Error::BadChmod {
                 value: text.clone(),
-                reason,
+                reason: reason.into(),
             })?),
             None => None,
         };

@@ -59,44 +59,75 @@ pub fn save(
     format: ArchiveFormat,
     out: impl Write,
 ) -> Result<()> {
-    let mut images = Vec::new();
-    for query in queries {
-        let (descriptor, image) = resolve(store, query)?;
-        // Docker keeps the name only when the image was named by it.
-        let name = query
-            .parse::<Reference>()
-            .ok()
-            .filter(|r| r.tag().is_some() && store.lookup(r).ok().flatten().is_some());
-        let mut manifest = Descriptor::new(
-            descriptor.media_type().clone(),
-            image.manifest_size,
-            image.manifest_digest.to_oci(),
-        );
-        manifest.set_platform(descriptor.platform().clone());
-        images.push(Saved {
-            name,
-            manifest,
-            manifest_digest: image.manifest_digest.clone(),
-            config: image.config_digest.clone(),
-            layers: image
-                .layers
-                .iter()
-                .map(|l| Digest::from_oci(l.digest()))
-                .collect::<Result<_, _>>()
-                .map_err(StoreError::from)?,
-        });
-    }
-
+    let images = queries
+        .iter()
+        .map(|query| saved_image(store, query))
+        .collect::<Result<Vec<_>>>()?;
     let mut tar = tar::Builder::new(out);
-    let err = |e: std::io::Error| ImageError::Io {
-        action: "write archive",
-        path: PathBuf::from("-"),
-        source: e,
-    };
-    add_dir(&mut tar, "blobs/").map_err(err)?;
-    add_dir(&mut tar, "blobs/sha256/").map_err(err)?;
+    add_blobs(&mut tar, store, &images)?;
+    add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(write_err)?;
+    add_bytes(
+        &mut tar,
+        "index.json",
+        &serde_json::to_vec(&oci_index(&images)).unwrap_or_default(),
+    )
+    .map_err(write_err)?;
+    if format == ArchiveFormat::Docker {
+        let (manifest_json, repositories) = docker_metadata(&images);
+        add_bytes(
+            &mut tar,
+            "manifest.json",
+            &serde_json::to_vec(&manifest_json).unwrap_or_default(),
+        )
+        .map_err(write_err)?;
+        add_bytes(
+            &mut tar,
+            "repositories",
+            &serde_json::to_vec(&repositories).unwrap_or_default(),
+        )
+        .map_err(write_err)?;
+    }
+    tar.into_inner()
+        .map_err(write_err)?
+        .flush()
+        .map_err(write_err)?;
+    Ok(())
+}
+
+/// The stored image `query` names, with the name it keeps in the archive.
+fn saved_image(store: &Store, query: &str) -> Result<Saved> {
+    let (descriptor, image) = resolve(store, query)?;
+    // Docker keeps the name only when the image was named by it.
+    let name = query
+        .parse::<Reference>()
+        .ok()
+        .filter(|r| r.tag().is_some() && store.lookup(r).ok().flatten().is_some());
+    let mut manifest = Descriptor::new(
+        descriptor.media_type().clone(),
+        image.manifest_size,
+        image.manifest_digest.to_oci(),
+    );
+    manifest.set_platform(descriptor.platform().clone());
+    Ok(Saved {
+        name,
+        manifest,
+        manifest_digest: image.manifest_digest.clone(),
+        config: image.config_digest.clone(),
+        layers: image
+            .layers
+            .iter()
+            .map(|l| Digest::from_oci(l.digest()))
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from)?,
+    })
+}
+
+/// `blobs/sha256/…`: every layer, config and manifest of `images`, each once.
+fn add_blobs<W: Write>(tar: &mut tar::Builder<W>, store: &Store, images: &[Saved]) -> Result<()> {
+    add_dir(tar, "blobs/").map_err(write_err)?;
+    add_dir(tar, "blobs/sha256/").map_err(write_err)?;
     let mut written = std::collections::HashSet::new();
-    for image in &images {
+    for image in images {
         let blobs = image
             .layers
             .iter()
@@ -107,19 +138,17 @@ pub fn save(
             }
             let file = store.open_blob(digest)?;
             let size = store.blob_size(digest)?;
-            add_file(
-                &mut tar,
-                &format!("blobs/sha256/{}", digest.hex()),
-                size,
-                file,
-            )
-            .map_err(err)?;
+            add_file(tar, &format!("blobs/sha256/{}", digest.hex()), size, file)
+                .map_err(write_err)?;
         }
     }
-    add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(err)?;
+    Ok(())
+}
 
+/// The archive's `index.json`: one entry per image, named as containerd and Docker 25+ do.
+fn oci_index(images: &[Saved]) -> Value {
     let mut index_entries = Vec::new();
-    for image in &images {
+    for image in images {
         let mut entry = serde_json::to_value(&image.manifest).unwrap_or(Value::Null);
         if let Some(name) = &image.name {
             entry["annotations"] = json!({
@@ -129,54 +158,45 @@ pub fn save(
         }
         index_entries.push(entry);
     }
-    let index = json!({
+    json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_INDEX,
         "manifests": index_entries,
-    });
-    add_bytes(
-        &mut tar,
-        "index.json",
-        &serde_json::to_vec(&index).unwrap_or_default(),
-    )
-    .map_err(err)?;
+    })
+}
 
-    if format == ArchiveFormat::Docker {
-        let mut manifest_json = Vec::new();
-        let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        for image in &images {
-            let tags: Vec<String> = image
-                .name
-                .iter()
-                .map(|n| format!("{}:{}", n.familiar(), n.tag().unwrap_or("latest")))
-                .collect();
-            manifest_json.push(json!({
-                "Config": format!("blobs/sha256/{}", image.config.hex()),
-                "RepoTags": tags,
-                "Layers": image.layers.iter().map(|l| format!("blobs/sha256/{}", l.hex())).collect::<Vec<_>>(),
-            }));
-            if let (Some(name), Some(top)) = (&image.name, image.layers.last()) {
-                repositories.entry(name.familiar()).or_default().insert(
-                    name.tag().unwrap_or("latest").to_string(),
-                    top.hex().to_string(),
-                );
-            }
+/// The legacy `manifest.json` and `repositories` of a docker archive.
+fn docker_metadata(images: &[Saved]) -> (Vec<Value>, BTreeMap<String, BTreeMap<String, String>>) {
+    let mut manifest_json = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for image in images {
+        let tags: Vec<String> = image
+            .name
+            .iter()
+            .map(|n| format!("{}:{}", n.familiar(), n.tag().unwrap_or("latest")))
+            .collect();
+        manifest_json.push(json!({
+            "Config": format!("blobs/sha256/{}", image.config.hex()),
+            "RepoTags": tags,
+            "Layers": image.layers.iter().map(|l| format!("blobs/sha256/{}", l.hex())).collect::<Vec<_>>(),
+        }));
+        if let (Some(name), Some(top)) = (&image.name, image.layers.last()) {
+            repositories.entry(name.familiar()).or_default().insert(
+                name.tag().unwrap_or("latest").to_string(),
+                top.hex().to_string(),
+            );
         }
-        add_bytes(
-            &mut tar,
-            "manifest.json",
-            &serde_json::to_vec(&manifest_json).unwrap_or_default(),
-        )
-        .map_err(err)?;
-        add_bytes(
-            &mut tar,
-            "repositories",
-            &serde_json::to_vec(&repositories).unwrap_or_default(),
-        )
-        .map_err(err)?;
     }
-    tar.into_inner().map_err(err)?.flush().map_err(err)?;
-    Ok(())
+    (manifest_json, repositories)
+}
+
+/// A failed write of the archive (to `-`: the output is a stream).
+fn write_err(source: std::io::Error) -> ImageError {
+    ImageError::Io {
+        action: "write archive",
+        path: PathBuf::from("-"),
+        source,
+    }
 }
 
 fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
@@ -248,6 +268,19 @@ fn normalise(path: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// Wraps what went wrong with `part` of the archive at `path`.
+fn part_err<E: std::error::Error + Send + Sync + 'static>(
+    path: &Path,
+    part: impl Into<String>,
+) -> impl FnOnce(E) -> ImageError {
+    let (path, part) = (path.to_path_buf(), part.into());
+    move |source| ImageError::ArchivePart {
+        path,
+        part,
+        source: Box::new(source),
+    }
+}
+
 fn is_metadata(path: &str) -> bool {
     matches!(
         path,
@@ -258,124 +291,165 @@ fn is_metadata(path: &str) -> bool {
 /// Imports every image of a docker or OCI archive (optionally gzip-compressed) from
 /// `input`; `source` names it in errors. Blobs are verified, layers unpacked, names tagged.
 pub fn load(store: &Store, input: impl Read, source: &Path) -> Result<Vec<Loaded>> {
-    let archive_err = |reason: String| ImageError::Archive {
-        path: source.to_path_buf(),
-        reason,
-    };
     let _lease = store.lease()?;
+    let contents = read_entries(store, decompressed(input, source)?, source)?;
+    let wanted = wanted_images(store, &contents, source)?;
+    wanted
+        .into_iter()
+        .map(|(manifest, names)| import_image(store, &manifest, &names, source))
+        .collect()
+}
+
+/// `input`, decompressed if it is gzip or zstd.
+fn decompressed<'a>(input: impl Read + 'a, source: &Path) -> Result<Box<dyn Read + 'a>> {
     let mut input = BufReader::with_capacity(1 << 20, input);
     let head = input.fill_buf().map_err(io_err("read", source))?;
-    let decompressed: Box<dyn Read> = match Compression::detect(head) {
+    Ok(match Compression::detect(head) {
         Compression::Gzip => Box::new(flate2::read::GzDecoder::new(input)),
         Compression::Zstd => {
             Box::new(zstd::Decoder::with_buffer(input).map_err(io_err("read", source))?)
         }
         Compression::None => Box::new(input),
-    };
-    let contents = read_entries(store, decompressed, source)?;
+    })
+}
 
-    let mut wanted: Vec<(Digest, Vec<Reference>)> = Vec::new();
+fn archive_err(path: &Path, reason: String) -> ImageError {
+    ImageError::Archive {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// The images an archive holds: the manifest of each and the names to tag it with. A
+/// docker archive's `manifest.json` wins over its OCI `index.json` (it has the names).
+fn wanted_images(
+    store: &Store,
+    contents: &Contents,
+    source: &Path,
+) -> Result<Vec<(Digest, Vec<Reference>)>> {
     let oci_manifests = match contents.metadata.get("index.json") {
-        Some(bytes) => {
-            oci_images(store, bytes).map_err(|e| archive_err(format!("index.json: {e}")))?
-        }
+        Some(bytes) => oci_images(store, bytes).map_err(part_err(source, "index.json"))?,
         None => Vec::new(),
     };
-    if let Some(bytes) = contents.metadata.get("manifest.json") {
-        let entries: Vec<DockerEntry> = serde_json::from_slice(bytes)
-            .map_err(|e| archive_err(format!("manifest.json: {e}")))?;
-        for entry in entries {
-            let config = contents
-                .digest_of(&entry.config)
-                .ok_or_else(|| {
-                    archive_err(format!(
-                        "manifest.json names {} but the archive lacks it",
-                        entry.config
-                    ))
-                })?
-                .clone();
-            let mut names = Vec::new();
-            for tag in entry.repo_tags.iter().flatten() {
-                names.push(
-                    tag.parse::<Reference>()
-                        .map_err(|e| archive_err(format!("manifest.json: {e}")))?,
-                );
-            }
-            // Keep the original manifest (and its digest) when the OCI index has it.
-            let existing = oci_manifests.iter().find(|(_, c, _)| *c == config);
-            let manifest = match existing {
-                Some((digest, _, _)) => digest.clone(),
-                None => {
-                    let mut layers = Vec::new();
-                    for layer in &entry.layers {
-                        let digest = contents.digest_of(layer).ok_or_else(|| {
-                            archive_err(format!(
-                                "manifest.json names layer {layer} but the archive lacks it"
-                            ))
-                        })?;
-                        layers.push(digest.clone());
-                    }
-                    build_manifest(store, &config, &layers)?
-                }
-            };
-            wanted.push((manifest, names));
-        }
+    let wanted = if let Some(bytes) = contents.metadata.get("manifest.json") {
+        let entries: Vec<DockerEntry> =
+            serde_json::from_slice(bytes).map_err(part_err(source, "manifest.json"))?;
+        entries
+            .iter()
+            .map(|entry| docker_image(store, contents, entry, &oci_manifests, source))
+            .collect::<Result<Vec<_>>>()?
     } else if contents.metadata.contains_key("index.json") {
-        for (manifest, _, names) in oci_manifests {
-            wanted.push((manifest, names));
-        }
+        oci_manifests
+            .into_iter()
+            .map(|(manifest, _, names)| (manifest, names))
+            .collect()
     } else {
         return Err(archive_err(
+            source,
             "not an image archive: it has neither manifest.json (docker) nor index.json (OCI)"
                 .into(),
         ));
-    }
+    };
     if wanted.is_empty() {
-        return Err(archive_err("the archive holds no images".into()));
+        return Err(archive_err(source, "the archive holds no images".into()));
     }
+    Ok(wanted)
+}
 
-    let mut loaded = Vec::new();
-    for (manifest, names) in wanted {
-        let image = store
-            .image(&manifest)
-            .map_err(|e| archive_err(e.to_string()))?;
-        for layer in &image.layers {
-            let digest = Digest::from_oci(layer.digest()).map_err(StoreError::from)?;
-            if !store.has_blob(&digest) {
-                return Err(archive_err(format!(
-                    "layer {digest} is missing from the archive"
-                )));
-            }
-        }
-        unpack_image(store, &image)?;
-        let descriptor = Descriptor::new(
-            MediaType::from(
-                serde_json::from_slice::<Value>(&store.read_blob(&manifest)?)
-                    .ok()
-                    .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
-                    .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string())
-                    .as_str(),
-            ),
-            image.manifest_size,
-            manifest.to_oci(),
+/// The manifest and names of one `manifest.json` entry: the archive's own manifest when
+/// its OCI index has one for that config, else one written for the entry's layers.
+fn docker_image(
+    store: &Store,
+    contents: &Contents,
+    entry: &DockerEntry,
+    oci_manifests: &[(Digest, Digest, Vec<Reference>)],
+    source: &Path,
+) -> Result<(Digest, Vec<Reference>)> {
+    let config = contents
+        .digest_of(&entry.config)
+        .ok_or_else(|| {
+            archive_err(
+                source,
+                format!(
+                    "manifest.json names {} but the archive lacks it",
+                    entry.config
+                ),
+            )
+        })?
+        .clone();
+    let mut names = Vec::new();
+    for tag in entry.repo_tags.iter().flatten() {
+        names.push(
+            tag.parse::<Reference>()
+                .map_err(part_err(source, "manifest.json"))?,
         );
-        let mut shown = Vec::new();
-        for name in &names {
-            store.tag(name, &descriptor)?;
-            shown.push(match name.tag() {
-                Some(tag) => format!("{}:{tag}", name.familiar()),
-                None => name.to_string(),
-            });
+    }
+    // Keep the original manifest (and its digest) when the OCI index has it.
+    if let Some((digest, _, _)) = oci_manifests.iter().find(|(_, c, _)| *c == config) {
+        return Ok((digest.clone(), names));
+    }
+    let mut layers = Vec::new();
+    for layer in &entry.layers {
+        let digest = contents.digest_of(layer).ok_or_else(|| {
+            archive_err(
+                source,
+                format!("manifest.json names layer {layer} but the archive lacks it"),
+            )
+        })?;
+        layers.push(digest.clone());
+    }
+    Ok((build_manifest(store, &config, &layers)?, names))
+}
+
+/// Unpacks one imported image and tags it with `names` (or keeps it unnamed).
+fn import_image(
+    store: &Store,
+    manifest: &Digest,
+    names: &[Reference],
+    source: &Path,
+) -> Result<Loaded> {
+    let image = store
+        .image(manifest)
+        .map_err(|e| ImageError::ArchiveImage {
+            path: source.to_path_buf(),
+            source: e,
+        })?;
+    for layer in &image.layers {
+        let digest = Digest::from_oci(layer.digest()).map_err(StoreError::from)?;
+        if !store.has_blob(&digest) {
+            return Err(archive_err(
+                source,
+                format!("layer {digest} is missing from the archive"),
+            ));
         }
-        if names.is_empty() {
-            store.keep_unnamed(&descriptor)?;
-        }
-        loaded.push(Loaded {
-            names: shown,
-            id: image.config_digest.clone(),
+    }
+    unpack_image(store, &image)?;
+    let descriptor = Descriptor::new(
+        MediaType::from(
+            serde_json::from_slice::<Value>(&store.read_blob(manifest)?)
+                .ok()
+                .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string())
+                .as_str(),
+        ),
+        image.manifest_size,
+        manifest.to_oci(),
+    );
+    let mut shown = Vec::new();
+    for name in names {
+        store.tag(name, &descriptor)?;
+        shown.push(match name.tag() {
+            Some(tag) => format!("{}:{tag}", name.familiar()),
+            None => name.to_string(),
         });
     }
-    Ok(loaded)
+    if names.is_empty() {
+        store.keep_unnamed(&descriptor)?;
+    }
+    Ok(Loaded {
+        names: shown,
+        id: image.config_digest.clone(),
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -391,22 +465,18 @@ struct DockerEntry {
 /// One pass over the tar: blobs into the store (verified when named by digest), links and
 /// metadata remembered.
 fn read_entries(store: &Store, input: impl Read, source: &Path) -> Result<Contents> {
-    let archive_err = |reason: String| ImageError::Archive {
-        path: source.to_path_buf(),
-        reason,
-    };
     let mut contents = Contents::default();
     let mut archive = tar::Archive::new(input);
-    let entries = archive
-        .entries()
-        .map_err(|e| archive_err(format!("not a tar archive: {e}")))?;
+    let not_tar = || part_err(source, "not a tar archive");
+    let entries = archive.entries().map_err(not_tar())?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| archive_err(format!("not a tar archive: {e}")))?;
+        let mut entry = entry.map_err(not_tar())?;
         let raw_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let Some(path) = normalise(&raw_path) else {
-            return Err(archive_err(format!(
-                "entry {raw_path:?} climbs out of the archive"
-            )));
+            return Err(archive_err(
+                source,
+                format!("entry {raw_path:?} climbs out of the archive"),
+            ));
         };
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
@@ -433,12 +503,12 @@ fn read_entries(store: &Store, input: impl Read, source: &Path) -> Result<Conten
         }
         if is_metadata(&path) {
             if entry.size() > MAX_METADATA {
-                return Err(archive_err(format!("{path} is implausibly large")));
+                return Err(archive_err(source, format!("{path} is implausibly large")));
             }
             let mut bytes = Vec::new();
             entry
                 .read_to_end(&mut bytes)
-                .map_err(|e| archive_err(format!("reading {path}: {e}")))?;
+                .map_err(part_err(source, format!("reading {path}")))?;
             contents.metadata.insert(path, bytes);
             continue;
         }
@@ -454,10 +524,10 @@ fn read_entries(store: &Store, input: impl Read, source: &Path) -> Result<Conten
         let size = entry.size();
         let mut ingest = store.ingest()?;
         std::io::copy(&mut entry, &mut ingest)
-            .map_err(|e| archive_err(format!("reading {path}: {e}")))?;
+            .map_err(part_err(source, format!("reading {path}")))?;
         let (digest, _) = ingest
             .commit(expected.as_ref(), Some(size))
-            .map_err(|e| archive_err(format!("{path}: {e}")))?;
+            .map_err(part_err(source, &path))?;
         contents.files.insert(path, digest);
     }
     Ok(contents)
@@ -466,15 +536,17 @@ fn read_entries(store: &Store, input: impl Read, source: &Path) -> Result<Conten
 /// Manifests of an OCI `index.json` (nested indexes resolved to the host platform), with
 /// their config digests and names.
 fn oci_images(store: &Store, index: &[u8]) -> Result<Vec<(Digest, Digest, Vec<Reference>)>> {
-    let invalid = |reason: String| ImageError::Invalid {
+    let json: Value = serde_json::from_slice(index).map_err(|source| ImageError::Json {
         what: "index.json".into(),
-        reason,
-    };
-    let json: Value = serde_json::from_slice(index).map_err(|e| invalid(e.to_string()))?;
+        source,
+    })?;
     let entries = json
         .get("manifests")
         .and_then(Value::as_array)
-        .ok_or_else(|| invalid("no manifests".into()))?;
+        .ok_or_else(|| ImageError::Invalid {
+            what: "index.json".into(),
+            reason: "no manifests".into(),
+        })?;
     let mut out: Vec<(Digest, Digest, Vec<Reference>)> = Vec::new();
     for entry in entries {
         let mut digest: Digest = entry
@@ -482,7 +554,10 @@ fn oci_images(store: &Store, index: &[u8]) -> Result<Vec<(Digest, Digest, Vec<Re
             .and_then(Value::as_str)
             .unwrap_or("")
             .parse()
-            .map_err(|e| invalid(format!("{e}")))?;
+            .map_err(|source| ImageError::Digest {
+                what: "index.json".into(),
+                source,
+            })?;
         let annotation =
             |key: &str| entry.pointer(&format!("/annotations/{}", key.replace('/', "~1")));
         let name = annotation(ANNOTATION_CONTAINERD_NAME)
@@ -506,14 +581,23 @@ fn oci_images(store: &Store, index: &[u8]) -> Result<Vec<(Digest, Digest, Vec<Re
             digest = chosen.digest;
             declared = chosen.media_type;
         }
-        let manifest: Value = serde_json::from_slice(&store.read_blob(&digest)?)
-            .map_err(|e| invalid(format!("manifest {digest}: {e}")))?;
+        let what = || format!("index.json: manifest {digest}");
+        let manifest: Value =
+            serde_json::from_slice(&store.read_blob(&digest)?).map_err(|source| {
+                ImageError::Json {
+                    what: what(),
+                    source,
+                }
+            })?;
         let config: Digest = manifest
             .pointer("/config/digest")
             .and_then(Value::as_str)
             .unwrap_or("")
             .parse()
-            .map_err(|e| invalid(format!("manifest {digest}: {e}")))?;
+            .map_err(|source| ImageError::Digest {
+                what: what(),
+                source,
+            })?;
         match out.iter_mut().find(|(d, _, _)| *d == digest) {
             Some((_, _, names)) => names.extend(name),
             None => out.push((digest, config, name.into_iter().collect())),

@@ -60,8 +60,11 @@ pub(crate) fn for_push(
         what: format!("manifest {}", image.manifest_digest),
         reason,
     };
-    let mut manifest: Value =
-        serde_json::from_slice(manifest_bytes).map_err(|e| invalid(e.to_string()))?;
+    let json = |source| ImageError::Json {
+        what: format!("manifest {}", image.manifest_digest),
+        source,
+    };
+    let mut manifest: Value = serde_json::from_slice(manifest_bytes).map_err(json)?;
     let descriptors = manifest
         .get_mut("layers")
         .and_then(Value::as_array_mut)
@@ -75,7 +78,7 @@ pub(crate) fn for_push(
         descriptor.insert("digest".into(), twin.digest.to_string().into());
         descriptor.insert("size".into(), twin.size.into());
     }
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| invalid(e.to_string()))?;
+    let bytes = serde_json::to_vec(&manifest).map_err(json)?;
     Ok((layers, bytes))
 }
 

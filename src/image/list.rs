@@ -119,9 +119,9 @@ pub fn inspect(store: &Store, query: &str) -> Result<Value> {
     let (_, image) = resolve(store, query)?;
     let config: Value =
         serde_json::from_slice(&store.read_blob(&image.config_digest)?).map_err(|e| {
-            ImageError::Invalid {
+            ImageError::Json {
                 what: format!("image config {}", image.config_digest),
-                reason: e.to_string(),
+                source: e,
             }
         })?;
     let mut tags = Vec::new();

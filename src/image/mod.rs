@@ -17,27 +17,26 @@
 
 mod archive;
 mod compress;
+mod error;
 mod list;
 mod pull;
 mod push;
 mod sources;
 mod time;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use crate::oci::{Digest, Reference};
-use crate::registry::RegistryError;
-use crate::snapshot::SnapshotError;
 use crate::store::{Image, Store, StoreError};
 
 pub use archive::{ArchiveFormat, Loaded, load, save};
+pub use error::{ImageError, Result};
 pub use list::{
     HistoryRow, ImageSummary, Removed, history, inspect, list, prune, remove, resolve, tag,
 };
 pub use pull::{Pulled, pull};
 pub use push::{Pushed, push};
 pub use time::{human_size, humanize_since, parse_rfc3339};
+
+pub(crate) use error::io_err;
 
 /// Annotation naming what a pull resolved: `registry/repository@digest`.
 pub const ANNOTATION_REPO_DIGEST: &str = "io.kiln.image.repo-digest";
@@ -47,61 +46,7 @@ pub const ANNOTATION_INDEX: &str = "io.kiln.image.index";
 /// How many blobs a pull or push transfers at once.
 const PARALLEL_TRANSFERS: usize = 4;
 
-/// Everything that can go wrong in an image operation.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A manifest, index or config that is not what it claims to be.
-    #[error("invalid {what}: {reason}")]
-    Invalid { what: String, reason: String },
-    #[error("unsupported media type {media_type} for {what}")]
-    UnsupportedMediaType { what: String, media_type: String },
-    #[error("archive {}: {reason}", path.display())]
-    Archive { path: PathBuf, reason: String },
-    #[error("no such image: {0}")]
-    NotFound(String),
-    #[error(
-        "unable to remove {image}: image is being used by container {container} (use -f to force)"
-    )]
-    InUse { image: String, container: String },
-    #[error(
-        "unable to delete {id} (must be forced): image is referenced in multiple repositories: {}",
-        names.join(", ")
-    )]
-    MultipleReferences { id: String, names: Vec<String> },
-    #[error("{0}")]
-    Usage(String),
-    #[error("background task failed: {0}")]
-    Task(String),
-}
-
-pub type Result<T, E = ImageError> = std::result::Result<T, E>;
-
-pub(crate) fn io_err(
-    action: &'static str,
-    path: impl Into<PathBuf>,
-) -> impl FnOnce(std::io::Error) -> ImageError {
-    let path = path.into();
-    move |source| ImageError::Io {
-        action,
-        path,
-        source,
-    }
-}
-
-/// What a transfer is doing; the CLI turns these into docker-like lines or progress bars.
+/// What a transfer is doing, in `docker pull`'s words: the status of a layer's progress item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     Waiting,
@@ -134,21 +79,6 @@ impl std::fmt::Display for Status {
     }
 }
 
-/// One progress event of a pull or push. `id` is the first 12 hex digits of the blob digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Status { id: String, status: Status },
-    Bytes { id: String, done: u64, total: u64 },
-}
-
-/// Receives progress events; called from any thread.
-pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
-
-/// A reporter that drops every event.
-pub fn quiet() -> Reporter {
-    Arc::new(|_| {})
-}
-
 pub(crate) fn short_id(digest: &Digest) -> String {
     digest.hex()[..12].to_string()
 }
@@ -159,9 +89,7 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ImageError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(work).await?
 }
 
 /// Unpacks every layer of `image` into snapshots, bottom first (existing ones are reused).
@@ -195,6 +123,5 @@ pub(crate) fn unpack_one(
 
 /// The reference a user means by `name` when they give no registry: parsed and normalised.
 pub fn parse_reference(name: &str) -> Result<Reference> {
-    name.parse::<Reference>()
-        .map_err(|e| ImageError::Usage(e.to_string()))
+    Ok(name.parse::<Reference>()?)
 }

@@ -1,20 +1,18 @@
 //! `kiln pull`: resolve, download (verified, in parallel), unpack, tag.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{
-    ANNOTATION_INDEX, ANNOTATION_REPO_DIGEST, Event, ImageError, PARALLEL_TRANSFERS, Reporter,
-    Result, Status, blocking, short_id, sources, unpack_one,
+    ANNOTATION_INDEX, ANNOTATION_REPO_DIGEST, ImageError, PARALLEL_TRANSFERS, Result, Status,
+    blocking, short_id, sources, unpack_one,
 };
-use crate::oci::{
-    Descriptor, DescriptorBuilder, Digest, ImageManifest, MediaType, Platform, Reference,
-    media_type,
-};
-use crate::registry::{Client, RegistryRef, select_platform};
+use crate::oci::{Descriptor, Digest, ImageManifest, MediaType, Platform, Reference, media_type};
+use crate::progress::Items;
+use crate::registry::{Client, RegistryRef, Resolved, select_platform};
 use crate::store::{Store, StoreError};
 
 /// What a pull did.
@@ -40,53 +38,13 @@ pub async fn pull(
     client: &Client,
     reference: &Reference,
     platform: Option<&Platform>,
-    report: Reporter,
+    report: Items,
 ) -> Result<Pulled> {
     let rref = RegistryRef::from(reference);
-    let top = client.resolve(&rref).await?;
-    let top_digest = top.digest.clone();
-    let looks_like_index = serde_json::from_slice::<serde_json::Value>(&top.bytes)
-        .ok()
-        .is_some_and(|v| v.get("manifests").is_some());
-    let (index, manifest) = if media_type::is_index(&top.media_type) || looks_like_index {
-        let wanted = platform.cloned().unwrap_or_else(Platform::host);
-        let entry = select_platform(&top.bytes, &wanted)?;
-        let by_digest = RegistryRef {
-            tag: None,
-            ..rref.clone()
-        }
-        .with_digest(entry.digest);
-        (Some(top), client.resolve(&by_digest).await?)
-    } else {
-        (None, top)
-    };
-    let manifest_digest = manifest.digest.clone();
-    let what = || format!("manifest {manifest_digest} of {rref}");
-    if !media_type::is_manifest(&manifest.media_type) {
-        return Err(ImageError::UnsupportedMediaType {
-            what: what(),
-            media_type: manifest.media_type.clone(),
-        });
-    }
-    let parsed: ImageManifest =
-        serde_json::from_slice(&manifest.bytes).map_err(|e| ImageError::Invalid {
-            what: what(),
-            reason: e.to_string(),
-        })?;
-    let config_digest = Digest::from_oci(parsed.config().digest()).map_err(StoreError::from)?;
-    let config_size = parsed.config().size();
-    let mut layers = Vec::new();
-    for layer in parsed.layers() {
-        let mt = layer.media_type().to_string();
-        if media_type::layer_compression(&mt).is_none() {
-            return Err(ImageError::UnsupportedMediaType {
-                what: format!("a layer of {}", what()),
-                media_type: mt,
-            });
-        }
-        let digest = Digest::from_oci(layer.digest()).map_err(StoreError::from)?;
-        layers.push((digest, layer.size()));
-    }
+    let (index, manifest) = resolve_manifest(client, &rref, platform).await?;
+    let top_digest = index.as_ref().unwrap_or(&manifest).digest.clone();
+    let what = format!("manifest {} of {rref}", manifest.digest);
+    let parts = parse_manifest(&manifest, &what)?;
 
     // Held until the tag is written, so a concurrent prune cannot collect what we fetched.
     let lease_store = store.clone();
@@ -96,33 +54,129 @@ pub async fn pull(
         client,
         store,
         &rref,
-        &config_digest,
-        config_size,
+        &parts.config,
+        parts.config_size,
         None,
         &report,
     )
     .await?;
+    let diff_ids = layer_diff_ids(store, &parts, &what).await?;
+    downloaded |= fetch_layers(client, store, &rref, &parts.layers, &diff_ids, &report).await?;
+    store_manifests(store, &manifest, index.as_ref()).await?;
+    downloaded |= tag_manifest(store, reference, &manifest, &top_digest, index.is_some()).await?;
+
+    let mut all: Vec<Digest> = parts.layers.iter().map(|(d, _)| d.clone()).collect();
+    all.push(parts.config.clone());
+    let src_store = store.clone();
+    let (registry, repository) = (rref.registry.clone(), rref.repository.clone());
+    blocking(move || sources::record(&src_store, &registry, &repository, &all)).await?;
+
+    Ok(Pulled {
+        reference: reference.clone(),
+        digest: top_digest,
+        manifest_digest: manifest.digest,
+        id: parts.config,
+        downloaded,
+    })
+}
+
+/// What the reference resolves to: the index (when it names one) and the manifest of
+/// `platform` (the host's by default) picked from it, or just the manifest.
+async fn resolve_manifest(
+    client: &Client,
+    rref: &RegistryRef,
+    platform: Option<&Platform>,
+) -> Result<(Option<Resolved>, Resolved)> {
+    let top = client.resolve(rref).await?;
+    let looks_like_index = serde_json::from_slice::<serde_json::Value>(&top.bytes)
+        .ok()
+        .is_some_and(|v| v.get("manifests").is_some());
+    if !media_type::is_index(&top.media_type) && !looks_like_index {
+        return Ok((None, top));
+    }
+    let wanted = platform.cloned().unwrap_or_else(Platform::host);
+    let entry = select_platform(&top.bytes, &wanted)?;
+    let by_digest = RegistryRef {
+        tag: None,
+        ..rref.clone()
+    }
+    .with_digest(entry.digest);
+    let manifest = client.resolve(&by_digest).await?;
+    Ok((Some(top), manifest))
+}
+
+/// The blobs an image manifest names.
+struct ManifestParts {
+    config: Digest,
+    config_size: u64,
+    /// Digest and size of each layer, bottom first.
+    layers: Vec<(Digest, u64)>,
+}
+
+/// Reads an image manifest (`what` names it in errors); every layer must be of a kind
+/// kiln can unpack.
+fn parse_manifest(manifest: &Resolved, what: &str) -> Result<ManifestParts> {
+    if !media_type::is_manifest(&manifest.media_type) {
+        return Err(ImageError::UnsupportedMediaType {
+            what: what.to_string(),
+            media_type: manifest.media_type.clone(),
+        });
+    }
+    let parsed: ImageManifest =
+        serde_json::from_slice(&manifest.bytes).map_err(|source| ImageError::Json {
+            what: what.to_string(),
+            source,
+        })?;
+    let config = Digest::from_oci(parsed.config().digest()).map_err(StoreError::from)?;
+    let mut layers = Vec::new();
+    for layer in parsed.layers() {
+        let mt = layer.media_type().to_string();
+        if media_type::layer_compression(&mt).is_none() {
+            return Err(ImageError::UnsupportedMediaType {
+                what: format!("a layer of {what}"),
+                media_type: mt,
+            });
+        }
+        let digest = Digest::from_oci(layer.digest()).map_err(StoreError::from)?;
+        layers.push((digest, layer.size()));
+    }
+    Ok(ManifestParts {
+        config,
+        config_size: parsed.config().size(),
+        layers,
+    })
+}
+
+/// The diff_ids of the stored config, one per layer of the manifest.
+async fn layer_diff_ids(store: &Store, parts: &ManifestParts, what: &str) -> Result<Vec<Digest>> {
     let config_store = store.clone();
-    let config_for_read = config_digest.clone();
+    let config_for_read = parts.config.clone();
     let config_bytes = blocking(move || Ok(config_store.read_blob(&config_for_read)?)).await?;
-    let diff_ids = diff_ids(&config_bytes, &config_digest)?;
-    if diff_ids.len() != layers.len() {
+    let diff_ids = diff_ids(&config_bytes, &parts.config)?;
+    if diff_ids.len() != parts.layers.len() {
         return Err(ImageError::Invalid {
-            what: what(),
+            what: what.to_string(),
             reason: format!(
-                "{} layers but config {config_digest} lists {} diff_ids",
-                layers.len(),
+                "{} layers but config {} lists {} diff_ids",
+                parts.layers.len(),
+                parts.config,
                 diff_ids.len()
             ),
         });
     }
+    Ok(diff_ids)
+}
 
-    downloaded |= fetch_layers(client, store, &rref, &layers, &diff_ids, &report).await?;
-
-    // Manifest and index last: once they are stored, everything they name is.
+/// Stores the manifest and the index it came from: last, so that once they are stored,
+/// everything they name is.
+async fn store_manifests(
+    store: &Store,
+    manifest: &Resolved,
+    index: Option<&Resolved>,
+) -> Result<()> {
     let write_store = store.clone();
     let manifest_bytes = manifest.bytes.clone();
-    let index_bytes = index.as_ref().map(|i| i.bytes.clone());
+    let index_bytes = index.map(|i| i.bytes.clone());
     blocking(move || {
         write_store.write_blob(&manifest_bytes)?;
         if let Some(bytes) = index_bytes {
@@ -130,30 +184,32 @@ pub async fn pull(
         }
         Ok(())
     })
-    .await?;
+    .await
+}
 
-    let mut annotations = BTreeMap::new();
+/// Points `reference` at the manifest, annotated with what the registry resolved (and the
+/// index it came from); returns whether the name pointed elsewhere before.
+async fn tag_manifest(
+    store: &Store,
+    reference: &Reference,
+    manifest: &Resolved,
+    top_digest: &Digest,
+    from_index: bool,
+) -> Result<bool> {
+    let mut annotations = HashMap::new();
     annotations.insert(
         ANNOTATION_REPO_DIGEST.to_string(),
         format!("{}@{top_digest}", reference.name()),
     );
-    if index.is_some() {
+    if from_index {
         annotations.insert(ANNOTATION_INDEX.to_string(), top_digest.to_string());
     }
-    let descriptor = DescriptorBuilder::default()
-        .media_type(MediaType::from(manifest.media_type.as_str()))
-        .digest(manifest_digest.to_oci())
-        .size(manifest.bytes.len() as u64)
-        .annotations(
-            annotations
-                .into_iter()
-                .collect::<std::collections::HashMap<_, _>>(),
-        )
-        .build()
-        .map_err(|e| ImageError::Invalid {
-            what: what(),
-            reason: e.to_string(),
-        })?;
+    let mut descriptor = Descriptor::new(
+        MediaType::from(manifest.media_type.as_str()),
+        manifest.bytes.len() as u64,
+        manifest.digest.to_oci(),
+    );
+    descriptor.set_annotations(Some(annotations));
     let tag_store = store.clone();
     let tag_ref = reference.clone();
     let previous = blocking(move || {
@@ -162,41 +218,34 @@ pub async fn pull(
         Ok(previous)
     })
     .await?;
-    downloaded |= previous.is_none_or(|p: Descriptor| p.digest() != &manifest_digest.to_oci());
-
-    let mut all: Vec<Digest> = layers.iter().map(|(d, _)| d.clone()).collect();
-    all.push(config_digest.clone());
-    let src_store = store.clone();
-    let (registry, repository) = (rref.registry.clone(), rref.repository.clone());
-    blocking(move || sources::record(&src_store, &registry, &repository, &all)).await?;
-
-    Ok(Pulled {
-        reference: reference.clone(),
-        digest: top_digest,
-        manifest_digest,
-        id: config_digest,
-        downloaded,
-    })
+    Ok(previous.is_none_or(|p: Descriptor| p.digest() != &manifest.digest.to_oci()))
 }
 
 /// `rootfs.diff_ids` of an image config.
 pub(crate) fn diff_ids(config: &[u8], digest: &Digest) -> Result<Vec<Digest>> {
-    let invalid = |reason: String| ImageError::Invalid {
-        what: format!("image config {digest}"),
-        reason,
+    let what = || format!("image config {digest}");
+    let invalid = |reason: &str| ImageError::Invalid {
+        what: what(),
+        reason: reason.to_string(),
     };
     let json: serde_json::Value =
-        serde_json::from_slice(config).map_err(|e| invalid(e.to_string()))?;
+        serde_json::from_slice(config).map_err(|source| ImageError::Json {
+            what: what(),
+            source,
+        })?;
     let ids = json
         .pointer("/rootfs/diff_ids")
         .and_then(|v| v.as_array())
-        .ok_or_else(|| invalid("no rootfs.diff_ids".into()))?;
+        .ok_or_else(|| invalid("no rootfs.diff_ids"))?;
     ids.iter()
         .map(|id| {
             id.as_str()
-                .ok_or_else(|| invalid("a diff_id is not a string".into()))?
+                .ok_or_else(|| invalid("a diff_id is not a string"))?
                 .parse::<Digest>()
-                .map_err(|e| invalid(e.to_string()))
+                .map_err(|source| ImageError::Digest {
+                    what: what(),
+                    source,
+                })
         })
         .collect()
 }
@@ -209,28 +258,16 @@ async fn fetch_to_store(
     digest: &Digest,
     size: u64,
     id: Option<&str>,
-    report: &Reporter,
+    report: &Items,
 ) -> Result<bool> {
     if store.has_blob(digest) {
         return Ok(false);
     }
     let ingest_store = store.clone();
     let ingest = blocking(move || Ok(ingest_store.ingest()?)).await?;
-    let progress = {
-        let report = report.clone();
-        let id = id.map(str::to_string);
-        move |done: u64| {
-            if let Some(id) = &id {
-                report(Event::Bytes {
-                    id: id.clone(),
-                    done,
-                    total: size,
-                });
-            }
-        }
-    };
+    let progress = id.map(|id| report.counter(id, Status::Downloading, Some(size)));
     let ingest = client
-        .fetch_blob_to_writer(rref, digest, Some(size), ingest, &progress)
+        .fetch_blob_to_writer(rref, digest, Some(size), ingest, progress.as_ref())
         .await?;
     let expected = digest.clone();
     blocking(move || {
@@ -253,7 +290,7 @@ async fn fetch_layers(
     rref: &RegistryRef,
     layers: &[(Digest, u64)],
     diff_ids: &[Digest],
-    report: &Reporter,
+    report: &Items,
 ) -> Result<bool> {
     let chains: Vec<Digest> = (1..=diff_ids.len())
         .filter_map(|n| crate::oci::chain_id(&diff_ids[..n]))
@@ -268,29 +305,17 @@ async fn fetch_layers(
             (client.clone(), store.clone(), rref.clone(), report.clone());
         let (digest, size, permits) = (digest.clone(), *size, permits.clone());
         if store.has_blob(&digest) {
-            report(Event::Status {
-                id: id.clone(),
-                status: Status::AlreadyExists,
-            });
+            report.status(&id, Status::AlreadyExists);
         } else {
-            report(Event::Status {
-                id: id.clone(),
-                status: Status::Waiting,
-            });
+            report.status(&id, Status::Waiting);
         }
         tasks.spawn(async move {
-            let _permit = permits
-                .acquire_owned()
-                .await
-                .map_err(|e| ImageError::Task(e.to_string()))?;
+            let _permit = permits.acquire_owned().await?;
             if store.has_blob(&digest) {
                 blocking(move || unpack_one(&store, parent.as_ref(), &diff_id, &digest)).await?;
                 return Ok(false);
             }
-            report(Event::Status {
-                id: id.clone(),
-                status: Status::Downloading,
-            });
+            report.status(&id, Status::Downloading);
             fetch_and_unpack(
                 &client,
                 &store,
@@ -301,10 +326,7 @@ async fn fetch_layers(
                 &report,
             )
             .await?;
-            report(Event::Status {
-                id,
-                status: Status::PullComplete,
-            });
+            report.status(&id, Status::PullComplete);
             Ok(true)
         });
     }
@@ -312,10 +334,7 @@ async fn fetch_layers(
     let mut downloaded = false;
     let mut failure = None;
     while let Some(joined) = tasks.join_next().await {
-        match joined
-            .map_err(|e| ImageError::Task(e.to_string()))
-            .and_then(|r| r)
-        {
+        match joined.map_err(ImageError::from).and_then(|r| r) {
             Ok(fetched) => downloaded |= fetched,
             Err(e) => {
                 // Stop the other transfers; their ingests and temp snapshots go when dropped.
@@ -338,7 +357,7 @@ async fn fetch_and_unpack(
     (digest, size): (&Digest, u64),
     (parent, diff_id): (Option<Digest>, Digest),
     id: &str,
-    report: &Reporter,
+    report: &Items,
 ) -> Result<()> {
     let ingest_store = store.clone();
     let ingest = blocking(move || Ok(ingest_store.ingest()?)).await?;
@@ -352,22 +371,13 @@ async fn fetch_and_unpack(
             PipeReader::new(rx),
         )
     });
-    let progress = {
-        let (report, id) = (report.clone(), id.to_string());
-        move |done: u64| {
-            report(Event::Bytes {
-                id: id.clone(),
-                done,
-                total: size,
-            })
-        }
-    };
+    let progress = report.counter(id, Status::Downloading, Some(size));
     let tee = Tee {
         ingest,
         pipe: Some(tx),
     };
     let fetched = client
-        .fetch_blob_to_writer(rref, digest, Some(size), tee, &progress)
+        .fetch_blob_to_writer(rref, digest, Some(size), tee, Some(&progress))
         .await;
     let fetched = match fetched {
         Ok(tee) => tee,
@@ -381,19 +391,14 @@ async fn fetch_and_unpack(
     if let Some(pipe) = pipe {
         let _ = pipe.send(Chunk::End);
     }
-    report(Event::Status {
-        id: id.to_string(),
-        status: Status::DownloadComplete,
-    });
+    report.status(id, Status::DownloadComplete);
     let expected = digest.clone();
     let committed = blocking(move || {
         ingest.commit(Some(&expected), Some(size))?;
         Ok(())
     })
     .await;
-    let unpacked = unpacker
-        .await
-        .map_err(|e| ImageError::Task(e.to_string()))?;
+    let unpacked = unpacker.await?;
     committed?;
     unpacked?;
     Ok(())

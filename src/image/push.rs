@@ -7,13 +7,14 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::compress::PushLayer;
 use super::{
-    Event, ImageError, PARALLEL_TRANSFERS, Reporter, Result, Status, blocking, compress, short_id,
-    sources,
+    ImageError, PARALLEL_TRANSFERS, Result, Status, blocking, compress, short_id, sources,
 };
 use crate::oci::{Digest, Reference, media_type};
+use crate::progress::Items;
 use crate::registry::{BlobSource, Client, RegistryRef};
-use crate::store::{Store, StoreError};
+use crate::store::{Image, Store, StoreError};
 
 /// What a push did.
 #[derive(Debug, Clone)]
@@ -30,101 +31,28 @@ pub async fn push(
     store: &Store,
     client: &Client,
     reference: &Reference,
-    report: Reporter,
+    report: Items,
 ) -> Result<Pushed> {
-    let lookup_store = store.clone();
-    let name = reference.clone();
-    let (image, layers, manifest_bytes, manifest_type, known) = blocking(move || {
-        let descriptor = lookup_store
-            .lookup(&name)?
-            .ok_or_else(|| ImageError::NotFound(name.to_string()))?;
-        let digest = Digest::from_oci(descriptor.digest()).map_err(StoreError::from)?;
-        let image = lookup_store.image(&digest)?;
-        let stored = lookup_store.read_blob(&digest)?;
-        // Push the bytes with the media type they declare, or the one the index recorded.
-        let declared = serde_json::from_slice::<serde_json::Value>(&stored)
-            .ok()
-            .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| descriptor.media_type().to_string());
-        // Layers kiln built are stored uncompressed: push their gzip twins.
-        let (layers, bytes) = compress::for_push(&lookup_store, &image, &stored)?;
-        let mut known = HashMap::new();
-        for digest in layers
-            .iter()
-            .map(|l| l.digest.clone())
-            .chain([image.config_digest.clone()])
-        {
-            let sources = sources::sources_of(&lookup_store, &digest);
-            known.insert(digest, sources);
-        }
-        Ok((image, layers, bytes, declared, known))
-    })
-    .await?;
-    if !media_type::is_manifest(&manifest_type) {
+    let local = local_image(store, reference).await?;
+    if !media_type::is_manifest(&local.manifest_type) {
         return Err(ImageError::UnsupportedMediaType {
             what: format!("pushing {reference}"),
-            media_type: manifest_type,
+            media_type: local.manifest_type,
         });
     }
 
     let target = RegistryRef::repo(reference.registry(), reference.repository());
-    let mut blobs: Vec<(Digest, u64, bool)> = layers
+    let mut blobs: Vec<(Digest, u64, bool)> = local
+        .layers
         .into_iter()
         .map(|layer| (layer.digest, layer.size, true))
         .collect();
-    blobs.push((image.config_digest.clone(), image.config_size, false));
-
-    let permits = Arc::new(Semaphore::new(PARALLEL_TRANSFERS));
-    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
-    for (digest, size, is_layer) in blobs.clone() {
-        let id = is_layer.then(|| short_id(&digest));
-        if let Some(id) = &id {
-            report(Event::Status {
-                id: id.clone(),
-                status: Status::Waiting,
-            });
-        }
-        let (client, store, target, report, permits) = (
-            client.clone(),
-            store.clone(),
-            target.clone(),
-            report.clone(),
-            permits.clone(),
-        );
-        let known = known.get(&digest).cloned().unwrap_or_default();
-        tasks.spawn(async move {
-            let _permit = permits
-                .acquire_owned()
-                .await
-                .map_err(|e| ImageError::Task(e.to_string()))?;
-            let status = push_blob(
-                &client,
-                &store,
-                &target,
-                (&digest, size, &known),
-                id.as_deref(),
-                &report,
-            )
-            .await?;
-            if let Some(id) = id {
-                report(Event::Status { id, status });
-            }
-            Ok(())
-        });
-    }
-    let mut failure = None;
-    while let Some(joined) = tasks.join_next().await {
-        if let Err(e) = joined
-            .map_err(|e| ImageError::Task(e.to_string()))
-            .and_then(|r| r)
-        {
-            tasks.abort_all();
-            failure.get_or_insert(e);
-        }
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    blobs.push((
+        local.image.config_digest.clone(),
+        local.image.config_size,
+        false,
+    ));
+    push_blobs(client, store, &target, &blobs, &local.known, &report).await?;
 
     let manifest_ref = match (reference.tag(), reference.digest()) {
         (Some(tag), _) => target.clone().with_tag(tag),
@@ -132,7 +60,7 @@ pub async fn push(
         (None, None) => target.clone().with_tag("latest"),
     };
     let digest = client
-        .push_manifest(&manifest_ref, &manifest_type, &manifest_bytes)
+        .push_manifest(&manifest_ref, &local.manifest_type, &local.manifest_bytes)
         .await?;
 
     let record_store = store.clone();
@@ -143,8 +71,112 @@ pub async fn push(
     Ok(Pushed {
         reference: reference.clone(),
         digest,
-        size: manifest_bytes.len() as u64,
+        size: local.manifest_bytes.len() as u64,
     })
+}
+
+/// The stored image a push sends.
+struct LocalImage {
+    image: Image,
+    /// The layers as pushed (gzip twins for the ones kiln built).
+    layers: Vec<PushLayer>,
+    /// The manifest as pushed (naming the twins).
+    manifest_bytes: Vec<u8>,
+    manifest_type: String,
+    /// For each blob, the `registry/repository`s it is known to live in.
+    known: HashMap<Digest, Vec<String>>,
+}
+
+/// Looks up `reference` in the store and readies its manifest and layers for a push.
+async fn local_image(store: &Store, reference: &Reference) -> Result<LocalImage> {
+    let store = store.clone();
+    let name = reference.clone();
+    blocking(move || {
+        let descriptor = store
+            .lookup(&name)?
+            .ok_or_else(|| ImageError::NotFound(name.to_string()))?;
+        let digest = Digest::from_oci(descriptor.digest()).map_err(StoreError::from)?;
+        let image = store.image(&digest)?;
+        let stored = store.read_blob(&digest)?;
+        // Push the bytes with the media type they declare, or the one the index recorded.
+        let manifest_type = serde_json::from_slice::<serde_json::Value>(&stored)
+            .ok()
+            .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| descriptor.media_type().to_string());
+        // Layers kiln built are stored uncompressed: push their gzip twins.
+        let (layers, manifest_bytes) = compress::for_push(&store, &image, &stored)?;
+        let mut known = HashMap::new();
+        for digest in layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .chain([image.config_digest.clone()])
+        {
+            let sources = sources::sources_of(&store, &digest);
+            known.insert(digest, sources);
+        }
+        Ok(LocalImage {
+            image,
+            layers,
+            manifest_bytes,
+            manifest_type,
+            known,
+        })
+    })
+    .await
+}
+
+/// Makes every blob present in `target`, a few at a time; the first failure stops the rest.
+async fn push_blobs(
+    client: &Client,
+    store: &Store,
+    target: &RegistryRef,
+    blobs: &[(Digest, u64, bool)],
+    known: &HashMap<Digest, Vec<String>>,
+    report: &Items,
+) -> Result<()> {
+    let permits = Arc::new(Semaphore::new(PARALLEL_TRANSFERS));
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    for (digest, size, is_layer) in blobs.iter().cloned() {
+        let id = is_layer.then(|| short_id(&digest));
+        if let Some(id) = &id {
+            report.status(id, Status::Waiting);
+        }
+        let (client, store, target, report, permits) = (
+            client.clone(),
+            store.clone(),
+            target.clone(),
+            report.clone(),
+            permits.clone(),
+        );
+        let known = known.get(&digest).cloned().unwrap_or_default();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            let status = push_blob(
+                &client,
+                &store,
+                &target,
+                (&digest, size, &known),
+                id.as_deref(),
+                &report,
+            )
+            .await?;
+            if let Some(id) = id {
+                report.status(&id, status);
+            }
+            Ok(())
+        });
+    }
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined.map_err(ImageError::from).and_then(|r| r) {
+            tasks.abort_all();
+            failure.get_or_insert(e);
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Makes one blob present in `target`: HEAD, else mount from a known repository of the same
@@ -155,7 +187,7 @@ async fn push_blob(
     target: &RegistryRef,
     (digest, size, known): (&Digest, u64, &[String]),
     id: Option<&str>,
-    report: &Reporter,
+    report: &Items,
 ) -> Result<Status> {
     if client.blob_exists(target, digest).await? {
         return Ok(Status::LayerAlreadyExists);
@@ -172,21 +204,9 @@ async fn push_blob(
         }
     }
     if let Some(id) = id {
-        report(Event::Status {
-            id: id.to_string(),
-            status: Status::Pushing,
-        });
+        report.status(id, Status::Pushing);
     }
-    let progress: Option<crate::registry::Progress> = id.map(|id| {
-        let (report, id) = (report.clone(), id.to_string());
-        Arc::new(move |done: u64| {
-            report(Event::Bytes {
-                id: id.clone(),
-                done,
-                total: size,
-            })
-        }) as crate::registry::Progress
-    });
+    let progress = id.map(|id| report.counter(id, Status::Pushing, Some(size)));
     if !store.has_blob(digest) {
         return Err(StoreError::BlobNotFound(digest.clone()).into());
     }

@@ -85,3 +85,15 @@ impl Error {
         }
     }
 }
+
+/// A value that is not valid (a `--mount` specification, a `--chmod` mode, a duration, a
+/// checksum, …); the message says why, and the caller adds where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+impl From<InvalidValue> for String {
+    fn from(value: InvalidValue) -> String {
+        value.0
+    }
+}

@@ -4,6 +4,7 @@
 //! So the instruction layer validates what it can (keys, and every value that holds
 //! no `$`), and [`MountSpec::resolve`] does the full parse once values are expanded.
 
+use super::error::InvalidValue;
 use super::suggest;
 
 /// What kind of mount.
@@ -94,8 +95,8 @@ pub struct MountSpec {
 impl MountSpec {
     /// Checks the keys, and every value that needs no expansion; values holding a
     /// variable (and rules that depend on them) wait for [`MountSpec::resolve`].
-    pub fn new(text: &str) -> Result<MountSpec, String> {
-        parse(text, Values::Deferred, 0)?;
+    pub fn new(text: &str) -> Result<MountSpec, InvalidValue> {
+        parse(text, Values::Deferred, 0).map_err(InvalidValue)?;
         Ok(MountSpec {
             text: text.to_string(),
         })
@@ -105,18 +106,19 @@ impl MountSpec {
     /// numbers ssh mounts of one RUN for their default target.
     pub fn resolve(
         &self,
-        expand: &mut dyn FnMut(&str) -> Result<String, String>,
+        expand: &mut dyn FnMut(&str) -> Result<String, InvalidValue>,
         ssh_index: usize,
-    ) -> Result<Mount, String> {
-        parse(&self.text, Values::Expanded(expand), ssh_index)?
-            .ok_or_else(|| "mount options could not be resolved".to_string())
+    ) -> Result<Mount, InvalidValue> {
+        parse(&self.text, Values::Expanded(expand), ssh_index)
+            .map_err(InvalidValue)?
+            .ok_or_else(|| InvalidValue("mount options could not be resolved".to_string()))
     }
 }
 
 /// How `parse` gets values: after expansion, or as written with variables deferred.
 enum Values<'a> {
     Deferred,
-    Expanded(&'a mut dyn FnMut(&str) -> Result<String, String>),
+    Expanded(&'a mut dyn FnMut(&str) -> Result<String, InvalidValue>),
 }
 
 impl Values<'_> {
@@ -125,7 +127,7 @@ impl Values<'_> {
         match self {
             Values::Deferred if raw.contains('$') => Ok(None),
             Values::Deferred => Ok(Some(raw.to_string())),
-            Values::Expanded(expand) => expand(raw).map(Some),
+            Values::Expanded(expand) => expand(raw).map(Some).map_err(|e| e.0),
         }
     }
 }
@@ -150,201 +152,250 @@ fn key_of(field: &str) -> Result<(String, Option<&str>), String> {
 /// Parses a mount. With deferred values, returns `Ok(None)` once every check that
 /// does not depend on a variable has passed.
 fn parse(text: &str, mut values: Values, ssh_index: usize) -> Result<Option<Mount>, String> {
-    // `None` inside: given, but holding a variable not known yet.
-    let mut kind: Option<Option<MountType>> = None;
-    let mut target: Option<Option<String>> = None;
-    let mut from = None;
-    let mut source: Option<Option<String>> = None;
-    let mut read_only = None;
-    let mut id: Option<Option<String>> = None;
-    let mut sharing = None;
-    let mut size = None;
-    let mut mode = None;
-    let mut uid = None;
-    let mut gid = None;
-    let mut required = None;
-    let mut env: Option<Option<String>> = None;
-    let mut deferred = false;
-
-    for field in split_csv(text)? {
-        let (key, raw) = key_of(&field)?;
-        if key == "from" {
-            let raw = raw.unwrap_or_default();
-            // A stage or image name: never expanded, as in BuildKit.
-            if raw.find('$').is_some_and(|at| at + 1 < raw.len()) {
-                return Err(
-                    "'from' doesn't support variable expansion, define alias stage instead"
-                        .to_string(),
-                );
-            }
-            from = Some(raw.to_string());
-            continue;
-        }
-        let value = match raw {
-            Some(raw) => values.get(raw)?,
-            None => Some("true".to_string()),
-        };
-        deferred |= value.is_none();
-        match key.as_str() {
-            "type" => {
-                kind = Some(match value {
-                    None => None,
-                    Some(value) => Some(match value.to_ascii_lowercase().as_str() {
-                        "bind" => MountType::Bind,
-                        "cache" => MountType::Cache,
-                        "tmpfs" => MountType::Tmpfs,
-                        "secret" => MountType::Secret,
-                        "ssh" => MountType::Ssh,
-                        other => return Err(format!("unsupported mount type {other:?}")),
-                    }),
-                })
-            }
-            "source" | "src" => source = Some(value),
-            "target" | "dst" | "destination" => target = Some(value),
-            "readonly" | "ro" => read_only = value.map(|v| parse_bool(&key, &v)).transpose()?,
-            "readwrite" | "rw" => {
-                read_only = value
-                    .map(|v| parse_bool(&key, &v).map(|rw| !rw))
-                    .transpose()?
-            }
-            "required" => required = Some(value.map(|v| parse_bool(&key, &v)).transpose()?),
-            "sharing" => {
-                sharing = Some(
-                    value
-                        .map(|value| match value.to_ascii_lowercase().as_str() {
-                            "shared" => Ok(Sharing::Shared),
-                            "private" => Ok(Sharing::Private),
-                            "locked" => Ok(Sharing::Locked),
-                            other => Err(format!("unsupported sharing value {other:?}")),
-                        })
-                        .transpose()?,
-                )
-            }
-            "id" => id = Some(value),
-            "size" => size = Some(value.map(|v| parse_size(&v)).transpose()?),
-            "mode" => {
-                mode = Some(
-                    value
-                        .map(|value| {
-                            parse_unsigned(&value, 8).ok_or_else(|| {
-                                format!("invalid mode {value:?}: expected an octal number")
-                            })
-                        })
-                        .transpose()?,
-                )
-            }
-            "uid" => uid = Some(value.map(|v| parse_id("uid", &v)).transpose()?),
-            "gid" => gid = Some(value.map(|v| parse_id("gid", &v)).transpose()?),
-            "env" => env = Some(value),
-            _ => unreachable!("key_of accepts only known keys"),
-        }
-    }
-
+    let fields = Fields::read(text, &mut values)?;
     // Without the type, no rule that depends on it can be checked yet.
-    let kind = match kind {
+    let kind = match fields.kind {
         None => MountType::Bind,
         Some(Some(kind)) => kind,
         Some(None) => return Ok(None),
     };
-    let name = kind.as_str();
+    reject_keys_for(kind, &fields)?;
+    let placement = match kind {
+        MountType::Secret => secret_placement(&fields)?,
+        MountType::Ssh => ssh_placement(&fields, ssh_index),
+        MountType::Bind | MountType::Cache | MountType::Tmpfs => path_placement(kind, &fields)?,
+    };
+    Ok(placement.map(|(target, id)| fields.into_mount(kind, target, id)))
+}
+
+/// A mount's fields as written, before defaults. An inner `None` means given, but holding
+/// a variable not known yet.
+#[derive(Default)]
+struct Fields {
+    kind: Option<Option<MountType>>,
+    target: Option<Option<String>>,
+    from: Option<String>,
+    source: Option<Option<String>>,
+    read_only: Option<bool>,
+    id: Option<Option<String>>,
+    sharing: Option<Option<Sharing>>,
+    size: Option<Option<u64>>,
+    mode: Option<Option<u32>>,
+    uid: Option<Option<u32>>,
+    gid: Option<Option<u32>>,
+    required: Option<Option<bool>>,
+    env: Option<Option<String>>,
+    /// Some value held a variable not known yet.
+    deferred: bool,
+}
+
+impl Fields {
+    /// Reads the CSV fields in order; the first bad one is the error.
+    fn read(text: &str, values: &mut Values) -> Result<Fields, String> {
+        let mut fields = Fields::default();
+        for field in split_csv(text)? {
+            let (key, raw) = key_of(&field)?;
+            if key == "from" {
+                fields.from = Some(from_value(raw.unwrap_or_default())?);
+                continue;
+            }
+            let value = match raw {
+                Some(raw) => values.get(raw)?,
+                None => Some("true".to_string()),
+            };
+            fields.deferred |= value.is_none();
+            fields.set(&key, value)?;
+        }
+        Ok(fields)
+    }
+
+    /// Records one key's value (`None`: not known yet), checking the values it can.
+    fn set(&mut self, key: &str, value: Option<String>) -> Result<(), String> {
+        let boolean = |value: Option<String>| value.map(|v| parse_bool(key, &v)).transpose();
+        match key {
+            "type" => self.kind = Some(value.map(|v| parse_type(&v)).transpose()?),
+            "source" | "src" => self.source = Some(value),
+            "target" | "dst" | "destination" => self.target = Some(value),
+            "readonly" | "ro" => self.read_only = boolean(value)?,
+            "readwrite" | "rw" => self.read_only = boolean(value)?.map(|rw| !rw),
+            "required" => self.required = Some(boolean(value)?),
+            "sharing" => self.sharing = Some(value.map(|v| parse_sharing(&v)).transpose()?),
+            "id" => self.id = Some(value),
+            "size" => self.size = Some(value.map(|v| size_bytes(&v)).transpose()?),
+            "mode" => self.mode = Some(value.map(|v| parse_mode(&v)).transpose()?),
+            "uid" => self.uid = Some(value.map(|v| parse_id("uid", &v)).transpose()?),
+            "gid" => self.gid = Some(value.map(|v| parse_id("gid", &v)).transpose()?),
+            "env" => self.env = Some(value),
+            _ => unreachable!("key_of accepts only known keys"),
+        }
+        Ok(())
+    }
+
+    /// The mount with its defaults applied, at `target` with `id`.
+    fn into_mount(self, kind: MountType, target: String, id: Option<String>) -> Mount {
+        Mount {
+            kind,
+            target,
+            from: self.from,
+            source: self.source.flatten(),
+            // Bind, secret and ssh mounts are read-only unless asked otherwise.
+            read_only: self.read_only.unwrap_or(matches!(
+                kind,
+                MountType::Bind | MountType::Secret | MountType::Ssh
+            )),
+            id,
+            sharing: self.sharing.flatten().unwrap_or_default(),
+            size: self.size.flatten(),
+            mode: self.mode.flatten(),
+            uid: self.uid.flatten(),
+            gid: self.gid.flatten(),
+            required: self.required.flatten().unwrap_or(false),
+            env: self.env.flatten().filter(|_| kind == MountType::Secret),
+        }
+    }
+}
+
+/// A `from` value: a stage or image name, never expanded, as in BuildKit.
+fn from_value(raw: &str) -> Result<String, String> {
+    if raw.find('$').is_some_and(|at| at + 1 < raw.len()) {
+        return Err(
+            "'from' doesn't support variable expansion, define alias stage instead".to_string(),
+        );
+    }
+    Ok(raw.to_string())
+}
+
+fn parse_type(value: &str) -> Result<MountType, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "bind" => Ok(MountType::Bind),
+        "cache" => Ok(MountType::Cache),
+        "tmpfs" => Ok(MountType::Tmpfs),
+        "secret" => Ok(MountType::Secret),
+        "ssh" => Ok(MountType::Ssh),
+        other => Err(format!("unsupported mount type {other:?}")),
+    }
+}
+
+fn parse_sharing(value: &str) -> Result<Sharing, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "shared" => Ok(Sharing::Shared),
+        "private" => Ok(Sharing::Private),
+        "locked" => Ok(Sharing::Locked),
+        other => Err(format!("unsupported sharing value {other:?}")),
+    }
+}
+
+fn parse_mode(value: &str) -> Result<u32, String> {
+    parse_unsigned(value, 8)
+        .ok_or_else(|| format!("invalid mode {value:?}: expected an octal number"))
+}
+
+/// Rejects the keys that mount type `kind` does not take.
+fn reject_keys_for(kind: MountType, fields: &Fields) -> Result<(), String> {
     let reject = |present: bool, key: &str| {
         if present {
-            Err(format!("unexpected key '{key}' for mount type '{name}'"))
+            Err(format!(
+                "unexpected key '{key}' for mount type '{}'",
+                kind.as_str()
+            ))
         } else {
             Ok(())
         }
     };
-    reject(sharing.is_some() && kind != MountType::Cache, "sharing")?;
-    reject(size.is_some() && kind != MountType::Tmpfs, "size")?;
     reject(
-        required.is_some() && !matches!(kind, MountType::Secret | MountType::Ssh),
+        fields.sharing.is_some() && kind != MountType::Cache,
+        "sharing",
+    )?;
+    reject(fields.size.is_some() && kind != MountType::Tmpfs, "size")?;
+    reject(
+        fields.required.is_some() && !matches!(kind, MountType::Secret | MountType::Ssh),
         "required",
     )?;
-    reject(from.is_some() && kind == MountType::Secret, "from")?;
+    reject(fields.from.is_some() && kind == MountType::Secret, "from")?;
     for (present, key) in [
-        (mode.is_some(), "mode"),
-        (uid.is_some(), "uid"),
-        (gid.is_some(), "gid"),
+        (fields.mode.is_some(), "mode"),
+        (fields.uid.is_some(), "uid"),
+        (fields.gid.is_some(), "gid"),
     ] {
         reject(
             present && matches!(kind, MountType::Bind | MountType::Tmpfs),
             key,
         )?;
     }
+    Ok(())
+}
 
-    let (target, id) = match kind {
-        MountType::Secret => {
-            // BuildKit: the id is `id`, else the whole `source`, else the target's
-            // base name; the default target is /run/secrets/<base name of the id>.
-            if matches!(source, Some(Some(_))) && matches!(id, Some(Some(_))) {
-                return Err("both source and id can't be set".to_string());
-            }
-            if deferred {
-                return Ok(None);
-            }
-            let target = target.flatten();
-            let id = id
-                .flatten()
-                .or(source.clone().flatten())
-                .or_else(|| target.as_deref().map(|t| base_name(t).to_string()))
-                .filter(|id| !id.is_empty())
-                .ok_or("one of source, target required")?;
-            let target = match (target, env.is_some()) {
-                (Some(target), _) => target,
-                // With only env=, the secret is not written to a file.
-                (None, true) => String::new(),
-                (None, false) => format!("/run/secrets/{}", base_name(&id)),
-            };
-            (target, Some(id))
-        }
-        MountType::Ssh => {
-            if deferred {
-                return Ok(None);
-            }
-            let target = target
-                .flatten()
-                .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_index}"));
-            (
-                target,
-                Some(id.flatten().unwrap_or_else(|| "default".to_string())),
-            )
-        }
+/// Where a mount goes and what identifies it: (target, id), or `None` while a value it
+/// depends on is not known yet.
+type Placement = Option<(String, Option<String>)>;
+
+/// A secret's target and id. BuildKit: the id is `id`, else the whole `source`, else the
+/// target's base name; the default target is /run/secrets/<base name of the id>.
+fn secret_placement(fields: &Fields) -> Result<Placement, String> {
+    if matches!(fields.source, Some(Some(_))) && matches!(fields.id, Some(Some(_))) {
+        return Err("both source and id can't be set".to_string());
+    }
+    if fields.deferred {
+        return Ok(None);
+    }
+    let target = fields.target.clone().flatten();
+    let id = fields
+        .id
+        .clone()
+        .flatten()
+        .or(fields.source.clone().flatten())
+        .or_else(|| target.as_deref().map(|t| base_name(t).to_string()))
+        .filter(|id| !id.is_empty())
+        .ok_or("one of source, target required")?;
+    let target = match (target, fields.env.is_some()) {
+        (Some(target), _) => target,
+        // With only env=, the secret is not written to a file.
+        (None, true) => String::new(),
+        (None, false) => format!("/run/secrets/{}", base_name(&id)),
+    };
+    Ok(Some((target, Some(id))))
+}
+
+/// An ssh agent's target (numbered by `ssh_index` by default) and id (`default`).
+fn ssh_placement(fields: &Fields, ssh_index: usize) -> Placement {
+    if fields.deferred {
+        return None;
+    }
+    let target = fields
+        .target
+        .clone()
+        .flatten()
+        .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_index}"));
+    let id = fields
+        .id
+        .clone()
+        .flatten()
+        .unwrap_or_else(|| "default".to_string());
+    Some((target, Some(id)))
+}
+
+/// A bind, cache or tmpfs mount's target (required) and id.
+fn path_placement(kind: MountType, fields: &Fields) -> Result<Placement, String> {
+    let target = match &fields.target {
+        Some(Some(target)) if !target.is_empty() => target.clone(),
+        Some(None) => return Ok(None),
         _ => {
-            let target = match target {
-                Some(Some(target)) if !target.is_empty() => target,
-                Some(None) => return Ok(None),
-                _ => return Err(format!("mount target is required for {name} mounts")),
-            };
-            if deferred {
-                return Ok(None);
-            }
-            // A cache mount without an id is identified by its target.
-            let id = id
-                .flatten()
-                .or_else(|| (kind == MountType::Cache).then(|| target.clone()));
-            (target, id)
+            return Err(format!(
+                "mount target is required for {} mounts",
+                kind.as_str()
+            ));
         }
     };
-
-    Ok(Some(Mount {
-        kind,
-        target,
-        from,
-        source: source.flatten(),
-        // Bind, secret and ssh mounts are read-only unless asked otherwise.
-        read_only: read_only.unwrap_or(matches!(
-            kind,
-            MountType::Bind | MountType::Secret | MountType::Ssh
-        )),
-        id,
-        sharing: sharing.flatten().unwrap_or_default(),
-        size: size.flatten(),
-        mode: mode.flatten(),
-        uid: uid.flatten(),
-        gid: gid.flatten(),
-        required: required.flatten().unwrap_or(false),
-        env: env.flatten().filter(|_| kind == MountType::Secret),
-    }))
+    if fields.deferred {
+        return Ok(None);
+    }
+    // A cache mount without an id is identified by its target.
+    let id = fields
+        .id
+        .clone()
+        .flatten()
+        .or_else(|| (kind == MountType::Cache).then(|| target.clone()));
+    Ok(Some((target, id)))
 }
 
 fn base_name(path: &str) -> &str {
@@ -378,7 +429,11 @@ fn parse_id(key: &str, value: &str) -> Result<u32, String> {
 }
 
 /// Sizes as Docker writes them: `1024`, `64k`, `128m`, `1.5g`, `2GiB` (powers of 1024).
-pub fn parse_size(value: &str) -> Result<u64, String> {
+pub fn parse_size(value: &str) -> Result<u64, InvalidValue> {
+    size_bytes(value).map_err(InvalidValue)
+}
+
+fn size_bytes(value: &str) -> Result<u64, String> {
     let bad = || format!("invalid size {value:?}");
     let trimmed = value.trim();
     let digits_end = trimmed
@@ -453,7 +508,7 @@ fn split_csv(text: &str) -> Result<Vec<String>, String> {
 mod tests {
     use super::*;
 
-    fn literal(text: &str) -> Result<Mount, String> {
+    fn literal(text: &str) -> Result<Mount, InvalidValue> {
         MountSpec::new(text)?.resolve(&mut |v| Ok(v.to_string()), 0)
     }
 
@@ -554,7 +609,7 @@ mod tests {
             ("\"type=cache,target=/x", "unterminated quote"),
         ] {
             let error = literal(spec).unwrap_err();
-            assert!(error.contains(message), "{spec}: {error}");
+            assert!(error.0.contains(message), "{spec}: {error}");
         }
     }
 

@@ -3,10 +3,16 @@
 
 use std::time::Duration;
 
+use super::error::InvalidValue;
+
 /// Parses a Go duration string (`30s`, `1m30s`, `1.5h`, `250ms`, `0`) exactly as
 /// Go's `time.ParseDuration` does, rounding included, so image configs match
 /// BuildKit's byte for byte.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, InvalidValue> {
+    duration(text).map_err(InvalidValue)
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {text:?}");
     if text == "0" {
         return Ok(Duration::ZERO);
@@ -88,7 +94,11 @@ pub enum Chmod {
 }
 
 impl Chmod {
-    pub fn parse(text: &str) -> Result<Chmod, String> {
+    pub fn parse(text: &str) -> Result<Chmod, InvalidValue> {
+        Chmod::parse_text(text).map_err(InvalidValue)
+    }
+
+    fn parse_text(text: &str) -> Result<Chmod, String> {
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
             return match u32::from_str_radix(text, 8) {
                 Ok(mode) if mode <= 0o7777 => Ok(Chmod::Octal(mode)),
@@ -179,7 +189,11 @@ fn copy_class(bits: u32) -> u32 {
 
 /// A `--checksum` value: `sha256:<64 lower-case hex>` (sha384/sha512 by length) for
 /// HTTP sources, or a commit SHA (prefix) of lower-case hex for git sources.
-pub fn parse_checksum(text: &str) -> Result<(), String> {
+pub fn parse_checksum(text: &str) -> Result<(), InvalidValue> {
+    checksum(text).map_err(InvalidValue)
+}
+
+fn checksum(text: &str) -> Result<(), String> {
     let lower_hex = |hex: &str| {
         hex.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

@@ -6,22 +6,7 @@ use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256, Sha512};
 
-/// Why a string is not a digest we accept.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DigestError {
-    #[error("invalid digest {0:?}: expected <algorithm>:<hex>")]
-    MissingAlgorithm(String),
-    #[error(
-        "unsupported digest algorithm {algorithm:?} in {digest:?} (sha256 and sha512 are supported)"
-    )]
-    UnsupportedAlgorithm { digest: String, algorithm: String },
-    #[error("invalid digest {digest:?}: {algorithm} needs {expected} lowercase hex characters")]
-    BadHex {
-        digest: String,
-        algorithm: Algorithm,
-        expected: usize,
-    },
-}
+use super::error::DigestError;
 
 /// A digest algorithm we can parse. Content kiln writes is always sha256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

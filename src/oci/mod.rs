@@ -4,15 +4,17 @@
 //! L0: imports nothing of kiln.
 
 mod digest;
+mod error;
 pub mod media_type;
 mod platform;
 mod reference;
 pub mod time;
 
-pub use digest::{Algorithm, Digest, DigestError, DigestReader, DigestWriter, Hasher, chain_id};
+pub use digest::{Algorithm, Digest, DigestReader, DigestWriter, Hasher, chain_id};
+pub use error::{DigestError, PlatformError, ReferenceError};
 pub use media_type::Compression;
-pub use platform::{Platform, PlatformError};
-pub use reference::{Reference, ReferenceError};
+pub use platform::Platform;
+pub use reference::Reference;
 
 pub use oci_spec::image::{
     Config, Descriptor, DescriptorBuilder, History, ImageConfiguration, ImageIndex,

@@ -5,16 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Why a platform string is not `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlatformError {
-    #[error("invalid platform {0:?}: expected os/arch[/variant], got an empty component")]
-    EmptyComponent(String),
-    #[error("invalid platform {0:?}: expected os/arch[/variant], got more than three components")]
-    TooManyComponents(String),
-    #[error("invalid platform {0:?}: expected os/arch[/variant], got no architecture")]
-    MissingArchitecture(String),
-}
+use super::error::PlatformError;
 
 /// An OCI platform, serialised as the `platform` object of an image index.
 ///

@@ -4,54 +4,15 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::digest::{Digest, DigestError};
+use super::digest::Digest;
+use super::error::ReferenceError;
 
 const DEFAULT_REGISTRY: &str = "docker.io";
 const LEGACY_DEFAULT_REGISTRY: &str = "index.docker.io";
 const OFFICIAL_REPO_PREFIX: &str = "library/";
 const DEFAULT_TAG: &str = "latest";
-const NAME_MAX_LEN: usize = 255;
+pub(super) const NAME_MAX_LEN: usize = 255;
 const TAG_MAX_LEN: usize = 128;
-
-/// Why a string is not a valid image reference.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReferenceError {
-    #[error("invalid reference format: empty reference")]
-    Empty,
-    #[error(
-        "invalid repository name ({0}), cannot specify 64-byte hexadecimal strings (use an image id lookup instead)"
-    )]
-    BareIdentifier(String),
-    #[error(
-        "invalid reference format: repository name ({repository}) must be lowercase in {reference:?}"
-    )]
-    UppercaseRepository {
-        reference: String,
-        repository: String,
-    },
-    #[error(
-        "invalid reference format: bad tag {tag:?} in {reference:?} (tags match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})"
-    )]
-    BadTag { reference: String, tag: String },
-    #[error("invalid reference format: bad digest in {reference:?}: {source}")]
-    BadDigest {
-        reference: String,
-        source: DigestError,
-    },
-    #[error("invalid reference format: bad registry host {domain:?} in {reference:?}")]
-    BadDomain { reference: String, domain: String },
-    #[error(
-        "invalid reference format: bad repository path component {component:?} in {reference:?}"
-    )]
-    BadPathComponent {
-        reference: String,
-        component: String,
-    },
-    #[error(
-        "invalid reference format: repository name longer than {NAME_MAX_LEN} characters in {0:?}"
-    )]
-    NameTooLong(String),
-}
 
 /// A fully normalised image reference: registry, repository, and a tag and/or digest.
 ///

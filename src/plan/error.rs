@@ -1,8 +1,12 @@
 use crate::syntax::Span;
 
+/// Why an [`ImageResolver`](super::ImageResolver) could not give an image: its own error
+/// (the planner cannot name the store's or the registry's), shown as is.
+pub type ResolveError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a build could not be planned. Every variant carries the span of the
 /// Dockerfile text at fault, so the CLI and solver can show an excerpt.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A word could not be expanded (`${A:?msg}`, a missing `}`, a bad modifier).
     #[error("failed to process {word:?}: {message}")]
@@ -22,10 +26,10 @@ pub enum Error {
     #[error("{message}")]
     Reference { message: String, span: Span },
     /// The base image (or an image in `--from`) could not be resolved.
-    #[error("{reference}: {message}")]
+    #[error("{reference}: {source}")]
     Resolve {
         reference: String,
-        message: String,
+        source: ResolveError,
         span: Span,
     },
     /// An ONBUILD trigger of a base image is not a valid instruction.

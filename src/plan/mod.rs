@@ -40,11 +40,16 @@
 //! Op types and fields are documented in [`op`].
 
 mod builder;
+mod copy;
 mod dump;
 mod error;
 mod image;
+mod metadata;
 pub mod op;
 mod paths;
+mod run;
+mod stage;
+mod state;
 
 use std::collections::BTreeMap;
 
@@ -53,10 +58,11 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 
 pub use dump::dump;
-pub use error::Error;
+pub use error::{Error, ResolveError};
 pub use image::{Empty, HISTORY_COMMENT, HealthConfig, History, ImageConfig, Platform};
 pub use op::{
-    Copy, CopySource, Definition, Exec, ExecMount, FileOp, HeredocFile, Metadata, Mkdir, Op, Source,
+    CacheSharing, Copy, CopySource, Definition, Exec, ExecMount, FileOp, HeredocFile, Metadata,
+    Mkdir, MountKind, MountOwner, Op, Source,
 };
 
 use crate::instruction::Stages;
@@ -104,7 +110,11 @@ impl Default for Options {
 /// Looks base images up (the solver pulls or finds them in the store).
 pub trait ImageResolver {
     /// Resolves `reference` (as written after expansion) for `platform`.
-    fn resolve(&mut self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
+    fn resolve(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, ResolveError>;
 }
 
 /// What the resolver knows about an image.

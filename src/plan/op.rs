@@ -126,28 +126,194 @@ pub struct HeredocFile {
 }
 
 /// A resolved `RUN --mount`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// Serialised (into the step's key) in the flat form of its first version, one field per
+/// mount option whatever the kind (see its `Serialize` impl), so the keys of steps
+/// cached before stay valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecMount {
-    /// `bind`, `cache`, `tmpfs`, `secret` or `ssh`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Absolute path inside the step (relative targets are joined to WORKDIR).
+    /// Absolute path inside the step (relative targets are joined to WORKDIR); empty for
+    /// a secret given only as `env=`.
     pub target: String,
-    /// The input (stage result, image, or context) bind and cache mounts read from.
-    pub input: Option<usize>,
-    /// Path within the input.
+    /// `source=`: the path within the input of a bind or cache mount. The other kinds do
+    /// not read it (a secret's id already came from it), but it is part of the key.
     pub source: Option<String>,
+    /// `ro`/`rw`, for bind and cache mounts; secret and ssh mounts are always read-only.
     pub read_only: bool,
-    /// Cache, secret or ssh id.
-    pub id: Option<String>,
-    /// Cache sharing: `shared`, `private`, `locked`.
-    pub sharing: Option<String>,
-    pub size: Option<u64>,
+    pub kind: MountKind,
+}
+
+/// What a mount is, with the options of its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountKind {
+    /// The op's input `input` (a stage, an image or the build context) at `source`.
+    Bind {
+        input: usize,
+        /// `id=`: accepted on every kind, as in BuildKit, and unused by this one; part
+        /// of the key as written.
+        id: Option<String>,
+    },
+    /// A directory that persists across builds, named by `id`, seeded from `input` when
+    /// `from=` was given.
+    Cache {
+        id: String,
+        sharing: CacheSharing,
+        input: Option<usize>,
+        owner: MountOwner,
+    },
+    /// An empty in-memory filesystem.
+    Tmpfs {
+        /// Bytes; unlimited when `None`.
+        size: Option<u64>,
+        /// `id=`, unused by this kind (see [`MountKind::Bind`]).
+        id: Option<String>,
+    },
+    /// The `--secret` named `id`, as a file at the target and/or the variable `env`.
+    Secret {
+        id: String,
+        env: Option<String>,
+        /// Fail when the secret is not given (else the mount is skipped).
+        required: bool,
+        owner: MountOwner,
+    },
+    /// The `--ssh` agent socket named `id`, with `SSH_AUTH_SOCK` pointing at it.
+    Ssh {
+        id: String,
+        /// Fail when the agent is not given (else the mount is skipped).
+        required: bool,
+        owner: MountOwner,
+    },
+}
+
+impl MountKind {
+    /// The `type=` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MountKind::Bind { .. } => "bind",
+            MountKind::Cache { .. } => "cache",
+            MountKind::Tmpfs { .. } => "tmpfs",
+            MountKind::Secret { .. } => "secret",
+            MountKind::Ssh { .. } => "ssh",
+        }
+    }
+}
+
+/// `mode=`, `uid=` and `gid=` of a cache directory, secret file or agent socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MountOwner {
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
-    pub required: bool,
-    pub env: Option<String>,
+}
+
+/// How steps running at once share a cache mount.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CacheSharing {
+    /// Everyone uses the one directory at once.
+    #[default]
+    Shared,
+    /// A step gets a directory no running step holds (a new one if need be).
+    Private,
+    /// One step at a time; the others wait.
+    Locked,
+}
+
+impl CacheSharing {
+    /// The `sharing=` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheSharing::Shared => "shared",
+            CacheSharing::Private => "private",
+            CacheSharing::Locked => "locked",
+        }
+    }
+}
+
+/// The serialised form of an [`ExecMount`]: every option of every kind, in this order,
+/// `null`/`false` where the kind has none. Changing it changes every RUN key with a mount.
+#[derive(Serialize)]
+struct ExecMountKey<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    target: &'a str,
+    input: Option<usize>,
+    source: Option<&'a str>,
+    read_only: bool,
+    id: Option<&'a str>,
+    sharing: Option<&'static str>,
+    size: Option<u64>,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    required: bool,
+    env: Option<&'a str>,
+}
+
+impl Serialize for ExecMount {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut key = ExecMountKey {
+            kind: self.kind.name(),
+            target: &self.target,
+            input: None,
+            source: self.source.as_deref(),
+            read_only: self.read_only,
+            id: None,
+            sharing: None,
+            size: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            required: false,
+            env: None,
+        };
+        let owner = match &self.kind {
+            MountKind::Bind { input, id } => {
+                key.input = Some(*input);
+                key.id = id.as_deref();
+                None
+            }
+            MountKind::Cache {
+                id,
+                sharing,
+                input,
+                owner,
+            } => {
+                key.input = *input;
+                key.id = Some(id);
+                key.sharing = Some(sharing.name());
+                Some(owner)
+            }
+            MountKind::Tmpfs { size, id } => {
+                key.size = *size;
+                key.id = id.as_deref();
+                None
+            }
+            MountKind::Secret {
+                id,
+                env,
+                required,
+                owner,
+            } => {
+                key.id = Some(id);
+                key.env = env.as_deref();
+                key.required = *required;
+                Some(owner)
+            }
+            MountKind::Ssh {
+                id,
+                required,
+                owner,
+            } => {
+                key.id = Some(id);
+                key.required = *required;
+                Some(owner)
+            }
+        };
+        if let Some(owner) = owner {
+            (key.mode, key.uid, key.gid) = (owner.mode, owner.uid, owner.gid);
+        }
+        key.serialize(serializer)
+    }
 }
 
 /// A filesystem change made by the builder itself. Input 0 is the destination

@@ -5,6 +5,8 @@
 //!
 //! L0: imports nothing of kiln.
 
+mod error;
+mod items;
 mod logs;
 
 use std::sync::Arc;
@@ -12,14 +14,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+pub use error::ProgressError;
+pub use items::{ByteCounter, Items};
 pub use logs::LogStore;
-
-/// Everything that can go wrong with progress events.
-#[derive(Debug, thiserror::Error)]
-pub enum ProgressError {
-    #[error("invalid progress event: {0}")]
-    Decode(#[from] serde_json::Error),
-}
 
 /// Which output stream of a step a log chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +60,18 @@ pub enum Event {
         current: u64,
         total: Option<u64>,
     },
+    /// How one item of the step (a layer being pulled or pushed) is getting on: its status
+    /// in `docker pull`'s words, and the bytes it has moved when that is counted.
+    VertexStatus {
+        id: u64,
+        item: String,
+        status: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        current: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<u64>,
+        at: f64,
+    },
     /// A build-wide warning (deprecated syntax, a check rule, …).
     BuildWarning { message: String },
 }
@@ -77,7 +86,8 @@ impl Event {
             | Event::VertexMiss { id, .. }
             | Event::VertexDone { id, .. }
             | Event::VertexError { id, .. }
-            | Event::VertexProgress { id, .. } => Some(*id),
+            | Event::VertexProgress { id, .. }
+            | Event::VertexStatus { id, .. } => Some(*id),
             Event::BuildWarning { .. } => None,
         }
     }
@@ -91,7 +101,8 @@ impl Event {
             | Event::VertexMiss { id, .. }
             | Event::VertexDone { id, .. }
             | Event::VertexError { id, .. }
-            | Event::VertexProgress { id, .. } => Some(id),
+            | Event::VertexProgress { id, .. }
+            | Event::VertexStatus { id, .. } => Some(id),
             Event::BuildWarning { .. } => None,
         }
     }
@@ -218,6 +229,11 @@ pub struct Vertex {
 impl Vertex {
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// A handle reporting the step's items (the layers of a pull or push).
+    pub fn items(&self) -> Items {
+        Items::new(self.sink.clone(), self.clock.clone(), self.id)
     }
 
     pub fn log(&mut self, stream: Stream, bytes: &[u8]) {

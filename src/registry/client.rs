@@ -15,9 +15,6 @@ use super::error::{RegistryError, Result, parse_remote_errors};
 use super::scheme::{Scheme, api_host, is_loopback, key_to_hostname, scheme_for};
 use super::{RegistryRef, tls};
 
-/// Upload progress callback: total bytes sent so far.
-pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
-
 /// Retry policy for connection errors, 5xx and 429.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {

@@ -41,7 +41,7 @@ pub use auth::{
     Anonymous, Challenge, CredentialSource, Credentials, DockerConfig, StaticCredentials,
     config_dir, parse_challenge,
 };
-pub use client::{BlobSource, Client, ClientConfig, Progress, RetryPolicy, http_client};
+pub use client::{BlobSource, Client, ClientConfig, RetryPolicy, http_client};
 pub use error::{RegistryError, RemoteErrors, Result};
 pub use index::{IndexEntry, select_platform};
 pub use scheme::{

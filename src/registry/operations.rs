@@ -9,12 +9,12 @@ use reqwest::{Response, StatusCode, Url};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::client::{
-    BlobSource, Client, Ctx, Progress, ReadErr, header_str, parse_url, pull_scope, push_scope,
-    read_limited,
+    BlobSource, Client, Ctx, ReadErr, header_str, parse_url, pull_scope, push_scope, read_limited,
 };
 use super::error::{RegistryError, Result};
 use super::{RegistryRef, Resolved};
 use crate::oci::{Algorithm, Digest, Hasher, media_type};
+use crate::progress::ByteCounter;
 
 /// Manifests bigger than this are refused (containerd uses the same cap): they live in memory.
 const MAX_MANIFEST: usize = 4 << 20;
@@ -109,7 +109,7 @@ impl Client {
 
     /// Stream a blob into an async writer, verifying size and digest as it arrives.
     ///
-    /// `on_progress` gets the running byte count. On error the writer has received a prefix
+    /// `progress` is set to the running byte count. On error the writer has received a prefix
     /// (or wrong bytes): the caller must discard it, never commit it.
     pub async fn fetch_blob<W>(
         &self,
@@ -117,13 +117,13 @@ impl Client {
         digest: &Digest,
         size: Option<u64>,
         sink: &mut W,
-        on_progress: &(dyn Fn(u64) + Send + Sync),
+        progress: Option<&ByteCounter>,
     ) -> Result<()>
     where
         W: AsyncWrite + Unpin + Send + ?Sized,
     {
         let mut s = AsyncSink(sink);
-        self.fetch_into(r, digest, size, &mut s, on_progress).await
+        self.fetch_into(r, digest, size, &mut s, progress).await
     }
 
     /// Stream a blob into a blocking `std::io::Write` (e.g. a store ingest file), written on a
@@ -135,7 +135,7 @@ impl Client {
         digest: &Digest,
         size: Option<u64>,
         writer: W,
-        on_progress: &(dyn Fn(u64) + Send + Sync),
+        progress: Option<&ByteCounter>,
     ) -> Result<W>
     where
         W: std::io::Write + Send + 'static,
@@ -150,7 +150,7 @@ impl Client {
             Ok(w)
         });
         let mut s = ChannelSink(tx);
-        let res = self.fetch_into(r, digest, size, &mut s, on_progress).await;
+        let res = self.fetch_into(r, digest, size, &mut s, progress).await;
         drop(s);
         let joined = thread
             .await
@@ -169,7 +169,7 @@ impl Client {
         digest: &Digest,
         size: Option<u64>,
         sink: &mut S,
-        on_progress: &(dyn Fn(u64) + Send + Sync),
+        progress: Option<&ByteCounter>,
     ) -> Result<()> {
         let ctx = self.ctx(r, "fetch blob", vec![pull_scope(&r.repository)]);
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
@@ -197,7 +197,9 @@ impl Client {
             sink.put(chunk)
                 .await
                 .map_err(|e| RegistryError::io(format!("writing {}", what()), e))?;
-            on_progress(total);
+            if let Some(progress) = progress {
+                progress.set(total);
+            }
         }
         if let Some(want) = size
             && total != want
@@ -266,7 +268,7 @@ impl Client {
         digest: &Digest,
         size: u64,
         source: BlobSource,
-        progress: Option<Progress>,
+        progress: Option<ByteCounter>,
     ) -> Result<()> {
         let ctx = self.ctx(r, "push blob", vec![push_scope(&r.repository)]);
         let start = format!("/v2/{}/blobs/uploads/", r.repository);
@@ -299,7 +301,7 @@ impl Client {
                         // Re-armed so a retry can send the same bytes again.
                         source = Some(BlobSource::Bytes(b.clone()));
                         if let Some(p) = &progress {
-                            p(b.len() as u64);
+                            p.set(b.len() as u64);
                         }
                         reqwest::Body::from(b)
                     }
@@ -453,7 +455,7 @@ fn parse_next_link(link: &str) -> Option<String> {
     })
 }
 
-fn file_body(path: &std::path::Path, progress: Option<Progress>) -> Result<reqwest::Body> {
+fn file_body(path: &std::path::Path, progress: Option<ByteCounter>) -> Result<reqwest::Body> {
     let f = std::fs::File::open(path)
         .map_err(|e| RegistryError::io(format!("opening {}", path.display()), e))?;
     Ok(stream_body(
@@ -462,7 +464,10 @@ fn file_body(path: &std::path::Path, progress: Option<Progress>) -> Result<reqwe
     ))
 }
 
-fn stream_body(rd: Box<dyn AsyncRead + Send + Unpin>, progress: Option<Progress>) -> reqwest::Body {
+fn stream_body(
+    rd: Box<dyn AsyncRead + Send + Unpin>,
+    progress: Option<ByteCounter>,
+) -> reqwest::Body {
     let counted = Counted {
         inner: rd,
         total: 0,
@@ -478,7 +483,7 @@ fn stream_body(rd: Box<dyn AsyncRead + Send + Unpin>, progress: Option<Progress>
 struct Counted {
     inner: Box<dyn AsyncRead + Send + Unpin>,
     total: u64,
-    progress: Option<Progress>,
+    progress: Option<ByteCounter>,
 }
 
 impl AsyncRead for Counted {
@@ -493,7 +498,7 @@ impl AsyncRead for Counted {
         if n > 0 {
             self.total += n as u64;
             if let Some(p) = &self.progress {
-                p(self.total);
+                p.set(self.total);
             }
         }
         r
@@ -553,8 +558,8 @@ mod tests {
         is_send(c.resolve(&r));
         is_send(c.push_blob(&r, &d, 0, BlobSource::Bytes(vec![]), None));
         let mut v: Vec<u8> = Vec::new();
-        is_send(c.fetch_blob(&r, &d, None, &mut v, &|_| {}));
-        is_send(c.fetch_blob_to_writer(&r, &d, None, Vec::new(), &|_| {}));
+        is_send(c.fetch_blob(&r, &d, None, &mut v, None));
+        is_send(c.fetch_blob_to_writer(&r, &d, None, Vec::new(), None));
         is_send(c.mount_blob(&r, "x", &d));
     }
 }

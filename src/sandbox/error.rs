@@ -2,10 +2,9 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::sys::SysError;
-
-use super::user::UserError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -38,6 +37,9 @@ pub enum SandboxError {
     Wait(#[source] io::Error),
     #[error("cgroup limits: {0}")]
     Cgroup(#[source] SysError),
+    /// The empty network namespace `--network none` steps share could not be created.
+    #[error("invalid argument for shared network namespace: {0}")]
+    SharedNetNs(#[source] Arc<SysError>),
     #[error(transparent)]
     User(#[from] UserError),
     #[error(transparent)]
@@ -50,6 +52,17 @@ pub enum SandboxError {
         #[source]
         source: SysError,
     },
+}
+
+/// A `--user` (or USER) that does not resolve in the image's passwd and group files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    UnknownUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    UnknownGroup(String),
+    #[error("invalid user {0:?}")]
+    Invalid(String),
 }
 
 pub(crate) fn io_err<'a>(

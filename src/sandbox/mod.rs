@@ -16,7 +16,7 @@ pub mod spec;
 pub mod user;
 
 pub use child::child_main;
-pub use error::SandboxError;
+pub use error::{SandboxError, UserError};
 pub use parent::{ExitStatus, OutputEvent, Running, Sandbox, SpawnOptions, StdioMode, Stream};
 pub use spec::{
     BindMount, CgroupLimits, EtcFiles, NetworkMode, ProcessSpec, Rootfs, Spec, StepMount,

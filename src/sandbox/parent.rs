@@ -14,6 +14,7 @@
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::AsyncReadExt;
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 use super::child::{CREATED_FILE, ChildConfig, ERROR_FILE, ROOT_DIR, SPEC_FILE};
 use super::error::{SandboxError, io_err};
 use super::spec::{NetworkMode, Spec};
+use crate::sys::SysError;
 use crate::sys::cgroup::Cgroup;
 
 /// Environment variable naming the kiln binary to run as the sandbox child
@@ -60,10 +62,10 @@ pub struct SpawnOptions {
 
 /// The shared empty network namespace, created on first use.
 fn shared_net_ns() -> Result<PathBuf, SandboxError> {
-    static NET_NS: std::sync::OnceLock<Result<std::os::fd::OwnedFd, String>> =
+    // The error is shared: every later step reports the first attempt's failure.
+    static NET_NS: std::sync::OnceLock<Result<std::os::fd::OwnedFd, Arc<SysError>>> =
         std::sync::OnceLock::new();
-    let fd =
-        NET_NS.get_or_init(|| crate::sys::namespace::new_empty_net_ns().map_err(|e| e.to_string()));
+    let fd = NET_NS.get_or_init(|| crate::sys::namespace::new_empty_net_ns().map_err(Arc::new));
     match fd {
         Ok(fd) => {
             use std::os::fd::AsRawFd;
@@ -73,10 +75,7 @@ fn shared_net_ns() -> Result<PathBuf, SandboxError> {
                 fd.as_raw_fd()
             )))
         }
-        Err(reason) => Err(SandboxError::Sys(crate::sys::SysError::Invalid {
-            call: "shared network namespace",
-            reason: reason.clone(),
-        })),
+        Err(error) => Err(SandboxError::SharedNetNs(error.clone())),
     }
 }
 

@@ -2,7 +2,7 @@
 //! mounts the init makes inside the root, in order. Built without any syscall
 //! (so tests can check it without root); `child` executes it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::spec::{NetworkMode, Spec, StepMount};
 use crate::sys::mount::MountAttrs;
@@ -136,7 +136,7 @@ pub fn in_root(path: &str) -> PathBuf {
 }
 
 /// Builds the plan for `spec`; `state_dir` holds the generated `/etc` files.
-pub fn build(spec: &Spec, state_dir: &std::path::Path) -> Plan {
+pub fn build(spec: &Spec, state_dir: &Path) -> Plan {
     let new_net = spec.network == NetworkMode::None;
     let namespaces = Namespaces {
         mount: false,
@@ -146,14 +146,23 @@ pub fn build(spec: &Spec, state_dir: &std::path::Path) -> Plan {
         net: new_net,
     };
     let mut steps = Vec::new();
-    // /proc: a procfs of the new pid namespace, with the sensitive parts read-only or hidden.
-    steps.push(Step::Mount {
+    steps.extend(proc_steps());
+    steps.extend(dev_steps());
+    steps.push(sys_step(new_net));
+    steps.extend(etc_file_steps(state_dir));
+    steps.extend(user_mount_steps(spec, state_dir));
+    Plan { namespaces, steps }
+}
+
+/// `/proc`: a procfs of the new pid namespace, with the sensitive parts read-only or hidden.
+fn proc_steps() -> Vec<Step> {
+    let mut steps = vec![Step::Mount {
         fstype: "proc".into(),
         options: Vec::new(),
         attrs: NOSUID_NODEV_NOEXEC,
         target: "proc".into(),
         create: Some(Create::Dir),
-    });
+    }];
     for path in PROC_READONLY {
         steps.push(Step::Bind {
             source: Source::Itself,
@@ -185,20 +194,26 @@ pub fn build(spec: &Spec, state_dir: &std::path::Path) -> Plan {
             create: None,
         });
     }
-    // /dev: a small tmpfs with mknod'ed nodes (root outside a user namespace may
-    // mknod; it costs no mount per node, unlike binding the host's nodes).
-    steps.push(Step::Mount {
+    steps
+}
+
+/// `/dev`: a small tmpfs with mknod'ed nodes (root outside a user namespace may mknod; it
+/// costs no mount per node, unlike binding the host's nodes), then `pts`, `shm`, `mqueue`
+/// and the usual symlinks.
+fn dev_steps() -> Vec<Step> {
+    let nosuid_noexec = MountAttrs {
+        readonly: false,
+        nosuid: true,
+        nodev: false,
+        noexec: true,
+    };
+    let mut steps = vec![Step::Mount {
         fstype: "tmpfs".into(),
         options: opts(&[("mode", "755"), ("size", "65536k")]),
-        attrs: MountAttrs {
-            readonly: false,
-            nosuid: true,
-            nodev: false,
-            noexec: true,
-        },
+        attrs: nosuid_noexec,
         target: "dev".into(),
         create: Some(Create::Dir),
-    });
+    }];
     for (name, major, minor) in DEVICES {
         steps.push(Step::Mknod {
             path: PathBuf::from("dev").join(name),
@@ -220,12 +235,7 @@ pub fn build(spec: &Spec, state_dir: &std::path::Path) -> Plan {
     steps.push(Step::Mount {
         fstype: "devpts".into(),
         options: opts(&[("newinstance", ""), ("ptmxmode", "0666"), ("mode", "0620")]),
-        attrs: MountAttrs {
-            readonly: false,
-            nosuid: true,
-            nodev: false,
-            noexec: true,
-        },
+        attrs: nosuid_noexec,
         target: "dev/pts".into(),
         create: None,
     });
@@ -255,9 +265,13 @@ pub fn build(spec: &Spec, state_dir: &std::path::Path) -> Plan {
             path: path.into(),
         });
     }
-    // /sys read-only: a sysfs of our own net namespace, or the host's (bound,
-    // since a fresh sysfs would show the host's network devices anyway).
-    steps.push(if new_net {
+    steps
+}
+
+/// `/sys` read-only: a sysfs of our own net namespace, or the host's (bound, since a fresh
+/// sysfs would show the host's network devices anyway).
+fn sys_step(new_net: bool) -> Step {
+    if new_net {
         Step::Mount {
             fstype: "sysfs".into(),
             options: Vec::new(),
@@ -273,26 +287,31 @@ pub fn build(spec: &Spec, state_dir: &std::path::Path) -> Plan {
             attrs: READONLY,
             create: Some(Create::Dir),
         }
-    });
-    for name in ["hosts", "resolv.conf", "hostname"] {
-        steps.push(Step::Bind {
+    }
+}
+
+/// The generated `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`, bound read-only
+/// from `state_dir` so they never reach the layer.
+fn etc_file_steps(state_dir: &Path) -> Vec<Step> {
+    ["hosts", "resolv.conf", "hostname"]
+        .into_iter()
+        .map(|name| Step::Bind {
             source: Source::Host(state_dir.join(name)),
             target: PathBuf::from("etc").join(name),
             recursive: false,
-            attrs: MountAttrs {
-                readonly: true,
-                nosuid: true,
-                nodev: true,
-                noexec: true,
-            },
+            attrs: READONLY,
             create: Some(Create::File),
-        });
-    }
-    // Mounts of the step, parents before children (BuildKit sorts them by target).
-    let mut extra: Vec<(usize, Vec<Step>)> = Vec::new();
+        })
+        .collect()
+}
+
+/// The volumes and the step's own mounts, parents before children (BuildKit sorts them by
+/// target).
+fn user_mount_steps(spec: &Spec, state_dir: &Path) -> Vec<Step> {
     let depth = |destination: &str| in_root(destination).components().count();
+    let mut planned: Vec<(usize, Vec<Step>)> = Vec::new();
     for mount in &spec.mounts {
-        extra.push((
+        planned.push((
             depth(&mount.destination),
             vec![Step::Bind {
                 source: Source::Host(mount.source.clone()),
@@ -307,78 +326,86 @@ pub fn build(spec: &Spec, state_dir: &std::path::Path) -> Plan {
         ));
     }
     for (index, mount) in spec.step_mounts.iter().enumerate() {
-        let target = in_root(mount.destination());
-        let planned = match mount {
-            StepMount::Within {
-                root,
-                path,
-                readonly,
-                ..
-            } => vec![Step::Bind {
-                source: Source::Within {
-                    root: root.clone(),
-                    path: in_root(path),
+        planned.push((
+            depth(mount.destination()),
+            step_mount_steps(index, mount, state_dir),
+        ));
+    }
+    // Stable: mounts at the same depth keep their order.
+    planned.sort_by_key(|(depth, _)| *depth);
+    planned.into_iter().flat_map(|(_, steps)| steps).collect()
+}
+
+/// One mount of a RUN step (`--mount`): a bind from inside a directory, an overlay (mounted
+/// on `state_dir/mount-<index>`, then bound), or a tmpfs.
+fn step_mount_steps(index: usize, mount: &StepMount, state_dir: &Path) -> Vec<Step> {
+    let target = in_root(mount.destination());
+    match mount {
+        StepMount::Within {
+            root,
+            path,
+            readonly,
+            ..
+        } => vec![Step::Bind {
+            source: Source::Within {
+                root: root.clone(),
+                path: in_root(path),
+            },
+            target,
+            recursive: true,
+            attrs: MountAttrs {
+                readonly: *readonly,
+                ..MountAttrs::default()
+            },
+            create: Some(Create::LikeSource),
+        }],
+        StepMount::Overlay {
+            lowers,
+            upper,
+            path,
+            ..
+        } => {
+            let mountpoint = state_dir.join(format!("mount-{index}"));
+            vec![
+                Step::Overlay {
+                    lowers: lowers.clone(),
+                    upper: upper.clone(),
+                    target: mountpoint.clone(),
                 },
-                target,
-                recursive: true,
-                attrs: MountAttrs {
-                    readonly: *readonly,
-                    ..MountAttrs::default()
-                },
-                create: Some(Create::LikeSource),
-            }],
-            StepMount::Overlay {
-                lowers,
-                upper,
-                path,
-                ..
-            } => {
-                let mountpoint = state_dir.join(format!("mount-{index}"));
-                vec![
-                    Step::Overlay {
-                        lowers: lowers.clone(),
-                        upper: upper.clone(),
-                        target: mountpoint.clone(),
-                    },
-                    Step::Bind {
-                        source: Source::Within {
-                            root: mountpoint,
-                            path: in_root(path),
-                        },
-                        target,
-                        recursive: true,
-                        attrs: MountAttrs {
-                            readonly: upper.is_none(),
-                            ..MountAttrs::default()
-                        },
-                        create: Some(Create::LikeSource),
-                    },
-                ]
-            }
-            StepMount::Tmpfs { size, mode, .. } => {
-                let mut options = Vec::new();
-                if let Some(size) = size {
-                    options.push(("size".to_string(), size.to_string()));
-                }
-                options.push(("mode".to_string(), format!("{:o}", mode.unwrap_or(0o1777))));
-                vec![Step::Mount {
-                    fstype: "tmpfs".into(),
-                    options,
-                    attrs: MountAttrs {
-                        nosuid: true,
-                        nodev: true,
-                        ..MountAttrs::default()
+                Step::Bind {
+                    source: Source::Within {
+                        root: mountpoint,
+                        path: in_root(path),
                     },
                     target,
-                    create: Some(Create::Dir),
-                }]
+                    recursive: true,
+                    attrs: MountAttrs {
+                        readonly: upper.is_none(),
+                        ..MountAttrs::default()
+                    },
+                    create: Some(Create::LikeSource),
+                },
+            ]
+        }
+        StepMount::Tmpfs { size, mode, .. } => {
+            let mut options = Vec::new();
+            if let Some(size) = size {
+                options.push(("size".to_string(), size.to_string()));
             }
-        };
-        extra.push((depth(mount.destination()), planned));
+            options.push(("mode".to_string(), format!("{:o}", mode.unwrap_or(0o1777))));
+            vec![Step::Mount {
+                fstype: "tmpfs".into(),
+                options,
+                attrs: MountAttrs {
+                    nosuid: true,
+                    nodev: true,
+                    ..MountAttrs::default()
+                },
+                target,
+                create: Some(Create::Dir),
+            }]
+        }
     }
-    extra.sort_by_key(|(depth, _)| *depth);
-    steps.extend(extra.into_iter().flat_map(|(_, planned)| planned));
-    Plan { namespaces, steps }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Docker's USER against the container's `/etc/passwd` and `/etc/group`:
 //! `name`, `uid`, `uid:gid`, `name:group`, `uid:group`, `name:gid`.
 
+use super::error::UserError;
+
 /// A resolved identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedUser {
@@ -9,16 +11,6 @@ pub struct ResolvedUser {
     pub supplementary_gids: Vec<u32>,
     /// From passwd when the user is listed there.
     pub home: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UserError {
-    #[error("unable to find user {0}: no matching entries in passwd file")]
-    UnknownUser(String),
-    #[error("unable to find group {0}: no matching entries in group file")]
-    UnknownGroup(String),
-    #[error("invalid user {0:?}")]
-    Invalid(String),
 }
 
 struct Passwd<'a> {

@@ -24,9 +24,10 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::exec::mounts_dir;
-use super::url::{self, records_dir as urls_dir};
-use super::{KEY_LOCKS, SNAPSHOT_PREFIX, SolveError};
+use super::op::exec::mounts_dir;
+use super::op::url::{self, records_dir as urls_dir};
+use super::step::{KEY_LOCKS, SNAPSHOT_PREFIX};
+use super::{SolveError, unique_suffix};
 use crate::cache::CacheIndex;
 use crate::store::Store;
 
@@ -132,20 +133,18 @@ fn remove_tree(path: &Path) -> Result<()> {
     let Some(parent) = path.parent() else {
         return Ok(());
     };
-    let aside = parent.join(format!("tmp-prune-{}", super::exec::unique_suffix()));
+    let aside = parent.join(format!("tmp-prune-{}", unique_suffix()));
     match fs::rename(path, &aside) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io("rename", path)(e)),
     }
-    crate::snapshot::overlay::remove(&aside).map_err(|e| SolveError::Internal(e.to_string()))
+    Ok(crate::snapshot::overlay::remove(&aside)?)
 }
 
 /// Prunes the build cache (see the module docs).
 pub fn prune(store: &Store, cache: &CacheIndex, options: &PruneOptions) -> Result<PruneReport> {
-    let _exclusive = store
-        .exclusive()
-        .map_err(|e| SolveError::Internal(e.to_string()))?;
+    let _exclusive = store.exclusive()?;
     let snapshots = store.snapshots_dir();
     let records = cache.iter_by_last_used()?;
     let latest = cache.latest_keys()?;

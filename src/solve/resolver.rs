@@ -1,11 +1,12 @@
 //! Base images for the planner: looked up in the store, pulled when missing.
 
+use super::error::{PullError, SolveError};
 use crate::oci::{Digest, Reference};
-use crate::plan::{History, ImageConfig, ImageResolver, Platform, ResolvedImage};
+use crate::plan::{History, ImageConfig, ImageResolver, Platform, ResolveError, ResolvedImage};
 use crate::store::Store;
 
 /// Pulls `reference` into the store (the CLI supplies one that talks to registries).
-pub type Puller<'a> = Box<dyn FnMut(&Reference, &Platform) -> Result<(), String> + 'a>;
+pub type Puller<'a> = Box<dyn FnMut(&Reference, &Platform) -> Result<(), PullError> + 'a>;
 
 /// An [`ImageResolver`] over the image store: a name already stored is used as is; a
 /// missing one is pulled with `puller` (none: an error saying how to get it).
@@ -31,30 +32,33 @@ impl<'a> StoreResolver<'a> {
         self
     }
 
-    fn stored(&self, reference: &Reference) -> Result<Option<ResolvedImage>, String> {
-        let Some(descriptor) = self.store.lookup(reference).map_err(|e| e.to_string())? else {
+    fn stored(&self, reference: &Reference) -> Result<Option<ResolvedImage>, SolveError> {
+        let Some(descriptor) = self.store.lookup(reference)? else {
             return Ok(None);
         };
-        let digest = Digest::from_oci(descriptor.digest()).map_err(|e| e.to_string())?;
-        let image = self.store.image(&digest).map_err(|e| e.to_string())?;
-        let raw = self
-            .store
-            .read_blob(&image.config_digest)
-            .map_err(|e| e.to_string())?;
-        let json: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| e.to_string())?;
+        let digest = Digest::from_oci(descriptor.digest())?;
+        let image = self.store.image(&digest)?;
+        let raw = self.store.read_blob(&image.config_digest)?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&raw).map_err(SolveError::ConfigBlob)?;
+        let field = |what: &'static str, source| SolveError::ImageConfig {
+            what,
+            reference: reference.to_string(),
+            source,
+        };
         let config: ImageConfig = json
             .get("config")
             .filter(|c| !c.is_null())
             .map(|c| serde_json::from_value(c.clone()))
             .transpose()
-            .map_err(|e| format!("image config of {reference}: {e}"))?
+            .map_err(|e| field("config", e))?
             .unwrap_or_default();
         let history: Vec<History> = json
             .get("history")
             .filter(|h| !h.is_null())
             .map(|h| serde_json::from_value(h.clone()))
             .transpose()
-            .map_err(|e| format!("image history of {reference}: {e}"))?
+            .map_err(|e| field("history", e))?
             .unwrap_or_default();
         Ok(Some(ResolvedImage {
             reference_normalised: reference.to_string(),
@@ -68,11 +72,14 @@ impl<'a> StoreResolver<'a> {
                 .map(str::to_string),
         }))
     }
-}
 
-impl ImageResolver for StoreResolver<'_> {
-    fn resolve(&mut self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
-        let parsed: Reference = reference.parse().map_err(|e| format!("{e}"))?;
+    /// The stored image `reference` names, pulled first when missing (or with `--pull`).
+    fn find_or_pull(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, SolveError> {
+        let parsed: Reference = reference.parse()?;
         // A digest names content: a stored one needs no pull, even with --pull.
         let pinned = parsed.digest().is_some();
         if (!self.always_pull || pinned)
@@ -82,13 +89,58 @@ impl ImageResolver for StoreResolver<'_> {
         }
         match &mut self.puller {
             Some(pull) => {
-                pull(&parsed, platform)?;
-                self.stored(&parsed)?
-                    .ok_or_else(|| format!("{parsed} is not in the store after pulling it"))
+                pull(&parsed, platform).map_err(SolveError::Pull)?;
+                self.stored(&parsed)?.ok_or_else(|| SolveError::NotPulled {
+                    reference: parsed.to_string(),
+                })
             }
-            None => Err(format!(
-                "{parsed} is not in the store (kiln pull {reference})"
-            )),
+            None => Err(SolveError::NotStored {
+                reference: parsed.to_string(),
+                written: reference.to_string(),
+            }),
         }
+    }
+}
+
+impl ImageResolver for StoreResolver<'_> {
+    fn resolve(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, ResolveError> {
+        Ok(self.find_or_pull(reference, platform)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_errors_keep_their_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let platform = Platform::parse("linux/amd64").unwrap();
+
+        let mut resolver = StoreResolver::new(store.clone(), None);
+        let error = resolver.resolve("alpine", &platform).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "docker.io/library/alpine:latest is not in the store (kiln pull alpine)"
+        );
+        assert!(matches!(
+            error.downcast_ref::<SolveError>(),
+            Some(SolveError::NotStored { .. })
+        ));
+
+        let puller: Puller<'_> =
+            Box::new(|_, _| Err(std::io::Error::other("registry unreachable").into()));
+        let mut resolver = StoreResolver::new(store, Some(puller));
+        let error = resolver.resolve("alpine", &platform).unwrap_err();
+        assert_eq!(error.to_string(), "registry unreachable");
+        let Some(SolveError::Pull(cause)) = error.downcast_ref::<SolveError>() else {
+            panic!("not a pull error: {error:?}");
+        };
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
     }
 }

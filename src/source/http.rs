@@ -44,9 +44,9 @@ pub async fn fetch(
     previous: Option<&Validators>,
     mut progress: impl FnMut(u64, Option<u64>),
 ) -> Result<Fetched, Error> {
-    let failed = |reason: String| Error::Http {
+    let failed = |source| Error::Http {
         url: url.to_string(),
-        reason,
+        source,
     };
     let mut request = client.get(url);
     if let Some(previous) = previous {
@@ -57,13 +57,16 @@ pub async fn fetch(
             request = request.header(IF_MODIFIED_SINCE, modified);
         }
     }
-    let mut response = request.send().await.map_err(|e| failed(error_chain(&e)))?;
+    let mut response = request.send().await.map_err(failed)?;
     let status = response.status();
     if status == StatusCode::NOT_MODIFIED && previous.is_some() {
         return Ok(Fetched::NotModified);
     }
     if !status.is_success() {
-        return Err(failed(format!("HTTP {status}")));
+        return Err(Error::HttpStatus {
+            url: url.to_string(),
+            status,
+        });
     }
     let header = |name| {
         response
@@ -87,11 +90,7 @@ pub async fn fetch(
     })?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| failed(error_chain(&e)))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(failed)? {
         hasher.update(&chunk);
         file.write_all(&chunk).map_err(|source| Error::Io {
             path: dest.to_path_buf(),
@@ -103,9 +102,11 @@ pub async fn fetch(
     if let Some(total) = total
         && total != size
     {
-        return Err(failed(format!(
-            "the connection closed after {size} of {total} bytes"
-        )));
+        return Err(Error::Truncated {
+            url: url.to_string(),
+            received: size,
+            expected: total,
+        });
     }
     let digest = hasher.finalize();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -115,18 +116,6 @@ pub async fn fetch(
         modified,
         validators,
     })
-}
-
-/// The error and its causes on one line (reqwest hides the interesting part in sources).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// An HTTP date in its preferred form (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110).
@@ -155,7 +144,81 @@ pub fn parse_http_date(text: &str) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
     use super::*;
+
+    /// Serves `response` to one request on a loopback port; returns its URL.
+    fn serve_once(response: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/file", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            reader.get_mut().write_all(response.as_bytes()).unwrap();
+        });
+        url
+    }
+
+    fn fetch_error(url: &str) -> Error {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(fetch(&client, url, &dir.path().join("f"), None, |_, _| {}))
+            .unwrap_err()
+    }
+
+    #[test]
+    fn download_errors_name_the_url_and_keep_the_cause() {
+        let url = serve_once("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        let error = fetch_error(&url);
+        assert!(matches!(error, Error::HttpStatus { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!("downloading {url}: HTTP 404 Not Found")
+        );
+
+        // A body cut short, and nothing listening on a port just released: the request
+        // error is kept as the cause, and spelled out in the message.
+        let cut_short =
+            serve_once("HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        for url in [cut_short, format!("http://127.0.0.1:{port}/file")] {
+            let error = fetch_error(&url);
+            assert!(matches!(error, Error::Http { .. }), "{error:?}");
+            let cause = std::error::Error::source(&error).expect("the request error is kept");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with(&format!("downloading {url}: {cause}: ")),
+                "{error}"
+            );
+        }
+    }
 
     #[test]
     fn http_dates() {

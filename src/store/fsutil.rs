@@ -12,7 +12,7 @@ use super::{IoContext, Result};
 
 /// A name unlikely to collide across threads and processes (callers still create with
 /// `create_new` and retry): random per-process keys mixed with pid, time and a counter.
-pub(crate) fn random_name() -> String {
+pub fn random_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());

@@ -44,11 +44,9 @@ pub(super) fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
         .collect()
 }
 
-fn corrupt(digest: &Digest, reason: impl ToString) -> StoreError {
-    StoreError::CorruptBlob {
-        digest: digest.clone(),
-        reason: reason.to_string(),
-    }
+fn not_json(digest: &Digest) -> impl FnOnce(serde_json::Error) -> StoreError {
+    let digest = digest.clone();
+    move |source| StoreError::BlobJson { digest, source }
 }
 
 fn normalise_media_type(media_type: &MediaType) -> MediaType {
@@ -65,7 +63,7 @@ impl Store {
     pub fn image(&self, manifest_digest: &Digest) -> Result<Image> {
         let bytes = self.read_blob(manifest_digest)?;
         let json: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(manifest_digest, e))?;
+            serde_json::from_slice(&bytes).map_err(not_json(manifest_digest))?;
         let declared = declared_media_type(&json).unwrap_or(media_type::OCI_MANIFEST);
         if media_type::is_index(declared) || json.get("manifests").is_some() {
             return Err(StoreError::NotAManifest {
@@ -74,7 +72,7 @@ impl Store {
             });
         }
         let mut manifest: ImageManifest =
-            serde_json::from_value(json).map_err(|e| corrupt(manifest_digest, e))?;
+            serde_json::from_value(json).map_err(not_json(manifest_digest))?;
         manifest.set_media_type(Some(MediaType::ImageManifest));
         let mut config_descriptor = manifest.config().clone();
         config_descriptor.set_media_type(normalise_media_type(config_descriptor.media_type()));
@@ -93,23 +91,26 @@ impl Store {
         let config_digest = Digest::from_oci(config_descriptor.digest())?;
         let config_bytes = self.read_blob(&config_digest)?;
         let config: ImageConfiguration =
-            serde_json::from_slice(&config_bytes).map_err(|e| corrupt(&config_digest, e))?;
+            serde_json::from_slice(&config_bytes).map_err(not_json(&config_digest))?;
         let diff_ids = config
             .rootfs()
             .diff_ids()
             .iter()
             .map(|d| d.parse::<Digest>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| corrupt(&config_digest, e))?;
+            .map_err(|source| StoreError::BlobDiffId {
+                digest: config_digest.clone(),
+                source,
+            })?;
         if diff_ids.len() != layers.len() {
-            return Err(corrupt(
-                manifest_digest,
-                format!(
+            return Err(StoreError::CorruptBlob {
+                digest: manifest_digest.clone(),
+                reason: format!(
                     "manifest has {} layers but config {config_digest} has {} diff_ids",
                     layers.len(),
                     diff_ids.len()
                 ),
-            ));
+            });
         }
         Ok(Image {
             manifest_digest: manifest_digest.clone(),

@@ -30,17 +30,14 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(empty_index()),
             Err(e) => return Err(e).io_context("read", &path),
         };
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptFile {
-            path,
-            reason: e.to_string(),
-        })
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::CorruptFile { path, source })
     }
 
     fn write_index(&self, index: &ImageIndex) -> Result<()> {
         let path = self.index_path();
-        let bytes = serde_json::to_vec(index).map_err(|e| StoreError::CorruptFile {
+        let bytes = serde_json::to_vec(index).map_err(|source| StoreError::CorruptFile {
             path: path.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         fsutil::write_atomic(&path, &bytes)
     }

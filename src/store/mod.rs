@@ -16,6 +16,7 @@
 //! L4: synchronous; async callers use `spawn_blocking`.
 
 mod blob;
+mod error;
 mod fsutil;
 mod image;
 mod index;
@@ -23,79 +24,19 @@ mod prune;
 mod root;
 
 use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::oci::{Digest, DigestError, ReferenceError};
+use crate::oci::Digest;
 
 pub use blob::Ingest;
+pub use error::{Result, StoreError};
 pub use image::Image;
 pub use prune::{PruneReport, PruneRoots, disk_usage};
 pub use root::{RootSources, select_root, select_root_from};
 
-pub(crate) use fsutil::{fsync_dir, random_name, write_atomic};
-
-/// Everything that can go wrong in the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{action} {}: {source}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("digest mismatch: expected {expected}, got {actual}")]
-    DigestMismatch { expected: Digest, actual: Digest },
-    #[error("size mismatch for blob {digest}: expected {expected} bytes, got {actual}")]
-    SizeMismatch {
-        digest: Digest,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("cannot store {0}: the store only holds sha256 content")]
-    UnsupportedAlgorithm(Digest),
-    #[error("blob {0} not found in the store")]
-    BlobNotFound(Digest),
-    #[error("corrupt content {digest}: {reason}")]
-    CorruptBlob { digest: Digest, reason: String },
-    #[error("corrupt {}: {reason}", path.display())]
-    CorruptFile { path: PathBuf, reason: String },
-    #[error(
-        "{digest} is not an image manifest (media type {media_type}); pick a platform from the index first"
-    )]
-    NotAManifest { digest: Digest, media_type: String },
-    #[error("no such image: {0}")]
-    ImageNotFound(String),
-    #[error("{query:?} matches several images: {}", candidates.join(", "))]
-    AmbiguousImage {
-        query: String,
-        candidates: Vec<String>,
-    },
-    #[error("no store root: pass --root, set KILN_ROOT, or set HOME")]
-    NoRoot,
-    #[error(transparent)]
-    Digest(#[from] DigestError),
-    #[error(transparent)]
-    Reference(#[from] ReferenceError),
-}
-
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// Attaches the action and path to an `io::Error`.
-pub(crate) trait IoContext<T> {
-    fn io_context(self, action: &'static str, path: &Path) -> Result<T>;
-}
-
-impl<T> IoContext<T> for io::Result<T> {
-    fn io_context(self, action: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|source| StoreError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-}
+pub(crate) use error::IoContext;
+pub use fsutil::random_name;
+pub(crate) use fsutil::{fsync_dir, write_atomic};
 
 const OCI_LAYOUT_FILE: &str = "oci-layout";
 const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;

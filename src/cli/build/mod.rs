@@ -349,7 +349,7 @@ fn report_failure(source: &DockerfileSource, error: BuildError) -> ExitCode {
                 }
                 eprintln!("------");
             }
-            (message.clone(), error.span())
+            (message.to_string(), error.span())
         }
         _ => (error.to_string(), error.span()),
     };

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::progress::{Clock, Event, LogStore};
+use crate::progress::{Clock, Event, Items, LogStore, Sink};
 
 pub use plain::PlainRenderer;
 pub use tty::TtyRenderer;
@@ -95,15 +95,77 @@ pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
 }
 
+/// Where a renderer writes: `docker pull` shows its progress on stdout, builds and the
+/// pull before a `run` on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    Stderr,
+}
+
+impl Output {
+    fn is_terminal(self) -> bool {
+        match self {
+            Output::Stdout => std::io::stdout().is_terminal(),
+            Output::Stderr => std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn writer(self) -> Box<dyn Write + Send> {
+        match self {
+            Output::Stdout => Box::new(std::io::stdout()),
+            Output::Stderr => Box::new(std::io::stderr()),
+        }
+    }
+}
+
 /// A renderer for `mode` writing to stderr. `clock` times the live view's timers.
 pub fn stderr_renderer(mode: ProgressMode, clock: Clock) -> Box<dyn Renderer> {
+    renderer(mode, clock, Output::Stderr)
+}
+
+/// A renderer for `mode` writing to `output`.
+pub fn renderer(mode: ProgressMode, clock: Clock, output: Output) -> Box<dyn Renderer> {
     match mode {
-        ProgressMode::Tty => Box::new(TtyRenderer::stderr(clock)),
-        ProgressMode::Auto if stderr_is_terminal() => Box::new(TtyRenderer::stderr(clock)),
-        ProgressMode::Auto | ProgressMode::Plain => Box::new(PlainRenderer::new(std::io::stderr())),
-        ProgressMode::Rawjson => Box::new(JsonRenderer::new(std::io::stderr())),
+        ProgressMode::Tty => Box::new(TtyRenderer::to(output, clock)),
+        ProgressMode::Auto if output.is_terminal() => Box::new(TtyRenderer::to(output, clock)),
+        ProgressMode::Auto | ProgressMode::Plain => Box::new(PlainRenderer::new(output.writer())),
+        ProgressMode::Rawjson => Box::new(JsonRenderer::new(output.writer())),
         ProgressMode::Quiet => Box::new(QuietRenderer),
     }
+}
+
+/// Runs one transfer (a pull or a push) as vertex `#1`, named `name`, with its layers as
+/// the vertex's items, rendered to `output` (the live view on a terminal, else plain lines;
+/// nothing when `quiet`).
+pub async fn transfer<T, E, F>(
+    output: Output,
+    quiet: bool,
+    name: String,
+    work: impl FnOnce(Items) -> F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: Future<Output = Result<T, E>>,
+{
+    let mode = if quiet {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::Auto
+    };
+    let clock = Clock::start();
+    let (sink, rx) = Sink::channel();
+    let renderer = renderer(mode, clock.clone(), output);
+    let drive = tokio::spawn(drive(rx, renderer, LogStore::new()));
+    let vertex = sink.vertex(&clock, 1, name);
+    let outcome = work(vertex.items()).await;
+    match &outcome {
+        Ok(_) => vertex.done(),
+        Err(error) => vertex.error(error.to_string()),
+    }
+    drop(sink);
+    let _ = drive.await;
+    outcome
 }
 
 /// Feeds every event to `logs` and `renderer` until all senders are dropped, ticking the

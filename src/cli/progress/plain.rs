@@ -37,6 +37,8 @@ struct Step {
     /// A miss explained before the start event arrived, printed right after the header.
     early_miss: Option<String>,
     progress_done: bool,
+    /// The last status printed for each item (a layer of a pull or push).
+    items: HashMap<String, String>,
 }
 
 impl<W: Write + Send> PlainRenderer<W> {
@@ -180,6 +182,16 @@ impl<W: Write + Send> Renderer for PlainRenderer<W> {
                     step.progress_done = true;
                     let size = human_size(*current);
                     self.status(*id, &format!("{size} / {size} done"));
+                }
+            }
+            Event::VertexStatus {
+                id, item, status, ..
+            } => {
+                // A log, not a live view: an item's line each time its status changes.
+                let step = self.steps.entry(*id).or_default();
+                if step.items.get(item) != Some(status) {
+                    step.items.insert(item.clone(), status.clone());
+                    self.status(*id, &format!("{item}: {status}"));
                 }
             }
             Event::BuildWarning { message } => {

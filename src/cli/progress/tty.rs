@@ -16,7 +16,7 @@ use std::io::Write;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Renderer, complete_lines, human_size};
+use super::{Output, Renderer, complete_lines, human_size};
 use crate::progress::{Clock, Event};
 
 /// Log lines shown under a running step.
@@ -63,6 +63,49 @@ struct Step {
     partial: String,
     miss: Option<String>,
     progress: Option<(u64, Option<u64>)>,
+    /// The items of a pull or push (its layers), by name, as `docker pull` lists them.
+    items: BTreeMap<String, Item>,
+}
+
+/// One layer of a pull or push: its status, bytes and rate.
+#[derive(Default)]
+struct Item {
+    status: String,
+    bytes: Option<(u64, Option<u64>)>,
+    /// When the first counted bytes arrived, and how many: the rate is measured from there.
+    first: Option<(f64, u64)>,
+    rate: Option<f64>,
+}
+
+impl Item {
+    fn update(&mut self, status: &str, current: Option<u64>, total: Option<u64>, at: f64) {
+        self.status = status.to_string();
+        let Some(current) = current else {
+            return;
+        };
+        self.bytes = Some((current, total));
+        match self.first {
+            None => self.first = Some((at, current)),
+            Some((since, from)) if at > since => {
+                self.rate = Some(current.saturating_sub(from) as f64 / (at - since));
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn line(&self, name: &str) -> String {
+        let mut text = format!(" => => {name}: {}", self.status);
+        if let Some((current, total)) = self.bytes {
+            text.push_str(&format!(" {}", human_size(current)));
+            if let Some(total) = total {
+                text.push_str(&format!(" / {}", human_size(total)));
+            }
+            if let Some(rate) = self.rate.filter(|_| Some(current) != total) {
+                text.push_str(&format!(" {}/s", human_size(rate as u64)));
+            }
+        }
+        text
+    }
 }
 
 #[derive(Default, Clone, PartialEq)]
@@ -76,11 +119,16 @@ enum State {
 
 impl TtyRenderer {
     pub fn stderr(clock: Clock) -> TtyRenderer {
-        TtyRenderer::new(
-            ProgressDrawTarget::stderr_with_hz(10),
-            clock,
-            Box::new(std::io::stderr()),
-        )
+        TtyRenderer::to(Output::Stderr, clock)
+    }
+
+    /// A live view on `output`'s terminal.
+    pub fn to(output: Output, clock: Clock) -> TtyRenderer {
+        let target = match output {
+            Output::Stdout => ProgressDrawTarget::stdout_with_hz(10),
+            Output::Stderr => ProgressDrawTarget::stderr_with_hz(10),
+        };
+        TtyRenderer::new(target, clock, output.writer())
     }
 
     /// A renderer drawing to `target` (`ProgressDrawTarget::hidden()` in tests) and writing
@@ -144,6 +192,9 @@ impl TtyRenderer {
             if step.state == State::Running {
                 if let Some(reason) = &step.miss {
                     lines.push(log_line(format!(" => => cache miss: {reason}")));
+                }
+                for (name, item) in &step.items {
+                    lines.push(log_line(item.line(name)));
                 }
                 let partial = (!step.partial.is_empty()).then_some(&step.partial);
                 let shown: Vec<&String> = step.tail.iter().chain(partial).collect();
@@ -268,6 +319,18 @@ impl Renderer for TtyRenderer {
             Event::VertexProgress { id, current, total } => {
                 self.steps.entry(*id).or_default().progress = Some((*current, *total));
             }
+            Event::VertexStatus {
+                id,
+                item,
+                status,
+                current,
+                total,
+                at,
+            } => {
+                let step = self.steps.entry(*id).or_default();
+                let item = step.items.entry(item.clone()).or_default();
+                item.update(status, *current, *total, *at);
+            }
             Event::BuildWarning { message } => self.warnings.push(message.clone()),
         }
         // The bars are redrawn on the next tick, not per event: a chatty step sends
@@ -287,6 +350,11 @@ impl Renderer for TtyRenderer {
         // Leave the settled view on screen, then the full errors below it.
         for (bar, _) in &self.bars {
             bar.finish();
+        }
+        // The view's last line has no newline of its own: end it, so what is printed next
+        // (the image id, a pull's digest) starts on a line of its own.
+        if !self.bars.is_empty() && !self.multi.is_hidden() {
+            let _ = self.out.write_all(b"\n");
         }
         let report = self.error_report();
         let _ = self.out.write_all(report.as_bytes());

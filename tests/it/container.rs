@@ -1,0 +1,451 @@
+//! Container commands end to end (`kiln run`, `ps`, `rm`, `logs`, `stop`): the built
+//! `kiln` binary on the busybox image (`testdata/busybox/make-image.sh`), loaded once
+//! into a shared store root. Needs root, busybox-static and skopeo; without them the
+//! tests print why and pass, and with `CI` set they fail instead.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::harness::{self, TempRoot, fixture_dir, kiln_with_root, text};
+
+/// The busybox archive the store roots load, and the root most tests share.
+struct Fixture {
+    archive: &'static Path,
+    root: PathBuf,
+}
+
+/// Loads busybox:latest into the store root `root`.
+fn load(archive: &Path, root: &Path) {
+    let out = kiln_with_root(root)
+        .args(["load", "-q", "-i"])
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "load: {}", text(&out.stderr));
+}
+
+impl Fixture {
+    /// A store root of its own with busybox:latest loaded (and the directory holding it).
+    fn new_root(&self) -> (TempRoot, PathBuf) {
+        let (dir, path) = harness::temp_dir();
+        let root = path.join("root");
+        load(self.archive, &root);
+        (dir, root)
+    }
+
+    fn command(&self, root: &Path, args: &[&str]) -> Command {
+        let mut command = kiln_with_root(root);
+        command.args(args);
+        command
+    }
+
+    /// Runs kiln on the shared root.
+    fn kiln(&self, args: &[&str]) -> Output {
+        harness::kiln(&self.root, args)
+    }
+
+    /// The `ps -a` line of the container named `name`.
+    fn ps_line(&self, name: &str) -> Option<String> {
+        let out = self.kiln(&["ps", "-a"]);
+        assert!(out.status.success(), "ps: {}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .find(|l| l.split_whitespace().last() == Some(name))
+            .map(str::to_string)
+    }
+
+    /// Polls `ps -a` until the line for `name` contains `what`.
+    fn wait_for_status(&self, name: &str, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let line = self.ps_line(name).unwrap_or_default();
+            if line.contains(what) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never showed {what:?}: {line}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The fixture, made once; `None` (after [`harness::skip`]) when these tests cannot run.
+fn fixture() -> Option<&'static Fixture> {
+    if !harness::privileged() {
+        return None;
+    }
+    let archive = harness::busybox()?.oci_archive()?;
+    static F: OnceLock<Fixture> = OnceLock::new();
+    Some(F.get_or_init(|| {
+        let root = fixture_dir().join("container-root");
+        load(archive, &root);
+        Fixture { archive, root }
+    }))
+}
+
+macro_rules! fixture {
+    () => {
+        match fixture() {
+            Some(f) => f,
+            None => return,
+        }
+    };
+}
+
+/// Runs in the foreground; returns (exit code, stdout).
+fn run(f: &Fixture, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["run", "--rm"];
+    all.extend_from_slice(args);
+    let out = f.kiln(&all);
+    (out.status.code().unwrap_or(-1), text(&out.stdout))
+}
+
+fn no_kiln_mounts(root: &Path) {
+    harness::assert_no_mounts(root);
+    harness::assert_no_mounts(Path::new("/run/kiln/sandbox"));
+}
+
+#[test]
+fn run_echo_and_exit_codes() {
+    let f = fixture!();
+    assert_eq!(run(f, &["busybox", "echo", "hello"]), (0, "hello\n".into()));
+    assert_eq!(run(f, &["busybox", "sh", "-c", "exit 7"]).0, 7);
+    assert_eq!(run(f, &["busybox", "sh", "-c", "kill -9 $$"]).0, 137);
+    assert_eq!(run(f, &["busybox", "no-such-command"]).0, 127);
+}
+
+#[test]
+fn stdin_only_with_interactive() {
+    let f = fixture!();
+    let feed = |args: &[&str]| {
+        let mut child = f
+            .command(&f.root, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped\n").unwrap();
+        text(&child.wait_with_output().unwrap().stdout)
+    };
+    assert_eq!(feed(&["run", "--rm", "-i", "busybox", "cat"]), "piped\n");
+    assert_eq!(feed(&["run", "--rm", "busybox", "cat"]), "");
+}
+
+#[test]
+fn run_options_env_workdir_user_hostname() {
+    let f = fixture!();
+    let (code, out) = run(
+        f,
+        &[
+            "-e",
+            "FOO=bar",
+            "-w",
+            "/made/here",
+            "-u",
+            "1000:1000",
+            "--hostname",
+            "box",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $FOO; pwd; id; hostname",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out, "bar\n/made/here\nuid=1000(app) gid=1000(app)\nbox\n");
+}
+
+#[test]
+fn entrypoint_and_cmd_override() {
+    let f = fixture!();
+    // CMD args replace the image's Cmd (["sh"]).
+    assert_eq!(run(f, &["busybox", "echo", "a", "b"]).1, "a b\n");
+    // --entrypoint replaces the entrypoint and clears Cmd; args follow it.
+    assert_eq!(
+        run(f, &["--entrypoint", "echo", "busybox", "x", "y"]).1,
+        "x y\n"
+    );
+    assert_eq!(run(f, &["--entrypoint", "pwd", "busybox"]).1, "/\n");
+}
+
+#[test]
+fn network_none_has_only_lo_and_default_hostname_is_short_id() {
+    let f = fixture!();
+    let (code, out) = run(f, &["--network", "none", "busybox", "ls", "/sys/class/net"]);
+    assert_eq!((code, out.as_str()), (0, "lo\n"));
+    let (_, hostname) = run(f, &["busybox", "hostname"]);
+    let hostname = hostname.trim();
+    assert_eq!(hostname.len(), 12, "{hostname}");
+    assert!(hostname.bytes().all(|b| b.is_ascii_hexdigit()));
+}
+
+#[test]
+fn volumes_read_write_and_read_only() {
+    let f = fixture!();
+    let host = TempRoot::new();
+    let data = host.path().join("made-by-run");
+    let rw = format!("{}:/data", data.display());
+    let (code, _) = run(f, &["-v", &rw, "busybox", "sh", "-c", "echo hi > /data/f"]);
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::read_to_string(data.join("f")).unwrap(), "hi\n");
+    let ro = format!("{}:/data:ro", data.display());
+    let (code, out) = run(
+        f,
+        &[
+            "-v",
+            &ro,
+            "busybox",
+            "sh",
+            "-c",
+            "cat /data/f; echo x > /data/g",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert_eq!(out, "hi\n");
+    assert!(!data.join("g").exists());
+}
+
+#[test]
+fn pid_namespace_with_init() {
+    let f = fixture!();
+    let (code, out) = run(
+        f,
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo; ls /proc | grep -c '^[0-9]'",
+        ],
+    );
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "2", "{out}");
+    assert!(lines[1].contains("__sandbox"), "{out}");
+    // init, sh, and the pipeline's two processes at most.
+    assert!(lines[2].parse::<u32>().unwrap() <= 4, "{out}");
+}
+
+#[test]
+fn detached_ps_logs_and_exit() {
+    let f = fixture!();
+    let out = f.kiln(&[
+        "run",
+        "-d",
+        "--name",
+        "detached1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo from-detached; echo oops >&2; sleep 1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    // Running: `ps` (no -a) lists it.
+    let ps = text(&f.kiln(&["ps"]).stdout);
+    assert!(ps.starts_with("CONTAINER ID   IMAGE"), "{ps}");
+    let line = ps
+        .lines()
+        .find(|l| l.ends_with("detached1"))
+        .unwrap_or_else(|| panic!("not listed: {ps}"));
+    assert!(line.starts_with(&id[..12]), "{line}");
+    assert!(line.contains("Up "), "{line}");
+    assert!(line.contains("\"sh -c 'echo from-de…\""), "{line}");
+    let line = f.wait_for_status("detached1", "Exited (0) ");
+    assert!(line.ends_with("detached1"));
+    let ps = text(&f.kiln(&["ps"]).stdout);
+    assert!(!ps.contains("detached1"), "{ps}");
+    let logs = f.kiln(&["logs", "detached1"]);
+    assert_eq!(text(&logs.stdout), "from-detached\noops\n");
+    let rm = f.kiln(&["rm", &id[..8]]);
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
+    assert!(f.ps_line("detached1").is_none());
+    assert!(!f.root.join("containers-v1").join(&id).exists());
+}
+
+#[test]
+fn stop_and_rm_of_a_running_container() {
+    let f = fixture!();
+    let out = f.kiln(&["run", "-d", "--name", "sleeper", "busybox", "sleep", "100"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    f.wait_for_status("sleeper", "Up ");
+    // rm refuses a running container.
+    let rm = f.kiln(&["rm", "sleeper"]);
+    assert!(!rm.status.success());
+    assert!(
+        text(&rm.stderr).contains("container is running"),
+        "{}",
+        text(&rm.stderr)
+    );
+    // Duplicate names are refused.
+    let dup = f.kiln(&["run", "--name", "sleeper", "busybox", "true"]);
+    assert_eq!(dup.status.code(), Some(125));
+    assert!(
+        text(&dup.stderr).contains("already in use"),
+        "{}",
+        text(&dup.stderr)
+    );
+    let started = Instant::now();
+    let stop = f.kiln(&["stop", "-t", "2", "sleeper"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    assert_eq!(text(&stop.stdout), "sleeper\n");
+    // Not a speed check: `stop` must end the 100 s sleep itself (TERM, then KILL
+    // after -t 2), not wait for it, so any bound well below 100 s proves that.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let line = f.ps_line("sleeper").unwrap();
+    assert!(
+        line.contains("Exited (143)") || line.contains("Exited (137)"),
+        "{line}"
+    );
+    assert!(f.kiln(&["rm", "sleeper"]).status.success());
+
+    // rm -f kills a running one.
+    let out = f.kiln(&["run", "-d", "--name", "forced", "busybox", "sleep", "100"]);
+    assert!(out.status.success());
+    let id = text(&out.stdout).trim().to_string();
+    f.wait_for_status("forced", "Up ");
+    let rm = f.kiln(&["rm", "-f", "forced"]);
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
+    assert!(!f.root.join("containers-v1").join(id).exists());
+}
+
+#[test]
+fn image_rm_refuses_an_image_in_use() {
+    let f = fixture!();
+    let (_dir, root) = f.new_root();
+    let out = harness::kiln(&root, &["run", "--name", "user", "busybox", "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rm = harness::kiln(&root, &["image", "rm", "busybox"]);
+    assert!(!rm.status.success());
+    assert!(
+        text(&rm.stderr).contains("being used by container"),
+        "{}",
+        text(&rm.stderr)
+    );
+    let rm = harness::kiln(&root, &["image", "rm", "-f", "busybox"]);
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
+    // Prune keeps the snapshot the container runs on.
+    let prune = harness::kiln(&root, &["image", "prune", "-f"]);
+    assert!(prune.status.success(), "{}", text(&prune.stderr));
+    let snapshots = std::fs::read_dir(root.join("snapshots-v1"))
+        .unwrap()
+        .count();
+    assert_eq!(snapshots, 1);
+    let rm = harness::kiln(&root, &["rm", "user"]);
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
+    let prune = harness::kiln(&root, &["image", "prune", "-f"]);
+    assert!(prune.status.success(), "{}", text(&prune.stderr));
+    let snapshots = std::fs::read_dir(root.join("snapshots-v1"))
+        .unwrap()
+        .count();
+    assert_eq!(snapshots, 0);
+}
+
+#[test]
+fn killed_foreground_run_is_cleaned_up() {
+    let f = fixture!();
+    let (_dir, root) = f.new_root();
+    let mut kept = f
+        .command(
+            &root,
+            &["run", "--name", "victim", "busybox", "sleep", "100"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut removed = f
+        .command(
+            &root,
+            &[
+                "run",
+                "--rm",
+                "--name",
+                "victim-rm",
+                "busybox",
+                "sleep",
+                "100",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ps_in = |name: &str| {
+        text(&harness::kiln(&root, &["ps", "-a"]).stdout)
+            .lines()
+            .find(|l| l.ends_with(name))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(ps_in("victim").contains("Up ") && ps_in("victim-rm").contains("Up ")) {
+        assert!(Instant::now() < deadline, "never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The sandbox's process, from its state.
+    let containers = root.join("containers-v1");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(&containers).unwrap().flatten() {
+        if let Ok(state) = std::fs::read_to_string(entry.path().join("state.json")) {
+            let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+            pids.push(state["pid"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(pids.len(), 2);
+    kept.kill().unwrap();
+    removed.kill().unwrap();
+    kept.wait().unwrap();
+    removed.wait().unwrap();
+    // The sandboxes die with their owner.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(Instant::now() < deadline, "sandbox outlived kiln");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let line = ps_in("victim");
+    assert!(line.contains("Exited (137)"), "{line}");
+    assert_eq!(ps_in("victim-rm"), "");
+    let left: Vec<_> = std::fs::read_dir(&containers)
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(left.len(), 1);
+    no_kiln_mounts(&root);
+}
+
+#[test]
+fn rm_flag_leaves_no_state() {
+    let f = fixture!();
+    let (_dir, root) = f.new_root();
+    let out = harness::kiln(&root, &["run", "--rm", "busybox", "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = harness::kiln(&root, &["run", "--rm", "-d", "busybox", "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let containers = root.join("containers-v1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&containers)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ps = text(&harness::kiln(&root, &["ps", "-a", "-q"]).stdout);
+    assert_eq!(ps, "");
+    no_kiln_mounts(&root);
+}

@@ -1,0 +1,26 @@
+//! The integration tests, one binary for the whole crate (one link step, fixtures made once
+//! per run): a module per area, and [`harness`] with everything they share.
+//!
+//! `tests/sandbox.rs` stays a binary of its own: it doubles as the `__sandbox` child, so
+//! it needs its own `main`. `cargo test --test it -- MODULE::` runs one area.
+
+mod harness;
+
+mod build;
+mod cache;
+mod cli;
+mod container;
+mod fileop;
+mod image;
+mod instruction;
+mod layers;
+mod plan;
+mod progress;
+mod registry;
+mod shell_conformance;
+mod snapshot;
+mod source_context;
+mod source_ignore;
+mod store;
+mod store_unpack;
+mod syntax_conformance;
