@@ -27,35 +27,9 @@ use crate::plan::Plan;
 use crate::snapshot::diff::{self, DiffOptions};
 use crate::store::Store;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error("cache index: {0}")]
-    Cache(#[from] cache::CacheError),
-    #[error("writing the layer of {name}: {source}")]
-    Layer {
-        name: String,
-        #[source]
-        source: Box<ExportError>,
-    },
-    #[error("reading {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Diff(#[from] crate::snapshot::diff::DiffError),
-    #[error("base image {reference}: {source}")]
-    Base {
-        reference: String,
-        #[source]
-        source: crate::oci::DigestError,
-    },
-    #[error("the result of {0} is missing")]
-    MissingResult(String),
-}
+mod error;
+
+pub use error::ExportError;
 
 type Result<T, E = ExportError> = std::result::Result<T, E>;
 
@@ -105,126 +79,11 @@ pub fn export(
 ) -> Result<Exported> {
     let _lease = store.lease()?;
     let mut history = plan.image.history.clone();
-    let mut diff_ids: Vec<String> = Vec::new();
-    let mut descriptors: Vec<Value> = Vec::new();
-    if let Some(base) = &plan.image.base {
-        let digest: Digest = base
-            .manifest_digest
-            .parse()
-            .map_err(|source| ExportError::Base {
-                reference: base.reference.clone(),
-                source,
-            })?;
-        let image = store.image(&digest)?;
-        for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
-            diff_ids.push(diff_id.to_string());
-            descriptors.push(json!({
-                "mediaType": layer.media_type().to_string(),
-                "digest": layer.digest().to_string(),
-                "size": layer.size(),
-            }));
-        }
-    }
-    // Which layers are kept, and which of those have a blob already; `fresh` are the ones
-    // written during the build, still to be recorded.
-    let mut fresh: Vec<(usize, Blob)> = Vec::new();
-    let mut kept: Vec<(usize, &LayerInput, String, Option<Blob>)> = Vec::new();
-    for (layer, input) in plan.image.layers.iter().zip(layers) {
-        let empty = std::fs::read_dir(&input.dir)
-            .map_err(|source| ExportError::Read {
-                path: input.dir.clone(),
-                source,
-            })
-            .map_err(|e| layer_error(input, e))?
-            .next()
-            .is_none();
-        if empty && layer.skip_if_empty {
-            if let Some(entry) = history.get_mut(layer.history_index) {
-                entry.empty_layer = true;
-            }
-            continue;
-        }
-        if let Some(entry) = history.get_mut(layer.history_index) {
-            entry.empty_layer = false;
-        }
-        let blob_key = cache::key(
-            format!(
-                "layer-tar-v1\0{}",
-                options
-                    .source_date_epoch
-                    .map_or(String::new(), |e| e.to_string())
-            )
-            .as_bytes(),
-            &[&input.key],
-        );
-        if let Some(made) = options.written.get(&input.key)
-            && made
-                .1
-                .digest
-                .parse()
-                .is_ok_and(|digest: Digest| store.has_blob(&digest))
-        {
-            fresh.push((kept.len(), made.clone()));
-            kept.push((layer.history_index, input, blob_key, Some(made.clone())));
-            continue;
-        }
-        let cached = cache_index.get(&blob_key)?.and_then(|record| {
-            let blob = record.result.blob?;
-            let diff_id = record.result.diff_id?;
-            let digest: Digest = blob.digest.parse().ok()?;
-            store.has_blob(&digest).then_some((diff_id, blob))
-        });
-        kept.push((layer.history_index, input, blob_key, cached));
-    }
-
-    // Write the rest in parallel, one layer per worker at a time.
-    let missing: Vec<usize> = (0..kept.len()).filter(|i| kept[*i].3.is_none()).collect();
-    let workers = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(missing.len());
-    let next = AtomicUsize::new(0);
-    let done: Mutex<Vec<(usize, Result<Blob>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = missing.get(n) else { break };
-                    let made = write_layer(store, &kept[i].1.dir, options.source_date_epoch)
-                        .map_err(|e| layer_error(kept[i].1, e));
-                    done.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push((i, made));
-                }
-            });
-        }
-    });
-    let mut done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
-    let written = done.len() + fresh.len();
-    done.extend(fresh.into_iter().map(|(i, blob)| (i, Ok(blob))));
-    let mut puts = cache_index.batch();
-    for (i, made) in done {
-        let (diff_id, blob) = made?;
-        let result = ResultRef {
-            diff_id: Some(diff_id.clone()),
-            blob: Some(blob.clone()),
-            ..ResultRef::default()
-        };
-        let size = blob.size;
-        puts.put(
-            kept[i].2.clone(),
-            Record::new(
-                result,
-                Explain::new().with("step", kept[i].1.key.clone()),
-                size,
-            ),
-            None,
-        );
-        kept[i].3 = Some((diff_id, blob));
-    }
-    puts.commit()?;
-    for (_, _, _, made) in kept {
-        let (diff_id, blob) = made.expect("every kept layer has a blob now");
+    let (mut diff_ids, mut descriptors) = base_layers(store, plan)?;
+    let mut kept = kept_layers(store, cache_index, plan, layers, options, &mut history)?;
+    let written = write_missing(store, cache_index, &mut kept, options)?;
+    for layer in kept {
+        let (diff_id, blob) = layer.blob.expect("every kept layer has a blob now");
         diff_ids.push(diff_id);
         descriptors.push(json!({
             "mediaType": blob.media_type,
@@ -232,38 +91,14 @@ pub fn export(
             "size": blob.size,
         }));
     }
-
-    let now = options.source_date_epoch.unwrap_or(options.created);
-    let created = rfc3339(now);
-    for entry in &mut history {
-        if entry.created.is_none() {
-            entry.created = Some(created.clone());
-        }
-    }
-    let platform = &plan.image.platform;
-    let mut config = json!({
-        "architecture": platform.architecture,
-        "os": platform.os,
-        "created": created,
-        "config": serde_json::to_value(&plan.image.config).unwrap_or(Value::Null),
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-        "history": serde_json::to_value(&history).unwrap_or(Value::Null),
-    });
-    if let Some(variant) = &platform.variant {
-        config["variant"] = json!(variant);
-    }
-    if let Some(author) = &plan.image.author {
-        config["author"] = json!(author);
-    }
-    let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
-    let config_digest = store.write_blob(&config_bytes)?;
+    let (config_digest, config_size) = write_config(store, plan, history, diff_ids, options)?;
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_MANIFEST,
         "config": {
             "mediaType": media_type::OCI_CONFIG,
             "digest": config_digest.to_string(),
-            "size": config_bytes.len(),
+            "size": config_size,
         },
         "layers": descriptors,
     });
@@ -286,6 +121,204 @@ pub fn export(
         manifest_size: manifest_bytes.len() as u64,
         written,
     })
+}
+
+/// The base image's layers as they are: their diff_ids and manifest descriptors.
+fn base_layers(store: &Store, plan: &Plan) -> Result<(Vec<String>, Vec<Value>)> {
+    let (mut diff_ids, mut descriptors) = (Vec::new(), Vec::new());
+    let Some(base) = &plan.image.base else {
+        return Ok((diff_ids, descriptors));
+    };
+    let digest: Digest = base
+        .manifest_digest
+        .parse()
+        .map_err(|source| ExportError::Base {
+            reference: base.reference.clone(),
+            source,
+        })?;
+    let image = store.image(&digest)?;
+    for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {
+        diff_ids.push(diff_id.to_string());
+        descriptors.push(json!({
+            "mediaType": layer.media_type().to_string(),
+            "digest": layer.digest().to_string(),
+            "size": layer.size(),
+        }));
+    }
+    Ok((diff_ids, descriptors))
+}
+
+/// A layer of the image the build made, kept (not an empty one dropped).
+struct Kept<'a> {
+    input: &'a LayerInput,
+    /// Where the cache index remembers its blob.
+    blob_key: String,
+    blob: Option<Blob>,
+    /// Written while the build ran, not yet recorded in the cache index.
+    fresh: bool,
+}
+
+/// The build's layers that the image keeps, each with its blob when one exists already
+/// (written while the build ran, or remembered from an earlier build). Marks the history
+/// entries of dropped empty layers.
+fn kept_layers<'a>(
+    store: &Store,
+    cache_index: &CacheIndex,
+    plan: &Plan,
+    layers: &'a [LayerInput],
+    options: &ExportOptions,
+    history: &mut [crate::plan::History],
+) -> Result<Vec<Kept<'a>>> {
+    let epoch = options
+        .source_date_epoch
+        .map_or(String::new(), |e| e.to_string());
+    let mut kept = Vec::new();
+    for (layer, input) in plan.image.layers.iter().zip(layers) {
+        let empty = std::fs::read_dir(&input.dir)
+            .map_err(|source| ExportError::Read {
+                path: input.dir.clone(),
+                source,
+            })
+            .map_err(|e| layer_error(input, e))?
+            .next()
+            .is_none();
+        let dropped = empty && layer.skip_if_empty;
+        if let Some(entry) = history.get_mut(layer.history_index) {
+            entry.empty_layer = dropped;
+        }
+        if dropped {
+            continue;
+        }
+        let blob_key = cache::key(format!("layer-tar-v1\0{epoch}").as_bytes(), &[&input.key]);
+        let stored = |blob: &BlobRef| {
+            blob.digest
+                .parse()
+                .is_ok_and(|digest: Digest| store.has_blob(&digest))
+        };
+        if let Some(made) = options.written.get(&input.key)
+            && stored(&made.1)
+        {
+            kept.push(Kept {
+                input,
+                blob_key,
+                blob: Some(made.clone()),
+                fresh: true,
+            });
+            continue;
+        }
+        let cached = cache_index.get(&blob_key)?.and_then(|record| {
+            let blob = record.result.blob?;
+            let diff_id = record.result.diff_id?;
+            stored(&blob).then_some((diff_id, blob))
+        });
+        kept.push(Kept {
+            input,
+            blob_key,
+            blob: cached,
+            fresh: false,
+        });
+    }
+    Ok(kept)
+}
+
+/// Writes the layers that have no blob yet, in parallel (one layer per worker at a time),
+/// and records every new blob in the cache index. Returns how many layers were written in
+/// this build.
+fn write_missing(
+    store: &Store,
+    cache_index: &CacheIndex,
+    kept: &mut [Kept<'_>],
+    options: &ExportOptions,
+) -> Result<usize> {
+    let missing: Vec<usize> = (0..kept.len())
+        .filter(|i| kept[*i].blob.is_none())
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(missing.len());
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<(usize, Result<Blob>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = missing.get(n) else { break };
+                    let input = kept[i].input;
+                    let made = write_layer(store, &input.dir, options.source_date_epoch)
+                        .map_err(|e| layer_error(input, e));
+                    done.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((i, made));
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let fresh: Vec<(usize, Result<Blob>)> = kept
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| k.fresh)
+        .filter_map(|(i, k)| k.blob.clone().map(|blob| (i, Ok(blob))))
+        .collect();
+    let written = done.len() + fresh.len();
+    done.extend(fresh);
+    let mut puts = cache_index.batch();
+    for (i, made) in done {
+        let (diff_id, blob) = made?;
+        let result = ResultRef {
+            diff_id: Some(diff_id.clone()),
+            blob: Some(blob.clone()),
+            ..ResultRef::default()
+        };
+        let size = blob.size;
+        puts.put(
+            kept[i].blob_key.clone(),
+            Record::new(
+                result,
+                Explain::new().with("step", kept[i].input.key.clone()),
+                size,
+            ),
+            None,
+        );
+        kept[i].blob = Some((diff_id, blob));
+    }
+    puts.commit()?;
+    Ok(written)
+}
+
+/// Writes the image config: the plan's config and history (dated), the layers' diff_ids,
+/// the platform and author. Returns its digest (the image id) and size.
+fn write_config(
+    store: &Store,
+    plan: &Plan,
+    mut history: Vec<crate::plan::History>,
+    diff_ids: Vec<String>,
+    options: &ExportOptions,
+) -> Result<(Digest, usize)> {
+    let created = rfc3339(options.source_date_epoch.unwrap_or(options.created));
+    for entry in &mut history {
+        if entry.created.is_none() {
+            entry.created = Some(created.clone());
+        }
+    }
+    let platform = &plan.image.platform;
+    let mut config = json!({
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "created": created,
+        "config": serde_json::to_value(&plan.image.config).unwrap_or(Value::Null),
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "history": serde_json::to_value(&history).unwrap_or(Value::Null),
+    });
+    if let Some(variant) = &platform.variant {
+        config["variant"] = json!(variant);
+    }
+    if let Some(author) = &plan.image.author {
+        config["author"] = json!(author);
+    }
+    let bytes = serde_json::to_vec(&config).unwrap_or_default();
+    Ok((store.write_blob(&bytes)?, bytes.len()))
 }
 
 fn layer_error(input: &LayerInput, source: ExportError) -> ExportError {
