@@ -22,6 +22,7 @@ use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 
 use sha2::{Digest, Sha256};
 
+pub use super::error::DiffError;
 use crate::sys;
 use crate::sys::dir::{Dir, FileStat};
 
@@ -38,23 +39,6 @@ const CHUNK: usize = 256 << 10;
 /// …at most this many waiting at a time.
 const CHUNKS_IN_FLIGHT: usize = 4;
 const BLOCK: usize = 512;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DiffError {
-    #[error("{what} {}: {source}", path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{} changed size while it was being archived", .0.display())]
-    FileChanged(PathBuf),
-    #[error("writing the layer: {0}")]
-    Write(#[source] io::Error),
-    #[error(transparent)]
-    Sys(#[from] sys::SysError),
-}
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DiffError + 'a {
     move |source| DiffError::Io {

@@ -8,29 +8,11 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use super::error::OverlayError;
 use crate::sys;
 
 /// The kernel's limit on lower layers of one overlay.
 pub const MAX_LOWERS: usize = sys::mount::MAX_OVERLAY_LOWERS;
-
-#[derive(Debug, thiserror::Error)]
-pub enum OverlayError {
-    #[error("{0} lower layers; overlayfs allows at most {MAX_LOWERS}")]
-    TooManyLowers(usize),
-    #[error("lower layer {} is not a directory", .0.display())]
-    LowerMissing(PathBuf),
-    #[error("{} already exists", .0.display())]
-    AlreadyExists(PathBuf),
-    #[error("{what} {}: {source}", path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error(transparent)]
-    Sys(#[from] sys::SysError),
-}
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> OverlayError + 'a {
     move |source| OverlayError::Io {
