@@ -18,7 +18,6 @@ use crate::instruction::Chmod;
 use crate::plan::{Copy, CopySource};
 use crate::source::PatternMatcher;
 use crate::sys;
-use crate::sys::fileop::Overlay;
 
 /// One COPY or ADD being run.
 pub(super) struct CopyRun<'r, 'a> {
@@ -232,17 +231,7 @@ impl CopyRun<'_, '_> {
         let view = match self.parent {
             [] => None,
             [only] => Some(only.clone()),
-            layers => {
-                let target = self.scratch.join("parent");
-                self.mounts.overlay(
-                    &Overlay {
-                        lowers: layers.iter().rev().cloned().collect(),
-                        upper: None,
-                    },
-                    &target,
-                )?;
-                Some(target)
-            }
+            layers => Some(self.mounts.chain(layers, self.scratch.join("parent"))?),
         };
         self.parent_view = Some(view.clone());
         Ok(view)

@@ -259,6 +259,18 @@ impl Mounts {
         Ok(())
     }
 
+    /// Mounts `layers` (bottom first) read-only at `target`, the first layer on top.
+    fn chain(&mut self, layers: &[PathBuf], target: PathBuf) -> Result<PathBuf> {
+        self.overlay(
+            &Overlay {
+                lowers: layers.iter().rev().cloned().collect(),
+                upper: None,
+            },
+            &target,
+        )?;
+        Ok(target)
+    }
+
     fn unmount_all(&mut self) -> Result<()> {
         while let Some(target) = self.targets.pop() {
             sys::fileop::unmount(&target)?;

@@ -17,7 +17,6 @@ use crate::plan::{Copy, CopySource};
 use crate::source::glob::{go_match, has_wildcard};
 use crate::source::{PatternMatcher, Selection};
 use crate::sys;
-use crate::sys::fileop::Overlay;
 
 /// Where one input's files are.
 pub(super) struct SourceRoot<'a> {
@@ -83,17 +82,9 @@ impl CopyRun<'_, '_> {
                             empty
                         }
                         [only] => only.clone(),
-                        layers => {
-                            let target = self.scratch.join(format!("src-{input}"));
-                            self.mounts.overlay(
-                                &Overlay {
-                                    lowers: layers.iter().rev().cloned().collect(),
-                                    upper: None,
-                                },
-                                &target,
-                            )?;
-                            target
-                        }
+                        layers => self
+                            .mounts
+                            .chain(layers, self.scratch.join(format!("src-{input}")))?,
                     };
                     SourceRoot {
                         path,
