@@ -18,7 +18,7 @@
 //!   only on the way to an included entry is created when that entry is.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::num::NonZeroUsize;
@@ -39,6 +39,8 @@ use crate::sys::dir::{Dir, FileStat, Kind};
 
 /// Linking is kernel work on directories: more threads than this gain nothing.
 const MAX_WORKERS: usize = 8;
+/// Directories this deep below the top of a copy are walked by path, not kept open.
+const MAX_OPEN_DEPTH: usize = 32;
 
 /// Who owns what is copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +131,8 @@ struct Place<'p> {
     components: &'p str,
     target: &'p Path,
     at: Option<(&'p Arc<Handles>, &'p OsStr)>,
+    /// Levels below the top of the copy.
+    depth: usize,
 }
 
 pub(crate) struct Copier<'a> {
@@ -200,6 +204,7 @@ impl<'a> Copier<'a> {
                 components: "",
                 target,
                 at: None,
+                depth: 0,
             };
             let result = self.copy(&place, false, MatchInfo::default(), MatchInfo::default());
             (result, self.workers.take())
@@ -497,6 +502,7 @@ impl<'a> Copier<'a> {
             components,
             target,
             at,
+            ..
         } = *place;
         let mut created = false;
         let index = self.parents.len();
@@ -511,19 +517,24 @@ impl<'a> Copier<'a> {
             self.parents[index].copied = true;
         }
         let read_error = || Error::io("read directory", src);
-        let src_dir = match at {
-            Some((dirs, name)) => dirs.src.open_dir(name),
-            None => Dir::open(src),
-        }
-        .map_err(read_error())?;
-        let mut names = src_dir.names().map_err(read_error())?;
+        // Deep down, entries are reached by path, so that however deep the tree, few
+        // directories are open.
+        let (mut names, src_dir) = if place.depth < MAX_OPEN_DEPTH {
+            let dir = match at {
+                Some((dirs, name)) => dirs.src.open_dir(name),
+                None => Dir::open(src),
+            }
+            .map_err(read_error())?;
+            (dir.names().map_err(read_error())?, Some(dir))
+        } else {
+            (read_names(src)?, None)
+        };
         names.sort();
         // Only a directory that exists now can be written into by name; one skipped on the
         // way to an included entry is made later, and its entries are reached by path.
-        let handles = if include {
-            Some(Arc::new(self.handles(src_dir, place, created)?))
-        } else {
-            None
+        let handles = match src_dir {
+            Some(src_dir) if include => Some(Arc::new(self.handles(src_dir, place, created)?)),
+            _ => None,
         };
         let result = names.iter().try_for_each(|name| {
             let child_components = if self.include.is_none() && self.exclude.is_none() {
@@ -544,6 +555,7 @@ impl<'a> Copier<'a> {
                 components: &child_components,
                 target: &target.join(name),
                 at: handles.as_ref().map(|dirs| (dirs, name.as_os_str())),
+                depth: place.depth + 1,
             };
             self.copy(&child, true, include_info.clone(), exclude_info.clone())
         });
@@ -700,6 +712,15 @@ impl<'a> Copier<'a> {
     fn copy_info(&mut self, meta: &FileStat, src: &Path, target: &Path) -> Result<()> {
         set_info(meta, src, target, self.owner_of(meta), self.mode_of(meta))
     }
+}
+
+/// The names in directory `dir`.
+fn read_names(dir: &Path) -> Result<Vec<OsString>> {
+    fs::read_dir(dir)
+        .map_err(Error::io("read directory", dir))?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(Error::io("read directory", dir))
 }
 
 /// Copies the content of the regular file `src` to the new file `target` (mode 0600 until

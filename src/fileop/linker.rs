@@ -15,7 +15,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::Report;
@@ -26,6 +26,9 @@ use crate::sys::dir::{Dir, FileStat};
 
 /// Jobs are handed over in batches of this many, or fewer at the end of a directory.
 const BATCH: usize = 64;
+/// Batches waiting for a worker at most: then the walk waits, so that the directories
+/// queued jobs keep open stay few.
+const QUEUED_BATCHES: usize = 4;
 
 /// Where the file of the reused layer is.
 pub(super) enum Earlier<'d> {
@@ -110,7 +113,7 @@ pub(super) enum Finish {
 
 /// The copy's side: queues of jobs for each worker.
 pub(super) struct Workers {
-    senders: Vec<Sender<Vec<(u64, Job)>>>,
+    senders: Vec<SyncSender<Vec<(u64, Job)>>>,
     pending: Vec<Vec<(u64, Job)>>,
     next: usize,
     /// Jobs queued so far: the walk-order number of the next one.
@@ -166,7 +169,7 @@ pub(super) fn run_with_workers(
         let mut senders = Vec::new();
         let mut threads = Vec::new();
         for _ in 0..count {
-            let (sender, receiver) = channel();
+            let (sender, receiver) = sync_channel(QUEUED_BATCHES);
             let failed = Arc::clone(&failed);
             let spawned = std::thread::Builder::new()
                 .name("kiln-relink".to_string())

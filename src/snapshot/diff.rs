@@ -39,6 +39,9 @@ const CHUNK: usize = 256 << 10;
 /// …at most this many waiting at a time.
 const CHUNKS_IN_FLIGHT: usize = 4;
 const BLOCK: usize = 512;
+/// Directories this deep or deeper are not kept open while their subdirectories are
+/// archived.
+const MAX_OPEN_DEPTH: usize = 64;
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DiffError + 'a {
     move |source| DiffError::Io {
@@ -76,7 +79,7 @@ pub fn diff<W: Write>(upper: &Path, options: &DiffOptions, mut sink: W) -> Resul
                     options: *options,
                     links: HashMap::new(),
                 };
-                writer.directory(&root, upper, &mut Vec::new())?;
+                writer.directory(root, upper, &mut Vec::new(), 0)?;
                 writer.out.put(&[0; 2 * BLOCK])?;
                 writer.out.send()
             })
@@ -243,8 +246,15 @@ impl LayerWriter {
         }
     }
 
-    /// Archives the content of directory `dir` (at `path`) whose tar path is `prefix`.
-    fn directory(&mut self, dir: &Dir, path: &Path, prefix: &mut Vec<u8>) -> Result<(), DiffError> {
+    /// Archives the content of directory `dir` (at `path`, `depth` levels below the
+    /// upper) whose tar path is `prefix`.
+    fn directory(
+        &mut self,
+        dir: Dir,
+        path: &Path,
+        prefix: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), DiffError> {
         let mut children: Vec<(Vec<u8>, OsString, FileStat, Kind)> = Vec::new();
         for name in dir.names().map_err(io_err("read dir", path))? {
             let meta = dir
@@ -260,7 +270,12 @@ impl LayerWriter {
             children.push((tar_name, name, meta, kind));
         }
         children.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut open = Some(dir);
         for (tar_name, name, meta, kind) in children {
+            let dir = match open.take() {
+                Some(dir) => dir,
+                None => Dir::open(path).map_err(io_err("open", path))?,
+            };
             let child = path.join(&name);
             let base = prefix.len();
             prefix.extend_from_slice(&tar_name);
@@ -270,15 +285,22 @@ impl LayerWriter {
                 let opaque = xattrs
                     .iter()
                     .any(|(key, value)| key == OPAQUE_XATTR && value == b"y");
-                self.entry(dir, &name, &child, prefix, &meta, &kind, Some(xattrs))?;
+                self.entry(&dir, &name, &child, prefix, &meta, &kind, Some(xattrs))?;
                 prefix.push(b'/');
                 if opaque {
                     let marker = [prefix.as_slice(), OPAQUE_MARKER].concat();
                     self.marker(&marker, self.mtime(&meta))?;
                 }
-                self.directory(&sub, &child, prefix)?;
+                // Deep down, a directory is closed while a subdirectory is archived (and
+                // opened again by path after it), so that however deep the tree, few
+                // descriptors are open.
+                if depth < MAX_OPEN_DEPTH {
+                    open = Some(dir);
+                }
+                self.directory(sub, &child, prefix, depth + 1)?;
             } else {
-                self.entry(dir, &name, &child, prefix, &meta, &kind, None)?;
+                self.entry(&dir, &name, &child, prefix, &meta, &kind, None)?;
+                open = Some(dir);
             }
             prefix.truncate(base);
         }
@@ -652,6 +674,37 @@ mod tests {
                 other => panic!("expected the sink's error, got {:?}", other.err()),
             }
         }
+    }
+
+    #[test]
+    fn trees_deeper_than_the_open_directories_come_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut path = dir.path().to_path_buf();
+        for level in 0..2 * MAX_OPEN_DEPTH + 3 {
+            fs::write(path.join("a"), level.to_string()).unwrap();
+            path.push("d");
+            fs::create_dir(&path).unwrap();
+            fs::write(path.join("z"), level.to_string()).unwrap();
+        }
+        let tar = diff(dir.path(), &DiffOptions::default(), Vec::new()).unwrap();
+        let entries = list_tar(&tar).unwrap();
+        assert_eq!(entries.len(), 3 * (2 * MAX_OPEN_DEPTH + 3));
+        // Each directory: its `a` file, the subdirectory and everything in it, then `z`:
+        // the deepest `z` comes in the middle, the top one's last.
+        let levels = 2 * MAX_OPEN_DEPTH + 3;
+        let deepest = format!("{}z", "d/".repeat(levels));
+        let at = entries.iter().position(|e| e.path == Path::new(&deepest));
+        assert_eq!(at, Some(2 * levels));
+        assert_eq!(
+            entries[2 * levels].body,
+            (levels - 1).to_string().as_bytes()
+        );
+        let last = &entries[entries.len() - 1];
+        assert_eq!(
+            (last.path.as_path(), last.body.as_slice()),
+            (Path::new("d/z"), &b"0"[..])
+        );
+        assert_eq!(entries[2].path, Path::new("d/a"));
     }
 
     #[test]

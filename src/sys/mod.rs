@@ -1,7 +1,7 @@
 //! The only module that makes raw syscalls: thin, safe wrappers over `rustix`,
-//! `nix` and `libc` for files (device nodes, whiteouts, xattrs), mounts,
-//! namespaces, processes, capabilities and cgroups. Everything above `sys` stays
-//! safe Rust and testable without root.
+//! `nix` and `libc` for files (device nodes, whiteouts, xattrs, calls relative to an
+//! open directory), mounts, namespaces, processes, capabilities and cgroups. Everything
+//! above `sys` stays safe Rust and testable without root.
 #![allow(unsafe_code)]
 
 pub mod cgroup;

@@ -1636,3 +1636,54 @@ fn a_cancelled_copy_stops_between_files() {
     assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
     env.check_clean();
 }
+
+/// A deep tree (walked by path below some depth) and many directories (spread over the
+/// re-linking workers) give exactly the layer of a fresh copy, directory mtimes included:
+/// each directory gets its times after every entry is linked or copied into it.
+#[test]
+fn an_incremental_copy_of_a_deep_and_wide_tree_is_a_fresh_one() {
+    if !harness::privileged() {
+        return;
+    }
+    let env = Env::new();
+    let lower = env.path("l0");
+    dir(&lower, "etc", 0o755);
+    let ctx = env.path("ctx");
+    let mut deep = String::from("deep");
+    for level in 0..40 {
+        file(&ctx, &format!("{deep}/f"), &format!("level {level}"), 0o644);
+        deep.push_str("/d");
+    }
+    for i in 0..30 {
+        for j in 0..4 {
+            file(&ctx, &format!("wide/d{i}/f{j}"), &format!("{i} {j}"), 0o600);
+        }
+    }
+    // Into the layer's root: no destination directory made now, with its own mtime.
+    let copy = copy_op(vec![path_source(1, "/")], "/");
+    let layers = std::slice::from_ref(&lower);
+    let first = env.path("first");
+    let made = copy_with_digests(&env, layers, &ctx, &copy, &first, None);
+    let reuse = fileop::Reuse {
+        layer: first,
+        copied: made.copied.into_iter().collect(),
+    };
+    file(
+        &ctx,
+        &format!("deep{}/f", "/d".repeat(35)),
+        "changed",
+        0o644,
+    );
+    file(&ctx, "wide/d7/f2", "changed", 0o600);
+    let second = env.path("second");
+    let again = copy_with_digests(&env, layers, &ctx, &copy, &second, Some(&reuse));
+    assert_eq!(again.report.linked, 40 + 30 * 4 - 2, "{:?}", again.report);
+    let fresh = env.path("fresh");
+    copy_with_digests(&env, layers, &ctx, &copy, &fresh, None);
+    assert_eq!(dump(&second), dump(&fresh));
+    let options = kiln::snapshot::diff::DiffOptions::default();
+    assert_eq!(
+        kiln::snapshot::diff::diff_id(&second, &options).unwrap(),
+        kiln::snapshot::diff::diff_id(&fresh, &options).unwrap()
+    );
+}
