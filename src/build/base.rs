@@ -4,29 +4,34 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::sync::watch;
+
 use super::{BuildError, BuildRequest};
 use crate::image;
 use crate::oci::Reference;
 use crate::plan::{self, Plan, Platform};
 use crate::progress::{Clock, Sink};
 use crate::registry::{Client, ClientConfig};
-use crate::solve::StoreResolver;
+use crate::solve::{PullError, SolveError, StoreResolver};
 use crate::store::Store;
 
-/// The pulls of one build: they are numbered `#1`, `#2`, … before the solver's steps.
+/// The pulls of one build: they are numbered `#1`, `#2`, … before the solver's steps, and
+/// the build's cancel signal stops the one running.
 #[derive(Clone)]
 pub(super) struct Pulls {
     sink: Sink,
     clock: Clock,
     count: Arc<AtomicU64>,
+    cancel: watch::Receiver<bool>,
 }
 
 impl Pulls {
-    pub(super) fn new(sink: Sink, clock: Clock) -> Pulls {
+    pub(super) fn new(sink: Sink, clock: Clock, cancel: watch::Receiver<bool>) -> Pulls {
         Pulls {
             sink,
             clock,
             count: Arc::new(AtomicU64::new(0)),
+            cancel,
         }
     }
 
@@ -36,6 +41,7 @@ impl Pulls {
     }
 
     /// Pulls `reference` into `store` under a vertex of its own, each layer an item of it.
+    /// A cancelled build drops the pull (an interrupted pull leaves no partial content).
     fn pull(
         &self,
         store: &Store,
@@ -43,20 +49,28 @@ impl Pulls {
         reference: &Reference,
         platform: &Platform,
         runtime: &tokio::runtime::Handle,
-    ) -> Result<(), image::ImageError> {
+    ) -> Result<(), PullError> {
         let id = self.count.fetch_add(1, Ordering::SeqCst) + 1;
         let vertex = self
             .sink
             .vertex(&self.clock, id, format!("pulling {reference}"));
-        let pulled = runtime.block_on(image::pull(
-            store,
-            client,
-            reference,
-            Some(platform),
-            vertex.items(),
-        ));
+        let mut cancel = self.cancel.clone();
+        let cancelled = async move {
+            // A dropped sender never cancels.
+            if cancel.wait_for(|cancelled| *cancelled).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let pulled: Result<(), PullError> = runtime.block_on(async {
+            tokio::select! {
+                pulled = image::pull(store, client, reference, Some(platform), vertex.items()) => {
+                    pulled.map(|_| ()).map_err(Into::into)
+                }
+                () = cancelled => Err(SolveError::Cancelled.into()),
+            }
+        });
         match pulled {
-            Ok(_) => {
+            Ok(()) => {
                 vertex.done();
                 Ok(())
             }
@@ -90,7 +104,7 @@ pub(super) async fn plan(
     let registry = registry.clone();
     let stages = request.stages.clone();
     let always_pull = request.pull;
-    let pulls = pulls.clone();
+    let planning_pulls = pulls.clone();
     let runtime = tokio::runtime::Handle::current();
     let planned = tokio::task::spawn_blocking(move || {
         let mut client: Option<Client> = None;
@@ -100,11 +114,18 @@ pub(super) async fn plan(
                 Some(client) => client,
                 empty => empty.insert(Client::new(registry.clone())?),
             };
-            Ok(pulls.pull(&pull_store, client, reference, platform, &runtime)?)
+            planning_pulls.pull(&pull_store, client, reference, platform, &runtime)
         });
         let mut resolver = StoreResolver::new(store, Some(puller)).always_pull(always_pull);
         plan::build(&stages, &options, &mut resolver)
     })
     .await?;
+    // The planner reports a cancelled pull as a base image it could not resolve.
+    if planned.is_err() && *pulls.cancel.borrow() {
+        return Err(BuildError::Solve {
+            source: Box::new(SolveError::Cancelled),
+            step_log: None,
+        });
+    }
     Ok(planned?)
 }

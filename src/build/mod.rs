@@ -185,7 +185,7 @@ impl Build {
         cancel: watch::Receiver<bool>,
     ) -> Result<Exported, BuildError> {
         let clock = Clock::start();
-        let pulls = base::Pulls::new(sink.clone(), clock.clone());
+        let pulls = base::Pulls::new(sink.clone(), clock.clone(), cancel.clone());
         let plan = Arc::new(base::plan(&self.store, &self.registry, request, &pulls).await?);
         // The solver numbers its steps from 1; they follow the pulls.
         let sink = &pulls.offset_sink();

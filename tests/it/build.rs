@@ -550,6 +550,60 @@ fn interrupt_stops_the_build_and_cleans_up() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+#[test]
+fn interrupt_stops_a_base_image_pull() {
+    let Some(env) = Env::new(false) else { return };
+    // A registry that accepts connections and never answers: the pull waits on it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            let _ = accepted_tx.send(());
+        }
+    });
+    env.write("Dockerfile", &format!("FROM {addr}/never/answers:latest\n"));
+    let mut child = kiln_with_root(&env.root())
+        .args(["build", "--progress", "plain"])
+        .arg(env.context())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    accepted
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the pull reached the registry");
+    let start = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    // Not a speed check: the client retries an unanswering registry for minutes, so
+    // ending well before proves the interrupt dropped the pull.
+    assert!(start.elapsed().as_secs() < 45, "took {:?}", start.elapsed());
+    assert!(log.contains("cancelled"), "{log}");
+    let records = env.root().join("builds-v1");
+    let record = std::fs::read_dir(&records)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let record = std::fs::read_to_string(record.path().join("record.json")).unwrap();
+    assert!(record.contains("\"status\": \"cancelled\""), "{record}");
+}
+
 // ---------------------------------------------------------------------------------------
 // RUN mounts, sources and command-line options
 
