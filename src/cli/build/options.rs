@@ -115,11 +115,8 @@ pub(super) struct EmptyDir(pub(super) PathBuf);
 impl EmptyDir {
     pub(super) fn create() -> anyhow::Result<EmptyDir> {
         let dir = std::env::temp_dir().join(format!(
-            "kiln-empty-context-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
+            "kiln-empty-context-{}",
+            crate::store::random_name()
         ));
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(EmptyDir(dir))
