@@ -15,6 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::fs::{read_xattr, xattr_names};
+
 /// An open directory (never reached through a final symlink).
 #[derive(Debug)]
 pub struct Dir {
@@ -99,30 +101,14 @@ fn dir_flags() -> OFlags {
 /// listing and reading is left out.
 pub fn fd_xattrs(fd: impl AsFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let fd = fd.as_fd();
-    let mut names = vec![0u8; 256];
-    let len = loop {
-        match rustix::fs::flistxattr(fd, &mut names[..]) {
-            Ok(len) => break len,
-            Err(Errno::RANGE) => names.resize(names.len() * 4, 0),
-            Err(Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let names = read_xattr(256, |names| rustix::fs::flistxattr(fd, names))?.unwrap_or_default();
     let mut out = Vec::new();
-    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+    for name in xattr_names(&names) {
         let c_name = CString::new(name).map_err(io::Error::other)?;
-        let mut value = vec![0u8; 256];
-        loop {
-            match rustix::fs::fgetxattr(fd, c_name.as_c_str(), &mut value[..]) {
-                Ok(len) => {
-                    value.truncate(len);
-                    out.push((name.to_vec(), value));
-                    break;
-                }
-                Err(Errno::RANGE) => value.resize(value.len() * 4, 0),
-                Err(Errno::NODATA) | Err(Errno::NOTSUP) => break,
-                Err(e) => return Err(e.into()),
-            }
+        if let Some(value) = read_xattr(256, |value| {
+            rustix::fs::fgetxattr(fd, c_name.as_c_str(), value)
+        })? {
+            out.push((name.to_vec(), value));
         }
     }
     out.sort();

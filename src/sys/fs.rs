@@ -101,36 +101,46 @@ pub fn lsetxattr(path: &Path, name: impl AsRef<OsStr>, value: &[u8]) -> Result<(
 /// filesystem has no extended attributes.
 pub fn lgetxattr(path: &Path, name: impl AsRef<OsStr>) -> Result<Option<Vec<u8>>> {
     let name = c_name("lgetxattr", path, name.as_ref())?;
-    let mut value = vec![0u8; 256];
+    read_xattr(256, |value| {
+        rustix::fs::lgetxattr(path, name.as_c_str(), value)
+    })
+    .map_err(|e| SysError::path("lgetxattr", path, e))
+}
+
+/// What an xattr call that fills a buffer gives: the bytes, retried with a bigger buffer
+/// while they do not fit; `None` when the attribute is not set or the filesystem has no
+/// extended attributes.
+pub(super) fn read_xattr(
+    start: usize,
+    mut read: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+) -> rustix::io::Result<Option<Vec<u8>>> {
+    let mut buffer = vec![0u8; start];
     loop {
-        match rustix::fs::lgetxattr(path, name.as_c_str(), &mut value[..]) {
+        match read(&mut buffer[..]) {
             Ok(len) => {
-                value.truncate(len);
-                return Ok(Some(value));
+                buffer.truncate(len);
+                return Ok(Some(buffer));
             }
             // The value grew between calls, or is bigger than the buffer.
-            Err(Errno::RANGE) => value.resize(value.len() * 4, 0),
+            Err(Errno::RANGE) => buffer.resize(buffer.len() * 4, 0),
             Err(Errno::NODATA) | Err(Errno::NOTSUP) => return Ok(None),
-            Err(e) => return Err(SysError::path("lgetxattr", path, e)),
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// The names in a NUL-separated xattr list.
+pub(super) fn xattr_names(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+    list.split(|&b| b == 0).filter(|name| !name.is_empty())
 }
 
 /// Lists the extended attribute names of `path` itself (none where the filesystem
 /// has no extended attributes).
 pub fn llistxattr(path: &Path) -> Result<Vec<OsString>> {
-    let mut names = vec![0u8; 1024];
-    let len = loop {
-        match rustix::fs::llistxattr(path, &mut names[..]) {
-            Ok(len) => break len,
-            Err(Errno::RANGE) => names.resize(names.len() * 4, 0),
-            Err(Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(SysError::path("llistxattr", path, e)),
-        }
-    };
-    Ok(names[..len]
-        .split(|&b| b == 0)
-        .filter(|name| !name.is_empty())
+    let names = read_xattr(1024, |names| rustix::fs::llistxattr(path, names))
+        .map_err(|e| SysError::path("llistxattr", path, e))?
+        .unwrap_or_default();
+    Ok(xattr_names(&names)
         .map(|name| OsString::from_vec(name.to_vec()))
         .collect())
 }
