@@ -252,10 +252,11 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("kiln-sys-dir-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        tempfile::Builder::new()
+            .prefix(&format!("kiln-sys-dir-{name}-"))
+            .tempdir()
+            .unwrap()
+            .keep()
     }
 
     #[test]
