@@ -19,7 +19,7 @@ use super::progress::{self, ProgressMode};
 use crate::build::{Build, BuildError, BuildOutcome, BuildRequest, ParsedDockerfile, Severity};
 use crate::oci::Reference;
 use crate::plan::Platform;
-use crate::progress::{Clock, LogStore, Sink};
+use crate::progress::Clock;
 use crate::solve::SolveError;
 use crate::syntax::Span;
 
@@ -208,18 +208,14 @@ fn build(
         )
     };
     let runtime = super::image::runtime()?;
-    let outcome = runtime.block_on(async {
-        let (sink, rx) = Sink::channel();
-        let renderer = progress::stderr_renderer(mode, Clock::start());
-        let drive = tokio::spawn(progress::drive(rx, renderer, LogStore::new()));
+    let renderer = progress::stderr_renderer(mode, Clock::start());
+    let outcome = runtime.block_on(progress::rendered(renderer, |sink| async move {
         let (cancel, cancelled) = watch::channel(false);
         let signals = tokio::spawn(cancel_on_signal(cancel));
         let outcome = builder.run(request, &sink, cancelled).await;
         signals.abort();
-        drop(sink);
-        let _ = drive.await;
         outcome
-    });
+    }));
     match outcome {
         Ok(outcome) => finish(args, &outcome),
         Err(error) => Ok(report_failure(source, error)),

@@ -154,16 +154,27 @@ where
         ProgressMode::Auto
     };
     let clock = Clock::start();
+    rendered(renderer(mode, clock.clone(), output), |sink| async move {
+        let vertex = sink.vertex(&clock, 1, name);
+        let outcome = work(vertex.items()).await;
+        match &outcome {
+            Ok(_) => vertex.done(),
+            Err(error) => vertex.error(error.to_string()),
+        }
+        outcome
+    })
+    .await
+}
+
+/// Runs `work` with a sink whose events `renderer` shows; returns `work`'s outcome once
+/// every event it sent is rendered (the sink and its clones dropped).
+pub async fn rendered<T, F>(renderer: Box<dyn Renderer>, work: impl FnOnce(Sink) -> F) -> T
+where
+    F: Future<Output = T>,
+{
     let (sink, rx) = Sink::channel();
-    let renderer = renderer(mode, clock.clone(), output);
     let drive = tokio::spawn(drive(rx, renderer, LogStore::new()));
-    let vertex = sink.vertex(&clock, 1, name);
-    let outcome = work(vertex.items()).await;
-    match &outcome {
-        Ok(_) => vertex.done(),
-        Err(error) => vertex.error(error.to_string()),
-    }
-    drop(sink);
+    let outcome = work(sink).await;
     let _ = drive.await;
     outcome
 }
