@@ -401,7 +401,7 @@ async fn drive_feeds_logs_and_renderer_until_senders_drop() {
     let task = tokio::spawn(drive(
         rx,
         Box::new(PlainRenderer::new(out.clone())),
-        logs.clone(),
+        Some(logs.clone()),
     ));
     let other = sink.clone();
     sink.send(started(1, "[1/1] RUN true", 0.0));

@@ -7,17 +7,15 @@
 //! ```no_run
 //! # async fn build() {
 //! use kiln::cli::progress::{self, ProgressMode};
-//! use kiln::progress::{Clock, LogStore, Sink};
+//! use kiln::progress::Clock;
 //! let mode = ProgressMode::resolve(None, std::env::var("BUILDKIT_PROGRESS").ok().as_deref(),
 //!     progress::stderr_is_terminal());
-//! let (sink, rx) = Sink::channel();
-//! let logs = LogStore::new();
 //! let renderer = progress::stderr_renderer(mode, Clock::start());
-//! let task = tokio::spawn(progress::drive(rx, renderer, logs.clone()));
-//! // … the solver sends into `sink` (and its clones) …
-//! drop(sink);
-//! task.await.unwrap();
-//! // `logs.all()` goes into the build record; `logs.tail(id, 10)` into an error message.
+//! progress::rendered(renderer, |sink| async move {
+//!     // … the build sends into `sink` (and its clones) …
+//!     drop(sink);
+//! })
+//! .await;
 //! # }
 //! ```
 
@@ -173,18 +171,18 @@ where
     F: Future<Output = T>,
 {
     let (sink, rx) = Sink::channel();
-    let drive = tokio::spawn(drive(rx, renderer, LogStore::new()));
+    let drive = tokio::spawn(drive(rx, renderer, None));
     let outcome = work(sink).await;
     let _ = drive.await;
     outcome
 }
 
-/// Feeds every event to `logs` and `renderer` until all senders are dropped, ticking the
-/// renderer meanwhile, then finishes it.
+/// Feeds every event to `renderer` (and to `logs`, when given) until all senders are
+/// dropped, ticking the renderer meanwhile, then finishes it.
 pub async fn drive(
     mut rx: UnboundedReceiver<Event>,
     mut renderer: Box<dyn Renderer>,
-    logs: LogStore,
+    logs: Option<LogStore>,
 ) {
     let mut ticks = tokio::time::interval(Duration::from_millis(100));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -192,7 +190,9 @@ pub async fn drive(
         tokio::select! {
             event = rx.recv() => match event {
                 Some(event) => {
-                    logs.record(&event);
+                    if let Some(logs) = &logs {
+                        logs.record(&event);
+                    }
                     renderer.event(&event);
                 }
                 None => break,
