@@ -45,6 +45,16 @@ pub enum BuildError {
     RecordEncode(#[source] serde_json::Error),
     #[error("a build task stopped unexpectedly: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// An option of the request that cannot be carried out as written (`--cache-to …`).
+    #[error("{message}")]
+    Usage { message: String },
+    /// Writing a cache (`--cache-to`) failed; the image was stored before.
+    #[error("exporting the cache to {target}: {source}")]
+    CacheExport {
+        target: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl From<crate::plan::Error> for BuildError {
@@ -82,6 +92,7 @@ impl BuildError {
     pub fn is_usage(&self) -> bool {
         match self {
             BuildError::Plan(error) => !matches!(**error, crate::plan::Error::Resolve { .. }),
+            BuildError::Usage { .. } => true,
             _ => false,
         }
     }

@@ -224,6 +224,9 @@ impl Build {
                 sandbox_exe: None,
                 secrets: request.secrets.clone(),
                 ssh: request.ssh.clone(),
+                dockerfile_name: request.dockerfile_name.clone(),
+                imported: None,
+                fetcher: None,
             },
         );
         let early = layers::write_early(&mut solver, &plan, &self.store, request.source_date_epoch);

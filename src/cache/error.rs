@@ -37,6 +37,17 @@ pub enum CacheError {
         key: String,
         version: u32,
     },
+    /// An imported cache (see `remote`) this kiln cannot use.
+    #[error("cache format version {found} is not one this kiln reads ({})", super::remote::VERSION)]
+    RemoteVersion { found: u32 },
+    #[error("cache record {key} names layer {index}, but there are {count} layers")]
+    RemoteLayer {
+        key: String,
+        index: usize,
+        count: usize,
+    },
+    #[error("cache record {key} has a layer without a diff_id")]
+    RemoteDiffId { key: String },
 }
 
 /// What went wrong inside the index file: redb's own error, or a panic it raised instead.

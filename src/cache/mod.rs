@@ -18,6 +18,7 @@
 mod error;
 mod explain;
 mod record;
+pub mod remote;
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -113,6 +114,13 @@ pub fn key(definition: &[u8], input_keys: &[&str]) -> String {
         hasher.update(input.as_bytes());
     }
     hex(&hasher.finalize())
+}
+
+/// Where the index remembers the layer blob of the step with cache key `step_key`, as
+/// written with `SOURCE_DATE_EPOCH` = `epoch` (it clamps the tar's mtimes).
+pub fn layer_blob_key(step_key: &str, epoch: Option<u64>) -> String {
+    let epoch = epoch.map_or(String::new(), |e| e.to_string());
+    key(format!("layer-tar-v1\0{epoch}").as_bytes(), &[step_key])
 }
 
 /// Unix seconds now.
@@ -344,19 +352,49 @@ impl CacheIndex {
         let Ok((mut record, files_ref)) = self.decode(&key, &bytes) else {
             return Ok(None);
         };
-        if let Some(files_ref) = files_ref {
-            let files = self.read(|txn| {
-                let Some(table) = open_read(txn, FILES)? else {
-                    return Ok(None);
-                };
-                Ok(table.get(files_ref.as_str())?.map(|v| v.value().to_vec()))
-            })?;
-            if let Some(files) = files {
-                let map = serde_json::from_slice(&files).map_err(|e| self.bad(&key, e))?;
-                record.inputs.files = Some(map);
-            }
-        }
+        self.load_files(&key, &mut record, files_ref)?;
         Ok(Some((key, record)))
+    }
+
+    /// The record for `key` with its file map (for exporting it), without noting a use.
+    pub fn get_with_files(&self, key: &str) -> Result<Option<Record>, CacheError> {
+        let found = self.read(|txn| {
+            let Some(table) = open_read(txn, RECORDS)? else {
+                return Ok(None);
+            };
+            Ok(table.get(key)?.map(|v| v.value().to_vec()))
+        })?;
+        let Some(bytes) = found else {
+            return Ok(None);
+        };
+        let Ok((mut record, files_ref)) = self.decode(key, &bytes) else {
+            return Ok(None);
+        };
+        self.load_files(key, &mut record, files_ref)?;
+        Ok(Some(record))
+    }
+
+    /// Loads the file map `files_ref` names into `record.inputs.files`.
+    fn load_files(
+        &self,
+        key: &str,
+        record: &mut Record,
+        files_ref: Option<String>,
+    ) -> Result<(), CacheError> {
+        let Some(files_ref) = files_ref else {
+            return Ok(());
+        };
+        let files = self.read(|txn| {
+            let Some(table) = open_read(txn, FILES)? else {
+                return Ok(None);
+            };
+            Ok(table.get(files_ref.as_str())?.map(|v| v.value().to_vec()))
+        })?;
+        if let Some(files) = files {
+            let map = serde_json::from_slice(&files).map_err(|e| self.bad(key, e))?;
+            record.inputs.files = Some(map);
+        }
+        Ok(())
     }
 
     /// Removes `keys` and whatever only they referenced. Returns how many records existed.

@@ -169,9 +169,6 @@ fn kept_layers<'a>(
     options: &ExportOptions,
     history: &mut [crate::plan::History],
 ) -> Result<Vec<Kept<'a>>> {
-    let epoch = options
-        .source_date_epoch
-        .map_or(String::new(), |e| e.to_string());
     let mut kept = Vec::new();
     for (layer, input) in plan.image.layers.iter().zip(layers) {
         let empty = std::fs::read_dir(&input.dir)
@@ -189,7 +186,7 @@ fn kept_layers<'a>(
         if dropped {
             continue;
         }
-        let blob_key = cache::key(format!("layer-tar-v1\0{epoch}").as_bytes(), &[&input.key]);
+        let blob_key = cache::layer_blob_key(&input.key, options.source_date_epoch);
         let stored = |blob: &BlobRef| {
             blob.digest
                 .parse()

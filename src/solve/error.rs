@@ -118,6 +118,8 @@ pub enum StepCause {
     #[error(transparent)]
     Digest(#[from] DigestError),
     #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

@@ -25,6 +25,7 @@
 
 mod copied;
 mod error;
+mod lazy;
 mod op;
 mod prune;
 mod resolver;
@@ -39,11 +40,13 @@ use petgraph::graph::NodeIndex;
 use tokio::sync::Semaphore;
 
 pub use error::{PullError, SolveError, StepCause};
+pub use lazy::{BlobFetcher, LazyLayer};
 pub use op::exec::SecretSource;
 pub use prune::{CacheUsage, PruneOptions, PruneReport, prune, usage};
 pub use resolver::{Puller, StoreResolver};
 pub use scheduler::Solver;
 
+use crate::cache::remote::{ImportedCache, ImportedRecord};
 use crate::cache::{CacheIndex, Record, StepIdentity};
 use crate::progress::{Clock, Sink};
 use crate::source::{Context, ContextDigest, Selection, StatCache};
@@ -66,6 +69,13 @@ pub struct SolveOptions {
     pub secrets: BTreeMap<String, SecretSource>,
     /// `--ssh`: agent sockets by id, for `RUN --mount=type=ssh`.
     pub ssh: BTreeMap<String, PathBuf>,
+    /// The Dockerfile's name in its context, for the step identities of exported caches.
+    pub dockerfile_name: String,
+    /// Caches imported with `--cache-from`: a step missing locally that one of them has
+    /// is a hit, its layer fetched only if something needs its files.
+    pub imported: Option<Arc<ImportedCache>>,
+    /// Fetches the blobs of lazy layers (imported steps, base images not downloaded).
+    pub fetcher: Option<Arc<dyn BlobFetcher>>,
 }
 
 /// The result of one op.
@@ -84,6 +94,14 @@ pub struct NodeResult {
     /// When the step's result was made (Unix seconds; 0 for sources): the exporter dates
     /// the image by its newest step, so a warm rebuild gives the same image id.
     pub created_at: u64,
+    /// Layers of `chain` that may not exist yet ([`lazy`]): a step that runs on this result
+    /// makes them first.
+    pub lazy: Vec<Arc<LazyLayer>>,
+    /// The imported cache record this step's result came from (its layer may still be
+    /// only remote: see `layer_exists`).
+    pub imported: Option<Arc<ImportedRecord>>,
+    /// "The same step" across builds, for steps.
+    pub identity: Option<StepIdentity>,
 }
 
 impl NodeResult {
@@ -97,7 +115,16 @@ impl NodeResult {
             context: None,
             cached: false,
             created_at: 0,
+            lazy: Vec::new(),
+            imported: None,
+            identity: None,
         }
+    }
+
+    /// Whether the op's own layer directory exists (not so for a step an imported cache
+    /// had, until something needed its files).
+    pub fn layer_exists(&self) -> bool {
+        self.layer.as_ref().is_some_and(|dir| dir.is_dir())
     }
 }
 

@@ -8,8 +8,10 @@ use std::sync::{Arc, PoisonError};
 use tokio::sync::watch;
 
 use super::error::StepCause;
+use super::lazy::{self, LazyLayer};
 use super::op;
 use super::{NodeResult, Result, Shared, SolveError, blocking, unique_suffix};
+use crate::cache::remote::ImportedRecord;
 use crate::cache::{self, CacheError, Explain, Record, ResultRef, StepIdentity};
 use crate::plan::{Definition, Exec, FileOp, Op, Source};
 use crate::progress::Vertex;
@@ -185,7 +187,49 @@ impl Task {
             context: None,
             cached,
             created_at,
+            lazy: self
+                .inputs
+                .first()
+                .map(|i| i.lazy.clone())
+                .unwrap_or_default(),
+            imported: None,
+            identity: self.identity.clone(),
         }
+    }
+
+    /// The result an imported cache had for `key`: a hit whose layer is made only when
+    /// something needs its files.
+    fn imported_result(&self, key: &str, record: Arc<ImportedRecord>) -> NodeResult {
+        let name = snapshot_name(key);
+        let mut result = self.result(key, &name, record.empty, true, record.created_at);
+        if !result.layer_exists()
+            && let Some(dir) = result.layer.clone()
+        {
+            result
+                .lazy
+                .push(Arc::new(LazyLayer::step(dir, record.clone())));
+        }
+        result.imported = Some(record);
+        result
+    }
+
+    /// The imported record of `key`, if the build imported a cache that has it.
+    fn imported(&self, key: &str) -> Option<Arc<ImportedRecord>> {
+        self.shared.options.imported.as_ref()?.get(key)
+    }
+
+    /// Makes the files of every input that has layers not made yet (a step that runs
+    /// needs them).
+    async fn materialize_inputs(&self) -> Result<()> {
+        let lazy: Vec<Arc<LazyLayer>> = self
+            .inputs
+            .iter()
+            .flat_map(|input| input.lazy.iter().cloned())
+            .collect();
+        if lazy.is_empty() {
+            return Ok(());
+        }
+        lazy::materialize(&self.shared, &lazy).await
     }
 
     /// RUN, COPY/ADD or WORKDIR: a cached snapshot, or a new one made and recorded.
@@ -209,6 +253,10 @@ impl Task {
                 return Ok(self.result(&key, &name, empty, true, record.created_at));
             }
         }
+        if use_cache && let Some(imported) = self.imported(&key) {
+            vertex.cached();
+            return Ok(self.imported_result(&key, imported));
+        }
 
         // One builder per key at a time, across processes: a second one waits, then finds
         // the first one's snapshot.
@@ -227,8 +275,10 @@ impl Task {
         }
 
         let explain = self.explain();
+        // On a fresh machine the explanation comes from the imported cache's same step.
+        let explained_by = previous.clone().or_else(|| self.imported_previous());
         if use_cache
-            && let Some((previous_key, previous)) = &previous
+            && let Some((previous_key, previous)) = &explained_by
             && *previous_key != key
             && let Some(reason) = cache::explain(&previous.inputs, &explain)
         {
@@ -255,6 +305,15 @@ impl Task {
                 Err(error)
             }
         }
+    }
+
+    /// The same step in an imported cache, as a record that explains a miss.
+    fn imported_previous(&self) -> Option<(String, Record)> {
+        let imported = self.shared.options.imported.as_ref()?;
+        let identity = self.identity.as_ref()?;
+        let record = imported.previous(identity, &self.shared.options.dockerfile_name)?;
+        let explained = Record::new(ResultRef::default(), record.inputs.clone(), 0);
+        Some((record.key.clone(), explained))
     }
 
     /// The record of `key`, and without one the last record of the same step.
@@ -284,6 +343,7 @@ impl Task {
         earlier: Option<PathBuf>,
         vertex: &mut Vertex,
     ) -> Result<(String, bool, u64)> {
+        self.materialize_inputs().await?;
         let snapshots = self.shared.store.snapshots_dir();
         let staging = snapshots.join(format!("tmp-build-{}-{}", &key[..16], unique_suffix()));
         std::fs::create_dir_all(&staging).map_err(SolveError::io("create", &staging))?;
@@ -363,10 +423,7 @@ impl Commit {
             size,
         } = self;
         let dir = shared.store.snapshots_dir();
-        let meta = serde_json::json!({ "key": key, "kind": kind, "empty": empty });
-        let meta_path = staging.join(META_FILE);
-        std::fs::write(&meta_path, meta.to_string())
-            .map_err(SolveError::io("write", &meta_path))?;
+        write_meta(&staging, &key, kind, empty)?;
         let mut made = shared.made.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(name) = made.get(&key) {
             // This build made it already (and may be using it): keep that one.
@@ -396,6 +453,13 @@ impl Commit {
     }
 }
 
+/// Writes the meta file of the step snapshot being made in `staging`.
+pub(super) fn write_meta(staging: &Path, key: &str, kind: &str, empty: bool) -> Result<()> {
+    let meta = serde_json::json!({ "key": key, "kind": kind, "empty": empty });
+    let meta_path = staging.join(META_FILE);
+    std::fs::write(&meta_path, meta.to_string()).map_err(SolveError::io("write", &meta_path))
+}
+
 /// The snapshot directory name of a step result with cache key `key`.
 pub(super) fn snapshot_name(key: &str) -> String {
     format!("{SNAPSHOT_PREFIX}{key}")
@@ -417,7 +481,7 @@ fn read_meta(dir: &Path) -> Option<SnapshotMeta> {
 
 /// Takes the exclusive lock of one cache key (a file per key; blocking until it is free
 /// or the build is cancelled).
-fn lock_key(path: &Path, cancel: &watch::Receiver<bool>) -> Result<std::fs::File> {
+pub(super) fn lock_key(path: &Path, cancel: &watch::Receiver<bool>) -> Result<std::fs::File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(SolveError::io("create", dir))?;
     }
