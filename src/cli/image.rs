@@ -362,6 +362,7 @@ fn pull(
 fn push(global: &GlobalArgs, reference: &Reference, quiet: bool) -> Result<ExitCode> {
     let store = open_store(global)?;
     let client = client(global)?;
+    let options = image::LayerOptions::default();
     if !quiet {
         println!("The push refers to repository [{}]", reference.name());
     }
@@ -369,7 +370,7 @@ fn push(global: &GlobalArgs, reference: &Reference, quiet: bool) -> Result<ExitC
         Output::Stdout,
         quiet,
         format!("pushing {reference}"),
-        |items| image::push(&store, &client, reference, items),
+        |items| image::push(&store, &client, reference, &options, items),
     ))?;
     let label = reference
         .tag()
