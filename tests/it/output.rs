@@ -200,7 +200,11 @@ fn archive_layout_local_and_tar_outputs() {
         "-o",
         &spec("docker", &docker, ""),
         "-o",
-        &spec("oci", &layout, ",tar=false,name=example.com/app:layout"),
+        &spec(
+            "oci",
+            &layout,
+            r#",tar=false,"name=example.com/app:layout,example.com/app:two""#,
+        ),
         "-o",
         local.to_str().unwrap(),
         "-o",
