@@ -155,8 +155,7 @@ pub(crate) fn outgoing(
             }
         }
     }
-    let stored_oci =
-        !media_type::is_manifest(stored_type) || stored_type == media_type::OCI_MANIFEST;
+    let stored_oci = stored_type != media_type::DOCKER_MANIFEST;
     let oci = options.oci_media_types.unwrap_or(stored_oci)
         || compressions.contains(&Some(Compression::Zstd));
     let config = PushLayer {

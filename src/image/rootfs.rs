@@ -3,7 +3,9 @@
 //!
 //! The layers are applied in order with `snapshot::apply_tar`, the same safe extraction
 //! snapshots use (nothing is written through a symlink, nothing leaves the destination),
-//! whiteouts removing what they hide. Owners are kept when running as root.
+//! whiteouts removing what they hide. Owners are kept when running as root. The tar is
+//! made from such a directory (a scratch one among the snapshots), so both hold the same
+//! files.
 
 use std::fs;
 use std::io::Write;
@@ -41,9 +43,12 @@ pub fn write_rootfs_tar(
     manifest: &Digest,
     out: &mut (dyn Write + Send),
 ) -> Result<()> {
+    // A `tmp-` directory among the snapshots: `image prune` removes it if a crash leaves
+    // it behind, and the lease keeps prune away while it is in use.
+    let _lease = store.lease()?;
     let scratch = Scratch(
         store
-            .root()
+            .snapshots_dir()
             .join(format!("tmp-rootfs-{}", crate::store::random_name())),
     );
     write_rootfs(store, manifest, &scratch.0)?;
