@@ -404,6 +404,15 @@ fn push_gzip_and_zstd_remembered_and_forced() {
     assert_eq!(layer_types(&raw), vec![OCI_ZSTD; 3]);
     // type=image,push=true also names the image here.
     env.ok(&["image", "inspect", &forced]);
+    // `kiln push --compression zstd` compresses the built layers only.
+    env.ok(&["push", "--compression", "zstd", &forced]);
+    let raw = json(&skopeo(&[
+        "inspect",
+        tls,
+        "--raw",
+        &format!("docker://{forced}"),
+    ]));
+    assert_eq!(layer_types(&raw), vec![OCI_GZIP, OCI_ZSTD, OCI_ZSTD]);
 
     // Others read the zstd image back: skopeo copies it, kiln pulls and runs it.
     let copied = env.path("copied");
