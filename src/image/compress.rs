@@ -248,7 +248,8 @@ fn twin(
         gzip.finish().map_err(compress_err())?
     } else {
         let mut zstd = zstd::stream::write::Encoder::new(ingest, level).map_err(compress_err())?;
-        // Every core: a big layer is the longest wait of a push.
+        // Every core: a big layer is the longest wait of a push. zstd's output is the same
+        // for any number of workers (from one), so machines agree on the twin's digest.
         let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         zstd.multithread(workers as u32).map_err(compress_err())?;
         io::copy(&mut tar, &mut zstd).map_err(compress_err())?;
