@@ -324,6 +324,28 @@ mod tests {
         );
     }
 
+    /// Twins made on machines with different numbers of cores must have one digest.
+    #[test]
+    fn zstd_output_does_not_depend_on_the_number_of_workers() {
+        // Enough data for several zstd jobs, compressible like a layer.
+        let mut data = Vec::with_capacity(24 << 20);
+        let mut state = 1u64;
+        while data.len() < 24 << 20 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            data.extend_from_slice(format!("line {} of a layer\n", state >> 52).as_bytes());
+        }
+        let compress = |workers: u32| {
+            let mut zstd =
+                zstd::stream::write::Encoder::new(Vec::new(), DEFAULT_ZSTD_LEVEL).unwrap();
+            zstd.multithread(workers).unwrap();
+            zstd.write_all(&data).unwrap();
+            zstd.finish().unwrap()
+        };
+        let one = compress(1);
+        assert_eq!(compress(2), one);
+        assert_eq!(compress(4), one);
+    }
+
     #[test]
     fn default_levels() {
         assert_eq!(options(Compression::Gzip, false).level(), 6);
