@@ -61,6 +61,31 @@ pub enum BuildError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// An `--output` spec, or a combination of outputs, that cannot work (a usage error).
+    /// `spec` is empty when the outputs together are the problem.
+    #[error("{}", output_message(.spec, .reason))]
+    Output { spec: String, reason: String },
+    /// A push of the image failed (the local result, if any, is stored).
+    #[error("pushing {reference}: {source}")]
+    Push {
+        reference: String,
+        #[source]
+        source: Box<crate::image::ImageError>,
+    },
+    /// Writing an archive, directory or tar output failed.
+    #[error("{output}: {source}")]
+    OutputWrite {
+        output: String,
+        #[source]
+        source: Box<crate::image::ImageError>,
+    },
+}
+
+fn output_message(spec: &str, reason: &str) -> String {
+    match spec {
+        "" => format!("outputs: {reason}"),
+        spec => format!("--output {spec}: {reason}"),
+    }
 }
 
 impl From<crate::plan::Error> for BuildError {
@@ -93,12 +118,13 @@ impl BuildError {
             if matches!(**source, crate::solve::SolveError::Cancelled))
     }
 
-    /// A Dockerfile the user must fix (exit status 2 on the command line), as opposed to a
-    /// failure of the build. A base image that cannot be pulled is a failure.
+    /// A Dockerfile or output spec the user must fix (exit status 2 on the command line), as
+    /// opposed to a failure of the build. A base image that cannot be pulled is a failure.
     pub fn is_usage(&self) -> bool {
         match self {
             BuildError::Plan(error) => !matches!(**error, crate::plan::Error::Resolve { .. }),
             BuildError::Usage { .. } => true,
+            BuildError::Output { .. } => true,
             _ => false,
         }
     }

@@ -14,6 +14,7 @@ pub mod cache;
 mod dockerfile;
 mod error;
 mod layers;
+mod output;
 pub mod record;
 
 use std::collections::BTreeMap;
@@ -22,12 +23,16 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-pub use cache::spec::{CacheCompression, CacheExport, CacheImport, CacheMode, CacheTarget};
+pub use cache::spec::{CacheExport, CacheImport, CacheMode, CacheTarget};
 pub use dockerfile::{Diagnostic, ParsedDockerfile, Severity};
 pub use error::BuildError;
+pub use output::{
+    ArchiveOutput, Destination, ImageOutput, OutputSpec, OutputStream, resolve_outputs,
+};
 
 use crate::cache::CacheIndex;
 use crate::export::{self, ExportOptions, Exported};
+use crate::image;
 use crate::instruction::Stages;
 use crate::oci::{Reference, media_type};
 use crate::plan::Platform;
@@ -75,13 +80,22 @@ pub struct BuildRequest {
     pub cache_from: Vec<CacheImport>,
     /// `--cache-to`: where to export the build's cache once the image is stored.
     pub cache_to: Vec<CacheExport>,
+    /// What to do with the image (`--output`, `--push`, `--load`; see
+    /// [`resolve_outputs`]); empty: name it in the local store with `tags`. Outputs
+    /// without `name=` take `tags`.
+    pub outputs: Vec<OutputSpec>,
+    /// Where `dest=-` outputs are written; `None` refuses them.
+    pub stdout: Option<OutputStream>,
 }
 
 /// What a successful build made.
 #[derive(Debug, Clone)]
 pub struct BuildOutcome {
     pub exported: Exported,
+    /// The names the image has in the local store.
     pub tags: Vec<Reference>,
+    /// What the outputs pushed, in order.
+    pub pushed: Vec<image::Pushed>,
     /// The build record's directory (`<root>/builds-v1/…`), when it could be saved.
     pub record: Option<PathBuf>,
 }
@@ -90,17 +104,32 @@ impl BuildOutcome {
     /// What `--metadata-file` holds, with the keys `docker buildx build` writes.
     pub fn metadata(&self) -> serde_json::Value {
         let exported = &self.exported;
+        // As buildx: the digest of what was pushed, when something was.
+        let (digest, media_type, size) = match self.pushed.first() {
+            Some(pushed) => (&pushed.digest, pushed.media_type.as_str(), pushed.size),
+            None => (
+                &exported.manifest_digest,
+                media_type::OCI_MANIFEST,
+                exported.manifest_size,
+            ),
+        };
         let mut metadata = serde_json::json!({
             "containerimage.config.digest": exported.image_id.to_string(),
-            "containerimage.digest": exported.manifest_digest.to_string(),
+            "containerimage.digest": digest.to_string(),
             "containerimage.descriptor": {
-                "mediaType": media_type::OCI_MANIFEST,
-                "digest": exported.manifest_digest.to_string(),
-                "size": exported.manifest_size,
+                "mediaType": media_type,
+                "digest": digest.to_string(),
+                "size": size,
             },
         });
-        if !self.tags.is_empty() {
-            let names: Vec<String> = self.tags.iter().map(ToString::to_string).collect();
+        let mut names: Vec<String> = self.tags.iter().map(ToString::to_string).collect();
+        for pushed in &self.pushed {
+            let name = pushed.reference.to_string();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        if !names.is_empty() {
             metadata["image.name"] = names.join(",").into();
         }
         metadata
@@ -129,6 +158,8 @@ impl Build {
         cancel: watch::Receiver<bool>,
     ) -> Result<BuildOutcome, BuildError> {
         check_platform(request.platform.as_ref())?;
+        let outputs = output::effective(&request.outputs, &request.tags, request.stdout.as_ref())?;
+        let stored_names = output::stored_names(&outputs);
         let started_at = crate::cache::unix_now();
         // Every event also goes into the log store the build record is written from.
         let logs = LogStore::new();
@@ -139,21 +170,23 @@ impl Build {
                 outer.send(event);
             })
         };
-        let outcome = self.solve_and_export(&request, &sink, cancel).await;
+        let outcome = self
+            .solve_and_export(&request, &outputs, &stored_names, &sink, cancel)
+            .await;
         let record = record::BuildRecord {
             started_at,
             finished_at: crate::cache::unix_now(),
             dockerfile: request.dockerfile_name.clone(),
             context: request.context.display().to_string(),
             target: request.target.clone(),
-            tags: request.tags.iter().map(ToString::to_string).collect(),
+            tags: stored_names.iter().map(ToString::to_string).collect(),
             status: match &outcome {
                 Ok(_) => "succeeded",
                 Err(error) if error.is_cancelled() => "cancelled",
                 Err(_) => "failed",
             }
             .to_string(),
-            image_id: outcome.as_ref().ok().map(|e| e.image_id.to_string()),
+            image_id: outcome.as_ref().ok().map(|(e, _)| e.image_id.to_string()),
             error: outcome.as_ref().err().map(ToString::to_string),
             steps: logs.names(),
         };
@@ -170,9 +203,10 @@ impl Build {
         }
         let record_dir = saved.ok();
         match outcome {
-            Ok(exported) => Ok(BuildOutcome {
+            Ok((exported, pushed)) => Ok(BuildOutcome {
                 exported,
-                tags: request.tags,
+                tags: stored_names,
+                pushed,
                 record: record_dir,
             }),
             Err(BuildError::Solve { source, .. }) => {
@@ -183,13 +217,16 @@ impl Build {
         }
     }
 
-    /// Plans (pulling missing base images), solves and exports.
+    /// Plans (pulling missing base images), solves, exports (naming the image
+    /// `stored_names`) and carries out `outputs`; returns what was pushed too.
     async fn solve_and_export(
         &self,
         request: &BuildRequest,
+        outputs: &[OutputSpec],
+        stored_names: &[Reference],
         sink: &Sink,
         cancel: watch::Receiver<bool>,
-    ) -> Result<Exported, BuildError> {
+    ) -> Result<(Exported, Vec<image::Pushed>), BuildError> {
         let clock = Clock::start();
         let pulls = base::Pulls::new(sink.clone(), clock.clone(), cancel.clone());
         // The imported caches are read while the plan is made.
@@ -285,7 +322,7 @@ impl Build {
                     Some(t) if t > 0 => t,
                     _ => crate::cache::unix_now(),
                 },
-                tags: request.tags.clone(),
+                tags: stored_names.to_vec(),
                 written,
             };
             let store = self.store.clone();
@@ -297,7 +334,11 @@ impl Build {
                 })
                 .await??
             };
-            if let Some(remote) = &remote {
+            // Layers of imported steps and lazily resolved bases are fetched when an
+            // output needs their bytes; a push alone mounts them where they are.
+            if let Some(remote) = &remote
+                && outputs.iter().any(OutputSpec::needs_layer_bytes)
+            {
                 remote
                     .complete_image(&self.store, &exported.manifest_digest)
                     .await
@@ -311,12 +352,27 @@ impl Build {
             Err(error) => vertex.error(error.to_string()),
         }
         let exported = exported?;
+        let progress = output::Progress {
+            sink,
+            clock: &clock,
+            first_vertex: vertex_id + 1,
+        };
+        let pushed = output::write(
+            &self.store,
+            &self.registry,
+            &exported.manifest_digest,
+            outputs,
+            request.stdout.as_ref(),
+            progress,
+        )
+        .await?;
         if let Some(remote) = &remote {
             let source = self.cache_source(remote, &cache, &plan, &solved, request);
-            self.export_caches(&source, request, sink, &clock, vertex_id + 1)
+            let first_vertex = vertex_id + 1 + outputs.len() as u64;
+            self.export_caches(&source, request, sink, &clock, first_vertex)
                 .await?;
         }
-        Ok(exported)
+        Ok((exported, pushed))
     }
 
     /// What a cache export reads.

@@ -13,7 +13,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::progress::{self, Output};
 use crate::image::{self, ArchiveFormat, ImageError};
-use crate::oci::{Platform, Reference};
+use crate::oci::{Compression, Platform, Reference};
 use crate::registry::{Client, ClientConfig, DockerConfig, insecure_from_env};
 use crate::store::{Store, select_root};
 
@@ -43,6 +43,14 @@ fn parse_platform(s: &str) -> Result<Platform, String> {
 pub enum SaveFormat {
     Docker,
     Oci,
+}
+
+/// How `kiln push` compresses layers stored uncompressed (the ones `kiln build` made).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PushCompression {
+    Gzip,
+    Zstd,
+    Uncompressed,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -138,6 +146,9 @@ pub enum ImageCommand {
         reference: Reference,
         #[arg(short, long)]
         quiet: bool,
+        /// Compression of the layers kiln built (pulled layers are pushed as they are).
+        #[arg(long, value_enum, default_value = "gzip")]
+        compression: PushCompression,
     },
     /// Create a tag TARGET that refers to SOURCE.
     Tag(TagArgs),
@@ -252,7 +263,11 @@ fn dispatch(command: ImageCommand, global: &GlobalArgs) -> Result<ExitCode> {
             platform,
             quiet,
         } => pull(global, &reference, platform.as_ref(), quiet),
-        ImageCommand::Push { reference, quiet } => push(global, &reference, quiet),
+        ImageCommand::Push {
+            reference,
+            quiet,
+            compression,
+        } => push(global, &reference, quiet, compression),
         ImageCommand::Tag(args)
         | ImageCommand::Image {
             command: ImageSub::Tag(args),
@@ -359,9 +374,22 @@ fn pull(
     Ok(ExitCode::SUCCESS)
 }
 
-fn push(global: &GlobalArgs, reference: &Reference, quiet: bool) -> Result<ExitCode> {
+fn push(
+    global: &GlobalArgs,
+    reference: &Reference,
+    quiet: bool,
+    compression: PushCompression,
+) -> Result<ExitCode> {
     let store = open_store(global)?;
     let client = client(global)?;
+    let options = image::LayerOptions {
+        compression: match compression {
+            PushCompression::Gzip => Compression::Gzip,
+            PushCompression::Zstd => Compression::Zstd,
+            PushCompression::Uncompressed => Compression::None,
+        },
+        ..image::LayerOptions::default()
+    };
     if !quiet {
         println!("The push refers to repository [{}]", reference.name());
     }
@@ -369,7 +397,7 @@ fn push(global: &GlobalArgs, reference: &Reference, quiet: bool) -> Result<ExitC
         Output::Stdout,
         quiet,
         format!("pushing {reference}"),
-        |items| image::push(&store, &client, reference, items),
+        |items| image::push(&store, &client, reference, &options, items),
     ))?;
     let label = reference
         .tag()

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use super::compress::{self, LayerOptions};
+use super::push::stored_image;
 use super::{ImageError, Result, io_err, resolve, unpack_image};
 use crate::oci::{
     ANNOTATION_REF_NAME, Compression, Descriptor, Digest, MediaType, Platform, Reference,
@@ -44,12 +46,21 @@ pub struct Loaded {
     pub id: Digest,
 }
 
+/// One image as an archive holds it.
 struct Saved {
-    name: Option<Reference>,
+    names: Vec<Reference>,
     manifest: Descriptor,
-    manifest_digest: Digest,
+    manifest_bytes: Vec<u8>,
     config: Digest,
     layers: Vec<Digest>,
+}
+
+/// Where [`write_image`] puts an image layout.
+pub enum ArchiveDest<'a> {
+    /// A tar stream (a file or standard output).
+    Tar(&'a mut (dyn Write + Send)),
+    /// An OCI image layout directory, created if missing.
+    Dir(&'a Path),
 }
 
 /// Writes the images `queries` (names or ids) as one archive to `out`.
@@ -63,35 +74,125 @@ pub fn save(
         .iter()
         .map(|query| saved_image(store, query))
         .collect::<Result<Vec<_>>>()?;
-    let mut tar = tar::Builder::new(out);
-    add_blobs(&mut tar, store, &images)?;
-    add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(write_err)?;
-    add_bytes(
-        &mut tar,
+    let mut layout = Layout::Tar(tar::Builder::new(out));
+    write_layout(&mut layout, store, &images, format)?;
+    layout.finish()
+}
+
+/// Writes the stored image `manifest` as an archive or layout named `names`, its layers
+/// compressed and typed as `options` say (a docker archive with Docker media types, an
+/// OCI one with OCI types, by the caller's choice).
+pub fn write_image(
+    store: &Store,
+    manifest: &Digest,
+    names: &[Reference],
+    format: ArchiveFormat,
+    options: &LayerOptions,
+    dest: ArchiveDest<'_>,
+) -> Result<()> {
+    let (image, stored, stored_type) = stored_image(store, manifest)?;
+    let outgoing = compress::outgoing(store, &image, &stored, &stored_type, options)?;
+    let manifest_digest = Digest::of(&outgoing.manifest_bytes);
+    let saved = Saved {
+        names: names.to_vec(),
+        manifest: Descriptor::new(
+            MediaType::from(outgoing.manifest_type.as_str()),
+            outgoing.manifest_bytes.len() as u64,
+            manifest_digest.to_oci(),
+        ),
+        manifest_bytes: outgoing.manifest_bytes,
+        config: outgoing.config.digest,
+        layers: outgoing.layers.into_iter().map(|l| l.digest).collect(),
+    };
+    match dest {
+        ArchiveDest::Tar(out) => {
+            let mut layout = Layout::Tar(tar::Builder::new(out));
+            write_layout(&mut layout, store, &[saved], format)?;
+            layout.finish()
+        }
+        ArchiveDest::Dir(dir) => {
+            let mut layout = Layout::<std::io::Sink>::Dir(dir);
+            write_layout(&mut layout, store, &[saved], format)
+        }
+    }
+}
+
+fn write_layout<W: Write>(
+    layout: &mut Layout<'_, W>,
+    store: &Store,
+    images: &[Saved],
+    format: ArchiveFormat,
+) -> Result<()> {
+    add_blobs(layout, store, images)?;
+    layout.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    layout.bytes(
         "index.json",
-        &serde_json::to_vec(&oci_index(&images)).unwrap_or_default(),
-    )
-    .map_err(write_err)?;
+        &serde_json::to_vec(&oci_index(images)).unwrap_or_default(),
+    )?;
     if format == ArchiveFormat::Docker {
-        let (manifest_json, repositories) = docker_metadata(&images);
-        add_bytes(
-            &mut tar,
+        let (manifest_json, repositories) = docker_metadata(images);
+        layout.bytes(
             "manifest.json",
             &serde_json::to_vec(&manifest_json).unwrap_or_default(),
-        )
-        .map_err(write_err)?;
-        add_bytes(
-            &mut tar,
+        )?;
+        layout.bytes(
             "repositories",
             &serde_json::to_vec(&repositories).unwrap_or_default(),
-        )
-        .map_err(write_err)?;
+        )?;
     }
-    tar.into_inner()
-        .map_err(write_err)?
-        .flush()
-        .map_err(write_err)?;
     Ok(())
+}
+
+/// A tar stream or a directory, written the same way.
+enum Layout<'a, W: Write> {
+    Tar(tar::Builder<W>),
+    Dir(&'a Path),
+}
+
+impl<W: Write> Layout<'_, W> {
+    fn dir(&mut self, path: &str) -> Result<()> {
+        match self {
+            Layout::Tar(tar) => add_dir(tar, path).map_err(write_err),
+            Layout::Dir(root) => {
+                let dir = root.join(path);
+                std::fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))
+            }
+        }
+    }
+
+    fn file(&mut self, path: &str, size: u64, data: impl Read) -> Result<()> {
+        match self {
+            Layout::Tar(tar) => add_file(tar, path, size, data).map_err(write_err),
+            Layout::Dir(root) => {
+                let target = root.join(path);
+                // Blobs are named by their content: one already there is the same.
+                if path.starts_with("blobs/")
+                    && std::fs::metadata(&target).is_ok_and(|m| m.len() == size)
+                {
+                    return Ok(());
+                }
+                let temp = root.join(format!(".{}.tmp", crate::store::random_name()));
+                let mut file = std::fs::File::create(&temp).map_err(io_err("create", &temp))?;
+                std::io::copy(&mut { data }, &mut file).map_err(io_err("write", &temp))?;
+                std::fs::rename(&temp, &target).map_err(io_err("rename", &target))
+            }
+        }
+    }
+
+    fn bytes(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.file(path, bytes.len() as u64, bytes)
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Layout::Tar(tar) => tar
+                .into_inner()
+                .map_err(write_err)?
+                .flush()
+                .map_err(write_err),
+            Layout::Dir(_) => Ok(()),
+        }
+    }
 }
 
 /// The stored image `query` names, with the name it keeps in the archive.
@@ -109,9 +210,9 @@ fn saved_image(store: &Store, query: &str) -> Result<Saved> {
     );
     manifest.set_platform(descriptor.platform().clone());
     Ok(Saved {
-        name,
+        names: name.into_iter().collect(),
         manifest,
-        manifest_digest: image.manifest_digest.clone(),
+        manifest_bytes: store.read_blob(&image.manifest_digest)?,
         config: image.config_digest.clone(),
         layers: image
             .layers
@@ -123,23 +224,25 @@ fn saved_image(store: &Store, query: &str) -> Result<Saved> {
 }
 
 /// `blobs/sha256/…`: every layer, config and manifest of `images`, each once.
-fn add_blobs<W: Write>(tar: &mut tar::Builder<W>, store: &Store, images: &[Saved]) -> Result<()> {
-    add_dir(tar, "blobs/").map_err(write_err)?;
-    add_dir(tar, "blobs/sha256/").map_err(write_err)?;
+fn add_blobs<W: Write>(layout: &mut Layout<'_, W>, store: &Store, images: &[Saved]) -> Result<()> {
+    layout.dir("blobs/")?;
+    layout.dir("blobs/sha256/")?;
     let mut written = std::collections::HashSet::new();
     for image in images {
-        let blobs = image
-            .layers
-            .iter()
-            .chain([&image.config, &image.manifest_digest]);
-        for digest in blobs {
+        for digest in image.layers.iter().chain([&image.config]) {
             if !written.insert(digest.clone()) {
                 continue;
             }
             let file = store.open_blob(digest)?;
             let size = store.blob_size(digest)?;
-            add_file(tar, &format!("blobs/sha256/{}", digest.hex()), size, file)
-                .map_err(write_err)?;
+            layout.file(&format!("blobs/sha256/{}", digest.hex()), size, file)?;
+        }
+        let manifest = Digest::from_oci(image.manifest.digest()).map_err(StoreError::from)?;
+        if written.insert(manifest.clone()) {
+            layout.bytes(
+                &format!("blobs/sha256/{}", manifest.hex()),
+                &image.manifest_bytes,
+            )?;
         }
     }
     Ok(())
@@ -149,14 +252,18 @@ fn add_blobs<W: Write>(tar: &mut tar::Builder<W>, store: &Store, images: &[Saved
 fn oci_index(images: &[Saved]) -> Value {
     let mut index_entries = Vec::new();
     for image in images {
-        let mut entry = serde_json::to_value(&image.manifest).unwrap_or(Value::Null);
-        if let Some(name) = &image.name {
+        let entry = serde_json::to_value(&image.manifest).unwrap_or(Value::Null);
+        if image.names.is_empty() {
+            index_entries.push(entry.clone());
+        }
+        for name in &image.names {
+            let mut entry = entry.clone();
             entry["annotations"] = json!({
                 ANNOTATION_CONTAINERD_NAME: name.to_string(),
                 ANNOTATION_REF_NAME: name.tag().unwrap_or("latest"),
             });
+            index_entries.push(entry);
         }
-        index_entries.push(entry);
     }
     json!({
         "schemaVersion": 2,
@@ -171,7 +278,7 @@ fn docker_metadata(images: &[Saved]) -> (Vec<Value>, BTreeMap<String, BTreeMap<S
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for image in images {
         let tags: Vec<String> = image
-            .name
+            .names
             .iter()
             .map(|n| format!("{}:{}", n.familiar(), n.tag().unwrap_or("latest")))
             .collect();
@@ -180,7 +287,10 @@ fn docker_metadata(images: &[Saved]) -> (Vec<Value>, BTreeMap<String, BTreeMap<S
             "RepoTags": tags,
             "Layers": image.layers.iter().map(|l| format!("blobs/sha256/{}", l.hex())).collect::<Vec<_>>(),
         }));
-        if let (Some(name), Some(top)) = (&image.name, image.layers.last()) {
+        for name in &image.names {
+            let Some(top) = image.layers.last() else {
+                break;
+            };
             repositories.entry(name.familiar()).or_default().insert(
                 name.tag().unwrap_or("latest").to_string(),
                 top.hex().to_string(),
@@ -213,10 +323,6 @@ fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
 fn add_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str) -> std::io::Result<()> {
     let mut h = header(tar::EntryType::Directory, 0, 0o755);
     tar.append_data(&mut h, path, std::io::empty())
-}
-
-fn add_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> std::io::Result<()> {
-    add_file(tar, path, bytes.len() as u64, bytes)
 }
 
 fn add_file<W: Write>(

@@ -4,8 +4,8 @@
 //! (`snapshot`) and talks to registries (`registry`). Besides the store's own layout it
 //! keeps one file, `<root>/image-v1/blob-sources.json`: for each blob, the
 //! `registry/repository`s it is known to live in, so that a push can mount it from there
-//! instead of uploading it again; and `<root>/image-v1/gzip/`, the gzip twins a push made of
-//! the uncompressed layers `kiln build` stores (see `compress`).
+//! instead of uploading it again; and `<root>/image-v1/compressed/`, the compressed twins a
+//! push or an archive made of layers (see `compress`).
 //!
 //! Two kiln annotations ride on the `index.json` entries of tagged images:
 //! - `io.kiln.image.repo-digest`: `registry/repo@digest` of what a pull resolved (the index
@@ -21,19 +21,22 @@ mod error;
 mod list;
 mod pull;
 mod push;
+mod rootfs;
 mod sources;
 mod time;
 
 use crate::oci::{Digest, Reference};
 use crate::store::{Image, Store, StoreError};
 
-pub use archive::{ArchiveFormat, Loaded, load, save};
+pub use archive::{ArchiveDest, ArchiveFormat, Loaded, load, save, write_image};
+pub use compress::{DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, LayerOptions};
 pub use error::{ImageError, Result};
 pub use list::{
     HistoryRow, ImageSummary, Removed, history, inspect, list, prune, remove, resolve, tag,
 };
 pub use pull::{Pulled, fetch_blob, pull, pull_metadata};
-pub use push::{Pushed, push, push_artifact};
+pub use push::{Pushed, push, push_artifact, push_image};
+pub use rootfs::{write_rootfs, write_rootfs_tar};
 pub use sources::{record as record_sources, sources_of};
 pub use time::{human_size, humanize_since, parse_rfc3339};
 

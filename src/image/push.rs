@@ -1,5 +1,9 @@
-//! `kiln push`: upload only what the registry lacks, mounting across repositories when we
-//! know where a blob already lives, then the manifest by tag.
+//! `kiln push` and pushing outputs: upload only what the registry lacks, mounting across
+//! repositories when we know where a blob already lives, then the manifest by tag.
+//!
+//! A layer the store does not hold (imported lazily) is mounted from a repository of the
+//! same registry known to hold it, and only downloaded (verified, into the store) when it
+//! is known on another registry alone or must be recompressed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::compress::PushLayer;
+use super::compress::{LayerOptions, Outgoing};
 use super::{
     ImageError, PARALLEL_TRANSFERS, Result, Status, blocking, compress, short_id, sources,
 };
@@ -20,38 +24,56 @@ use crate::store::{Image, Store, StoreError};
 #[derive(Debug, Clone)]
 pub struct Pushed {
     pub reference: Reference,
-    /// Digest of the manifest as pushed: the stored bytes, unless layers kiln built (stored
-    /// uncompressed) were replaced by their gzip twins.
+    /// Digest of the manifest as pushed: the stored bytes, unless layers were replaced by
+    /// compressed twins or the media types changed flavour.
     pub digest: Digest,
     pub size: u64,
+    /// The pushed manifest's media type.
+    pub media_type: String,
 }
 
-/// Pushes the local image named `reference` to its registry under the same name.
+/// Pushes the local image named `reference` to its registry under the same name, its
+/// layers compressed as `options` say.
 pub async fn push(
     store: &Store,
     client: &Client,
     reference: &Reference,
+    options: &LayerOptions,
     report: Items,
 ) -> Result<Pushed> {
-    let local = local_image(store, reference).await?;
-    if !media_type::is_manifest(&local.manifest_type) {
-        return Err(ImageError::UnsupportedMediaType {
-            what: format!("pushing {reference}"),
-            media_type: local.manifest_type,
-        });
-    }
+    let manifest = {
+        let (store, name) = (store.clone(), reference.clone());
+        blocking(move || {
+            let descriptor = store
+                .lookup(&name)?
+                .ok_or_else(|| ImageError::NotFound(name.to_string()))?;
+            Ok(Digest::from_oci(descriptor.digest()).map_err(StoreError::from)?)
+        })
+        .await?
+    };
+    push_image(store, client, &manifest, reference, options, report).await
+}
 
+/// Pushes the stored image whose manifest is `manifest` as `reference` (tagged in the
+/// store or not). Blobs go first, the manifest last: a failure leaves nothing named.
+pub async fn push_image(
+    store: &Store,
+    client: &Client,
+    manifest: &Digest,
+    reference: &Reference,
+    options: &LayerOptions,
+    report: Items,
+) -> Result<Pushed> {
     let target = RegistryRef::repo(reference.registry(), reference.repository());
+    let local = local_image(store, client, manifest, reference, options).await?;
     let mut blobs: Vec<(Digest, u64, bool)> = local
+        .outgoing
         .layers
-        .into_iter()
-        .map(|layer| (layer.digest, layer.size, true))
+        .iter()
+        .map(|layer| (layer.digest.clone(), layer.size, true))
         .collect();
-    blobs.push((
-        local.image.config_digest.clone(),
-        local.image.config_size,
-        false,
-    ));
+    let config = &local.outgoing.config;
+    blobs.push((config.digest.clone(), config.size, false));
     push_blobs(client, store, &target, &blobs, &local.known, &report).await?;
 
     let manifest_ref = match (reference.tag(), reference.digest()) {
@@ -59,8 +81,13 @@ pub async fn push(
         (None, Some(digest)) => target.clone().with_digest(digest.clone()),
         (None, None) => target.clone().with_tag("latest"),
     };
+    let outgoing = local.outgoing;
     let digest = client
-        .push_manifest(&manifest_ref, &local.manifest_type, &local.manifest_bytes)
+        .push_manifest(
+            &manifest_ref,
+            &outgoing.manifest_type,
+            &outgoing.manifest_bytes,
+        )
         .await?;
 
     let record_store = store.clone();
@@ -71,58 +98,107 @@ pub async fn push(
     Ok(Pushed {
         reference: reference.clone(),
         digest,
-        size: local.manifest_bytes.len() as u64,
+        size: outgoing.manifest_bytes.len() as u64,
+        media_type: outgoing.manifest_type,
     })
 }
 
 /// The stored image a push sends.
 struct LocalImage {
-    image: Image,
-    /// The layers as pushed (gzip twins for the ones kiln built).
-    layers: Vec<PushLayer>,
-    /// The manifest as pushed (naming the twins).
-    manifest_bytes: Vec<u8>,
-    manifest_type: String,
+    /// Its layers and manifest as pushed.
+    outgoing: Outgoing,
     /// For each blob, the `registry/repository`s it is known to live in.
     known: HashMap<Digest, Vec<String>>,
 }
 
-/// Looks up `reference` in the store and readies its manifest and layers for a push.
-async fn local_image(store: &Store, reference: &Reference) -> Result<LocalImage> {
-    let store = store.clone();
-    let name = reference.clone();
-    blocking(move || {
-        let descriptor = store
-            .lookup(&name)?
-            .ok_or_else(|| ImageError::NotFound(name.to_string()))?;
-        let digest = Digest::from_oci(descriptor.digest()).map_err(StoreError::from)?;
-        let image = store.image(&digest)?;
-        let stored = store.read_blob(&digest)?;
-        // Push the bytes with the media type they declare, or the one the index recorded.
-        let manifest_type = serde_json::from_slice::<serde_json::Value>(&stored)
-            .ok()
-            .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| descriptor.media_type().to_string());
-        // Layers kiln built are stored uncompressed: push their gzip twins.
-        let (layers, manifest_bytes) = compress::for_push(&store, &image, &stored)?;
-        let mut known = HashMap::new();
-        for digest in layers
-            .iter()
-            .map(|l| l.digest.clone())
-            .chain([image.config_digest.clone()])
-        {
-            let sources = sources::sources_of(&store, &digest);
-            known.insert(digest, sources);
+/// Readies the stored image `manifest` for a push: a layer that must be recompressed but
+/// is not stored is downloaded first from where it is known to live.
+async fn local_image(
+    store: &Store,
+    client: &Client,
+    manifest: &Digest,
+    reference: &Reference,
+    options: &LayerOptions,
+) -> Result<LocalImage> {
+    let (image, stored, stored_type) = {
+        let (store, manifest) = (store.clone(), manifest.clone());
+        blocking(move || stored_image(&store, &manifest)).await?
+    };
+    if !media_type::is_manifest(&stored_type) {
+        return Err(ImageError::UnsupportedMediaType {
+            what: format!("pushing {reference}"),
+            media_type: stored_type,
+        });
+    }
+    for layer in &image.layers {
+        let digest = Digest::from_oci(layer.digest()).map_err(StoreError::from)?;
+        if compress::needs_bytes(layer.media_type().as_ref(), options) && !store.has_blob(&digest) {
+            let known = {
+                let (store, digest) = (store.clone(), digest.clone());
+                blocking(move || Ok(sources::sources_of(&store, &digest))).await?
+            };
+            fetch_known(client, store, (&digest, layer.size()), &known, None).await?;
         }
-        Ok(LocalImage {
-            image,
-            layers,
-            manifest_bytes,
-            manifest_type,
-            known,
-        })
+    }
+    let (store, options) = (store.clone(), options.clone());
+    blocking(move || {
+        let outgoing = compress::outgoing(&store, &image, &stored, &stored_type, &options)?;
+        let mut known = HashMap::new();
+        for layer in outgoing.layers.iter().chain([&outgoing.config]) {
+            let sources = sources::sources_of(&store, &layer.digest);
+            known.insert(layer.digest.clone(), sources);
+        }
+        Ok(LocalImage { outgoing, known })
     })
     .await
+}
+
+/// The stored image `manifest`, its manifest bytes and the media type they declare.
+pub(crate) fn stored_image(store: &Store, manifest: &Digest) -> Result<(Image, Vec<u8>, String)> {
+    let image = store.image(manifest)?;
+    let stored = store.read_blob(manifest)?;
+    let stored_type = serde_json::from_slice::<serde_json::Value>(&stored)
+        .ok()
+        .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string());
+    Ok((image, stored, stored_type))
+}
+
+/// Downloads the blob `digest` into the store (verified) from one of the
+/// `registry/repository`s it is known to live in.
+async fn fetch_known(
+    client: &Client,
+    store: &Store,
+    (digest, size): (&Digest, u64),
+    known: &[String],
+    progress: Option<&crate::progress::ByteCounter>,
+) -> Result<()> {
+    let mut failure = None;
+    for location in known {
+        let Some((registry, repository)) = location.split_once('/') else {
+            continue;
+        };
+        let source = RegistryRef::repo(registry, repository);
+        let ingest = {
+            let store = store.clone();
+            blocking(move || Ok(store.ingest()?)).await?
+        };
+        match client
+            .fetch_blob_to_writer(&source, digest, Some(size), ingest, progress)
+            .await
+        {
+            Ok(ingest) => {
+                let expected = digest.clone();
+                blocking(move || Ok(ingest.commit(Some(&expected), Some(size))?)).await?;
+                return Ok(());
+            }
+            Err(error) => failure = Some(error),
+        }
+    }
+    Err(match failure {
+        Some(error) => error.into(),
+        None => StoreError::BlobNotFound(digest.clone()).into(),
+    })
 }
 
 /// Makes every blob present in `target`, a few at a time; the first failure stops the rest.
@@ -206,10 +282,21 @@ async fn push_blob(
     if let Some(id) = id {
         report.status(id, Status::Pushing);
     }
-    let progress = id.map(|id| report.counter(id, Status::Pushing, Some(size)));
     if !store.has_blob(digest) {
-        return Err(StoreError::BlobNotFound(digest.clone()).into());
+        // Known only on another registry (or not mountable here): fetch it, then upload.
+        let others: Vec<String> = known
+            .iter()
+            .filter(|location| !location.starts_with(&prefix))
+            .chain(
+                known
+                    .iter()
+                    .filter(|location| location.starts_with(&prefix)),
+            )
+            .cloned()
+            .collect();
+        fetch_known(client, store, (digest, size), &others, None).await?;
     }
+    let progress = id.map(|id| report.counter(id, Status::Pushing, Some(size)));
     client
         .push_blob(
             target,

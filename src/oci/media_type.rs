@@ -16,6 +16,7 @@ pub const OCI_LAYER_NONDISTRIBUTABLE_ZSTD: &str =
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const DOCKER_FOREIGN_LAYER_GZIP: &str =
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
@@ -39,6 +40,33 @@ impl Compression {
             Compression::None
         }
     }
+
+    /// The name `compression=` options use: `uncompressed`, `gzip` or `zstd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "uncompressed",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The media type of a layer with `compression`, in OCI or Docker schema2 flavour. Docker
+/// has no zstd layer type: a zstd layer is always typed the OCI way.
+pub fn layer_type(compression: Compression, oci: bool) -> &'static str {
+    match (compression, oci) {
+        (Compression::None, true) => OCI_LAYER,
+        (Compression::None, false) => DOCKER_LAYER,
+        (Compression::Gzip, true) => OCI_LAYER_GZIP,
+        (Compression::Gzip, false) => DOCKER_LAYER_GZIP,
+        (Compression::Zstd, _) => OCI_LAYER_ZSTD,
+    }
 }
 
 /// An image manifest (OCI or Docker schema2).
@@ -59,7 +87,7 @@ pub fn is_config(media_type: &str) -> bool {
 /// The compression of a layer media type, or `None` if it is not a layer type we know.
 pub fn layer_compression(media_type: &str) -> Option<Compression> {
     match media_type {
-        OCI_LAYER | OCI_LAYER_NONDISTRIBUTABLE => Some(Compression::None),
+        OCI_LAYER | OCI_LAYER_NONDISTRIBUTABLE | DOCKER_LAYER => Some(Compression::None),
         OCI_LAYER_GZIP
         | OCI_LAYER_NONDISTRIBUTABLE_GZIP
         | DOCKER_LAYER_GZIP
@@ -75,6 +103,7 @@ pub fn to_oci(media_type: &str) -> &str {
         DOCKER_MANIFEST => OCI_MANIFEST,
         DOCKER_MANIFEST_LIST => OCI_INDEX,
         DOCKER_CONFIG => OCI_CONFIG,
+        DOCKER_LAYER => OCI_LAYER,
         DOCKER_LAYER_GZIP => OCI_LAYER_GZIP,
         DOCKER_FOREIGN_LAYER_GZIP => OCI_LAYER_NONDISTRIBUTABLE_GZIP,
         other => other,
@@ -99,6 +128,20 @@ mod tests {
         assert_eq!(layer_compression(OCI_CONFIG), None);
         assert_eq!(to_oci(DOCKER_CONFIG), OCI_CONFIG);
         assert_eq!(to_oci("text/plain"), "text/plain");
+        assert_eq!(layer_compression(DOCKER_LAYER), Some(Compression::None));
+        assert_eq!(to_oci(DOCKER_LAYER), OCI_LAYER);
+    }
+
+    #[test]
+    fn layer_types_per_flavour() {
+        assert_eq!(layer_type(Compression::Gzip, false), DOCKER_LAYER_GZIP);
+        assert_eq!(layer_type(Compression::None, false), DOCKER_LAYER);
+        assert_eq!(layer_type(Compression::Zstd, false), OCI_LAYER_ZSTD);
+        assert_eq!(layer_type(Compression::Gzip, true), OCI_LAYER_GZIP);
+        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            assert_eq!(layer_compression(layer_type(c, true)), Some(c));
+            assert_eq!(layer_compression(layer_type(c, false)), Some(c));
+        }
     }
 
     #[test]

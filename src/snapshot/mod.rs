@@ -11,7 +11,9 @@ pub mod unpack;
 use std::io;
 
 pub use error::{DiffError, OverlayError, SnapshotError};
-pub use unpack::{Snapshot, SnapshotMeta, UnpackStats, open_snapshot, unpack_layer, unpack_tar};
+pub use unpack::{
+    Snapshot, SnapshotMeta, UnpackStats, apply_tar, open_snapshot, unpack_layer, unpack_tar,
+};
 
 pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;
 

@@ -5,6 +5,7 @@
 //! an entry goes or what a hard link points at — whether the archive planted it or it was
 //! there before.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -182,6 +183,21 @@ fn unpack_into_temp(
 /// Extracts a layer tar (uncompressed, gzip or zstd) into the existing directory `dest`,
 /// converting OCI whiteouts to overlayfs whiteouts, and returns its diff_id.
 pub fn unpack_tar(layer: impl Read, dest: &Path) -> Result<UnpackStats> {
+    extract_all(layer, dest, None)
+}
+
+/// Applies a layer tar on top of the files already in `dest` (the layers below it,
+/// applied the same way): whiteouts remove what they hide instead of being kept, so
+/// applying an image's layers in order leaves its merged filesystem.
+pub fn apply_tar(layer: impl Read, dest: &Path) -> Result<UnpackStats> {
+    extract_all(layer, dest, Some(HashSet::new()))
+}
+
+fn extract_all(
+    layer: impl Read,
+    dest: &Path,
+    merge: Option<HashSet<PathBuf>>,
+) -> Result<UnpackStats> {
     let tar_stream = DigestReader::new(decompress(layer)?);
     let mut archive = tar::Archive::new(tar_stream);
     let mut extractor = Extractor {
@@ -189,6 +205,7 @@ pub fn unpack_tar(layer: impl Read, dest: &Path) -> Result<UnpackStats> {
         is_root: sys::is_root(),
         deferred_dirs: Vec::new(),
         content_size: 0,
+        merge,
     };
     let entries = archive.entries().map_err(|source| SnapshotError::Tar {
         entry: None,
@@ -268,6 +285,9 @@ struct Extractor<'a> {
     /// mtime, and a read-only mode could stop them from being created.
     deferred_dirs: Vec<(PathBuf, u32, u64)>,
     content_size: u64,
+    /// Applying onto the layers below (see [`apply_tar`]): the paths this layer wrote,
+    /// which an opaque whiteout of their directory must keep.
+    merge: Option<HashSet<PathBuf>>,
 }
 
 impl Extractor<'_> {
@@ -309,6 +329,9 @@ impl Extractor<'_> {
 
         let path = parent.join(OsStr::from_bytes(file_name));
         let existing_dir = self.clear_target(&path, entry_type == EntryType::Directory)?;
+        if let Some(written) = &mut self.merge {
+            written.insert(path.clone());
+        }
         match entry_type {
             EntryType::Directory => {
                 if !existing_dir {
@@ -367,6 +390,9 @@ impl Extractor<'_> {
     /// `.wh..wh..opq` marks `parent` opaque; `.wh.NAME` hides `NAME` of lower layers.
     fn whiteout(&mut self, parent: &Path, file_name: &[u8], name: &str) -> Result<()> {
         if file_name == WHITEOUT_OPAQUE.as_bytes() {
+            if let Some(written) = &self.merge {
+                return clear_lower(parent, written);
+            }
             sys::lsetxattr(parent, OVERLAY_OPAQUE_XATTR, b"y")?;
             return Ok(());
         }
@@ -379,7 +405,9 @@ impl Extractor<'_> {
         }
         let path = parent.join(OsStr::from_bytes(hidden));
         self.clear_target(&path, false)?;
-        sys::create_whiteout(&path)?;
+        if self.merge.is_none() {
+            sys::create_whiteout(&path)?;
+        }
         Ok(())
     }
 
@@ -508,6 +536,24 @@ impl Extractor<'_> {
         }
         Ok(())
     }
+}
+
+/// An opaque directory applied onto lower layers: everything in `dir` that this layer did
+/// not write goes (never following a symlink: entries are removed, not entered).
+fn clear_lower(dir: &Path, written: &HashSet<PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(dir).io_context("read directory", dir)? {
+        let path = entry.io_context("read directory", dir)?.path();
+        if written.contains(&path) {
+            continue;
+        }
+        let md = fs::symlink_metadata(&path).io_context("stat", &path)?;
+        if md.is_dir() {
+            fs::remove_dir_all(&path).io_context("remove", &path)?;
+        } else {
+            fs::remove_file(&path).io_context("remove", &path)?;
+        }
+    }
+    Ok(())
 }
 
 fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<EntryMeta> {

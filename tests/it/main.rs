@@ -14,6 +14,7 @@ mod fileop;
 mod image;
 mod instruction;
 mod layers;
+mod output;
 mod plan;
 mod progress;
 mod registry;

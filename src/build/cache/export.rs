@@ -8,12 +8,12 @@ use std::path::Path;
 use petgraph::graph::NodeIndex;
 use serde_json::json;
 
-use super::spec::{CacheCompression, CacheExport, CacheMode, CacheTarget};
+use super::spec::{CacheExport, CacheMode, CacheTarget};
 use super::{BoxError, Fetcher, layout_blob};
 use crate::build::BuildError;
 use crate::cache::remote::{self, CacheConfig, RemoteRecord, RemoteStep};
 use crate::cache::{self, BlobRef, CacheIndex, Explain};
-use crate::oci::{Digest, media_type};
+use crate::oci::{Compression, Digest, media_type};
 use crate::plan::{Definition, Plan};
 use crate::registry::{Client, RegistryRef};
 use crate::solve::{NodeResult, Solved};
@@ -226,13 +226,14 @@ async fn layer_of(
         let digest: Digest = blob.digest.parse().ok()?;
         store.has_blob(&digest).then_some((diff_id, blob))
     });
-    let compression = spec.compression;
+    let spec = spec.clone();
     let made = tokio::task::spawn_blocking(move || -> Result<(String, BlobRef), BoxError> {
         let (diff_id, blob) = match remembered {
             Some(found) => found,
             None => crate::export::write_layer(&store, &dir, epoch)?,
         };
-        Ok((diff_id, compressed(&store, blob, compression)?))
+        let blob = compressed(&store, &diff_id, blob, &spec)?;
+        Ok((diff_id, blob))
     })
     .await??;
     Ok((made.0, made.1, epoch))
@@ -242,23 +243,25 @@ async fn layer_of(
 /// a compressed one as it is.
 fn compressed(
     store: &Store,
+    diff_id: &str,
     blob: BlobRef,
-    compression: CacheCompression,
+    spec: &CacheExport,
 ) -> Result<BlobRef, BoxError> {
-    if blob.media_type != media_type::OCI_LAYER {
+    if blob.media_type != media_type::OCI_LAYER || spec.compression == Compression::None {
         return Ok(blob);
     }
-    match compression {
-        CacheCompression::Uncompressed => Ok(blob),
-        CacheCompression::Gzip | CacheCompression::Zstd => {
-            let (digest, size) = crate::image::compress::gzip_layer(store, &blob.digest.parse()?)?;
-            Ok(BlobRef {
-                digest: digest.to_string(),
-                size,
-                media_type: media_type::OCI_LAYER_GZIP.to_string(),
-            })
-        }
-    }
+    let (digest, size) = crate::image::compress::layer_twin(
+        store,
+        &blob.digest.parse()?,
+        &diff_id.parse()?,
+        spec.compression,
+        spec.compression_level,
+    )?;
+    Ok(BlobRef {
+        digest: digest.to_string(),
+        size,
+        media_type: media_type::layer_type(spec.compression, true).to_string(),
+    })
 }
 
 /// Writes an OCI layout at `dir` (created when missing) holding the cache manifest under

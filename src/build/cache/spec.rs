@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::oci::Reference;
+use crate::oci::{Compression, Reference};
 
 use super::super::BuildError;
 
@@ -16,15 +16,6 @@ pub enum CacheMode {
     Min,
     /// Every step of every stage that ran or was cached.
     Max,
-}
-
-/// The layer compression of an exported cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CacheCompression {
-    #[default]
-    Gzip,
-    Zstd,
-    Uncompressed,
 }
 
 /// Where a cache is written.
@@ -43,7 +34,7 @@ pub enum CacheTarget {
 pub struct CacheExport {
     pub target: CacheTarget,
     pub mode: CacheMode,
-    pub compression: CacheCompression,
+    pub compression: Compression,
     pub compression_level: Option<i32>,
     /// A failed export is a warning, not a failed build.
     pub ignore_error: bool,
@@ -110,7 +101,7 @@ impl CacheExport {
         let mut export = CacheExport {
             target: CacheTarget::Inline,
             mode: CacheMode::Min,
-            compression: CacheCompression::Gzip,
+            compression: Compression::Gzip,
             compression_level: None,
             ignore_error: false,
             tag: "latest".to_string(),
@@ -131,9 +122,9 @@ impl CacheExport {
                 }
                 "compression" => {
                     export.compression = match value.as_str() {
-                        "gzip" => CacheCompression::Gzip,
-                        "zstd" => CacheCompression::Zstd,
-                        "uncompressed" => CacheCompression::Uncompressed,
+                        "gzip" => Compression::Gzip,
+                        "zstd" => Compression::Zstd,
+                        "uncompressed" => Compression::None,
                         _ => {
                             return Err(usage(
                                 FLAG,
@@ -248,7 +239,7 @@ mod tests {
             CacheExport::parse("type=local,dest=/tmp/c,compression=zstd,ignore-error=true")
                 .unwrap();
         assert_eq!(export.target, CacheTarget::Local("/tmp/c".into()));
-        assert_eq!(export.compression, CacheCompression::Zstd);
+        assert_eq!(export.compression, Compression::Zstd);
         assert!(export.ignore_error);
         assert_eq!(
             CacheExport::parse("type=inline").unwrap().target,

@@ -13,12 +13,13 @@ use clap::{Args, ValueEnum};
 use tokio::sync::watch;
 
 use super::EXIT_USAGE;
+use super::UsageError;
 use super::diagnostic::render;
 use super::image::GlobalArgs;
 use super::progress::{self, ProgressMode};
 use crate::build::{
-    Build, BuildError, BuildOutcome, BuildRequest, CacheExport, CacheImport, ParsedDockerfile,
-    Severity,
+    Build, BuildError, BuildOutcome, BuildRequest, CacheExport, CacheImport, OutputSpec,
+    OutputStream, ParsedDockerfile, Severity, resolve_outputs,
 };
 use crate::oci::Reference;
 use crate::plan::Platform;
@@ -116,6 +117,19 @@ pub struct BuildArgs {
     /// with mode=min|max, compression=…, ignore-error=true (repeatable).
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Vec<String>,
+    /// Where the result goes (repeatable): type=image|registry|oci|docker|local|tar,KEY=VALUE,…;
+    /// DIR is type=local,dest=DIR and - is type=tar,dest=- (default: type=image).
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    outputs: Vec<String>,
+
+    /// Push the image to the registry of each -t name (type=registry), without naming it
+    /// in the local store unless --load or type=image asks for that too.
+    #[arg(long = "push")]
+    push: bool,
+
+    /// Name the image in the local store (type=image), also when other outputs are given.
+    #[arg(long = "load")]
+    load: bool,
 }
 
 /// Front-end methods, named as in `docker buildx build --call`.
@@ -209,6 +223,7 @@ fn build(
         .then(options::EmptyDir::create)
         .transpose()?;
     let request = request(args, source, parsed, empty_context.as_ref())?;
+    let stdout_taken = request.stdout.is_some();
     let store = super::image::open_store(global)?;
     let builder = Build::new(store, super::image::client_config(global));
     let mode = if args.quiet {
@@ -230,7 +245,7 @@ fn build(
         outcome
     }));
     match outcome {
-        Ok(outcome) => finish(args, &outcome),
+        Ok(outcome) => finish(args, &outcome, stdout_taken),
         Err(error) => Ok(report_failure(source, error)),
     }
 }
@@ -256,6 +271,14 @@ fn request(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let build_args = options::key_values(&args.build_args, true)?;
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|spec| {
+            OutputSpec::parse(spec).map_err(|e| anyhow::Error::new(UsageError(e.to_string())))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let outputs = resolve_outputs(outputs, args.push, args.load);
     let context: PathBuf = match empty_context {
         Some(empty) => empty.0.clone(),
         None => PathBuf::from(&args.context),
@@ -291,6 +314,11 @@ fn request(
         jobs: args.jobs,
         cache_from: options::cache_specs(&args.cache_from, CacheImport::parse)?,
         cache_to: options::cache_specs(&args.cache_to, CacheExport::parse)?,
+        stdout: outputs
+            .iter()
+            .any(OutputSpec::to_stdout)
+            .then(|| OutputStream::new(std::io::stdout())),
+        outputs,
     })
 }
 
@@ -313,8 +341,13 @@ async fn cancel_on_signal(cancel: watch::Sender<bool>) {
     let _ = cancel.send(true);
 }
 
-/// Writes `--iidfile` and `--metadata-file`, names the tags and prints the image id.
-fn finish(args: &BuildArgs, outcome: &BuildOutcome) -> anyhow::Result<ExitCode> {
+/// Writes `--iidfile` and `--metadata-file`, names the tags and prints the image id
+/// (unless an output took standard output).
+fn finish(
+    args: &BuildArgs,
+    outcome: &BuildOutcome,
+    stdout_taken: bool,
+) -> anyhow::Result<ExitCode> {
     let id = outcome.exported.image_id.to_string();
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
@@ -327,8 +360,14 @@ fn finish(args: &BuildArgs, outcome: &BuildOutcome) -> anyhow::Result<ExitCode> 
         for tag in &outcome.tags {
             eprintln!("naming to {tag}");
         }
+        for pushed in &outcome.pushed {
+            eprintln!("pushed {}@{}", pushed.reference, pushed.digest);
+        }
     }
-    println!("{id}");
+    // Standard output carrying an archive (dest=-) takes nothing else.
+    if !stdout_taken {
+        println!("{id}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
