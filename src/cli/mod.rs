@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Internal: the sandbox child that kiln re-executes for each RUN step.
     #[command(name = "__sandbox", hide = true)]
     Sandbox {
@@ -66,7 +66,7 @@ pub fn main() -> ExitCode {
         }
     };
     let outcome = match cli.command {
-        Command::Build(args) => build::run(args, &cli.global),
+        Command::Build(args) => build::run(*args, &cli.global),
         Command::Sandbox { state_dir } => return crate::sandbox::child_main(&state_dir),
         Command::Image(command) => image::run(command, &cli.global),
         Command::Container(command) => container::run(command, &cli.global),
