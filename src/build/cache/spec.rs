@@ -255,7 +255,7 @@ mod tests {
             "type=local,dest=d,color=red",
             "type=local,dest=d,ignore-error=maybe",
             "type=local,dest=d,compression=lz4",
-            "type=registry,ref=UPPER/case",
+            "type=registry,ref=bad ref",
         ] {
             let error = CacheExport::parse(bad).unwrap_err();
             assert!(error.is_usage(), "{bad}: {error}");
