@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::{BuildError, BuildRequest};
 use crate::image;
-use crate::oci::Reference;
+use crate::oci::{Digest, Reference};
 use crate::plan::{self, Plan, Platform};
 use crate::progress::{Clock, Sink};
 use crate::registry::{Client, ClientConfig};
@@ -42,18 +42,24 @@ impl Pulls {
 
     /// Pulls `reference` into `store` under a vertex of its own, each layer an item of it.
     /// A cancelled build drops the pull (an interrupted pull leaves no partial content).
+    /// `lazy`: only the manifest and config, untagged (see [`image::pull_metadata`]);
+    /// returns the manifest's digest then.
     fn pull(
         &self,
         store: &Store,
         client: &Client,
         reference: &Reference,
         platform: &Platform,
+        lazy: bool,
         runtime: &tokio::runtime::Handle,
-    ) -> Result<(), PullError> {
+    ) -> Result<Option<Digest>, PullError> {
         let id = self.count.fetch_add(1, Ordering::SeqCst) + 1;
-        let vertex = self
-            .sink
-            .vertex(&self.clock, id, format!("pulling {reference}"));
+        let name = if lazy {
+            format!("resolving {reference}")
+        } else {
+            format!("pulling {reference}")
+        };
+        let vertex = self.sink.vertex(&self.clock, id, name);
         let mut cancel = self.cancel.clone();
         let cancelled = async move {
             // A dropped sender never cancels.
@@ -61,18 +67,27 @@ impl Pulls {
                 std::future::pending::<()>().await;
             }
         };
-        let pulled: Result<(), PullError> = runtime.block_on(async {
-            tokio::select! {
-                pulled = image::pull(store, client, reference, Some(platform), vertex.items()) => {
-                    pulled.map(|_| ()).map_err(Into::into)
+        let pulled: Result<Option<Digest>, PullError> = runtime.block_on(async {
+            let pull = async {
+                if lazy {
+                    image::pull_metadata(store, client, reference, Some(platform))
+                        .await
+                        .map(Some)
+                } else {
+                    image::pull(store, client, reference, Some(platform), vertex.items())
+                        .await
+                        .map(|_| None)
                 }
+            };
+            tokio::select! {
+                pulled = pull => pulled.map_err(Into::into),
                 () = cancelled => Err(SolveError::Cancelled.into()),
             }
         });
         match pulled {
-            Ok(()) => {
+            Ok(digest) => {
                 vertex.done();
-                Ok(())
+                Ok(digest)
             }
             Err(error) => {
                 vertex.error(error.to_string());
@@ -104,6 +119,9 @@ pub(super) async fn plan(
     let registry = registry.clone();
     let stages = request.stages.clone();
     let always_pull = request.pull;
+    // With an imported cache, a base image's layers are often never needed: fetch them
+    // only when a step that runs does (or an output).
+    let lazy = !request.cache_from.is_empty();
     let planning_pulls = pulls.clone();
     let runtime = tokio::runtime::Handle::current();
     let planned = tokio::task::spawn_blocking(move || {
@@ -114,7 +132,7 @@ pub(super) async fn plan(
                 Some(client) => client,
                 empty => empty.insert(Client::new(registry.clone())?),
             };
-            planning_pulls.pull(&pull_store, client, reference, platform, &runtime)
+            planning_pulls.pull(&pull_store, client, reference, platform, lazy, &runtime)
         });
         let mut resolver = StoreResolver::new(store, Some(puller)).always_pull(always_pull);
         plan::build(&stages, &options, &mut resolver)

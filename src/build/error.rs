@@ -48,6 +48,12 @@ pub enum BuildError {
     /// An option of the request that cannot be carried out as written (`--cache-to …`).
     #[error("{message}")]
     Usage { message: String },
+    /// A blob an imported cache or a base image named could not be fetched.
+    #[error("fetching layers the image needs: {source}")]
+    CacheImport {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Writing a cache (`--cache-to`) failed; the image was stored before.
     #[error("exporting the cache to {target}: {source}")]
     CacheExport {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use petgraph::graph::NodeIndex;
 
 use super::BuildError;
-use crate::export::{self, Blob, ExportError, LayerInput};
+use crate::export::{self, Blob, ExportError, LayerInput, RemoteLayer};
 use crate::plan::Plan;
 use crate::solve::{Solved, Solver};
 use crate::store::Store;
@@ -73,8 +73,14 @@ pub(super) fn write_early(
     early
 }
 
-/// The layer each of the image's layer steps made, in the image's order.
-pub(super) fn inputs(plan: &Plan, solved: &Solved) -> Result<Vec<LayerInput>, BuildError> {
+/// The layer each of the image's layer steps made, in the image's order. A step an
+/// imported cache had, whose files were never made, is exported from the cache's blob when
+/// that was written with the same `SOURCE_DATE_EPOCH` (`epoch`).
+pub(super) fn inputs(
+    plan: &Plan,
+    solved: &Solved,
+    epoch: Option<u64>,
+) -> Result<Vec<LayerInput>, BuildError> {
     plan.image
         .layers
         .iter()
@@ -89,11 +95,55 @@ pub(super) fn inputs(plan: &Plan, solved: &Solved) -> Result<Vec<LayerInput>, Bu
                 .layer
                 .clone()
                 .ok_or_else(|| ExportError::MissingResult(name.clone()))?;
+            let remote = result
+                .imported
+                .as_ref()
+                .filter(|_| !result.layer_exists())
+                .and_then(|imported| match &imported.layer {
+                    None if imported.empty && layer.skip_if_empty => Some(RemoteLayer::Empty),
+                    Some(cached) if cached.epoch == epoch => Some(RemoteLayer::Blob {
+                        diff_id: cached.diff_id.clone(),
+                        blob: cached.blob.clone(),
+                    }),
+                    _ => None,
+                });
             Ok(LayerInput {
                 dir,
                 key: result.key.clone(),
                 name,
+                remote,
             })
         })
         .collect()
+}
+
+/// Makes the directories of the image's layers that an imported cache had but whose blob
+/// cannot be used as it is (written with another `SOURCE_DATE_EPOCH`, or an empty layer
+/// the image keeps): the exporter writes those layers from their files.
+pub(super) async fn materialize_unexported(
+    solver: &Solver,
+    plan: &Plan,
+    solved: &Solved,
+    inputs: &[LayerInput],
+) -> Result<(), BuildError> {
+    let mut wanted = Vec::new();
+    for (layer, input) in plan.image.layers.iter().zip(inputs) {
+        let Some(result) = solved.results.get(&layer.node) else {
+            continue;
+        };
+        if input.remote.is_some() || result.layer_exists() {
+            continue;
+        }
+        wanted.extend(result.lazy.iter().filter(|l| l.dir == input.dir).cloned());
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    solver
+        .materialize(&wanted)
+        .await
+        .map_err(|source| BuildError::Solve {
+            source: Box::new(source),
+            step_log: None,
+        })
 }

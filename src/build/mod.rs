@@ -10,6 +10,7 @@
 //! daemon share this; they only turn their input into a request and render the outcome.
 
 mod base;
+pub mod cache;
 mod dockerfile;
 mod error;
 mod layers;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+pub use cache::spec::{CacheCompression, CacheExport, CacheImport, CacheMode, CacheTarget};
 pub use dockerfile::{Diagnostic, ParsedDockerfile, Severity};
 pub use error::BuildError;
 
@@ -69,6 +71,10 @@ pub struct BuildRequest {
     pub jobs: Option<usize>,
     /// `SOURCE_DATE_EPOCH`: history times and file mtimes clamped to it.
     pub source_date_epoch: Option<u64>,
+    /// `--cache-from`: caches to import, tried in order.
+    pub cache_from: Vec<CacheImport>,
+    /// `--cache-to`: where to export the build's cache once the image is stored.
+    pub cache_to: Vec<CacheExport>,
 }
 
 /// What a successful build made.
@@ -186,7 +192,12 @@ impl Build {
     ) -> Result<Exported, BuildError> {
         let clock = Clock::start();
         let pulls = base::Pulls::new(sink.clone(), clock.clone(), cancel.clone());
-        let plan = Arc::new(base::plan(&self.store, &self.registry, request, &pulls).await?);
+        // The imported caches are read while the plan is made.
+        let (plan, remote) = tokio::join!(
+            base::plan(&self.store, &self.registry, request, &pulls),
+            cache::Remote::open(&self.store, &self.registry, request, sink),
+        );
+        let (plan, remote) = (Arc::new(plan?), remote?);
         // The solver numbers its steps from 1; they follow the pulls.
         let sink = &pulls.offset_sink();
         for warning in &plan.warnings {
@@ -225,8 +236,10 @@ impl Build {
                 secrets: request.secrets.clone(),
                 ssh: request.ssh.clone(),
                 dockerfile_name: request.dockerfile_name.clone(),
-                imported: None,
-                fetcher: None,
+                imported: remote.as_ref().map(|r| r.imported.clone()),
+                fetcher: remote
+                    .as_ref()
+                    .map(|r| r.fetcher.clone() as Arc<dyn crate::solve::BlobFetcher>),
             },
         );
         let early = layers::write_early(&mut solver, &plan, &self.store, request.source_date_epoch);
@@ -249,9 +262,24 @@ impl Build {
         // Layers started while the build ran are part of exporting.
         let written = early.collect().await;
         let exported = async {
-            let layers = layers::inputs(&plan, &solved)?;
+            let layers = layers::inputs(&plan, &solved, request.source_date_epoch)?;
+            layers::materialize_unexported(&solver, &plan, &solved, &layers).await?;
+            let inline_cache = match &remote {
+                Some(remote)
+                    if request
+                        .cache_to
+                        .iter()
+                        .any(|c| c.target == CacheTarget::Inline) =>
+                {
+                    Some(cache::export::inline_records(
+                        &self.cache_source(remote, &cache, &plan, &solved, request),
+                    )?)
+                }
+                _ => None,
+            };
             let newest = solved.results.values().map(|r| r.created_at).max();
             let options = ExportOptions {
+                inline_cache,
                 source_date_epoch: request.source_date_epoch,
                 created: match newest {
                     Some(t) if t > 0 => t,
@@ -262,10 +290,19 @@ impl Build {
             };
             let store = self.store.clone();
             let plan = plan.clone();
-            let exported = tokio::task::spawn_blocking(move || {
-                export::export(&store, &cache, &plan, &layers, &options)
-            })
-            .await??;
+            let exported = {
+                let cache = cache.clone();
+                tokio::task::spawn_blocking(move || {
+                    export::export(&store, &cache, &plan, &layers, &options)
+                })
+                .await??
+            };
+            if let Some(remote) = &remote {
+                remote
+                    .complete_image(&self.store, &exported.manifest_digest)
+                    .await
+                    .map_err(|source| BuildError::CacheImport { source })?;
+            }
             Ok::<_, BuildError>(exported)
         }
         .await;
@@ -273,7 +310,80 @@ impl Build {
             Ok(_) => vertex.done(),
             Err(error) => vertex.error(error.to_string()),
         }
-        exported
+        let exported = exported?;
+        if let Some(remote) = &remote {
+            let source = self.cache_source(remote, &cache, &plan, &solved, request);
+            self.export_caches(&source, request, sink, &clock, vertex_id + 1)
+                .await?;
+        }
+        Ok(exported)
+    }
+
+    /// What a cache export reads.
+    fn cache_source<'a>(
+        &'a self,
+        remote: &'a cache::Remote,
+        cache: &'a CacheIndex,
+        plan: &'a crate::plan::Plan,
+        solved: &'a crate::solve::Solved,
+        request: &'a BuildRequest,
+    ) -> cache::export::Source<'a> {
+        cache::export::Source {
+            store: &self.store,
+            cache,
+            client: &remote.client,
+            fetcher: &remote.fetcher,
+            plan,
+            solved,
+            epoch: request.source_date_epoch,
+            dockerfile: &request.dockerfile_name,
+        }
+    }
+
+    /// Writes every `--cache-to` but the inline one (the image carries that), each under a
+    /// vertex of its own. A failure fails the build (the image is stored already), unless
+    /// the export says `ignore-error=true`: then it is a warning.
+    async fn export_caches(
+        &self,
+        source: &cache::export::Source<'_>,
+        request: &BuildRequest,
+        sink: &Sink,
+        clock: &Clock,
+        first_vertex: u64,
+    ) -> Result<(), BuildError> {
+        let targets = request
+            .cache_to
+            .iter()
+            .filter(|spec| spec.target != CacheTarget::Inline);
+        for (n, spec) in targets.enumerate() {
+            let target = match &spec.target {
+                CacheTarget::Registry(reference) => reference.to_string(),
+                CacheTarget::Local(dir) => dir.display().to_string(),
+                CacheTarget::Inline => continue,
+            };
+            let vertex = sink.vertex(
+                clock,
+                first_vertex + n as u64,
+                format!("exporting cache to {target}"),
+            );
+            match cache::export::export(source, spec).await {
+                Ok(()) => vertex.done(),
+                Err(error) => {
+                    vertex.error(error.to_string());
+                    let error = BuildError::CacheExport {
+                        target,
+                        source: error,
+                    };
+                    if !spec.ignore_error {
+                        return Err(error);
+                    }
+                    sink.send(crate::progress::Event::BuildWarning {
+                        message: format!("{error} (ignored: ignore-error=true)"),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 

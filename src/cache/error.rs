@@ -38,7 +38,10 @@ pub enum CacheError {
         version: u32,
     },
     /// An imported cache (see `remote`) this kiln cannot use.
-    #[error("cache format version {found} is not one this kiln reads ({})", super::remote::VERSION)]
+    #[error(
+        "cache format version {found} is not one this kiln reads ({})",
+        super::remote::VERSION
+    )]
     RemoteVersion { found: u32 },
     #[error("cache record {key} names layer {index}, but there are {count} layers")]
     RemoteLayer {

@@ -85,7 +85,9 @@ impl CacheConfig {
         if let Some(files) = &inputs.files {
             let encoded = serde_json::to_vec(files).unwrap_or_default();
             let id = super::hex(&Sha256::digest(&encoded));
-            self.files.entry(id.clone()).or_insert_with(|| files.clone());
+            self.files
+                .entry(id.clone())
+                .or_insert_with(|| files.clone());
             record.files = Some(id);
         }
         self.records.push(record);
@@ -150,9 +152,13 @@ impl ImportedCache {
                         index,
                         count: layers.len(),
                     })?;
-                    let diff_id = record.diff_id.clone().ok_or_else(|| CacheError::RemoteDiffId {
-                        key: record.key.clone(),
-                    })?;
+                    let diff_id =
+                        record
+                            .diff_id
+                            .clone()
+                            .ok_or_else(|| CacheError::RemoteDiffId {
+                                key: record.key.clone(),
+                            })?;
                     Some(ImportedLayer {
                         blob: blob.clone(),
                         diff_id,
@@ -198,7 +204,11 @@ impl ImportedCache {
 
     /// The imported record of the same step, to explain a miss when the local index has
     /// none.
-    pub fn previous(&self, identity: &StepIdentity, dockerfile: &str) -> Option<Arc<ImportedRecord>> {
+    pub fn previous(
+        &self,
+        identity: &StepIdentity,
+        dockerfile: &str,
+    ) -> Option<Arc<ImportedRecord>> {
         let step = RemoteStep {
             dockerfile: dockerfile.to_string(),
             stage: identity.stage.clone(),
@@ -259,7 +269,10 @@ mod tests {
             stage: "0".into(),
             step: 2,
         };
-        assert_eq!(imported.previous(&identity, "Dockerfile").unwrap().key, "k2");
+        assert_eq!(
+            imported.previous(&identity, "Dockerfile").unwrap().key,
+            "k2"
+        );
     }
 
     #[test]
@@ -272,15 +285,24 @@ mod tests {
         let mut imported = ImportedCache::new();
         imported.add(&first, &[blob(1)]).unwrap();
         assert_eq!(imported.add(&second, &[blob(2)]).unwrap(), 1);
-        assert_eq!(imported.get("k1").unwrap().layer.as_ref().unwrap().blob, blob(1));
+        assert_eq!(
+            imported.get("k1").unwrap().layer.as_ref().unwrap().blob,
+            blob(1)
+        );
 
         let mut bad = CacheConfig::new();
         bad.push(record("k4", Some(0), 4), &Explain::new());
         bad.push(record("k5", Some(3), 5), &Explain::new());
         let error = imported.add(&bad, &[blob(1)]).unwrap_err();
-        assert!(matches!(error, CacheError::RemoteLayer { index: 3, .. }), "{error}");
+        assert!(
+            matches!(error, CacheError::RemoteLayer { index: 3, .. }),
+            "{error}"
+        );
         assert!(imported.get("k4").is_none());
         bad.version = 9;
-        assert!(matches!(imported.add(&bad, &[]), Err(CacheError::RemoteVersion { found: 9 })));
+        assert!(matches!(
+            imported.add(&bad, &[]),
+            Err(CacheError::RemoteVersion { found: 9 })
+        ));
     }
 }

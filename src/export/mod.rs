@@ -21,6 +21,7 @@ use std::sync::{Mutex, PoisonError};
 use serde_json::{Value, json};
 
 pub use crate::cache::BlobRef;
+use crate::cache::remote::{self, CacheConfig};
 use crate::cache::{self, CacheIndex, Explain, Record, ResultRef};
 use crate::oci::{Descriptor, Digest, MediaType, Reference, media_type};
 use crate::plan::Plan;
@@ -43,6 +44,20 @@ pub struct LayerInput {
     pub key: String,
     /// The display name of the op, for messages.
     pub name: String,
+    /// A step an imported cache had, whose directory was never made: its layer as the
+    /// cache holds it (written with the same `SOURCE_DATE_EPOCH`).
+    pub remote: Option<RemoteLayer>,
+}
+
+/// The layer of an imported step.
+#[derive(Debug, Clone)]
+pub enum RemoteLayer {
+    /// The step changed nothing, and the image drops its layer.
+    Empty,
+    Blob {
+        diff_id: String,
+        blob: BlobRef,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -55,6 +70,9 @@ pub struct ExportOptions {
     pub tags: Vec<Reference>,
     /// Layers already written (by [`write_layer`] while the build ran), by step key.
     pub written: HashMap<String, (String, BlobRef)>,
+    /// `--cache-to type=inline`: the image's step records, written into the config with
+    /// the index and diff_id of each step's layer filled in.
+    pub inline_cache: Option<CacheConfig>,
 }
 
 /// What was written.
@@ -82,8 +100,20 @@ pub fn export(
     let (mut diff_ids, mut descriptors) = base_layers(store, plan)?;
     let mut kept = kept_layers(store, cache_index, plan, layers, options, &mut history)?;
     let written = write_missing(store, cache_index, &mut kept, options)?;
+    let mut inline = options.inline_cache.clone();
     for layer in kept {
         let (diff_id, blob) = layer.blob.expect("every kept layer has a blob now");
+        if let Some(inline) = &mut inline {
+            for record in inline
+                .records
+                .iter_mut()
+                .filter(|r| r.key == layer.input.key)
+            {
+                record.layer = Some(diff_ids.len());
+                record.diff_id = Some(diff_id.clone());
+                record.epoch = options.source_date_epoch;
+            }
+        }
         diff_ids.push(diff_id);
         descriptors.push(json!({
             "mediaType": blob.media_type,
@@ -91,7 +121,8 @@ pub fn export(
             "size": blob.size,
         }));
     }
-    let (config_digest, config_size) = write_config(store, plan, history, diff_ids, options)?;
+    let (config_digest, config_size) =
+        write_config(store, plan, history, diff_ids, inline.as_ref(), options)?;
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_MANIFEST,
@@ -171,6 +202,20 @@ fn kept_layers<'a>(
 ) -> Result<Vec<Kept<'a>>> {
     let mut kept = Vec::new();
     for (layer, input) in plan.image.layers.iter().zip(layers) {
+        if let Some(remote) = &input.remote {
+            if let Some(entry) = history.get_mut(layer.history_index) {
+                entry.empty_layer = matches!(remote, RemoteLayer::Empty);
+            }
+            if let RemoteLayer::Blob { diff_id, blob } = remote {
+                kept.push(Kept {
+                    input,
+                    blob_key: cache::layer_blob_key(&input.key, options.source_date_epoch),
+                    blob: Some((diff_id.clone(), blob.clone())),
+                    fresh: false,
+                });
+            }
+            continue;
+        }
         let empty = std::fs::read_dir(&input.dir)
             .map_err(|source| ExportError::Read {
                 path: input.dir.clone(),
@@ -291,6 +336,7 @@ fn write_config(
     plan: &Plan,
     mut history: Vec<crate::plan::History>,
     diff_ids: Vec<String>,
+    inline_cache: Option<&CacheConfig>,
     options: &ExportOptions,
 ) -> Result<(Digest, usize)> {
     let created = rfc3339(options.source_date_epoch.unwrap_or(options.created));
@@ -313,6 +359,9 @@ fn write_config(
     }
     if let Some(author) = &plan.image.author {
         config["author"] = json!(author);
+    }
+    if let Some(inline) = inline_cache {
+        config[remote::INLINE_FIELD] = serde_json::to_value(inline).unwrap_or(Value::Null);
     }
     let bytes = serde_json::to_vec(&config).unwrap_or_default();
     Ok((store.write_blob(&bytes)?, bytes.len()))

@@ -110,3 +110,9 @@ fn gzip_twin(store: &Store, tar: &Digest) -> Result<PushLayer> {
     crate::store::write_atomic(&record, format!("{digest} {size}\n").as_bytes())?;
     Ok(PushLayer { digest, size })
 }
+
+/// The gzip twin of the uncompressed layer blob `tar` (made once, remembered): its digest
+/// and size.
+pub fn gzip_layer(store: &Store, tar: &Digest) -> Result<(Digest, u64)> {
+    gzip_twin(store, tar).map(|twin| (twin.digest, twin.size))
+}

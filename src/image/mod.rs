@@ -16,7 +16,7 @@
 //! hashing, disk writes and unpacking on blocking threads.
 
 mod archive;
-mod compress;
+pub mod compress;
 mod error;
 mod list;
 mod pull;
@@ -32,8 +32,9 @@ pub use error::{ImageError, Result};
 pub use list::{
     HistoryRow, ImageSummary, Removed, history, inspect, list, prune, remove, resolve, tag,
 };
-pub use pull::{Pulled, pull};
-pub use push::{Pushed, push};
+pub use pull::{Pulled, fetch_blob, pull, pull_metadata};
+pub use push::{Pushed, push, push_artifact};
+pub use sources::{record as record_sources, sources_of};
 pub use time::{human_size, humanize_since, parse_rfc3339};
 
 pub(crate) use error::io_err;

@@ -80,6 +80,52 @@ pub async fn pull(
     })
 }
 
+/// Resolves `reference` and stores its manifest and config only: the layers stay in the
+/// registry (recorded as their source) until something needs their bytes
+/// ([`fetch_blob`]). Nothing is tagged; the caller holds a lease while it uses the image.
+/// Returns the manifest's digest.
+pub async fn pull_metadata(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    platform: Option<&Platform>,
+) -> Result<Digest> {
+    let rref = RegistryRef::from(reference);
+    let (index, manifest) = resolve_manifest(client, &rref, platform).await?;
+    let what = format!("manifest {} of {rref}", manifest.digest);
+    let parts = parse_manifest(&manifest, &what)?;
+    let none = Items::discard();
+    fetch_to_store(
+        client,
+        store,
+        &rref,
+        &parts.config,
+        parts.config_size,
+        None,
+        &none,
+    )
+    .await?;
+    store_manifests(store, &manifest, index.as_ref()).await?;
+    let mut all: Vec<Digest> = parts.layers.iter().map(|(d, _)| d.clone()).collect();
+    all.push(parts.config.clone());
+    let src_store = store.clone();
+    let (registry, repository) = (rref.registry.clone(), rref.repository.clone());
+    blocking(move || sources::record(&src_store, &registry, &repository, &all)).await?;
+    Ok(manifest.digest)
+}
+
+/// Fetches blob `digest` (`size` bytes) of repository `rref` into the store, verified;
+/// `false` when it was stored already.
+pub async fn fetch_blob(
+    store: &Store,
+    client: &Client,
+    rref: &RegistryRef,
+    digest: &Digest,
+    size: u64,
+) -> Result<bool> {
+    fetch_to_store(client, store, rref, digest, size, None, &Items::discard()).await
+}
+
 /// What the reference resolves to: the index (when it names one) and the manifest of
 /// `platform` (the host's by default) picked from it, or just the manifest.
 async fn resolve_manifest(

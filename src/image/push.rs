@@ -221,3 +221,41 @@ async fn push_blob(
         .await?;
     Ok(Status::Pushed)
 }
+
+/// Pushes an artifact that is not a stored image (a build cache): `blobs` from the store
+/// (HEAD first, mounted from a repository of the same registry that holds them, else
+/// uploaded; a few at a time), then `manifest_bytes` under `target`'s tag. Records that
+/// the repository holds them. Returns the manifest's digest.
+pub async fn push_artifact(
+    store: &Store,
+    client: &Client,
+    target: &RegistryRef,
+    blobs: &[(Digest, u64)],
+    manifest_type: &str,
+    manifest_bytes: &[u8],
+) -> Result<Digest> {
+    let repo = RegistryRef::repo(target.registry.clone(), target.repository.clone());
+    let listed: Vec<(Digest, u64, bool)> =
+        blobs.iter().map(|(d, s)| (d.clone(), *s, false)).collect();
+    let known_store = store.clone();
+    let digests: Vec<Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
+    let known = blocking(move || {
+        Ok(digests
+            .into_iter()
+            .map(|d| {
+                let sources = sources::sources_of(&known_store, &d);
+                (d, sources)
+            })
+            .collect::<HashMap<_, _>>())
+    })
+    .await?;
+    push_blobs(client, store, &repo, &listed, &known, &Items::discard()).await?;
+    let digest = client
+        .push_manifest(target, manifest_type, manifest_bytes)
+        .await?;
+    let record_store = store.clone();
+    let all: Vec<Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
+    let (registry, repository) = (repo.registry.clone(), repo.repository.clone());
+    blocking(move || sources::record(&record_store, &registry, &repository, &all)).await?;
+    Ok(digest)
+}

@@ -34,7 +34,7 @@ fn read(store: &Store) -> Sources {
 }
 
 /// The `registry/repository`s known to hold `digest`.
-pub(crate) fn sources_of(store: &Store, digest: &Digest) -> Vec<String> {
+pub fn sources_of(store: &Store, digest: &Digest) -> Vec<String> {
     read(store)
         .remove(&digest.to_string())
         .map(|set| set.into_iter().collect())
@@ -42,12 +42,7 @@ pub(crate) fn sources_of(store: &Store, digest: &Digest) -> Vec<String> {
 }
 
 /// Records that `registry/repository` holds every blob in `digests`.
-pub(crate) fn record(
-    store: &Store,
-    registry: &str,
-    repository: &str,
-    digests: &[Digest],
-) -> Result<()> {
+pub fn record(store: &Store, registry: &str, repository: &str, digests: &[Digest]) -> Result<()> {
     let dir = dir(store);
     fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
     let lock_path = dir.join(LOCK);

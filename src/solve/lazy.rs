@@ -97,8 +97,12 @@ impl LazyLayer {
                         size,
                     } => {
                         fetch(shared, blob, *size).await?;
-                        let (store, parent, diff_id, blob) =
-                            (shared.store.clone(), parent.clone(), diff_id.clone(), blob.clone());
+                        let (store, parent, diff_id, blob) = (
+                            shared.store.clone(),
+                            parent.clone(),
+                            diff_id.clone(),
+                            blob.clone(),
+                        );
                         blocking(move || {
                             crate::image::unpack_one(&store, parent.as_ref(), &diff_id, &blob)
                         })
@@ -164,9 +168,10 @@ async fn make_step(shared: &Arc<Shared>, record: &Arc<ImportedRecord>) -> Result
         return Ok(());
     }
     if let Some(layer) = &record.layer {
-        let digest: Digest = layer.blob.digest.parse().map_err(|e| {
-            SolveError::Pull(format!("imported cache record {key}: {e}").into())
-        })?;
+        let digest: Digest =
+            layer.blob.digest.parse().map_err(|e| {
+                SolveError::Pull(format!("imported cache record {key}: {e}").into())
+            })?;
         fetch(shared, &digest, layer.blob.size).await?;
     }
     let (shared2, record2) = (shared.clone(), record.clone());

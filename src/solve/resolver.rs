@@ -5,8 +5,11 @@ use crate::oci::{Digest, Reference};
 use crate::plan::{History, ImageConfig, ImageResolver, Platform, ResolveError, ResolvedImage};
 use crate::store::Store;
 
-/// Pulls `reference` into the store (the CLI supplies one that talks to registries).
-pub type Puller<'a> = Box<dyn FnMut(&Reference, &Platform) -> Result<(), PullError> + 'a>;
+/// Pulls `reference` into the store (the CLI supplies one that talks to registries). It
+/// either tags the image (`None`), or stores its manifest untagged, layers left in the
+/// registry, and returns the manifest's digest.
+pub type Puller<'a> =
+    Box<dyn FnMut(&Reference, &Platform) -> Result<Option<Digest>, PullError> + 'a>;
 
 /// An [`ImageResolver`] over the image store: a name already stored is used as is; a
 /// missing one is pulled with `puller` (none: an error saying how to get it).
@@ -37,7 +40,16 @@ impl<'a> StoreResolver<'a> {
             return Ok(None);
         };
         let digest = Digest::from_oci(descriptor.digest())?;
-        let image = self.store.image(&digest)?;
+        self.manifest(reference, &digest).map(Some)
+    }
+
+    /// The stored image whose manifest is `digest`, as `reference`.
+    fn manifest(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+    ) -> Result<ResolvedImage, SolveError> {
+        let image = self.store.image(digest)?;
         let raw = self.store.read_blob(&image.config_digest)?;
         let json: serde_json::Value =
             serde_json::from_slice(&raw).map_err(SolveError::ConfigBlob)?;
@@ -60,7 +72,7 @@ impl<'a> StoreResolver<'a> {
             .transpose()
             .map_err(|e| field("history", e))?
             .unwrap_or_default();
-        Ok(Some(ResolvedImage {
+        Ok(ResolvedImage {
             reference_normalised: reference.to_string(),
             manifest_digest: image.manifest_digest.to_string(),
             config,
@@ -70,7 +82,7 @@ impl<'a> StoreResolver<'a> {
                 .get("author")
                 .and_then(|a| a.as_str())
                 .map(str::to_string),
-        }))
+        })
     }
 
     /// The stored image `reference` names, pulled first when missing (or with `--pull`).
@@ -89,7 +101,9 @@ impl<'a> StoreResolver<'a> {
         }
         match &mut self.puller {
             Some(pull) => {
-                pull(&parsed, platform).map_err(SolveError::Pull)?;
+                if let Some(manifest) = pull(&parsed, platform).map_err(SolveError::Pull)? {
+                    return self.manifest(&parsed, &manifest);
+                }
                 self.stored(&parsed)?.ok_or_else(|| SolveError::NotPulled {
                     reference: parsed.to_string(),
                 })

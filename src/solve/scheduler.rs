@@ -10,6 +10,7 @@ use petgraph::graph::NodeIndex;
 use tokio::sync::{Semaphore, SemaphorePermit, watch};
 use tokio::task::JoinSet;
 
+use super::lazy::{self, LazyLayer};
 use super::step::Task;
 use super::{NodeResult, OnDone, Result, Shared, SolveError, SolveOptions, Solved, blocking};
 use crate::cache::{CacheIndex, StepIdentity};
@@ -93,6 +94,31 @@ impl Solver {
         let solved = outcome?;
         committed?;
         Ok(solved)
+    }
+
+    /// Makes the files of `layers` that do not exist yet (an output needs them after the
+    /// solve) and records what that made in the cache index.
+    pub async fn materialize(&self, layers: &[Arc<LazyLayer>]) -> Result<()> {
+        let made = lazy::materialize(&self.shared, layers).await;
+        let puts = std::mem::take(
+            &mut *self
+                .shared
+                .puts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if !puts.is_empty() {
+            let cache = self.shared.cache.clone();
+            blocking(move || {
+                let mut batch = cache.batch();
+                for (key, record, identity) in puts {
+                    batch.put(key, record, identity);
+                }
+                batch.commit()
+            })
+            .await??;
+        }
+        made
     }
 
     async fn schedule(&self, plan: &Plan) -> Result<Solved> {

@@ -65,7 +65,9 @@ fn pairs(flag: &str, spec: &str) -> Result<Vec<(String, String)>, BuildError> {
     spec.split(',')
         .filter(|part| !part.trim().is_empty())
         .map(|part| {
-            let (k, v) = part.split_once('=').ok_or_else(|| usage(flag, spec, format!("{part:?} is not key=value")))?;
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| usage(flag, spec, format!("{part:?} is not key=value")))?;
             Ok((k.trim().to_ascii_lowercase(), v.trim().to_string()))
         })
         .collect()
@@ -87,7 +89,11 @@ fn bool_value(flag: &str, spec: &str, key: &str, value: &str) -> Result<bool, Bu
     match value {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(usage(flag, spec, format!("{key}={value}: not true or false"))),
+        _ => Err(usage(
+            flag,
+            spec,
+            format!("{key}={value}: not true or false"),
+        )),
     }
 }
 
@@ -118,7 +124,9 @@ impl CacheExport {
                     export.mode = match value.as_str() {
                         "min" => CacheMode::Min,
                         "max" => CacheMode::Max,
-                        _ => return Err(usage(FLAG, spec, format!("mode={value}: not min or max"))),
+                        _ => {
+                            return Err(usage(FLAG, spec, format!("mode={value}: not min or max")));
+                        }
                     }
                 }
                 "compression" => {
@@ -137,7 +145,11 @@ impl CacheExport {
                 }
                 "compression-level" => {
                     let level = value.parse::<i32>().map_err(|_| {
-                        usage(FLAG, spec, format!("compression-level={value}: not a number"))
+                        usage(
+                            FLAG,
+                            spec,
+                            format!("compression-level={value}: not a number"),
+                        )
                     })?;
                     export.compression_level = Some(level);
                 }
@@ -165,7 +177,11 @@ impl CacheExport {
             }
         };
         if export.target == CacheTarget::Inline && export.mode == CacheMode::Max {
-            return Err(usage(FLAG, spec, "an inline cache holds the image's own steps only (mode=min)".into()));
+            return Err(usage(
+                FLAG,
+                spec,
+                "an inline cache holds the image's own steps only (mode=min)".into(),
+            ));
         }
         Ok(export)
     }
@@ -198,9 +214,11 @@ impl CacheImport {
             }
         }
         match kind {
-            "registry" => Ok(CacheImport::Registry(
-                reference_value.ok_or_else(|| usage(FLAG, spec, "type=registry needs ref=".into()))?,
-            )),
+            "registry" => {
+                Ok(CacheImport::Registry(reference_value.ok_or_else(|| {
+                    usage(FLAG, spec, "type=registry needs ref=".into())
+                })?))
+            }
             "local" => Ok(CacheImport::Local {
                 dir: src.ok_or_else(|| usage(FLAG, spec, "type=local needs src=".into()))?,
                 tag,
@@ -220,14 +238,22 @@ mod tests {
 
     #[test]
     fn exports() {
-        let export = CacheExport::parse("type=registry,ref=127.0.0.1:5000/app:cache,mode=max").unwrap();
+        let export =
+            CacheExport::parse("type=registry,ref=127.0.0.1:5000/app:cache,mode=max").unwrap();
         assert_eq!(export.mode, CacheMode::Max);
-        assert!(matches!(export.target, CacheTarget::Registry(ref r) if r.to_string() == "127.0.0.1:5000/app:cache"));
-        let export = CacheExport::parse("type=local,dest=/tmp/c,compression=zstd,ignore-error=true").unwrap();
+        assert!(
+            matches!(export.target, CacheTarget::Registry(ref r) if r.to_string() == "127.0.0.1:5000/app:cache")
+        );
+        let export =
+            CacheExport::parse("type=local,dest=/tmp/c,compression=zstd,ignore-error=true")
+                .unwrap();
         assert_eq!(export.target, CacheTarget::Local("/tmp/c".into()));
         assert_eq!(export.compression, CacheCompression::Zstd);
         assert!(export.ignore_error);
-        assert_eq!(CacheExport::parse("type=inline").unwrap().target, CacheTarget::Inline);
+        assert_eq!(
+            CacheExport::parse("type=inline").unwrap().target,
+            CacheTarget::Inline
+        );
         for bad in [
             "ref=x",
             "type=gha",
@@ -248,13 +274,27 @@ mod tests {
 
     #[test]
     fn imports() {
-        assert!(matches!(CacheImport::parse("127.0.0.1:5000/app:cache").unwrap(), CacheImport::Registry(_)));
-        assert!(matches!(CacheImport::parse("type=registry,ref=app").unwrap(), CacheImport::Registry(_)));
+        assert!(matches!(
+            CacheImport::parse("127.0.0.1:5000/app:cache").unwrap(),
+            CacheImport::Registry(_)
+        ));
+        assert!(matches!(
+            CacheImport::parse("type=registry,ref=app").unwrap(),
+            CacheImport::Registry(_)
+        ));
         assert_eq!(
             CacheImport::parse("type=local,src=/c,tag=v1").unwrap(),
-            CacheImport::Local { dir: "/c".into(), tag: "v1".into() }
+            CacheImport::Local {
+                dir: "/c".into(),
+                tag: "v1".into()
+            }
         );
-        for bad in ["type=local", "type=s3,ref=x", "type=registry", "type=local,src=/c,x=1"] {
+        for bad in [
+            "type=local",
+            "type=s3,ref=x",
+            "type=registry",
+            "type=local,src=/c,x=1",
+        ] {
             assert!(CacheImport::parse(bad).unwrap_err().is_usage(), "{bad}");
         }
     }

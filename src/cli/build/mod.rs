@@ -16,7 +16,10 @@ use super::EXIT_USAGE;
 use super::diagnostic::render;
 use super::image::GlobalArgs;
 use super::progress::{self, ProgressMode};
-use crate::build::{Build, BuildError, BuildOutcome, BuildRequest, ParsedDockerfile, Severity};
+use crate::build::{
+    Build, BuildError, BuildOutcome, BuildRequest, CacheExport, CacheImport, ParsedDockerfile,
+    Severity,
+};
 use crate::oci::Reference;
 use crate::plan::Platform;
 use crate::progress::Clock;
@@ -103,6 +106,16 @@ pub struct BuildArgs {
     /// The platform to build for; only this machine's is supported so far.
     #[arg(long = "platform", value_name = "OS/ARCH")]
     platform: Option<String>,
+
+    /// Import a build cache: REF, type=registry,ref=REF or type=local,src=DIR (repeatable;
+    /// tried in order). Layers are fetched only when a step or output needs them.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
+
+    /// Export the build cache: type=registry,ref=REF, type=local,dest=DIR or type=inline,
+    /// with mode=min|max, compression=…, ignore-error=true (repeatable).
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
 }
 
 /// Front-end methods, named as in `docker buildx build --call`.
@@ -276,6 +289,8 @@ fn request(
         ssh: options::parse_ssh(&args.ssh)?,
         platform,
         jobs: args.jobs,
+        cache_from: options::cache_specs(&args.cache_from, CacheImport::parse)?,
+        cache_to: options::cache_specs(&args.cache_to, CacheExport::parse)?,
     })
 }
 

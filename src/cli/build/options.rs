@@ -105,6 +105,17 @@ pub(super) fn parse_ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, Pat
 }
 
 /// A usage error (exit status 2).
+/// `--cache-from`/`--cache-to` specs, parsed by `parse`; a bad one is a usage error.
+pub(super) fn cache_specs<T>(
+    specs: &[String],
+    parse: impl Fn(&str) -> Result<T, crate::build::BuildError>,
+) -> anyhow::Result<Vec<T>> {
+    specs
+        .iter()
+        .map(|spec| parse(spec).map_err(|e| usage(e.to_string())))
+        .collect()
+}
+
 fn usage(message: String) -> anyhow::Error {
     anyhow::Error::new(UsageError(message))
 }

@@ -1,0 +1,341 @@
+//! `--cache-to`: the records of the build's steps and their layer blobs, to a registry or
+//! an OCI layout directory (an inline cache is written by the image exporter instead:
+//! [`inline_records`]).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use petgraph::graph::NodeIndex;
+use serde_json::json;
+
+use super::spec::{CacheCompression, CacheExport, CacheMode, CacheTarget};
+use super::{BoxError, Fetcher, layout_blob};
+use crate::build::BuildError;
+use crate::cache::remote::{self, CacheConfig, RemoteRecord, RemoteStep};
+use crate::cache::{self, BlobRef, CacheIndex, Explain};
+use crate::oci::{Digest, media_type};
+use crate::plan::{Definition, Plan};
+use crate::registry::{Client, RegistryRef};
+use crate::solve::{NodeResult, Solved};
+use crate::store::Store;
+
+/// What an export reads: the build's plan and results, and where their blobs are.
+pub(in crate::build) struct Source<'a> {
+    pub store: &'a Store,
+    pub cache: &'a CacheIndex,
+    pub client: &'a Client,
+    pub fetcher: &'a Fetcher,
+    pub plan: &'a Plan,
+    pub solved: &'a Solved,
+    pub epoch: Option<u64>,
+    /// The Dockerfile's name in its context.
+    pub dockerfile: &'a str,
+}
+
+/// Exports the cache `spec` describes (registry or local; inline is the image's).
+pub(in crate::build) async fn export(
+    source: &Source<'_>,
+    spec: &CacheExport,
+) -> Result<(), BoxError> {
+    let nodes = steps(source.plan, source.solved, spec.mode);
+    let (config, blobs) = records(source, &nodes, spec).await?;
+    let config_bytes = serde_json::to_vec(&config)?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_MANIFEST,
+        "config": {
+            "mediaType": remote::CONFIG_MEDIA_TYPE,
+            "digest": Digest::of(&config_bytes).to_string(),
+            "size": config_bytes.len(),
+        },
+        "layers": blobs.iter().map(|b| json!({
+            "mediaType": b.media_type,
+            "digest": b.digest,
+            "size": b.size,
+        })).collect::<Vec<_>>(),
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest)?;
+    match &spec.target {
+        CacheTarget::Registry(reference) => {
+            let target = RegistryRef::from(reference);
+            let store = source.store.clone();
+            let config_digest = {
+                let bytes = config_bytes.clone();
+                tokio::task::spawn_blocking(move || store.write_blob(&bytes)).await??
+            };
+            let mut all = Vec::with_capacity(blobs.len() + 1);
+            for blob in &blobs {
+                let digest: Digest = blob.digest.parse()?;
+                bring_unless_mountable(source, &target, &digest, blob.size).await?;
+                all.push((digest, blob.size));
+            }
+            all.push((config_digest, config_bytes.len() as u64));
+            crate::image::push_artifact(
+                source.store,
+                source.client,
+                &target,
+                &all,
+                media_type::OCI_MANIFEST,
+                &manifest_bytes,
+            )
+            .await?;
+        }
+        CacheTarget::Local(dir) => {
+            for blob in &blobs {
+                let digest: Digest = blob.digest.parse()?;
+                source.fetcher.fetch_into_store(&digest, blob.size).await?;
+            }
+            let (store, dir, tag) = (source.store.clone(), dir.clone(), spec.tag.clone());
+            tokio::task::spawn_blocking(move || {
+                write_layout(&store, &dir, &tag, &blobs, &config_bytes, &manifest_bytes)
+            })
+            .await??;
+        }
+        CacheTarget::Inline => {}
+    }
+    Ok(())
+}
+
+/// A blob the target registry can neither have nor mount (no repository of that registry
+/// is known to hold it) must be uploaded, so it must be in the store.
+async fn bring_unless_mountable(
+    source: &Source<'_>,
+    target: &RegistryRef,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), BoxError> {
+    if source.store.has_blob(digest) {
+        return Ok(());
+    }
+    let prefix = format!("{}/", target.registry);
+    let (store, wanted) = (source.store.clone(), digest.clone());
+    let sources =
+        tokio::task::spawn_blocking(move || crate::image::sources_of(&store, &wanted)).await?;
+    if sources.iter().any(|s| s.starts_with(&prefix)) {
+        return Ok(());
+    }
+    source.fetcher.fetch_into_store(digest, size).await
+}
+
+/// The steps an export carries, in plan order: the image's (min) or every step that ran
+/// or was cached (max).
+fn steps(plan: &Plan, solved: &Solved, mode: CacheMode) -> Vec<NodeIndex> {
+    match mode {
+        CacheMode::Min => plan.image.layers.iter().map(|l| l.node).collect(),
+        CacheMode::Max => {
+            let mut nodes: Vec<NodeIndex> = solved
+                .results
+                .keys()
+                .copied()
+                .filter(|n| {
+                    matches!(
+                        plan.graph[*n].definition,
+                        Definition::Exec(_) | Definition::File(_)
+                    )
+                })
+                .collect();
+            nodes.sort();
+            nodes
+        }
+    }
+}
+
+/// The records of `nodes` and the layer blobs they name (each once, compressed as asked
+/// unless it already is).
+async fn records(
+    source: &Source<'_>,
+    nodes: &[NodeIndex],
+    spec: &CacheExport,
+) -> Result<(CacheConfig, Vec<BlobRef>), BoxError> {
+    let mut config = CacheConfig::new();
+    let mut blobs: Vec<BlobRef> = Vec::new();
+    let mut index_of: HashMap<String, usize> = HashMap::new();
+    for node in nodes {
+        let Some(result) = source.solved.results.get(node) else {
+            continue;
+        };
+        let (mut record, inputs) = record_of(source, result)?;
+        if !result.empty {
+            let (diff_id, blob, epoch) = layer_of(source, result, spec).await?;
+            let index = *index_of.entry(blob.digest.clone()).or_insert_with(|| {
+                blobs.push(blob.clone());
+                blobs.len() - 1
+            });
+            record.layer = Some(index);
+            record.diff_id = Some(diff_id);
+            record.epoch = epoch;
+        }
+        config.push(record, &inputs);
+    }
+    Ok((config, blobs))
+}
+
+/// A step's record without its layer, and what went into its key.
+fn record_of(
+    source: &Source<'_>,
+    result: &NodeResult,
+) -> Result<(RemoteRecord, Explain), BoxError> {
+    let inputs = match &result.imported {
+        Some(imported) => imported.inputs.clone(),
+        None => source
+            .cache
+            .get_with_files(&result.key)?
+            .map(|r| r.inputs)
+            .unwrap_or_default(),
+    };
+    let step = match (&result.imported, &result.identity) {
+        (Some(imported), _) if imported.step.is_some() => imported.step.clone(),
+        (_, Some(identity)) => Some(RemoteStep {
+            dockerfile: source.dockerfile.to_string(),
+            stage: identity.stage.clone(),
+            step: identity.step,
+        }),
+        _ => None,
+    };
+    let record = RemoteRecord {
+        key: result.key.clone(),
+        created_at: result.created_at,
+        empty: result.empty,
+        step,
+        ..RemoteRecord::default()
+    };
+    Ok((record, inputs))
+}
+
+/// The layer blob of a step: the imported one as it is, or the local layer's tar (written
+/// now when no earlier export wrote it) compressed as `spec` asks.
+async fn layer_of(
+    source: &Source<'_>,
+    result: &NodeResult,
+    spec: &CacheExport,
+) -> Result<(String, BlobRef, Option<u64>), BoxError> {
+    if let Some(layer) = result.imported.as_ref().and_then(|i| i.layer.clone())
+        && !result.layer_exists()
+    {
+        return Ok((layer.diff_id, layer.blob, layer.epoch));
+    }
+    let dir = result
+        .layer
+        .clone()
+        .ok_or_else(|| format!("step {} has no layer", result.key))?;
+    let (store, key, epoch) = (source.store.clone(), result.key.clone(), source.epoch);
+    let blob_key = cache::layer_blob_key(&key, epoch);
+    let remembered = source.cache.get(&blob_key)?.and_then(|record| {
+        let blob = record.result.blob?;
+        let diff_id = record.result.diff_id?;
+        let digest: Digest = blob.digest.parse().ok()?;
+        store.has_blob(&digest).then_some((diff_id, blob))
+    });
+    let compression = spec.compression;
+    let made = tokio::task::spawn_blocking(move || -> Result<(String, BlobRef), BoxError> {
+        let (diff_id, blob) = match remembered {
+            Some(found) => found,
+            None => crate::export::write_layer(&store, &dir, epoch)?,
+        };
+        Ok((diff_id, compressed(&store, blob, compression)?))
+    })
+    .await??;
+    Ok((made.0, made.1, epoch))
+}
+
+/// `blob` as the export sends it: an uncompressed layer compressed (once, remembered),
+/// a compressed one as it is.
+fn compressed(
+    store: &Store,
+    blob: BlobRef,
+    compression: CacheCompression,
+) -> Result<BlobRef, BoxError> {
+    if blob.media_type != media_type::OCI_LAYER {
+        return Ok(blob);
+    }
+    match compression {
+        CacheCompression::Uncompressed => Ok(blob),
+        CacheCompression::Gzip | CacheCompression::Zstd => {
+            let (digest, size) = crate::image::compress::gzip_layer(store, &blob.digest.parse()?)?;
+            Ok(BlobRef {
+                digest: digest.to_string(),
+                size,
+                media_type: media_type::OCI_LAYER_GZIP.to_string(),
+            })
+        }
+    }
+}
+
+/// Writes an OCI layout at `dir` (created when missing) holding the cache manifest under
+/// `tag`, copying the blobs it lacks from the store.
+fn write_layout(
+    store: &Store,
+    dir: &Path,
+    tag: &str,
+    blobs: &[BlobRef],
+    config: &[u8],
+    manifest: &[u8],
+) -> Result<(), BoxError> {
+    let sha = dir.join("blobs").join("sha256");
+    std::fs::create_dir_all(&sha).map_err(|e| format!("{}: {e}", sha.display()))?;
+    let write = |name: &Path, bytes: &[u8]| -> Result<(), BoxError> {
+        crate::store::write_atomic(name, bytes)?;
+        Ok(())
+    };
+    write(
+        &dir.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    for blob in blobs {
+        let digest: Digest = blob.digest.parse()?;
+        let to = layout_blob(dir, &digest);
+        if to.exists() {
+            continue;
+        }
+        let from = store.blob_path(&digest);
+        let temp = to.with_extension("tmp");
+        std::fs::copy(&from, &temp)
+            .map_err(|e| format!("copying {} to {}: {e}", from.display(), temp.display()))?;
+        std::fs::rename(&temp, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+    }
+    let config_digest = Digest::of(config);
+    write(&layout_blob(dir, &config_digest), config)?;
+    let manifest_digest = Digest::of(manifest);
+    write(&layout_blob(dir, &manifest_digest), manifest)?;
+    let index_path = dir.join("index.json");
+    let mut index: serde_json::Value = std::fs::read(&index_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| json!({ "schemaVersion": 2, "manifests": [] }));
+    let entry = json!({
+        "mediaType": media_type::OCI_MANIFEST,
+        "digest": manifest_digest.to_string(),
+        "size": manifest.len(),
+        "annotations": { "org.opencontainers.image.ref.name": tag },
+    });
+    let manifests = index
+        .get_mut("manifests")
+        .and_then(serde_json::Value::as_array_mut)
+        .ok_or("index.json has no manifests array")?;
+    manifests.retain(|m| {
+        m.pointer("/annotations/org.opencontainers.image.ref.name")
+            .and_then(serde_json::Value::as_str)
+            != Some(tag)
+    });
+    manifests.push(entry);
+    write(&index_path, &serde_json::to_vec_pretty(&index)?)?;
+    Ok(())
+}
+
+/// The records an inline cache carries (the image's steps), without layer indices: the
+/// image exporter fills them in from the layers it keeps.
+pub(in crate::build) fn inline_records(source: &Source<'_>) -> Result<CacheConfig, BuildError> {
+    let mut config = CacheConfig::new();
+    for node in steps(source.plan, source.solved, CacheMode::Min) {
+        let Some(result) = source.solved.results.get(&node) else {
+            continue;
+        };
+        let (record, inputs) =
+            record_of(source, result).map_err(|source| BuildError::CacheExport {
+                target: "the image (inline)".into(),
+                source,
+            })?;
+        config.push(record, &inputs);
+    }
+    Ok(config)
+}
