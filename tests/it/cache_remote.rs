@@ -465,6 +465,52 @@ fn min_exports_the_image_steps_and_max_every_stage() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Compression
+
+#[test]
+fn zstd_cache_layers_are_read_back() {
+    let Some(fx) = Fixture::new() else { return };
+    let files = app_files(&fx.base());
+    let cache = fx.name("app:zstd");
+    let a = Runner::new(&files);
+    a.build_ok(&[
+        "-t",
+        "app",
+        "--cache-to",
+        &format!("type=registry,ref={cache},mode=max,compression=zstd"),
+    ]);
+    drop(a);
+    let (manifest, _) = remote_manifest(&cache);
+    let media_types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| layer["mediaType"].as_str().unwrap())
+        .collect();
+    assert!(!media_types.is_empty(), "{manifest}");
+    assert!(
+        media_types
+            .iter()
+            .all(|media_type| *media_type == "application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{media_types:?}"
+    );
+
+    // A step on top of the imported steps runs on their (zstd) layers.
+    let mut more = files.clone();
+    let dockerfile = format!(
+        "{}RUN test \"$(cat /app/bin/tool)\" = built && grep -q 'main v1' /combined\n",
+        files["Dockerfile"]
+    );
+    more.insert("Dockerfile", dockerfile);
+    let b = Runner::new(&more);
+    let log = b.build_ok(&["-t", "app", "--cache-from", &cache]);
+    let outcomes = steps(&log);
+    let ran: Vec<_> = outcomes.iter().filter(|(_, o)| !o.cached).collect();
+    assert_eq!(ran.len(), 1, "only the new step runs: {ran:#?}\n{log}");
+    assert!(ran[0].0.contains("RUN test"), "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // A local (OCI layout) cache
 
 /// Every blob a manifest names is in the layout `dir`, with the bytes its digest says.
@@ -599,17 +645,21 @@ fn failed_export_fails_the_build_after_the_image_is_stored() {
 }
 
 #[test]
-fn unreachable_cache_source_is_a_warning() {
+fn unreachable_cache_source_is_a_warning_and_the_next_source_is_tried() {
     let Some(fx) = Fixture::new() else { return };
     let base = fx.base();
     let files = BTreeMap::from([("Dockerfile", format!("FROM {base}\nRUN echo hi > /hi\n"))]);
-    let nowhere = format!("127.0.0.1:{}", registry::free_port());
-    let runner = Runner::new(&files);
-    let out = runner.build(&[
+    let nowhere = format!("127.0.0.1:{}/app:cache", registry::free_port());
+    let cache = fx.name("app:cache");
+
+    let a = Runner::new(&files);
+    let out = a.build(&[
         "-t",
         "app",
         "--cache-from",
-        &format!("type=registry,ref={nowhere}/app:cache"),
+        &format!("type=registry,ref={nowhere}"),
+        "--cache-to",
+        &format!("type=registry,ref={cache}"),
     ]);
     let err = stderr(&out);
     assert!(
@@ -621,4 +671,21 @@ fn unreachable_cache_source_is_a_warning() {
         "the warning names the source:\n{err}"
     );
     assert!(!step(&steps(&err), "RUN echo hi").cached, "{err}");
+    drop(a);
+
+    // Sources are tried in order: the unreachable one, then the cache A exported.
+    let b = Runner::new(&files);
+    let log = b.build_ok(&[
+        "-t",
+        "app",
+        "--cache-from",
+        &nowhere,
+        "--cache-from",
+        &cache,
+    ]);
+    assert!(
+        log.contains(&nowhere),
+        "the warning names the source:\n{log}"
+    );
+    assert_all_cached(&log);
 }
