@@ -409,6 +409,22 @@ fn fresh_runners_share_a_registry_cache() {
         new_image_layers.is_subset(&uploaded),
         "runner C's new layers were not uploaded: {new_image_layers:?} vs {uploaded:?}"
     );
+    // Lazy: the only layers fetched are the lower filesystem of the first step that ran
+    // (the base and the COPY --from layer under the COPY of the context).
+    let lower: BTreeSet<String> = manifest_a["layers"].as_array().unwrap()[..2]
+        .iter()
+        .map(|layer| layer["digest"].as_str().unwrap().to_string())
+        .collect();
+    let fetched: BTreeSet<String> = downloads_of(&during_c, &known_layers)
+        .iter()
+        .filter_map(|access| access.downloaded_blob())
+        .map(str::to_string)
+        .collect();
+    assert!(
+        fetched.is_subset(&lower),
+        "runner C downloaded layers no step that ran needed: {:?}",
+        fetched.difference(&lower).collect::<Vec<_>>()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
