@@ -558,6 +558,14 @@ fn local_cache_directory_is_an_oci_layout_another_root_hits() {
     drop(a);
     let (cache, _) = manifest(&format!("oci:{}:latest", dest.display()));
     assert_eq!(cache["schemaVersion"], 2, "{cache}");
+    assert_eq!(
+        cache["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{cache}"
+    );
+    assert_eq!(
+        cache["config"]["mediaType"], "application/vnd.kiln.cache.config.v1+json",
+        "{cache}"
+    );
     assert_blobs_in_layout(&dest, &cache);
 
     let b = Runner::new(&files);
@@ -668,12 +676,18 @@ fn unreachable_cache_source_is_a_warning_and_the_next_source_is_tried() {
     let nowhere = format!("127.0.0.1:{}/app:cache", registry::free_port());
     let cache = fx.name("app:cache");
 
+    // Unreachable, missing, and an image that holds no cache: warnings, not failures.
+    let missing = fx.name("app:absent");
     let a = Runner::new(&files);
     let out = a.build(&[
         "-t",
         "app",
         "--cache-from",
         &format!("type=registry,ref={nowhere}"),
+        "--cache-from",
+        &missing,
+        "--cache-from",
+        &base,
         "--cache-to",
         &format!("type=registry,ref={cache}"),
     ]);
@@ -684,6 +698,10 @@ fn unreachable_cache_source_is_a_warning_and_the_next_source_is_tried() {
     );
     assert!(
         err.contains(&nowhere),
+        "the warning names the source:\n{err}"
+    );
+    assert!(
+        err.contains(&missing),
         "the warning names the source:\n{err}"
     );
     assert!(!step(&steps(&err), "RUN echo hi").cached, "{err}");
