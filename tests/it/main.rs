@@ -8,6 +8,7 @@ mod harness;
 
 mod build;
 mod cache;
+mod cache_remote;
 mod cli;
 mod container;
 mod fileop;

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,65 @@ pub const PASSWORD: &str = "s3cret-pass";
 pub struct TestRegistry {
     /// `127.0.0.1:<port>`
     pub addr: String,
+    /// Its config, storage (`data/`) and access log (`log`).
+    dir: PathBuf,
     child: Mutex<Child>,
+}
+
+/// One line of a registry's access log (Apache combined format).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub method: String,
+    /// Path with query, e.g. `/v2/app/blobs/sha256:…`.
+    pub path: String,
+    pub status: u16,
+    /// Bytes of the response body.
+    pub bytes: u64,
+}
+
+impl Access {
+    /// The digest of the blob this request downloaded (a `GET …/blobs/D` answered 200).
+    pub fn downloaded_blob(&self) -> Option<&str> {
+        if self.method != "GET" || self.status != 200 {
+            return None;
+        }
+        Some(self.path.rsplit_once("/blobs/")?.1)
+    }
+
+    /// The request that completes a blob upload (a `PUT …/blobs/uploads/…?…digest=…`, or a
+    /// monolithic `POST …/blobs/uploads/?digest=…`): the digest uploaded, if it is one.
+    /// Cross-repository mounts (`?mount=`) upload nothing and are not counted.
+    pub fn uploaded_blob(&self) -> Option<String> {
+        if !(self.status == 201 && self.path.contains("/blobs/uploads/")) {
+            return None;
+        }
+        if !(self.method == "PUT" || self.method == "POST") || self.path.contains("mount=") {
+            return None;
+        }
+        let query = self.path.split_once('?')?.1;
+        let digest = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("digest="))?;
+        Some(digest.replace("%3A", ":").replace("%3a", ":"))
+    }
+}
+
+/// The access line `line`, if it is one (the log also holds the registry's own messages).
+fn parse_access(line: &str) -> Option<Access> {
+    let (_, rest) = line.split_once("] \"")?;
+    let (request, rest) = rest.split_once('"')?;
+    let mut request = request.split(' ');
+    let method = request.next()?.to_string();
+    let path = request.next()?.to_string();
+    let mut numbers = rest.split_whitespace();
+    let status = numbers.next()?.parse().ok()?;
+    let bytes = numbers.next()?.parse().unwrap_or(0);
+    Some(Access {
+        method,
+        path,
+        status,
+        bytes,
+    })
 }
 
 impl Drop for TestRegistry {
@@ -97,6 +156,7 @@ kill $r 2>/dev/null; wait $r; rm -rf "$3"
             .expect("spawn docker-registry");
         let reg = TestRegistry {
             addr: addr.clone(),
+            dir: dir.clone(),
             child: Mutex::new(child),
         };
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -108,6 +168,50 @@ kill $r 2>/dev/null; wait $r; rm -rf "$3"
         }
         let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
         panic!("docker-registry did not come up on {addr}: {log}");
+    }
+}
+
+impl TestRegistry {
+    /// A registry of the calling test's own (not shared): its access log holds only that
+    /// test's requests. `None` after [`super::skip`].
+    pub fn private() -> Option<TestRegistry> {
+        have(REGISTRY_BIN).then(|| TestRegistry::start(None))
+    }
+
+    /// The requests answered so far, in order. The registry writes a line just after it
+    /// answers, so this first sends a marker request of its own and waits for its line:
+    /// every request answered before it is then in the log too. Marker lines are left out.
+    pub fn requests(&self) -> Vec<Access> {
+        static MARKS: AtomicUsize = AtomicUsize::new(0);
+        let marker = format!("/v2/?settled={}", MARKS.fetch_add(1, Ordering::Relaxed));
+        let mut conn = TcpStream::connect(&self.addr).expect("connect to the registry");
+        write!(
+            conn,
+            "GET {marker} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all: Vec<Access> = std::fs::read_to_string(self.dir.join("log"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(parse_access)
+                .collect();
+            if all.iter().any(|access| access.path == marker) {
+                return all
+                    .into_iter()
+                    .filter(|access| !access.path.starts_with("/v2/?settled="))
+                    .collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the registry never logged {marker}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
