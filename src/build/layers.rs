@@ -8,7 +8,8 @@ use petgraph::graph::NodeIndex;
 
 use super::BuildError;
 use crate::export::{self, Blob, ExportError, LayerInput, RemoteLayer};
-use crate::plan::Plan;
+use crate::oci::Compression;
+use crate::plan::{Definition, Plan};
 use crate::solve::{Solved, Solver};
 use crate::store::Store;
 
@@ -33,24 +34,44 @@ impl EarlyLayers {
     }
 }
 
-/// Starts writing each image layer as soon as its step is done, on a blocking thread, so
-/// that a big COPY's layer is written while the steps after it run.
+/// What to make early, besides each image layer's tar.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Early {
+    /// Every step's layer, not only the image's (a `mode=max` cache export sends them).
+    pub all_steps: bool,
+    /// The compressed copies pushes and cache exports will send (compression, level).
+    pub compressions: Vec<(Compression, Option<i32>)>,
+}
+
+/// Starts writing each image layer (with `early.all_steps`, each step's) as soon as its
+/// step is done, on a blocking thread, so that a big COPY's layer is written (and
+/// compressed, when a push or a cache export will want that) while the steps after it run.
 pub(super) fn write_early(
     solver: &mut Solver,
     plan: &Plan,
     store: &Store,
     source_date_epoch: Option<u64>,
+    early: Early,
 ) -> EarlyLayers {
-    let layers: HashMap<NodeIndex, bool> = plan
-        .image
-        .layers
-        .iter()
-        .map(|layer| (layer.node, layer.skip_if_empty))
-        .collect();
-    let early = EarlyLayers::default();
-    let jobs = early.clone();
+    let mut layers: HashMap<NodeIndex, bool> = HashMap::new();
+    if early.all_steps {
+        for node in plan.graph.node_indices() {
+            if matches!(
+                plan.graph[node].definition,
+                Definition::Exec(_) | Definition::File(_)
+            ) {
+                layers.insert(node, true);
+            }
+        }
+    }
+    for layer in &plan.image.layers {
+        layers.insert(layer.node, layer.skip_if_empty);
+    }
+    let written = EarlyLayers::default();
+    let jobs = written.clone();
     let store = store.clone();
     let runtime = tokio::runtime::Handle::current();
+    let compressions = Arc::new(early.compressions);
     solver.on_done(Box::new(move |node, result| {
         let Some(&skip_if_empty) = layers.get(&node) else {
             return;
@@ -62,15 +83,29 @@ pub(super) fn write_early(
         let Some(dir) = result.layer.clone() else {
             return;
         };
-        let store = store.clone();
-        let job =
-            runtime.spawn_blocking(move || export::write_layer(&store, &dir, source_date_epoch));
+        let (store, compressions) = (store.clone(), compressions.clone());
+        let job = runtime.spawn_blocking(move || {
+            let written = export::write_layer(&store, &dir, source_date_epoch)?;
+            // Remembered on disk: the push or export that needs it finds it made.
+            if let (Ok(blob), Ok(diff_id)) = (written.1.digest.parse(), written.0.parse()) {
+                for (compression, level) in compressions.iter() {
+                    let _ = crate::image::compress::layer_twin(
+                        &store,
+                        &blob,
+                        &diff_id,
+                        *compression,
+                        *level,
+                    );
+                }
+            }
+            Ok(written)
+        });
         jobs.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((result.key.clone(), job));
     }));
-    early
+    written
 }
 
 /// The layer each of the image's layer steps made, in the image's order. A step an

@@ -17,7 +17,7 @@ mod layers;
 mod output;
 pub mod record;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -279,7 +279,13 @@ impl Build {
                     .map(|r| r.fetcher.clone() as Arc<dyn crate::solve::BlobFetcher>),
             },
         );
-        let early = layers::write_early(&mut solver, &plan, &self.store, request.source_date_epoch);
+        let early = layers::write_early(
+            &mut solver,
+            &plan,
+            &self.store,
+            request.source_date_epoch,
+            early_work(request, outputs),
+        );
         let forward = forward_cancel(cancel, solver.canceller());
         let solved = solver.solve(&plan).await;
         forward.abort();
@@ -298,6 +304,7 @@ impl Build {
         let vertex = sink.vertex(&clock, vertex_id, "exporting to image");
         // Layers started while the build ran are part of exporting.
         let written = early.collect().await;
+        let written_early = written.clone();
         let exported = async {
             let layers = layers::inputs(&plan, &solved, request.source_date_epoch)?;
             layers::materialize_unexported(&solver, &plan, &solved, &layers).await?;
@@ -308,9 +315,12 @@ impl Build {
                         .iter()
                         .any(|c| c.target == CacheTarget::Inline) =>
                 {
-                    Some(cache::export::inline_records(
-                        &self.cache_source(remote, &cache, &plan, &solved, request),
-                    )?)
+                    Some(cache::export::inline_records(&self.cache_source(
+                        remote,
+                        &cache,
+                        (&plan, &solved, &written_early),
+                        request,
+                    ))?)
                 }
                 _ => None,
             };
@@ -367,7 +377,8 @@ impl Build {
         )
         .await?;
         if let Some(remote) = &remote {
-            let source = self.cache_source(remote, &cache, &plan, &solved, request);
+            let source =
+                self.cache_source(remote, &cache, (&plan, &solved, &written_early), request);
             let first_vertex = vertex_id + 1 + outputs.len() as u64;
             self.export_caches(&source, request, sink, &clock, first_vertex)
                 .await?;
@@ -380,8 +391,11 @@ impl Build {
         &'a self,
         remote: &'a cache::Remote,
         cache: &'a CacheIndex,
-        plan: &'a crate::plan::Plan,
-        solved: &'a crate::solve::Solved,
+        (plan, solved, written): (
+            &'a crate::plan::Plan,
+            &'a crate::solve::Solved,
+            &'a HashMap<String, export::Blob>,
+        ),
         request: &'a BuildRequest,
     ) -> cache::export::Source<'a> {
         cache::export::Source {
@@ -391,6 +405,7 @@ impl Build {
             fetcher: &remote.fetcher,
             plan,
             solved,
+            written,
             epoch: request.source_date_epoch,
             dockerfile: &request.dockerfile_name,
         }
@@ -440,6 +455,33 @@ impl Build {
             }
         }
         Ok(())
+    }
+}
+
+/// What the early layer writer makes besides the image's layer tars: every step's layer
+/// for a `mode=max` cache export, and the compressed copies pushes and cache exports send.
+fn early_work(request: &BuildRequest, outputs: &[OutputSpec]) -> layers::Early {
+    let mut compressions = Vec::new();
+    for output in outputs {
+        if let OutputSpec::Image(image) = output
+            && image.push
+        {
+            compressions.push((image.layers.compression, image.layers.level));
+        }
+    }
+    for spec in &request.cache_to {
+        if spec.target != CacheTarget::Inline {
+            compressions.push((spec.compression, spec.compression_level));
+        }
+    }
+    compressions.retain(|(compression, _)| *compression != crate::oci::Compression::None);
+    compressions.dedup();
+    layers::Early {
+        all_steps: request
+            .cache_to
+            .iter()
+            .any(|spec| spec.mode == CacheMode::Max && spec.target != CacheTarget::Inline),
+        compressions,
     }
 }
 

@@ -12,7 +12,7 @@ use super::spec::{CacheExport, CacheMode, CacheTarget};
 use super::{BoxError, Fetcher, layout_blob};
 use crate::build::BuildError;
 use crate::cache::remote::{self, CacheConfig, RemoteRecord, RemoteStep};
-use crate::cache::{self, BlobRef, CacheIndex, Explain};
+use crate::cache::{self, BlobRef, CacheIndex, Explain, Record, ResultRef};
 use crate::oci::{Compression, Digest, media_type};
 use crate::plan::{Definition, Plan};
 use crate::registry::{Client, RegistryRef};
@@ -27,6 +27,8 @@ pub(in crate::build) struct Source<'a> {
     pub fetcher: &'a Fetcher,
     pub plan: &'a Plan,
     pub solved: &'a Solved,
+    /// Layer tars written while the build ran, by step key.
+    pub written: &'a HashMap<String, crate::export::Blob>,
     pub epoch: Option<u64>,
     /// The Dockerfile's name in its context.
     pub dockerfile: &'a str,
@@ -220,23 +222,38 @@ async fn layer_of(
         .ok_or_else(|| format!("step {} has no layer", result.key))?;
     let (store, key, epoch) = (source.store.clone(), result.key.clone(), source.epoch);
     let blob_key = cache::layer_blob_key(&key, epoch);
-    let remembered = source.cache.get(&blob_key)?.and_then(|record| {
-        let blob = record.result.blob?;
-        let diff_id = record.result.diff_id?;
-        let digest: Digest = blob.digest.parse().ok()?;
-        store.has_blob(&digest).then_some((diff_id, blob))
-    });
+    let remembered = match source.written.get(&key) {
+        Some(written) => Some(written.clone()),
+        None => source.cache.get(&blob_key)?.and_then(|record| {
+            let blob = record.result.blob?;
+            let diff_id = record.result.diff_id?;
+            let digest: Digest = blob.digest.parse().ok()?;
+            store.has_blob(&digest).then_some((diff_id, blob))
+        }),
+    };
+    let indexed = remembered.is_some() && !source.written.contains_key(&key);
     let spec = spec.clone();
-    let made = tokio::task::spawn_blocking(move || -> Result<(String, BlobRef), BoxError> {
-        let (diff_id, blob) = match remembered {
+    let (diff_id, tar, sent) = tokio::task::spawn_blocking(move || -> Result<_, BoxError> {
+        let (diff_id, tar) = match remembered {
             Some(found) => found,
             None => crate::export::write_layer(&store, &dir, epoch)?,
         };
-        let blob = compressed(&store, &diff_id, blob, &spec)?;
-        Ok((diff_id, blob))
+        let sent = compressed(&store, &diff_id, tar.clone(), &spec)?;
+        Ok((diff_id, tar, sent))
     })
     .await??;
-    Ok((made.0, made.1, epoch))
+    if !indexed {
+        // The next export of this step (a cache hit then) finds its tar.
+        let result = ResultRef {
+            diff_id: Some(diff_id.clone()),
+            blob: Some(tar.clone()),
+            ..ResultRef::default()
+        };
+        let inputs = Explain::new().with("step", key.clone());
+        let record = Record::new(result, inputs, tar.size);
+        source.cache.put(&blob_key, record, None)?;
+    }
+    Ok((diff_id, sent, epoch))
 }
 
 /// `blob` as the export sends it: an uncompressed layer compressed (once, remembered),
