@@ -7,10 +7,10 @@
 # --root, docker gets its images removed and its builder cache pruned; the context is
 # re-created each time (gen-context.sh into a new directory: new inodes, mtimes and path):
 #   A  cold build + push + cache export
-#        kiln:   build --cache-to type=registry,ref=R/app:cache,mode=max, pushed as R/app:a
+#        kiln:   build --cache-to type=registry,ref=R/app:cache,mode=max --push -t R/app:a
 #        docker: build --build-arg BUILDKIT_INLINE_CACHE=1, docker push R/app:a
 #   B  build with the cache + push
-#        kiln:   build --cache-from type=registry,ref=R/app:cache, pushed as R/app:b
+#        kiln:   build --cache-from type=registry,ref=R/app:cache --push -t R/app:b
 #        docker: build --cache-from R/app:a, docker push R/app:b
 #   C  as B after a one-line change of the case's late file, exporting again (as a CI job would)
 #        kiln:   --cache-from R/app:cache --cache-to type=registry,ref=R/app:cache,mode=max
@@ -38,8 +38,7 @@
 #   CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench} cargo build --release --locked).
 #   BENCH=/path/to/bench overrides /work/shared/bench.
 #   COLD_PAUSE=SECONDS after emptying docker's store (default 10; see e2e.sh's clean()).
-# kiln pushes with `build --push` when it has it, else `build -t` then `kiln push` (timed
-# together). Needs root, docker-registry, skopeo, curl, python3, GNU time, and the docker
+# Needs root, docker-registry, skopeo, curl, python3, GNU time, and the docker
 # peer from setup-peers.sh.
 set -uo pipefail
 export LC_ALL=C
@@ -71,7 +70,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 has_peer() { case " $PEERS " in *" $1 "*) return 0 ;; esac; return 1; }
 for p in $PEERS; do case $p in kiln|docker) ;; *) die "unknown peer $p" ;; esac; done
-KILN_PUSH=-
 if has_peer kiln; then
   if [ -z "${KILN:-}" ]; then
     log "building kiln (release)"
@@ -83,8 +81,7 @@ if has_peer kiln; then
   fi
   "$WORK/kiln" build --help >/dev/null 2>&1 || die "kiln binary does not run"
   "$WORK/kiln" build --help | grep -q -- '--cache-to' || die "this kiln has no --cache-to"
-  KILN_PUSH=separate
-  "$WORK/kiln" build --help | grep -qE -- '^ +--push' && KILN_PUSH=flag
+  "$WORK/kiln" build --help | grep -qE -- '^ +--push' || die "this kiln has no build --push"
 fi
 KILN_BIN=$WORK/kiln
 
@@ -106,7 +103,7 @@ mkdir -p "$(dirname "$OUT")"
 [ -s "$OUT" ] || echo "peer,case,run,scenario,secs,down_bytes,down_layer_bytes,up_bytes,cached_steps,rc" > "$OUT"
 LOGS=$WORK/logs; mkdir -p "$LOGS"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-log "cases: $CASES; runs: $RUNS; kiln pushes: $KILN_PUSH; load: $LOAD_BEFORE; work dir: $WORK"
+log "cases: $CASES; runs: $RUNS; load: $LOAD_BEFORE; work dir: $WORK"
 
 COLD_PAUSE=${COLD_PAUSE:-10}
 TRASH=$WORK/trash
@@ -200,12 +197,7 @@ scenario_cmd() {  # peer scenario ctx
       B)  cache=(--cache-from "type=registry,ref=$app:cache") ;;
       C)  cache=(--cache-from "type=registry,ref=$app:cache" --cache-to "type=registry,ref=$app:cache,mode=max") ;;
     esac
-    local build=("$KILN_BIN" --root "$WORK/root-kiln" build --progress plain "${cache[@]}" -t "$app:$tag")
-    if [ "$KILN_PUSH" = flag ]; then
-      CMD=("${build[@]}" --push "$ctx")
-    else
-      CMD=(bash -c '"${@:3}" "$1" && "${@:3:3}" push "$2"' push "$ctx" "$app:$tag" "${build[@]}")
-    fi
+    CMD=("$KILN_BIN" --root "$WORK/root-kiln" build --progress plain "${cache[@]}" -t "$app:$tag" --push "$ctx")
   else
     case $sc in
       A) cache=(--build-arg BUILDKIT_INLINE_CACHE=1) ;;
@@ -274,7 +266,7 @@ cell() {  # peer case scenario -> "secs | down KiB | layers KiB | up KiB | cache
 }
 
 echo
-echo "## kiln CI cache: $RUNS run(s), $(nproc) CPUs, load average before: $LOAD_BEFORE, after: $LOAD_AFTER; kiln pushes: $KILN_PUSH"
+echo "## kiln CI cache: $RUNS run(s), $(nproc) CPUs, load average before: $LOAD_BEFORE, after: $LOAD_AFTER"
 echo
 echo "Medians. KiB from the registry access log: down = all GET bodies, layers = layer blobs among them, up = blobs uploaded."
 echo
