@@ -123,6 +123,14 @@ pub fn export(
     }
     let (config_digest, config_size) =
         write_config(store, plan, history, diff_ids, inline.as_ref(), options)?;
+    // An image whose layers are not all here (imported steps, a base image never
+    // downloaded: a build that only pushes) is not kept: nothing local could use it.
+    let whole = descriptors.iter().all(|layer| {
+        layer["digest"]
+            .as_str()
+            .and_then(|d| d.parse::<Digest>().ok())
+            .is_some_and(|digest| store.has_blob(&digest))
+    });
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": media_type::OCI_MANIFEST,
@@ -143,7 +151,7 @@ pub fn export(
     for tag in &options.tags {
         store.tag(tag, &descriptor)?;
     }
-    if options.tags.is_empty() {
+    if options.tags.is_empty() && whole {
         store.keep_unnamed(&descriptor)?;
     }
     Ok(Exported {

@@ -143,22 +143,52 @@ fn steps(plan: &Plan, solved: &Solved, mode: CacheMode) -> Vec<NodeIndex> {
 }
 
 /// The records of `nodes` and the layer blobs they name (each once, compressed as asked
-/// unless it already is).
+/// unless it already is). Layers are prepared in parallel, one per CPU.
 async fn records(
     source: &Source<'_>,
     nodes: &[NodeIndex],
     spec: &CacheExport,
 ) -> Result<(CacheConfig, Vec<BlobRef>), BoxError> {
+    let results: Vec<&NodeResult> = nodes
+        .iter()
+        .filter_map(|node| source.solved.results.get(node))
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(workers));
+    let mut jobs = tokio::task::JoinSet::new();
+    let mut layers: Vec<Option<(String, BlobRef, Option<u64>)>> = vec![None; results.len()];
+    for (i, result) in results.iter().enumerate() {
+        if result.empty {
+            continue;
+        }
+        match prepare_layer(source, result, spec)? {
+            Prepared::Ready(layer) => layers[i] = Some(layer),
+            Prepared::Work(work) => {
+                let permits = permits.clone();
+                jobs.spawn(async move {
+                    let _permit = permits.acquire_owned().await?;
+                    let done = tokio::task::spawn_blocking(work).await??;
+                    Ok::<_, BoxError>((i, done))
+                });
+            }
+        }
+    }
+    let mut index_puts = source.cache.batch();
+    while let Some(joined) = jobs.join_next().await {
+        let (i, (layer, indexed)) = joined??;
+        if let Some((blob_key, record)) = indexed {
+            index_puts.put(blob_key, record, None);
+        }
+        layers[i] = Some(layer);
+    }
+    // The next export of these steps (cache hits then) finds their tars.
+    index_puts.commit()?;
     let mut config = CacheConfig::new();
     let mut blobs: Vec<BlobRef> = Vec::new();
     let mut index_of: HashMap<String, usize> = HashMap::new();
-    for node in nodes {
-        let Some(result) = source.solved.results.get(node) else {
-            continue;
-        };
+    for (result, layer) in results.iter().zip(layers) {
         let (mut record, inputs) = record_of(source, result)?;
-        if !result.empty {
-            let (diff_id, blob, epoch) = layer_of(source, result, spec).await?;
+        if let Some((diff_id, blob, epoch)) = layer {
             let index = *index_of.entry(blob.digest.clone()).or_insert_with(|| {
                 blobs.push(blob.clone());
                 blobs.len() - 1
@@ -204,17 +234,26 @@ fn record_of(
     Ok((record, inputs))
 }
 
+/// A step's layer as the export sends it: known now, or work for a blocking thread that
+/// gives it (and the index record of the tar it wrote, if it wrote one).
+enum Prepared {
+    Ready((String, BlobRef, Option<u64>)),
+    Work(Box<dyn FnOnce() -> Result<PreparedLayer, BoxError> + Send>),
+}
+
+type PreparedLayer = ((String, BlobRef, Option<u64>), Option<(String, Record)>);
+
 /// The layer blob of a step: the imported one as it is, or the local layer's tar (written
-/// now when no earlier export wrote it) compressed as `spec` asks.
-async fn layer_of(
+/// now when neither the build nor an earlier export wrote it) compressed as `spec` asks.
+fn prepare_layer(
     source: &Source<'_>,
     result: &NodeResult,
     spec: &CacheExport,
-) -> Result<(String, BlobRef, Option<u64>), BoxError> {
+) -> Result<Prepared, BoxError> {
     if let Some(layer) = result.imported.as_ref().and_then(|i| i.layer.clone())
         && !result.layer_exists()
     {
-        return Ok((layer.diff_id, layer.blob, layer.epoch));
+        return Ok(Prepared::Ready((layer.diff_id, layer.blob, layer.epoch)));
     }
     let dir = result
         .layer
@@ -233,27 +272,23 @@ async fn layer_of(
     };
     let indexed = remembered.is_some() && !source.written.contains_key(&key);
     let spec = spec.clone();
-    let (diff_id, tar, sent) = tokio::task::spawn_blocking(move || -> Result<_, BoxError> {
+    Ok(Prepared::Work(Box::new(move || {
         let (diff_id, tar) = match remembered {
             Some(found) => found,
             None => crate::export::write_layer(&store, &dir, epoch)?,
         };
         let sent = compressed(&store, &diff_id, tar.clone(), &spec)?;
-        Ok((diff_id, tar, sent))
-    })
-    .await??;
-    if !indexed {
-        // The next export of this step (a cache hit then) finds its tar.
-        let result = ResultRef {
-            diff_id: Some(diff_id.clone()),
-            blob: Some(tar.clone()),
-            ..ResultRef::default()
-        };
-        let inputs = Explain::new().with("step", key.clone());
-        let record = Record::new(result, inputs, tar.size);
-        source.cache.put(&blob_key, record, None)?;
-    }
-    Ok((diff_id, sent, epoch))
+        let record = (!indexed).then(|| {
+            let result = ResultRef {
+                diff_id: Some(diff_id.clone()),
+                blob: Some(tar.clone()),
+                ..ResultRef::default()
+            };
+            let inputs = Explain::new().with("step", key);
+            (blob_key, Record::new(result, inputs, tar.size))
+        });
+        Ok(((diff_id, sent, epoch), record))
+    })))
 }
 
 /// `blob` as the export sends it: an uncompressed layer compressed (once, remembered),
