@@ -15,17 +15,34 @@ use crate::store::Store;
 
 type LayerJob = tokio::task::JoinHandle<Result<Blob, ExportError>>;
 
-/// Image layers being written while the build goes on.
+/// Layers being written while the build goes on: (step key, is an image layer, job).
 #[derive(Clone, Default)]
-pub(super) struct EarlyLayers(Arc<Mutex<Vec<(String, LayerJob)>>>);
+pub(super) struct EarlyLayers(Arc<Mutex<Vec<(String, bool, LayerJob)>>>);
 
 impl EarlyLayers {
     /// Waits for every layer started; the ones written, by step key (a failed one is left
     /// to the exporter, which writes it again and reports its error).
     pub(super) async fn collect(self) -> HashMap<String, Blob> {
-        let jobs = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        self.collect_where(|_| true).await
+    }
+
+    /// Waits for the image's layers only (the exporter needs them; the others are for a
+    /// cache export, which collects them later).
+    pub(super) async fn collect_image(&self) -> HashMap<String, Blob> {
+        self.collect_where(|image| image).await
+    }
+
+    async fn collect_where(&self, wanted: impl Fn(bool) -> bool) -> HashMap<String, Blob> {
+        let jobs: Vec<(String, bool, LayerJob)> = {
+            let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let (taken, kept) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|(_, image, _)| wanted(*image));
+            *all = kept;
+            taken
+        };
         let mut written = HashMap::new();
-        for (key, job) in jobs {
+        for (key, _, job) in jobs {
             if let Ok(Ok(layer)) = job.await {
                 written.insert(key, layer);
             }
@@ -53,19 +70,20 @@ pub(super) fn write_early(
     source_date_epoch: Option<u64>,
     early: Early,
 ) -> EarlyLayers {
-    let mut layers: HashMap<NodeIndex, bool> = HashMap::new();
+    // By node: (skip the layer when empty, is an image layer).
+    let mut layers: HashMap<NodeIndex, (bool, bool)> = HashMap::new();
     if early.all_steps {
         for node in plan.graph.node_indices() {
             if matches!(
                 plan.graph[node].definition,
                 Definition::Exec(_) | Definition::File(_)
             ) {
-                layers.insert(node, true);
+                layers.insert(node, (true, false));
             }
         }
     }
     for layer in &plan.image.layers {
-        layers.insert(layer.node, layer.skip_if_empty);
+        layers.insert(layer.node, (layer.skip_if_empty, true));
     }
     let written = EarlyLayers::default();
     let jobs = written.clone();
@@ -73,7 +91,7 @@ pub(super) fn write_early(
     let runtime = tokio::runtime::Handle::current();
     let compressions = Arc::new(early.compressions);
     solver.on_done(Box::new(move |node, result| {
-        let Some(&skip_if_empty) = layers.get(&node) else {
+        let Some(&(skip_if_empty, image)) = layers.get(&node) else {
             return;
         };
         // A cached step's layer is usually recorded already; the exporter checks.
@@ -100,10 +118,11 @@ pub(super) fn write_early(
             }
             Ok(written)
         });
-        jobs.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((result.key.clone(), job));
+        jobs.0.lock().unwrap_or_else(PoisonError::into_inner).push((
+            result.key.clone(),
+            image,
+            job,
+        ));
     }));
     written
 }

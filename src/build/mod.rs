@@ -303,7 +303,7 @@ impl Build {
         let vertex_id = plan.graph.node_count() as u64 + 1;
         let vertex = sink.vertex(&clock, vertex_id, "exporting to image");
         // Layers started while the build ran are part of exporting.
-        let written = early.collect().await;
+        let written = early.collect_image().await;
         let written_early = written.clone();
         let exported = async {
             let layers = layers::inputs(&plan, &solved, request.source_date_epoch)?;
@@ -367,22 +367,42 @@ impl Build {
             clock: &clock,
             first_vertex: vertex_id + 1,
         };
-        let pushed = output::write(
-            &self.store,
-            &self.registry,
-            &exported.manifest_digest,
-            outputs,
-            request.stdout.as_ref(),
-            progress,
-        )
-        .await?;
-        if let Some(remote) = &remote {
-            let source =
-                self.cache_source(remote, &cache, (&plan, &solved, &written_early), request);
+        // Caches are exported while the outputs are written: a `mode=max` cache's blobs
+        // that are not the image's upload beside the image's own, the rest after them.
+        let (outputs_done, outputs_done_rx) = watch::channel(false);
+        let outputs_written = async {
+            let written = output::write(
+                &self.store,
+                &self.registry,
+                &exported.manifest_digest,
+                outputs,
+                request.stdout.as_ref(),
+                progress,
+            )
+            .await;
+            let _ = outputs_done.send(true);
+            written
+        };
+        let caches_exported = async {
+            let Some(remote) = &remote else {
+                return Ok(());
+            };
+            // The layers only a `mode=max` cache sends may still be compressing.
+            let mut written = early.collect().await;
+            written.extend(written_early.clone());
+            let source = self.cache_source(remote, &cache, (&plan, &solved, &written), request);
             let first_vertex = vertex_id + 1 + outputs.len() as u64;
-            self.export_caches(&source, request, sink, &clock, first_vertex)
-                .await?;
-        }
+            self.export_caches(
+                &source,
+                request,
+                (sink, &clock, first_vertex),
+                outputs_done_rx,
+            )
+            .await
+        };
+        let (pushed, cached) = tokio::join!(outputs_written, caches_exported);
+        let pushed = pushed?;
+        cached?;
         Ok((exported, pushed))
     }
 
@@ -418,9 +438,8 @@ impl Build {
         &self,
         source: &cache::export::Source<'_>,
         request: &BuildRequest,
-        sink: &Sink,
-        clock: &Clock,
-        first_vertex: u64,
+        (sink, clock, first_vertex): (&Sink, &Clock, u64),
+        outputs_done: watch::Receiver<bool>,
     ) -> Result<(), BuildError> {
         let targets = request
             .cache_to
@@ -437,7 +456,7 @@ impl Build {
                 first_vertex + n as u64,
                 format!("exporting cache to {target}"),
             );
-            match cache::export::export(source, spec).await {
+            match cache::export::export(source, spec, outputs_done.clone()).await {
                 Ok(()) => vertex.done(),
                 Err(error) => {
                     vertex.error(error.to_string());

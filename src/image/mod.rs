@@ -35,7 +35,7 @@ pub use list::{
     HistoryRow, ImageSummary, Removed, history, inspect, list, prune, remove, resolve, tag,
 };
 pub use pull::{Pulled, fetch_blob, pull, pull_metadata};
-pub use push::{Pushed, push, push_artifact, push_image};
+pub use push::{Pushed, push, push_artifact, push_blobs_to, push_image};
 pub use rootfs::{write_rootfs, write_rootfs_tar};
 pub use sources::{record as record_sources, sources_of};
 pub use time::{human_size, humanize_since, parse_rfc3339};

@@ -309,6 +309,40 @@ async fn push_blob(
     Ok(Status::Pushed)
 }
 
+/// Makes every blob of `blobs` (from the store) present in `target`'s repository: HEAD,
+/// else a mount from a repository of the same registry known to hold it, else an upload.
+pub async fn push_blobs_to(
+    store: &Store,
+    client: &Client,
+    target: &RegistryRef,
+    blobs: &[(Digest, u64)],
+) -> Result<()> {
+    let repo = RegistryRef::repo(target.registry.clone(), target.repository.clone());
+    let listed: Vec<(Digest, u64, bool)> =
+        blobs.iter().map(|(d, s)| (d.clone(), *s, false)).collect();
+    let known = known_sources(store, blobs).await?;
+    push_blobs(client, store, &repo, &listed, &known, &Items::discard()).await
+}
+
+/// Where the store knows each blob of `blobs` to live.
+async fn known_sources(
+    store: &Store,
+    blobs: &[(Digest, u64)],
+) -> Result<HashMap<Digest, Vec<String>>> {
+    let known_store = store.clone();
+    let digests: Vec<Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
+    blocking(move || {
+        Ok(digests
+            .into_iter()
+            .map(|d| {
+                let sources = sources::sources_of(&known_store, &d);
+                (d, sources)
+            })
+            .collect::<HashMap<_, _>>())
+    })
+    .await
+}
+
 /// Pushes an artifact that is not a stored image (a build cache): `blobs` from the store
 /// (HEAD first, mounted from a repository of the same registry that holds them, else
 /// uploaded; a few at a time), then `manifest_bytes` under `target`'s tag. Records that
@@ -321,22 +355,8 @@ pub async fn push_artifact(
     manifest_type: &str,
     manifest_bytes: &[u8],
 ) -> Result<Digest> {
+    push_blobs_to(store, client, target, blobs).await?;
     let repo = RegistryRef::repo(target.registry.clone(), target.repository.clone());
-    let listed: Vec<(Digest, u64, bool)> =
-        blobs.iter().map(|(d, s)| (d.clone(), *s, false)).collect();
-    let known_store = store.clone();
-    let digests: Vec<Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
-    let known = blocking(move || {
-        Ok(digests
-            .into_iter()
-            .map(|d| {
-                let sources = sources::sources_of(&known_store, &d);
-                (d, sources)
-            })
-            .collect::<HashMap<_, _>>())
-    })
-    .await?;
-    push_blobs(client, store, &repo, &listed, &known, &Items::discard()).await?;
     let digest = client
         .push_manifest(target, manifest_type, manifest_bytes)
         .await?;

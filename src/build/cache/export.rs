@@ -35,9 +35,11 @@ pub(in crate::build) struct Source<'a> {
 }
 
 /// Exports the cache `spec` describes (registry or local; inline is the image's).
+/// `outputs_done` turns true once the build's outputs (its image pushes) are written.
 pub(in crate::build) async fn export(
     source: &Source<'_>,
     spec: &CacheExport,
+    mut outputs_done: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), BoxError> {
     let nodes = steps(source.plan, source.solved, spec.mode);
     let (config, blobs) = records(source, &nodes, spec).await?;
@@ -71,6 +73,17 @@ pub(in crate::build) async fn export(
                 bring_unless_mountable(source, &target, &digest, blob.size).await?;
                 all.push((digest, blob.size));
             }
+            // The blobs that are not the image's go up while the image is pushed; the
+            // rest once that push is done (the registry has them then: nothing is sent
+            // twice).
+            let image_layers = image_layer_blobs(source, &nodes, &blobs, &config);
+            let own: Vec<(Digest, u64)> = all
+                .iter()
+                .filter(|(digest, _)| !image_layers.contains(&digest.to_string()))
+                .cloned()
+                .collect();
+            crate::image::push_blobs_to(source.store, source.client, &target, &own).await?;
+            let _ = outputs_done.wait_for(|done| *done).await;
             all.push((config_digest, config_bytes.len() as u64));
             crate::image::push_artifact(
                 source.store,
@@ -96,6 +109,31 @@ pub(in crate::build) async fn export(
         CacheTarget::Inline => {}
     }
     Ok(())
+}
+
+/// The digests of the blobs of `config`'s records that are layers of the image.
+fn image_layer_blobs(
+    source: &Source<'_>,
+    nodes: &[NodeIndex],
+    blobs: &[BlobRef],
+    config: &CacheConfig,
+) -> std::collections::HashSet<String> {
+    let image_keys: std::collections::HashSet<&str> = source
+        .plan
+        .image
+        .layers
+        .iter()
+        .filter(|layer| nodes.contains(&layer.node))
+        .filter_map(|layer| source.solved.results.get(&layer.node))
+        .map(|result| result.key.as_str())
+        .collect();
+    config
+        .records
+        .iter()
+        .filter(|record| image_keys.contains(record.key.as_str()))
+        .filter_map(|record| blobs.get(record.layer?))
+        .map(|blob| blob.digest.clone())
+        .collect()
 }
 
 /// A blob the target registry can neither have nor mount (no repository of that registry
