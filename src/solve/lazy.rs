@@ -247,7 +247,12 @@ fn unpack_step(shared: &Shared, record: &ImportedRecord) -> Result<()> {
                 ));
             }
         }
-        write_meta(&staging, &record.key, "imported", record.empty)?;
+        write_meta(
+            &staging,
+            &record.key,
+            "imported",
+            (record.empty, record.created_at),
+        )?;
         let to = snapshots.join(snapshot_name(&record.key));
         std::fs::rename(&staging, &to).map_err(SolveError::io("rename", &staging))
     })();

@@ -269,9 +269,12 @@ impl Task {
         };
         let name = snapshot_name(&key);
         if use_cache && let Some(meta) = read_meta(&snapshots.join(&name)) {
+            // Another build made it while this one waited: dated as that build dated it,
+            // so both give the same image.
             vertex.cached();
-            self.record(&key, &name, meta.empty, 0, self.explain());
-            return Ok(self.result(&key, &name, meta.empty, true, cache::unix_now()));
+            let created_at = meta.created_at.unwrap_or_else(cache::unix_now);
+            self.record(&key, &name, (meta.empty, 0, created_at), self.explain());
+            return Ok(self.result(&key, &name, meta.empty, true, created_at));
         }
 
         let explain = self.explain();
@@ -294,7 +297,10 @@ impl Task {
         {
             Ok((name, empty, size)) => {
                 vertex.done();
-                let created_at = self.record(&key, &name, empty, size, explain);
+                let created_at = read_meta(&snapshots.join(&name))
+                    .and_then(|meta| meta.created_at)
+                    .unwrap_or_else(cache::unix_now);
+                self.record(&key, &name, (empty, size, created_at), explain);
                 Ok(self.result(&key, &name, empty, false, created_at))
             }
             Err(error) => {
@@ -381,20 +387,25 @@ impl Task {
 
     /// Queues the cache record of a step's result (written at the end of the build);
     /// returns its creation time.
-    fn record(&self, key: &str, snapshot: &str, empty: bool, size: u64, explain: Explain) -> u64 {
+    fn record(
+        &self,
+        key: &str,
+        snapshot: &str,
+        (empty, size, created_at): (bool, u64, u64),
+        explain: Explain,
+    ) {
         let result = ResultRef {
             snapshot: Some(snapshot.to_string()),
             empty_layer: empty,
             ..ResultRef::default()
         };
-        let record = Record::new(result, explain, size);
-        let created_at = record.created_at;
+        let mut record = Record::new(result, explain, size);
+        record.created_at = created_at;
         self.shared
             .puts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((key.to_string(), record, self.identity.clone()));
-        created_at
     }
 }
 
@@ -423,7 +434,7 @@ impl Commit {
             size,
         } = self;
         let dir = shared.store.snapshots_dir();
-        write_meta(&staging, &key, kind, empty)?;
+        write_meta(&staging, &key, kind, (empty, cache::unix_now()))?;
         let mut made = shared.made.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(name) = made.get(&key) {
             // This build made it already (and may be using it): keep that one.
@@ -454,8 +465,18 @@ impl Commit {
 }
 
 /// Writes the meta file of the step snapshot being made in `staging`.
-pub(super) fn write_meta(staging: &Path, key: &str, kind: &str, empty: bool) -> Result<()> {
-    let meta = serde_json::json!({ "key": key, "kind": kind, "empty": empty });
+pub(super) fn write_meta(
+    staging: &Path,
+    key: &str,
+    kind: &str,
+    (empty, created_at): (bool, u64),
+) -> Result<()> {
+    let meta = serde_json::json!({
+        "key": key,
+        "kind": kind,
+        "empty": empty,
+        "created_at": created_at,
+    });
     let meta_path = staging.join(META_FILE);
     std::fs::write(&meta_path, meta.to_string()).map_err(SolveError::io("write", &meta_path))
 }
@@ -470,6 +491,9 @@ pub(super) fn snapshot_name(key: &str) -> String {
 struct SnapshotMeta {
     #[serde(default)]
     empty: bool,
+    /// Unix seconds; absent in snapshots made before it was written.
+    #[serde(default)]
+    created_at: Option<u64>,
 }
 
 /// The meta of a complete step snapshot at `dir`, if there is one.
