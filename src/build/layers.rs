@@ -70,20 +70,21 @@ pub(super) fn write_early(
     source_date_epoch: Option<u64>,
     early: Early,
 ) -> EarlyLayers {
-    // By node: (skip the layer when empty, is an image layer).
-    let mut layers: HashMap<NodeIndex, (bool, bool)> = HashMap::new();
+    // By node: whether it is an image layer (else only a cache export wants it, and not
+    // when empty).
+    let mut layers: HashMap<NodeIndex, bool> = HashMap::new();
     if early.all_steps {
         for node in plan.graph.node_indices() {
             if matches!(
                 plan.graph[node].definition,
                 Definition::Exec(_) | Definition::File(_)
             ) {
-                layers.insert(node, (true, false));
+                layers.insert(node, false);
             }
         }
     }
     for layer in &plan.image.layers {
-        layers.insert(layer.node, (layer.skip_if_empty, true));
+        layers.insert(layer.node, true);
     }
     let written = EarlyLayers::default();
     let jobs = written.clone();
@@ -91,11 +92,11 @@ pub(super) fn write_early(
     let runtime = tokio::runtime::Handle::current();
     let compressions = Arc::new(early.compressions);
     solver.on_done(Box::new(move |node, result| {
-        let Some(&(skip_if_empty, image)) = layers.get(&node) else {
+        let Some(&image) = layers.get(&node) else {
             return;
         };
         // A cached step's layer is usually recorded already; the exporter checks.
-        if result.cached || (skip_if_empty && result.empty) {
+        if result.cached || (!image && result.empty) {
             return;
         }
         let Some(dir) = result.layer.clone() else {
@@ -153,13 +154,11 @@ pub(super) fn inputs(
                 .imported
                 .as_ref()
                 .filter(|_| !result.layer_exists())
-                .and_then(|imported| match &imported.layer {
-                    None if imported.empty && layer.skip_if_empty => Some(RemoteLayer::Empty),
-                    Some(cached) if cached.epoch == epoch => Some(RemoteLayer::Blob {
-                        diff_id: cached.diff_id.clone(),
-                        blob: cached.blob.clone(),
-                    }),
-                    _ => None,
+                .and_then(|imported| imported.layer.as_ref())
+                .filter(|cached| cached.epoch == epoch)
+                .map(|cached| RemoteLayer {
+                    diff_id: cached.diff_id.clone(),
+                    blob: cached.blob.clone(),
                 });
             Ok(LayerInput {
                 dir,

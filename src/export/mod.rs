@@ -1,8 +1,7 @@
 //! The exporter: a solved plan to an OCI image in the store (layer L5).
 //!
 //! For each layer of the target image (`plan.image.layers`): the diff of that op's upper
-//! (`snapshot::diff`), dropped when empty and `skip_if_empty` (its history entry then says
-//! `empty_layer`), written as an uncompressed tar into a store ingest, whose digest is the
+//! (`snapshot::diff`; an empty diff too, as BuildKit keeps it), written as an uncompressed tar into a store ingest, whose digest is the
 //! diff_id. Local layers stay uncompressed, as in Docker's own image store: compressing is
 //! work only a transfer needs, so `image::push` compresses (once per layer, remembered)
 //! and a local build never pays for it. Layers are written in parallel (one thread per
@@ -49,15 +48,11 @@ pub struct LayerInput {
     pub remote: Option<RemoteLayer>,
 }
 
-/// The layer of an imported step.
+/// The layer of an imported step, as the cache stored it.
 #[derive(Debug, Clone)]
-pub enum RemoteLayer {
-    /// The step changed nothing, and the image drops its layer.
-    Empty,
-    Blob {
-        diff_id: String,
-        blob: BlobRef,
-    },
+pub struct RemoteLayer {
+    pub diff_id: String,
+    pub blob: BlobRef,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -96,9 +91,9 @@ pub fn export(
     options: &ExportOptions,
 ) -> Result<Exported> {
     let _lease = store.lease()?;
-    let mut history = plan.image.history.clone();
+    let history = plan.image.history.clone();
     let (mut diff_ids, mut descriptors) = base_layers(store, plan)?;
-    let mut kept = kept_layers(store, cache_index, plan, layers, options, &mut history)?;
+    let mut kept = kept_layers(store, cache_index, layers, options)?;
     let written = write_missing(store, cache_index, &mut kept, options)?;
     let mut inline = options.inline_cache.clone();
     for layer in kept {
@@ -187,7 +182,7 @@ fn base_layers(store: &Store, plan: &Plan) -> Result<(Vec<String>, Vec<Value>)> 
     Ok((diff_ids, descriptors))
 }
 
-/// A layer of the image the build made, kept (not an empty one dropped).
+/// A layer of the image the build made.
 struct Kept<'a> {
     input: &'a LayerInput,
     /// Where the cache index remembers its blob.
@@ -197,46 +192,24 @@ struct Kept<'a> {
     fresh: bool,
 }
 
-/// The build's layers that the image keeps, each with its blob when one exists already
-/// (written while the build ran, or remembered from an earlier build). Marks the history
-/// entries of dropped empty layers.
+/// The build's layers, each with its blob when one exists already (written while the
+/// build ran, or remembered from an earlier build). Every layer step keeps its layer, an
+/// empty one included (as BuildKit: see docs/architecture.md, "Layers and history").
 fn kept_layers<'a>(
     store: &Store,
     cache_index: &CacheIndex,
-    plan: &Plan,
     layers: &'a [LayerInput],
     options: &ExportOptions,
-    history: &mut [crate::plan::History],
 ) -> Result<Vec<Kept<'a>>> {
     let mut kept = Vec::new();
-    for (layer, input) in plan.image.layers.iter().zip(layers) {
-        if let Some(remote) = &input.remote {
-            if let Some(entry) = history.get_mut(layer.history_index) {
-                entry.empty_layer = matches!(remote, RemoteLayer::Empty);
-            }
-            if let RemoteLayer::Blob { diff_id, blob } = remote {
-                kept.push(Kept {
-                    input,
-                    blob_key: cache::layer_blob_key(&input.key, options.source_date_epoch),
-                    blob: Some((diff_id.clone(), blob.clone())),
-                    fresh: false,
-                });
-            }
-            continue;
-        }
-        let empty = std::fs::read_dir(&input.dir)
-            .map_err(|source| ExportError::Read {
-                path: input.dir.clone(),
-                source,
-            })
-            .map_err(|e| layer_error(input, e))?
-            .next()
-            .is_none();
-        let dropped = empty && layer.skip_if_empty;
-        if let Some(entry) = history.get_mut(layer.history_index) {
-            entry.empty_layer = dropped;
-        }
-        if dropped {
+    for input in layers {
+        if let Some(RemoteLayer { diff_id, blob }) = &input.remote {
+            kept.push(Kept {
+                input,
+                blob_key: cache::layer_blob_key(&input.key, options.source_date_epoch),
+                blob: Some((diff_id.clone(), blob.clone())),
+                fresh: false,
+            });
             continue;
         }
         let blob_key = cache::layer_blob_key(&input.key, options.source_date_epoch);

@@ -35,8 +35,9 @@
 //!
 //! Paths are resolved inside each root component by component (`lstat`/`readlink`, symlinks
 //! followed relative to that root, `..` clamped), never by the host's resolver: a
-//! destination symlink `/evil -> /tmp/x` leads to the *root's* `/tmp/x`, and a source
-//! symlink is copied as a link, never read through. Nothing else writes to the trees while
+//! destination symlink `/evil -> /tmp/x` leads to the *root's* `/tmp/x`, a source that
+//! is itself a symlink is followed the same way, and a symlink inside a copied directory
+//! is copied as a link, never read through. Nothing else writes to the trees while
 //! the op runs (immutable layers; mounts private to the thread), so a resolved path stays
 //! symlink-free. (`openat2(RESOLVE_IN_ROOT)` would give the same with more plumbing.)
 //!
@@ -60,7 +61,8 @@
 //! - `--exclude` on a top-level file source matches its name (as `source::Context::select`).
 //! - Context sources: only entries of the given [`Selection`] (after `.dockerignore` and
 //!   `--exclude`) are copied. A source that is itself a symlink is followed (BuildKit's
-//!   `FollowSymlinks`) only when its target was selected too; otherwise the link is copied.
+//!   `FollowSymlinks`; the selection holds its target, see [`crate::source::Context`]); a
+//!   link whose target is missing or ignored is an error, as in BuildKit.
 //! - ADD: an archive is recognised by content (a tar, plain or compressed with gzip, bzip2,
 //!   xz or zstd; anything else is copied as a file). Entries are extracted with the
 //!   snapshot unpacker's checks, then merged: an existing entry of another type is
@@ -170,8 +172,8 @@ pub struct Report {
 /// The result of an op.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// The layer directory is empty: nothing changed (a WORKDIR that existed). The solver
-    /// drops such a layer when the plan says `skip_if_empty`.
+    /// The layer directory is empty: nothing changed (a WORKDIR that existed). The image
+    /// keeps such a layer; a cache export leaves it out.
     pub empty: bool,
     pub report: Report,
     /// Destination path (relative to the layer) → content digest of every build-context

@@ -158,21 +158,23 @@ impl CopyRun<'_, '_> {
                         {
                             let target =
                                 resolve(&root_path, matched_os(&matched).as_os_str(), true)?;
-                            let found = exists(&target.host);
-                            if context {
-                                // Only what the selection holds may be read: otherwise the
-                                // link itself is copied (see the module docs).
-                                if found && allowed(&target) {
-                                    followed = target;
-                                }
-                            } else if found {
-                                followed = target;
-                            } else {
-                                return Err(Error::NotFound {
-                                    keyword,
-                                    path: matched.display(),
+                            // Only what the selection holds may be read from the context:
+                            // a link to an ignored or missing path is an error, as BuildKit
+                            // finds no target in what the context sent.
+                            if !exists(&target.host) || !allowed(&target) {
+                                return Err(if context {
+                                    Error::NotInContext {
+                                        keyword,
+                                        path: target.display().trim_start_matches('/').into(),
+                                    }
+                                } else {
+                                    Error::NotFound {
+                                        keyword,
+                                        path: matched.display(),
+                                    }
                                 });
                             }
+                            followed = target;
                         }
                         let meta = fs::symlink_metadata(&followed.host)
                             .map_err(Error::io("lstat", &followed.host))?;

@@ -131,7 +131,7 @@ impl Planner<'_> {
         let metadata = state.metadata(step.name, span, onbuild);
         let node = self.add_op(Definition::File(FileOp::Copy(copy)), inputs, metadata);
         state.rootfs = node;
-        state.commit(created_by, Some((node, false)));
+        state.commit(created_by, Some(node));
         Ok(())
     }
 

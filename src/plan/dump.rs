@@ -116,14 +116,9 @@ fn dump_image(out: &mut String, plan: &Plan) {
     for layer in &image.layers {
         let _ = writeln!(
             out,
-            "  layer: #{} history[{}]{}",
+            "  layer: #{} history[{}]",
             layer.node.index(),
-            layer.history_index,
-            if layer.skip_if_empty {
-                " (skipped if empty)"
-            } else {
-                ""
-            }
+            layer.history_index
         );
     }
     if let Some(author) = &image.author {

@@ -177,7 +177,7 @@ impl Planner<'_> {
             metadata,
         );
         state.rootfs = node;
-        state.commit(format!("WORKDIR {workdir}"), Some((node, true)));
+        state.commit(format!("WORKDIR {workdir}"), Some(node));
         Ok(())
     }
 }

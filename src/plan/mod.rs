@@ -34,8 +34,8 @@
 //!   are extracted). With `link`, the layer is the copy onto an empty
 //!   filesystem, so it does not depend on input 0.
 //! - `FileOp::Mkdir` (WORKDIR): create `path` with parents, mode `mode`,
-//!   owned by `owner` (resolved like chown); when nothing changed, drop the
-//!   layer ([`Layer::skip_if_empty`]) and mark its history entry `empty_layer`.
+//!   owned by `owner` (resolved like chown). Its layer is kept even when
+//!   nothing changed (the directory existed), as BuildKit keeps it.
 //!
 //! Op types and fields are documented in [`op`].
 
@@ -150,9 +150,6 @@ pub struct Layer {
     pub node: NodeIndex,
     /// Its entry in [`TargetImage::history`].
     pub history_index: usize,
-    /// WORKDIR's mkdir: drop the layer (and mark the history entry
-    /// `empty_layer`) when the diff is empty.
-    pub skip_if_empty: bool,
 }
 
 /// The image the target stage produces.

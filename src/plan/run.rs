@@ -75,7 +75,7 @@ impl Planner<'_> {
             "RUN {} # buildkit",
             run_command_string(&argv, &state.build_args, &state.env_pairs())
         );
-        state.commit(created_by, Some((node, false)));
+        state.commit(created_by, Some(node));
         Ok(())
     }
 

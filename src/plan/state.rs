@@ -117,15 +117,14 @@ impl StageState {
     }
 
     /// Appends a history entry; `layer` is the op whose diff is the layer.
-    pub(super) fn commit(&mut self, created_by: String, layer: Option<(NodeIndex, bool)>) {
+    pub(super) fn commit(&mut self, created_by: String, layer: Option<NodeIndex>) {
         let history_index = self.history.len();
         self.history
             .push(History::buildkit(created_by, layer.is_some()));
-        if let Some((node, skip_if_empty)) = layer {
+        if let Some(node) = layer {
             self.layers.push(Layer {
                 node,
                 history_index,
-                skip_if_empty,
             });
         }
     }

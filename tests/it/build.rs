@@ -16,13 +16,13 @@ use serde_json::Value;
 use crate::harness::{self, TempRoot, kiln_with_root, sha256_hex, stderr};
 
 /// A temp store root (with busybox loaded when asked) and a context directory.
-struct Env {
+pub(crate) struct Env {
     dir: TempRoot,
 }
 
 impl Env {
     /// `None` when the test cannot run here (the reason is printed).
-    fn new(with_busybox: bool) -> Option<Env> {
+    pub(crate) fn new(with_busybox: bool) -> Option<Env> {
         if !harness::privileged() {
             return None;
         }
@@ -38,24 +38,24 @@ impl Env {
         Some(env)
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
 
-    fn context(&self) -> PathBuf {
+    pub(crate) fn context(&self) -> PathBuf {
         self.dir.path().join("ctx")
     }
 
-    fn write(&self, path: &str, content: &str) {
+    pub(crate) fn write(&self, path: &str, content: &str) {
         harness::write_file(&self.context(), path, content);
     }
 
-    fn kiln(&self, args: &[&str]) -> Output {
+    pub(crate) fn kiln(&self, args: &[&str]) -> Output {
         harness::kiln(&self.root(), args)
     }
 
     /// `kiln build --progress plain ARGS CONTEXT`.
-    fn build(&self, args: &[&str]) -> Output {
+    pub(crate) fn build(&self, args: &[&str]) -> Output {
         let mut all = vec!["build", "--progress", "plain"];
         all.extend_from_slice(args);
         let context = self.context();
@@ -63,7 +63,7 @@ impl Env {
         self.kiln(&all)
     }
 
-    fn build_ok(&self, args: &[&str]) -> (String, String) {
+    pub(crate) fn build_ok(&self, args: &[&str]) -> (String, String) {
         let out = self.build(args);
         assert!(out.status.success(), "build failed:\n{}", stderr(&out));
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -71,13 +71,13 @@ impl Env {
         (id, stderr(&out))
     }
 
-    fn blob(&self, digest: &str) -> Vec<u8> {
+    pub(crate) fn blob(&self, digest: &str) -> Vec<u8> {
         let hex = digest.strip_prefix("sha256:").unwrap();
         std::fs::read(self.root().join("blobs/sha256").join(hex)).unwrap()
     }
 
     /// The manifest and config of the image tagged `name` (full reference).
-    fn image(&self, name: &str) -> (Value, Value) {
+    pub(crate) fn image(&self, name: &str) -> (Value, Value) {
         let index: Value =
             serde_json::from_slice(&std::fs::read(self.root().join("index.json")).unwrap())
                 .unwrap();

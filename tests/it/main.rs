@@ -16,6 +16,7 @@ mod image;
 mod instruction;
 mod layers;
 mod output;
+mod parity;
 mod plan;
 mod progress;
 mod registry;

@@ -118,6 +118,62 @@ fn dotdot_and_absolute_are_clamped_to_the_root() {
 }
 
 #[test]
+fn a_symlink_source_selects_what_it_points_to() {
+    let dir = sample();
+    let root = dir.path();
+    symlink("a.txt", root.join("link-file")).unwrap();
+    symlink("dir", root.join("link-dir")).unwrap();
+    symlink("../x.txt", root.join("dir/sub/up-link")).unwrap();
+    symlink("missing", root.join("dangling")).unwrap();
+    let ctx = open(root, &["c.md"]);
+    assert_eq!(select(&ctx, &["link-file"], &[]), ["a.txt", "link-file"]);
+    assert_eq!(
+        select(&ctx, &["link-dir"], &[]),
+        [
+            "dir",
+            "dir/sub",
+            "dir/sub/up-link",
+            "dir/sub/z.txt",
+            "dir/x.txt",
+            "dir/y.md",
+            "link-dir"
+        ]
+    );
+    // Relative to the link's own directory; a wildcard match is followed too.
+    assert_eq!(
+        select(&ctx, &["dir/sub/up-*"], &[]),
+        ["dir/sub/up-link", "dir/x.txt"]
+    );
+    // Links below a selected directory are not followed.
+    assert_eq!(
+        select(&ctx, &["dir/sub"], &[]),
+        ["dir/sub", "dir/sub/up-link", "dir/sub/z.txt"]
+    );
+    // A missing or ignored target selects the link alone (the copy then fails).
+    assert_eq!(select(&ctx, &["dangling"], &[]), ["dangling"]);
+    symlink("c.md", root.join("to-ignored")).unwrap();
+    assert_eq!(select(&ctx, &["to-ignored"], &[]), ["to-ignored"]);
+}
+
+#[test]
+fn double_star_matches_any_number_of_directories() {
+    let dir = sample();
+    let root = dir.path();
+    write_file(root, "dir/sub/deeper/w.txt", "w");
+    symlink("dir", root.join("link-dir")).unwrap();
+    let ctx = open(root, &[]);
+    // None, one, or several: what `COPY --parents dir/**/*.txt` copies.
+    assert_eq!(
+        select(&ctx, &["dir/**/*.txt"], &[]),
+        ["dir/sub/deeper/w.txt", "dir/sub/z.txt", "dir/x.txt"]
+    );
+    // `**` descends only into real directories (not through link-dir).
+    assert_eq!(select(&ctx, &["**/z.txt"], &[]), ["dir/sub/z.txt"]);
+    // A link before the `**` is followed, as anywhere in the middle of a source.
+    assert_eq!(select(&ctx, &["link-dir/**/z.txt"], &[]), ["dir/sub/z.txt"]);
+}
+
+#[test]
 fn symlinks_resolve_inside_the_context() {
     let dir = sample();
     let root = dir.path();
@@ -134,7 +190,7 @@ fn symlinks_resolve_inside_the_context() {
     assert!(ctx.select(&["up/passwd"], &[]).is_err());
     assert!(ctx.select(&["evil/*"], &[]).is_err());
 
-    // Copying the link itself copies the link.
+    // A link whose target is not in the context selects the link alone.
     let selection = ctx.select(&["evil"], &[]).unwrap();
     assert_eq!(selection.entries.len(), 1);
     assert_eq!(selection.entries[0].kind, FileKind::Symlink);
@@ -152,6 +208,8 @@ fn symlinks_resolve_inside_the_context() {
     let own = format!("sha256:{}", sha256_hex(b"inside"));
     assert_eq!(digest.files(&selection)["etc/passwd"], own);
     assert_eq!(select(&ctx, &["up/passwd"], &[]), ["etc/passwd"]);
+    // Now that it is, COPY follows the link: its target is selected with it.
+    assert_eq!(select(&ctx, &["evil"], &[]), ["etc", "etc/passwd", "evil"]);
 
     // A loop is an error, not a hang.
     symlink("loop2", root.join("loop1")).unwrap();

@@ -2,8 +2,9 @@
 //!
 //! Paths are resolved like a chroot: `..` and a leading `/` stop at the context root, and a
 //! symlink met in the middle of a source path is followed *inside* the root (an absolute
-//! target restarts at the root), so nothing outside the context is ever read. The last
-//! component of a source is not followed: copying a symlink copies the link.
+//! target restarts at the root), so nothing outside the context is ever read. A source
+//! that is itself a symlink selects both the link and what it points to (COPY follows it,
+//! as BuildKit's `FollowPaths`); symlinks below a selected directory are only links.
 
 mod digest;
 mod walk;
@@ -25,6 +26,12 @@ use crate::gocompat::go_path_clean;
 
 /// Symlinks followed while resolving one source, as Linux's `MAXSYMLINKS`.
 const MAX_SYMLINK_HOPS: u32 = 40;
+
+/// A source component matching any number of directories, none included: BuildKit sends
+/// the context through include patterns, where `**` means that (fsutil's pattern matcher),
+/// and `COPY --parents` copies by those patterns. A plain COPY then matches `**` as `*`,
+/// one component, on what was sent.
+const ANY_DEPTH: &str = "**";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FileKind {
@@ -209,8 +216,14 @@ impl Context {
             let mut roots = Vec::new();
             for real in matched {
                 let os_path = join_components(&real);
-                if self.collect(&os_path, exclude.as_ref(), &mut selection.entries)? {
-                    roots.push(display_path(&os_path));
+                if !self.collect(&os_path, exclude.as_ref(), &mut selection.entries)? {
+                    continue;
+                }
+                roots.push(display_path(&os_path));
+                // COPY follows a source that is itself a symlink (BuildKit's
+                // `FollowPaths`): what it points to is selected too.
+                if let Some(target) = self.link_target(&real, source)? {
+                    self.collect(&target, exclude.as_ref(), &mut selection.entries)?;
                 }
             }
             if roots.is_empty() {
@@ -239,6 +252,20 @@ impl Context {
         Ok(selection)
     }
 
+    /// The real path (relative to the root) of what the symlink at `real` points to, when
+    /// `real` is a symlink whose target exists inside the context.
+    fn link_target(&self, real: &[OsString], source: &str) -> Result<Option<PathBuf>, Error> {
+        let full = self.root.join(join_components(real));
+        if !fs::symlink_metadata(&full).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Ok(None);
+        }
+        let mut found = Vec::new();
+        let mut hops = 0;
+        let rest = real.iter().cloned().map(Component::Literal).collect();
+        self.expand(Vec::new(), rest, true, &mut hops, source, &mut found)?;
+        Ok(found.first().map(|target| join_components(target)))
+    }
+
     /// Resolves `rest` from `current` (a symlink-free path below the root) into the real
     /// paths it names, chroot-style. `follow_last` also follows a final symlink.
     fn expand(
@@ -254,9 +281,37 @@ impl Context {
             let name = match component {
                 Component::Literal(name) => name,
                 Component::Pattern(pattern) if has_wildcard(&pattern) => {
+                    let any_depth = pattern == ANY_DEPTH;
+                    if any_depth {
+                        // `**` also matches no directory at all.
+                        let mut branch_hops = *hops;
+                        self.expand(
+                            current.clone(),
+                            rest.clone(),
+                            follow_last,
+                            &mut branch_hops,
+                            source,
+                            found,
+                        )?;
+                    }
                     for name in self.matching_names(&current, &pattern, source)? {
                         let mut branch = current.clone();
                         branch.push(name);
+                        if any_depth && self.is_real_dir(&branch) {
+                            // ... and any number of them: walk on into real directories.
+                            let mut deeper = rest.clone();
+                            deeper.push_front(Component::Pattern(pattern.clone()));
+                            let mut branch_hops = *hops;
+                            self.expand(
+                                branch.clone(),
+                                deeper,
+                                follow_last,
+                                &mut branch_hops,
+                                source,
+                                found,
+                            )?;
+                            continue;
+                        }
                         let mut branch_rest = rest.clone();
                         // Each branch counts only the links on its own path.
                         let mut branch_hops = *hops;
@@ -329,6 +384,11 @@ impl Context {
             rest.push_front(Component::Literal(OsString::from_vec(part.to_vec())));
         }
         Ok(true)
+    }
+
+    /// Whether `path` is a directory (not a symlink to one).
+    fn is_real_dir(&self, path: &[OsString]) -> bool {
+        fs::symlink_metadata(self.root.join(join_components(path))).is_ok_and(|m| m.is_dir())
     }
 
     /// The names in directory `current` that match one glob component, sorted.
