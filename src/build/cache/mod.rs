@@ -23,7 +23,9 @@ use serde_json::Value;
 
 use crate::cache::BlobRef;
 use crate::cache::remote::{self, CacheConfig, ImportedCache};
+use crate::export::{LayerInput, RemoteLayer};
 use crate::oci::{Digest, Platform, media_type};
+use crate::plan::Plan;
 use crate::progress::{Event, Sink};
 use crate::registry::{Client, RegistryRef, select_platform};
 use crate::solve::{BlobFetcher, PullError};
@@ -63,6 +65,18 @@ impl Fetcher {
             client,
             locations: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether `digest` is known only from a cache directory, which no registry can mount
+    /// from.
+    fn only_in_a_directory(&self, digest: &Digest) -> bool {
+        matches!(
+            self.locations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(digest),
+            Some(Location::Layout(_))
+        )
     }
 
     fn locate(&self, digest: &Digest, location: Location) {
@@ -354,26 +368,36 @@ impl Remote {
         }))
     }
 
-    /// Fetches every blob of the stored image `manifest` that the store lacks (layers of
-    /// imported steps and of base images never downloaded), so the local image is whole.
-    pub(super) async fn complete_image(
+    /// Fetches the layer blobs the image being exported names but the store lacks
+    /// (layers of imported steps, of base images resolved without their layers), before
+    /// the image is named: a failure or a kill leaves no name on an image the store does
+    /// not hold whole. With `all` false (the outputs only push) only the blobs no registry
+    /// can serve are fetched: those of a local cache directory.
+    pub(super) async fn fetch_missing_layers(
         &self,
         store: &Store,
-        manifest: &Digest,
+        plan: &Plan,
+        layers: &[LayerInput],
+        all: bool,
     ) -> Result<(), BoxError> {
-        let image = {
-            let (store, manifest) = (store.clone(), manifest.clone());
-            tokio::task::spawn_blocking(move || store.image(&manifest)).await??
-        };
-        let mut missing = Vec::new();
-        for layer in &image.layers {
-            let digest = Digest::from_oci(layer.digest())?;
-            if !store.has_blob(&digest) {
-                missing.push((digest, layer.size()));
+        let mut wanted: Vec<(Digest, u64)> = Vec::new();
+        if let Some(base) = &plan.image.base {
+            let (store, manifest) = (store.clone(), base.manifest_digest.parse::<Digest>()?);
+            let image = tokio::task::spawn_blocking(move || store.image(&manifest)).await??;
+            for layer in &image.layers {
+                wanted.push((Digest::from_oci(layer.digest())?, layer.size()));
+            }
+        }
+        for layer in layers {
+            if let Some(RemoteLayer::Blob { blob, .. }) = &layer.remote {
+                wanted.push((blob.digest.parse()?, blob.size));
             }
         }
         let mut fetches = tokio::task::JoinSet::new();
-        for (digest, size) in missing {
+        for (digest, size) in wanted {
+            if store.has_blob(&digest) || !(all || self.fetcher.only_in_a_directory(&digest)) {
+                continue;
+            }
             let fetcher = self.fetcher.clone();
             fetches.spawn(async move { fetcher.fetch_into_store(&digest, size).await });
         }
