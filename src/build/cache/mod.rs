@@ -150,8 +150,13 @@ fn copy_from_layout(store: &Store, dir: &Path, digest: &Digest, size: u64) -> Re
     let path = layout_blob(dir, digest);
     let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut ingest = store.ingest()?;
-    std::io::copy(&mut BufReader::new(file), &mut ingest)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // No more than the manifest says (and one byte to tell a longer file): a file planted
+    // in the directory (a symlink to /dev/zero) must not fill the disk.
+    std::io::copy(
+        &mut BufReader::new(file).take(size.saturating_add(1)),
+        &mut ingest,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     ingest.commit(Some(digest), Some(size))?;
     Ok(())
 }
@@ -405,5 +410,28 @@ impl Remote {
             done??;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layout_blob_is_read_no_further_than_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let layout = dir.path().join("cache");
+        let digest = Digest::of(b"layer bytes");
+        let path = layout_blob(&layout, &digest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Sparse: 64 MiB that take no room.
+        let big = std::fs::File::create(&path).unwrap();
+        big.set_len(64 << 20).unwrap();
+        let error = copy_from_layout(&store, &layout, &digest, 11)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("expected 11 bytes, got 12"), "{error}");
+        assert!(!store.has_blob(&digest));
     }
 }
