@@ -308,6 +308,16 @@ impl Build {
         let exported = async {
             let layers = layers::inputs(&plan, &solved, request.source_date_epoch)?;
             layers::materialize_unexported(&solver, &plan, &solved, &layers).await?;
+            // Layers of imported steps and lazily resolved bases are fetched when an
+            // output needs their bytes (a push alone mounts them where they are), before
+            // the export names the image.
+            if let Some(remote) = &remote {
+                let all = outputs.iter().any(OutputSpec::needs_layer_bytes);
+                remote
+                    .fetch_missing_layers(&self.store, &plan, &layers, all)
+                    .await
+                    .map_err(|source| BuildError::CacheImport { source })?;
+            }
             let inline_cache = match &remote {
                 Some(remote)
                     if request
@@ -344,16 +354,6 @@ impl Build {
                 })
                 .await??
             };
-            // Layers of imported steps and lazily resolved bases are fetched when an
-            // output needs their bytes; a push alone mounts them where they are.
-            if let Some(remote) = &remote
-                && outputs.iter().any(OutputSpec::needs_layer_bytes)
-            {
-                remote
-                    .complete_image(&self.store, &exported.manifest_digest)
-                    .await
-                    .map_err(|source| BuildError::CacheImport { source })?;
-            }
             Ok::<_, BuildError>(exported)
         }
         .await;

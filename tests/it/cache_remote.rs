@@ -725,3 +725,83 @@ fn unreachable_cache_source_is_a_warning_and_the_next_source_is_tried() {
     );
     assert_all_cached(&log);
 }
+
+#[test]
+fn push_only_build_uploads_the_layers_of_a_local_cache_directory() {
+    let Some(fx) = Fixture::new() else { return };
+    let files = app_files(&fx.base());
+    let out = TempRoot::new();
+    let dest = out.join("cache");
+    let a = Runner::new(&files);
+    a.build_ok(&[
+        "--cache-to",
+        &format!("type=local,dest={},mode=max", dest.display()),
+    ]);
+    drop(a);
+
+    // The registry has none of the cache's layers, and cannot mount them from a directory.
+    let b = Runner::new(&files);
+    let pushed = fx.name("from-directory:1");
+    let log = b.build_ok(&[
+        "--push",
+        "-t",
+        &pushed,
+        "--cache-from",
+        &format!("type=local,src={}", dest.display()),
+    ]);
+    assert_all_cached(&log);
+    let (cache, _) = manifest(&format!("oci:{}:latest", dest.display()));
+    let (image, _) = remote_manifest(&pushed);
+    // Every layer but the base image's came from the directory.
+    assert_eq!(
+        layers(&image).difference(&layers(&cache)).count(),
+        1,
+        "cache {cache}\nimage {image}"
+    );
+    skopeo(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{pushed}"),
+        &format!("oci:{}:pushed", out.join("copy").display()),
+    ]);
+}
+
+#[test]
+fn an_image_whose_cached_layers_cannot_be_fetched_is_not_named() {
+    let Some(fx) = Fixture::new() else { return };
+    let files = app_files(&fx.base());
+    let out = TempRoot::new();
+    let dest = out.join("cache");
+    let a = Runner::new(&files);
+    // mode=min: every layer of the cache is one of the image's.
+    a.build_ok(&["--cache-to", &format!("type=local,dest={}", dest.display())]);
+    drop(a);
+    let (cache, _) = manifest(&format!("oci:{}:latest", dest.display()));
+    let lost = layers(&cache).into_iter().next().unwrap();
+    std::fs::remove_file(
+        dest.join("blobs/sha256")
+            .join(lost.strip_prefix("sha256:").unwrap()),
+    )
+    .unwrap();
+
+    let b = Runner::new(&files);
+    let out = b.build(&[
+        "-t",
+        "half",
+        "--cache-from",
+        &format!("type=local,src={}", dest.display()),
+    ]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(lost.strip_prefix("sha256:").unwrap()),
+        "{}",
+        stderr(&out)
+    );
+    let images = b.kiln(&["images"]);
+    assert!(
+        !harness::text(&images.stdout).contains("half"),
+        "a failed build named an image whose layers the store lacks: {}",
+        harness::text(&images.stdout)
+    );
+}

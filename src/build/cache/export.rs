@@ -380,11 +380,7 @@ fn write_layout(
         if to.exists() {
             continue;
         }
-        let from = store.blob_path(&digest);
-        let temp = to.with_extension("tmp");
-        std::fs::copy(&from, &temp)
-            .map_err(|e| format!("copying {} to {}: {e}", from.display(), temp.display()))?;
-        std::fs::rename(&temp, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        copy_blob(store, &digest, &to)?;
     }
     let config_digest = Digest::of(config);
     write(&layout_blob(dir, &config_digest), config)?;
@@ -415,6 +411,28 @@ fn write_layout(
     Ok(())
 }
 
+/// Copies the stored blob `digest` to `to` through a temporary file of a new name: never
+/// through a file (or symlink) already in the directory, which may be shared with others.
+fn copy_blob(store: &Store, digest: &Digest, to: &Path) -> Result<(), BoxError> {
+    let from = store.blob_path(digest);
+    let temp = to.with_file_name(format!(
+        ".{}.tmp-{}",
+        digest.hex(),
+        crate::store::random_name()
+    ));
+    let copied = (|| {
+        let mut source = std::fs::File::open(&from)?;
+        let mut target = std::fs::File::create_new(&temp)?;
+        std::io::copy(&mut source, &mut target)?;
+        std::fs::rename(&temp, to)
+    })();
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&temp);
+        return Err(format!("copying {} to {}: {e}", from.display(), to.display()).into());
+    }
+    Ok(())
+}
+
 /// The records an inline cache carries (the image's steps), without layer indices: the
 /// image exporter fills them in from the layers it keeps.
 pub(in crate::build) fn inline_records(source: &Source<'_>) -> Result<CacheConfig, BuildError> {
@@ -431,4 +449,40 @@ pub(in crate::build) fn inline_records(source: &Source<'_>) -> Result<CacheConfi
         config.push(record, &inputs);
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache directory may be shared (restored from a CI cache): a file planted there
+    /// must not lead the export's writes out of it.
+    #[test]
+    fn layout_blobs_are_not_written_through_planted_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let digest = store.write_blob(b"layer bytes").unwrap();
+        let blob = BlobRef {
+            digest: digest.to_string(),
+            size: 11,
+            media_type: media_type::OCI_LAYER.to_string(),
+        };
+        let layout = dir.path().join("cache");
+        let sha = layout.join("blobs/sha256");
+        std::fs::create_dir_all(&sha).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        for planted in [
+            format!("{}.tmp", digest.hex()),
+            format!(".{}.tmp", digest.hex()),
+        ] {
+            std::os::unix::fs::symlink(&victim, sha.join(planted)).unwrap();
+        }
+        write_layout(&store, &layout, "latest", &[blob], b"{}", b"{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(
+            std::fs::read(sha.join(digest.hex())).unwrap(),
+            b"layer bytes"
+        );
+    }
 }

@@ -23,7 +23,9 @@ use serde_json::Value;
 
 use crate::cache::BlobRef;
 use crate::cache::remote::{self, CacheConfig, ImportedCache};
+use crate::export::{LayerInput, RemoteLayer};
 use crate::oci::{Digest, Platform, media_type};
+use crate::plan::Plan;
 use crate::progress::{Event, Sink};
 use crate::registry::{Client, RegistryRef, select_platform};
 use crate::solve::{BlobFetcher, PullError};
@@ -63,6 +65,18 @@ impl Fetcher {
             client,
             locations: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether `digest` is known only from a cache directory, which no registry can mount
+    /// from.
+    fn only_in_a_directory(&self, digest: &Digest) -> bool {
+        matches!(
+            self.locations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(digest),
+            Some(Location::Layout(_))
+        )
     }
 
     fn locate(&self, digest: &Digest, location: Location) {
@@ -136,8 +150,13 @@ fn copy_from_layout(store: &Store, dir: &Path, digest: &Digest, size: u64) -> Re
     let path = layout_blob(dir, digest);
     let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut ingest = store.ingest()?;
-    std::io::copy(&mut BufReader::new(file), &mut ingest)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // No more than the manifest says (and one byte to tell a longer file): a file planted
+    // in the directory (a symlink to /dev/zero) must not fill the disk.
+    std::io::copy(
+        &mut BufReader::new(file).take(size.saturating_add(1)),
+        &mut ingest,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     ingest.commit(Some(digest), Some(size))?;
     Ok(())
 }
@@ -354,26 +373,36 @@ impl Remote {
         }))
     }
 
-    /// Fetches every blob of the stored image `manifest` that the store lacks (layers of
-    /// imported steps and of base images never downloaded), so the local image is whole.
-    pub(super) async fn complete_image(
+    /// Fetches the layer blobs the image being exported names but the store lacks
+    /// (layers of imported steps, of base images resolved without their layers), before
+    /// the image is named: a failure or a kill leaves no name on an image the store does
+    /// not hold whole. With `all` false (the outputs only push) only the blobs no registry
+    /// can serve are fetched: those of a local cache directory.
+    pub(super) async fn fetch_missing_layers(
         &self,
         store: &Store,
-        manifest: &Digest,
+        plan: &Plan,
+        layers: &[LayerInput],
+        all: bool,
     ) -> Result<(), BoxError> {
-        let image = {
-            let (store, manifest) = (store.clone(), manifest.clone());
-            tokio::task::spawn_blocking(move || store.image(&manifest)).await??
-        };
-        let mut missing = Vec::new();
-        for layer in &image.layers {
-            let digest = Digest::from_oci(layer.digest())?;
-            if !store.has_blob(&digest) {
-                missing.push((digest, layer.size()));
+        let mut wanted: Vec<(Digest, u64)> = Vec::new();
+        if let Some(base) = &plan.image.base {
+            let (store, manifest) = (store.clone(), base.manifest_digest.parse::<Digest>()?);
+            let image = tokio::task::spawn_blocking(move || store.image(&manifest)).await??;
+            for layer in &image.layers {
+                wanted.push((Digest::from_oci(layer.digest())?, layer.size()));
+            }
+        }
+        for layer in layers {
+            if let Some(RemoteLayer::Blob { blob, .. }) = &layer.remote {
+                wanted.push((blob.digest.parse()?, blob.size));
             }
         }
         let mut fetches = tokio::task::JoinSet::new();
-        for (digest, size) in missing {
+        for (digest, size) in wanted {
+            if store.has_blob(&digest) || !(all || self.fetcher.only_in_a_directory(&digest)) {
+                continue;
+            }
             let fetcher = self.fetcher.clone();
             fetches.spawn(async move { fetcher.fetch_into_store(&digest, size).await });
         }
@@ -381,5 +410,28 @@ impl Remote {
             done??;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layout_blob_is_read_no_further_than_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let layout = dir.path().join("cache");
+        let digest = Digest::of(b"layer bytes");
+        let path = layout_blob(&layout, &digest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // Sparse: 64 MiB that take no room.
+        let big = std::fs::File::create(&path).unwrap();
+        big.set_len(64 << 20).unwrap();
+        let error = copy_from_layout(&store, &layout, &digest, 11)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("expected 11 bytes, got 12"), "{error}");
+        assert!(!store.has_blob(&digest));
     }
 }

@@ -441,13 +441,24 @@ fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<DockerfileSource> {
     let text = String::from_utf8_lossy(&bytes).into_owned();
     Ok(DockerfileSource {
         text,
-        display: path
-            .strip_prefix(&args.context)
-            .unwrap_or(&path)
-            .display()
-            .to_string(),
+        display: name_in_context(&path, Path::new(&args.context)),
         bytes,
     })
+}
+
+/// The Dockerfile's name relative to the context when it is inside it (`-f $PWD/Dockerfile .`
+/// too): exported caches identify steps by it, so it must not hold a machine's paths.
+fn name_in_context(path: &Path, context: &Path) -> String {
+    if let Ok(inner) = path.strip_prefix(context) {
+        return inner.display().to_string();
+    }
+    if let (Ok(real_path), Ok(real_context)) =
+        (std::fs::canonicalize(path), std::fs::canonicalize(context))
+        && let Ok(inner) = real_path.strip_prefix(&real_context)
+    {
+        return inner.display().to_string();
+    }
+    path.display().to_string()
 }
 
 /// `CONTEXT/Dockerfile`, or `CONTEXT/dockerfile` when only that exists.
@@ -465,3 +476,27 @@ fn default_dockerfile(context: &Path) -> anyhow::Result<PathBuf> {
 
 /// Exit status after Ctrl-C or SIGTERM, as shells report a SIGINT death.
 const EXIT_CANCELLED: u8 = 130;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerfile_name_leaves_out_the_context_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = dir.path().join("ctx");
+        std::fs::create_dir_all(context.join("docker")).unwrap();
+        std::fs::write(context.join("docker/Dockerfile"), "FROM scratch\n").unwrap();
+        let absolute = context.join("docker/Dockerfile");
+        assert_eq!(name_in_context(&absolute, &context), "docker/Dockerfile");
+        // An absolute -f with the context given as another spelling of the same directory.
+        let spelled = dir.path().join("ctx/../ctx");
+        assert_eq!(name_in_context(&absolute, &spelled), "docker/Dockerfile");
+        let outside = dir.path().join("Dockerfile.ci");
+        std::fs::write(&outside, "FROM scratch\n").unwrap();
+        assert_eq!(
+            name_in_context(&outside, &context),
+            outside.display().to_string()
+        );
+    }
+}
