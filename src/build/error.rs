@@ -48,6 +48,9 @@ pub enum BuildError {
     /// An option of the request that cannot be carried out as written (`--cache-to …`).
     #[error("{message}")]
     Usage { message: String },
+    /// The registry client the caches need could not be set up (its TLS configuration).
+    #[error("setting up the registry client: {0}")]
+    RegistryClient(#[source] crate::registry::RegistryError),
     /// A blob an imported cache or a base image named could not be fetched.
     #[error("fetching layers the image needs: {source}")]
     CacheImport {

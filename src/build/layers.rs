@@ -8,7 +8,7 @@ use petgraph::graph::NodeIndex;
 
 use super::BuildError;
 use crate::export::{self, Blob, ExportError, LayerInput, RemoteLayer};
-use crate::oci::Compression;
+use crate::oci::{Compression, media_type};
 use crate::plan::{Definition, Plan};
 use crate::solve::{Solved, Solver};
 use crate::store::Store;
@@ -135,6 +135,7 @@ pub(super) fn inputs(
     plan: &Plan,
     solved: &Solved,
     epoch: Option<u64>,
+    compression: Compression,
 ) -> Result<Vec<LayerInput>, BuildError> {
     plan.image
         .layers
@@ -156,6 +157,14 @@ pub(super) fn inputs(
                 .filter(|_| !result.layer_exists())
                 .and_then(|imported| imported.layer.as_ref())
                 .filter(|cached| cached.epoch == epoch)
+                // A layer the push would send in another compression than the image's is
+                // written again from its files, so every runner pushes the same layers.
+                .filter(
+                    |cached| match media_type::layer_compression(&cached.blob.media_type) {
+                        Some(Compression::None) => true,
+                        found => found == Some(compression),
+                    },
+                )
                 .map(|cached| RemoteLayer {
                     diff_id: cached.diff_id.clone(),
                     blob: cached.blob.clone(),

@@ -306,7 +306,12 @@ impl Build {
         let written = early.collect_image().await;
         let written_early = written.clone();
         let exported = async {
-            let layers = layers::inputs(&plan, &solved, request.source_date_epoch)?;
+            let layers = layers::inputs(
+                &plan,
+                &solved,
+                request.source_date_epoch,
+                pushed_compression(outputs),
+            )?;
             layers::materialize_unexported(&solver, &plan, &solved, &layers).await?;
             // Layers of imported steps and lazily resolved bases are fetched when an
             // output needs their bytes (a push alone mounts them where they are), before
@@ -475,6 +480,18 @@ impl Build {
         }
         Ok(())
     }
+}
+
+/// The compression the image's layers leave in: the first pushing output's, else a
+/// push's default (gzip).
+fn pushed_compression(outputs: &[OutputSpec]) -> crate::oci::Compression {
+    outputs
+        .iter()
+        .find_map(|output| match output {
+            OutputSpec::Image(image) if image.push => Some(image.layers.compression),
+            _ => None,
+        })
+        .unwrap_or_else(|| crate::image::LayerOptions::default().compression)
 }
 
 /// What the early layer writer makes besides the image's layer tars: every step's layer

@@ -189,7 +189,12 @@ async fn make_step(shared: &Arc<Shared>, record: &Arc<ImportedRecord>) -> Result
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push((record.key.clone(), local, None));
-    if let Some(layer) = &record.layer {
+    // An uncompressed imported blob is the layer's tar: the exporter may use it as it is.
+    // A compressed one is not recorded: an image pushed in another compression would
+    // otherwise carry it instead of its own.
+    if let Some(layer) = &record.layer
+        && layer.blob.media_type == crate::oci::media_type::OCI_LAYER
+    {
         let blob_key = cache::layer_blob_key(&record.key, layer.epoch);
         let result = ResultRef {
             diff_id: Some(layer.diff_id.clone()),

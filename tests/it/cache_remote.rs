@@ -528,6 +528,46 @@ fn zstd_cache_layers_are_read_back() {
     assert!(ran[0].0.contains("RUN test"), "{log}");
 }
 
+#[test]
+fn a_zstd_cache_still_pushes_the_gzip_image_of_the_first_runner() {
+    let Some(fx) = Fixture::new() else { return };
+    let files = app_files(&fx.base());
+    let cache = fx.name("app:zstd-cache");
+    let image_a = fx.name("app:zstd-a");
+    let a = Runner::new(&files);
+    a.build_ok(&[
+        "-t",
+        &image_a,
+        "--push",
+        "--cache-to",
+        &format!("type=registry,ref={cache},mode=max,compression=zstd"),
+    ]);
+    drop(a);
+    let (_, digest_a) = remote_manifest(&image_a);
+
+    // Runner B's image layers come from a zstd cache, but its push (gzip, the default)
+    // sends the same layers runner A sent.
+    let b = Runner::new(&files);
+    let image_b = fx.name("app:zstd-b");
+    let log = b.build_ok(&["-t", &image_b, "--push", "--cache-from", &cache]);
+    assert_all_cached(&log);
+    let (manifest_b, digest_b) = remote_manifest(&image_b);
+    let media_types: Vec<&str> = manifest_b["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| layer["mediaType"].as_str().unwrap())
+        .collect();
+    assert!(
+        media_types.iter().all(|m| m.ends_with("tar+gzip")),
+        "{media_types:?}"
+    );
+    assert_eq!(
+        digest_b, digest_a,
+        "runner B pushed another manifest\n{log}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // A local (OCI layout) cache
 

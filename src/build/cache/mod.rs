@@ -245,11 +245,26 @@ async fn read_registry(fetcher: &Fetcher, rref: &RegistryRef) -> Result<ReadCach
     Ok((records, layers, Location::Registry(repo)))
 }
 
+/// The most a layout's `index.json`, cache manifest or cache config may hold: they are read
+/// into memory, and a directory restored from elsewhere is not trusted.
+const MAX_LAYOUT_DOCUMENT: u64 = 64 << 20;
+
+/// The file at `path`, refused when bigger than `limit` bytes.
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, BoxError> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("{} is larger than {limit} bytes", path.display()).into());
+    }
+    Ok(bytes)
+}
+
 fn read_layout(dir: &Path, tag: &str) -> Result<ReadCache, BoxError> {
     let index_path = dir.join("index.json");
-    let index: Value = serde_json::from_slice(
-        &std::fs::read(&index_path).map_err(|e| format!("{}: {e}", index_path.display()))?,
-    )?;
+    let index: Value = serde_json::from_slice(&read_limited(&index_path, MAX_LAYOUT_DOCUMENT)?)?;
     let manifests = index
         .get("manifests")
         .and_then(Value::as_array)
@@ -269,10 +284,7 @@ fn read_layout(dir: &Path, tag: &str) -> Result<ReadCache, BoxError> {
         .parse()?;
     let read_blob = |digest: &Digest| -> Result<Vec<u8>, BoxError> {
         let path = layout_blob(dir, digest);
-        let mut bytes = Vec::new();
-        std::fs::File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = read_limited(&path, MAX_LAYOUT_DOCUMENT)?;
         if Digest::of(&bytes) != *digest {
             return Err(format!("{} does not match its digest", path.display()).into());
         }
@@ -360,10 +372,7 @@ impl Remote {
         if request.cache_from.is_empty() && request.cache_to.is_empty() {
             return Ok(None);
         }
-        let client = Client::new(registry.clone()).map_err(|e| super::BuildError::CacheExport {
-            target: "the registry client".into(),
-            source: Box::new(e),
-        })?;
+        let client = Client::new(registry.clone()).map_err(super::BuildError::RegistryClient)?;
         let fetcher = Fetcher::new(store.clone(), client.clone());
         let imported = import(&request.cache_from, &fetcher, sink).await;
         Ok(Some(Remote {
@@ -394,7 +403,7 @@ impl Remote {
             }
         }
         for layer in layers {
-            if let Some(RemoteLayer::Blob { blob, .. }) = &layer.remote {
+            if let Some(RemoteLayer { blob, .. }) = &layer.remote {
                 wanted.push((blob.digest.parse()?, blob.size));
             }
         }
