@@ -116,6 +116,7 @@ impl ImageResolver for FakeResolver {
             ],
             diff_ids: vec![fake_digest(&format!("{normalised} layer"))],
             author,
+            platform: None,
         })
     }
 }
