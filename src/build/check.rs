@@ -27,6 +27,9 @@ pub struct CheckOptions<'a> {
     pub dockerfile_name: &'a str,
     /// The image store, for base images already pulled; never pulls.
     pub store: Option<&'a Store>,
+    /// Check every stage, not only those the target needs (`--call check` without
+    /// `--target`).
+    pub every_stage: bool,
 }
 
 impl CheckOptions<'_> {
@@ -102,6 +105,7 @@ impl ParsedDockerfile {
             target_platform: &target_platform,
             build_platform: &Platform::host(),
             target: options.target,
+            every_stage: options.every_stage,
             ignore: ignore.as_ref().map(|m| m as &dyn IgnoreRules),
             images: images.as_ref().map(|i| i as &dyn BaseImages),
         })?;

@@ -49,6 +49,10 @@ impl CheckInputs {
             context: (args.context != "-").then(|| Path::new(&args.context)),
             dockerfile_name: &source.display,
             store: self.store.as_ref(),
+            // As BuildKit: a check without a target covers every stage, a build the
+            // stages it needs.
+            every_stage: args.target.is_none()
+                && (args.check || args.call.method == super::Call::Check),
         }
     }
 }

@@ -14,6 +14,7 @@ mod config;
 mod error;
 mod from;
 mod ignored;
+mod reach;
 mod rules;
 mod stage;
 #[cfg(test)]
@@ -52,8 +53,11 @@ pub struct Input<'a> {
     pub build_args: &'a BTreeMap<String, String>,
     pub target_platform: &'a Platform,
     pub build_platform: &'a Platform,
-    /// `--target`, for `TARGETSTAGE`.
+    /// `--target` (for `TARGETSTAGE`, and the stages it needs); the last stage when `None`.
     pub target: Option<&'a str>,
+    /// Run the per-instruction rules over every stage (`--call check` without
+    /// `--target`), not only over the stages the target needs (a build).
+    pub every_stage: bool,
     /// The context's `.dockerignore`, when there is one.
     pub ignore: Option<&'a dyn IgnoreRules>,
     /// The environment of base images, for UndefinedVar.
@@ -122,8 +126,9 @@ pub fn check(input: &Input) -> Result<Report, Error> {
     text::check(input.file, &mut out);
     let bases = from::check(input, &mut out);
     let images = from::known_images(input, &bases, &mut out);
-    stage::check(input.stages, &bases, &images, input.ignore, &mut out);
-    vars::check(input, &bases, &images, &mut out);
+    let dispatched = reach::dispatched(input, &bases);
+    stage::check(input, &bases, &images, &dispatched, &mut out);
+    vars::check(input, &bases, &images, &dispatched, &mut out);
     let mut findings = out.findings;
     findings.sort_by_key(|f| f.span.start.offset);
     Ok(Report {

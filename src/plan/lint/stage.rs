@@ -12,7 +12,7 @@ use super::rules::{
     MULTIPLE_INSTRUCTIONS_DISALLOWED, RESERVED_STAGE_NAME, SECRETS_USED_IN_ARG_OR_ENV,
     WORKDIR_RELATIVE_PATH,
 };
-use super::{Emitter, IgnoreRules, ResolvedImage, ignored};
+use super::{Emitter, IgnoreRules, Input, ResolvedImage, ignored};
 use crate::gocompat::{go_lowercase, go_quote};
 use crate::instruction::{Command, Instruction, KeyValue, Stages};
 use crate::syntax::Span;
@@ -29,18 +29,24 @@ struct Inherited {
     workdir: bool,
 }
 
-/// `bases[i]`: what stage `i` is built on.
+/// `bases[i]`: what stage `i` is built on; `dispatched[i]`: whether the per-instruction
+/// rules run over it.
 pub(super) fn check(
-    stages: &Stages,
+    input: &Input,
     bases: &[Base],
     images: &[Option<ResolvedImage>],
-    ignore: Option<&dyn IgnoreRules>,
+    dispatched: &[bool],
     out: &mut Emitter,
 ) {
+    let stages = input.stages;
     stage_names(stages, out);
     instruction_casing(stages, out);
     let mut handed_on: Vec<Inherited> = Vec::with_capacity(stages.stages.len());
     for (index, stage) in stages.stages.iter().enumerate() {
+        if !dispatched.get(index).copied().unwrap_or(true) {
+            handed_on.push(Inherited::default());
+            continue;
+        }
         let start = match (bases.get(index), images.get(index)) {
             (Some(Base::Stage(parent)), _) => handed_on.get(*parent).copied().unwrap_or_default(),
             (_, Some(Some(image))) => Inherited {
@@ -49,7 +55,7 @@ pub(super) fn check(
             },
             _ => Inherited::default(),
         };
-        handed_on.push(commands(&stage.commands, start, ignore, out));
+        handed_on.push(commands(&stage.commands, start, input.ignore, out));
     }
 }
 

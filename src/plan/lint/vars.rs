@@ -25,13 +25,16 @@ pub(super) fn check(
     input: &Input,
     bases: &[Base],
     images: &[Option<ResolvedImage>],
+    dispatched: &[bool],
     out: &mut Emitter,
 ) {
     let lexer = Lexer::new(input.file.escape);
     let globals = global_args(input, &lexer, true);
     let mut final_envs: Vec<Option<Env>> = Vec::with_capacity(bases.len());
-    for ((stage, base), image) in input.stages.stages.iter().zip(bases).zip(images) {
+    let stages = input.stages.stages.iter().zip(dispatched);
+    for ((stage, dispatched), (base, image)) in stages.zip(bases.iter().zip(images)) {
         let start = match (base, image) {
+            _ if !dispatched => None,
             (Base::Stage(parent), _) => final_envs.get(*parent).cloned().flatten(),
             (Base::Image { reference, .. }, _) if reference == "scratch" => Some(Vec::new()),
             (_, Some(image)) => Some(image.config.env.iter().map(|e| split_entry(e)).collect()),

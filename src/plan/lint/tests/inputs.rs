@@ -76,6 +76,7 @@ fn bad_check_options_are_errors() {
             target_platform: &platform,
             build_platform: &platform,
             target: None,
+            every_stage: true,
             ignore: None,
             images: None,
         })
@@ -233,4 +234,52 @@ fn invalid_base_image_platform() {
         ("FROM --platform=linux/arm64 arm-only AS arm64\n", &[]),
         ("FROM alpine\n", &[]),
     ]);
+}
+
+/// The rules broken in `dockerfile` when checked as a build of `target` would be.
+fn build_findings(dockerfile: &str, target: Option<&str>) -> Vec<(&'static str, usize)> {
+    let file = syntax::parse(dockerfile.as_bytes()).unwrap();
+    let stages = instruction::parse(&file).unwrap();
+    let platform = Platform::parse("linux/amd64").unwrap();
+    let report = check(&Input {
+        file: &file,
+        stages: &stages,
+        build_args: &BTreeMap::new(),
+        target_platform: &platform,
+        build_platform: &platform,
+        target,
+        every_stage: false,
+        ignore: None,
+        images: None,
+    })
+    .unwrap();
+    report
+        .findings
+        .iter()
+        .map(|f| (f.rule.name, f.span.start.line))
+        .collect()
+}
+
+#[test]
+fn a_build_checks_the_instructions_of_the_stages_it_needs() {
+    // BuildKit's case: stage b is not needed by the last stage, c.
+    const FILE: &str =
+        "\nFROM scratch AS a\n\nFROM a AS b\nENV testkey value\nLABEL key value\n\nFROM a AS c\n";
+    assert_eq!(build_findings(FILE, None), Vec::new());
+    assert_eq!(
+        build_findings(FILE, Some("b")),
+        [("LegacyKeyValueFormat", 5), ("LegacyKeyValueFormat", 6)]
+    );
+    // Stages used by COPY --from and RUN --mount from= are needed too; FROM lines and
+    // the file's casing are checked whatever the target.
+    const USED: &str = "FROM scratch AS copied\nCMD [\"one\"]\nCMD [\"two\"]\nFROM scratch AS mounted\nWORKDIR rel\nFROM scratch AS unused\nMAINTAINER me\nFROM scratch AS Final\nCOPY --from=copied /a /a\nRUN --mount=from=mounted,target=/m true\n";
+    assert_eq!(
+        build_findings(USED, None),
+        [
+            ("MultipleInstructionsDisallowed", 2),
+            ("WorkdirRelativePath", 5),
+            ("MaintainerDeprecated", 7),
+            ("StageNameCasing", 8),
+        ]
+    );
 }

@@ -52,6 +52,7 @@ fn run_with(
         target_platform: &platform,
         build_platform: &platform,
         target: None,
+        every_stage: true,
         ignore,
         images: Some(&Images),
     })
