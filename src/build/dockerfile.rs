@@ -1,7 +1,8 @@
 //! The front end of a build: Dockerfile bytes to stages, with every problem found.
 
 use crate::instruction::{self, Stages};
-use crate::syntax::{self, Span};
+use crate::plan;
+use crate::syntax::{self, Dockerfile, Span};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,11 @@ impl Diagnostic {
         }
     }
 
+    /// A problem planning found.
+    pub(super) fn from_plan(error: &plan::Error) -> Diagnostic {
+        Diagnostic::error(error.span(), error.to_string())
+    }
+
     fn warning(span: Span, message: &str) -> Diagnostic {
         Diagnostic {
             severity: Severity::Warning,
@@ -36,19 +42,20 @@ impl Diagnostic {
     }
 }
 
-/// A Dockerfile that parsed into stages, with its warnings.
+/// A Dockerfile that parsed into stages. Its warnings are the findings of
+/// [`ParsedDockerfile::lint`].
 #[derive(Debug, Clone)]
 pub struct ParsedDockerfile {
     pub stages: Stages,
     /// The escape character in force (`# escape=`).
     pub escape: char,
-    /// Warnings, in the order they were found.
-    pub warnings: Vec<Diagnostic>,
+    /// The syntax tree the stages came from (directives, comments, keyword casing).
+    pub syntax: Dockerfile,
 }
 
 impl ParsedDockerfile {
     /// Parses and validates `bytes`. On failure, every finding in the order found: the
-    /// warnings met before the errors, then the errors (all of them, not just the first).
+    /// parser's warnings, then the errors (all of them, not just the first).
     pub fn parse(bytes: &[u8]) -> Result<ParsedDockerfile, Vec<Diagnostic>> {
         let file = syntax::parse(bytes)
             .map_err(|error| vec![Diagnostic::error(error.span(), error.to_string())])?;
@@ -68,16 +75,10 @@ impl ParsedDockerfile {
                 return Err(warnings);
             }
         };
-        warnings.extend(
-            stages
-                .warnings
-                .iter()
-                .map(|w| Diagnostic::warning(w.span, &w.message)),
-        );
         Ok(ParsedDockerfile {
             stages,
             escape: file.escape,
-            warnings,
+            syntax: file,
         })
     }
 }

@@ -28,6 +28,9 @@ pub enum BuildError {
     },
     #[error("build context: {0}")]
     Context(#[from] crate::source::Error),
+    /// The check options (`# check=`, `BUILDKIT_DOCKERFILE_CHECK`) do not parse.
+    #[error("{0}")]
+    Check(#[from] crate::plan::lint::Error),
     #[error("cache index: {0}")]
     Cache(#[from] crate::cache::CacheError),
     #[error("store: {0}")]
@@ -128,6 +131,7 @@ impl BuildError {
             BuildError::Plan(error) => !matches!(**error, crate::plan::Error::Resolve { .. }),
             BuildError::Usage { .. } => true,
             BuildError::Output { .. } => true,
+            BuildError::Check(_) => true,
             _ => false,
         }
     }

@@ -11,6 +11,7 @@
 
 mod base;
 pub mod cache;
+mod check;
 mod dockerfile;
 mod error;
 mod layers;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub use cache::spec::{CacheExport, CacheImport, CacheMode, CacheTarget};
+pub use check::CheckOptions;
 pub use dockerfile::{Diagnostic, ParsedDockerfile, Severity};
 pub use error::BuildError;
 pub use output::{

@@ -44,6 +44,7 @@ mod copy;
 mod dump;
 mod error;
 mod image;
+pub mod lint;
 mod metadata;
 pub mod op;
 mod paths;
@@ -131,6 +132,8 @@ pub struct ResolvedImage {
     pub diff_ids: Vec<String>,
     /// `author` of the image config.
     pub author: Option<String>,
+    /// The platform the image config says it is for, when it says.
+    pub platform: Option<Platform>,
 }
 
 /// The image at the bottom of the target's layer chain.

@@ -82,6 +82,7 @@ impl<'a> StoreResolver<'a> {
                 .get("author")
                 .and_then(|a| a.as_str())
                 .map(str::to_string),
+            platform: config_platform(&json),
         })
     }
 
@@ -114,6 +115,20 @@ impl<'a> StoreResolver<'a> {
             }),
         }
     }
+}
+
+/// The `os`, `architecture` and `variant` of an image config, when it has the first two.
+fn config_platform(json: &serde_json::Value) -> Option<Platform> {
+    let field = |name: &str| {
+        json.get(name)
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    Some(Platform::new(
+        field("os")?,
+        field("architecture")?,
+        field("variant"),
+    ))
 }
 
 impl ImageResolver for StoreResolver<'_> {

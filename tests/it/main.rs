@@ -9,6 +9,7 @@ mod harness;
 mod build;
 mod cache;
 mod cache_remote;
+mod check;
 mod cli;
 mod container;
 mod fileop;

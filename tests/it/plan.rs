@@ -116,6 +116,7 @@ impl ImageResolver for FakeResolver {
             ],
             diff_ids: vec![fake_digest(&format!("{normalised} layer"))],
             author,
+            platform: None,
         })
     }
 }
@@ -366,10 +367,20 @@ fn inputs_are_ordered() {
 /// `plan` is layer L3: it may use `oci`, `gocompat`, `syntax`, `shell` and `instruction` only.
 #[test]
 fn plan_uses_only_lower_layers() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/plan");
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src/plan")];
+    let mut files = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
     let allowed = ["oci", "gocompat", "syntax", "shell", "instruction", "plan"];
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
+    for path in files {
         let text = fs::read_to_string(&path).unwrap();
         for (number, line) in text.lines().enumerate() {
             for (start, _) in line.match_indices("crate::") {

@@ -1,6 +1,7 @@
 //! `kiln build`: the command line turned into a [`BuildRequest`], the outcome rendered;
 //! and the `--call` front-end methods.
 
+mod check;
 mod methods;
 mod options;
 
@@ -36,9 +37,10 @@ pub struct BuildArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<String>,
 
-    /// Run a front-end method instead of building.
-    #[arg(long = "call", value_enum, default_value_t = Call::Build)]
-    call: Call,
+    /// Run a front-end method instead of building: build, check, outline or targets;
+    /// `check,format=json` prints the check's result as BuildKit's JSON.
+    #[arg(long = "call", value_name = "METHOD", default_value = "build", value_parser = CallSpec::parse)]
+    call: CallSpec,
 
     /// Shorthand for `--call check`.
     #[arg(long = "check")]
@@ -145,6 +147,29 @@ enum Call {
     Targets,
 }
 
+/// `--call METHOD[,format=text|json]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CallSpec {
+    method: Call,
+    json: bool,
+}
+
+impl CallSpec {
+    fn parse(text: &str) -> Result<CallSpec, String> {
+        let mut parts = text.split(',');
+        let method = Call::from_str(parts.next().unwrap_or_default(), true)?;
+        let mut json = false;
+        for option in parts {
+            json = match option {
+                "format=json" if method == Call::Check => true,
+                "format=text" => false,
+                other => return Err(format!("unsupported option {other:?} for --call {text}")),
+            };
+        }
+        Ok(CallSpec { method, json })
+    }
+}
+
 /// A Dockerfile read from disk or standard input.
 struct DockerfileSource {
     /// The name shown in messages, e.g. `Dockerfile` or `app/Dockerfile`.
@@ -163,38 +188,30 @@ impl DockerfileSource {
 }
 
 pub fn run(args: BuildArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let call = if args.check { Call::Check } else { args.call };
+    let call = if args.check {
+        CallSpec {
+            method: Call::Check,
+            json: false,
+        }
+    } else {
+        args.call
+    };
     let source = read_dockerfile(&args)?;
     let parsed = match ParsedDockerfile::parse(&source.bytes) {
         Ok(parsed) => parsed,
+        Err(diagnostics) if call.method == Call::Check => {
+            return Ok(check::parse_failed(&source, &diagnostics, call.json));
+        }
         Err(diagnostics) => {
             for d in &diagnostics {
                 source.report(d.severity, d.span, &d.message);
             }
-            if call == Call::Check {
-                let problems = diagnostics
-                    .iter()
-                    .filter(|d| d.severity == Severity::Error)
-                    .count();
-                let plural = if problems == 1 { "" } else { "s" };
-                eprintln!("Check complete: {problems} problem{plural} found.");
-            }
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    for d in &parsed.warnings {
-        source.report(d.severity, d.span, &d.message);
-    }
     let stages = &parsed.stages;
-    match call {
-        Call::Check => {
-            match parsed.warnings.len() {
-                0 => println!("Check complete: no problems found."),
-                1 => println!("Check complete: no errors, 1 warning."),
-                n => println!("Check complete: no errors, {n} warnings."),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+    match call.method {
+        Call::Check => check::run(&args, global, &source, &parsed, call.json),
         Call::Targets => {
             print!("{}", methods::targets_table(stages));
             Ok(ExitCode::SUCCESS)
@@ -222,9 +239,18 @@ fn build(
     let empty_context = (args.context == "-")
         .then(options::EmptyDir::create)
         .transpose()?;
+    let store = super::image::open_store(global)?;
+    let checks = check::CheckInputs::new(args, Some(store.clone()))?;
+    let lint = parsed.lint(&checks.options(args, source));
+    let lint = match lint {
+        Ok(report) => report,
+        Err(error) => return Ok(report_failure(source, error)),
+    };
+    if let Some(code) = check::stops_build(source, &lint) {
+        return Ok(code);
+    }
     let request = request(args, source, parsed, empty_context.as_ref())?;
     let stdout_taken = request.stdout.is_some();
-    let store = super::image::open_store(global)?;
     let builder = Build::new(store, super::image::client_config(global));
     let mode = if args.quiet {
         ProgressMode::Quiet
@@ -244,6 +270,9 @@ fn build(
         signals.abort();
         outcome
     }));
+    if !args.quiet {
+        check::print_summary(&lint.findings);
+    }
     match outcome {
         Ok(outcome) => finish(args, &outcome, stdout_taken),
         Err(error) => Ok(report_failure(source, error)),
