@@ -12,6 +12,7 @@ mod cache_remote;
 mod cli;
 mod container;
 mod fileop;
+mod git;
 mod image;
 mod instruction;
 mod layers;
