@@ -84,10 +84,11 @@ async fn fetch(task: &Task, request: &Request<'_>) -> Result<(String, PathBuf, b
 fn commit(staging: &Path, target: &Path) -> Result<()> {
     let scratch = staging.join("scratch");
     std::fs::remove_dir_all(&scratch).map_err(SolveError::io("remove", &scratch))?;
-    if !target.exists() {
-        std::fs::rename(staging, target).map_err(SolveError::io("rename", staging))?;
+    // Another build may have put the same checkout there meanwhile; then it is used.
+    match std::fs::rename(staging, target) {
+        Err(_) if target.join("fs").is_dir() => Ok(()),
+        renamed => renamed.map_err(SolveError::io("rename", staging)),
     }
-    Ok(())
 }
 
 /// BuildKit's `shaToCacheKey`, hashed: an annotated tag counts as its commit unless the
