@@ -49,13 +49,9 @@ impl GitServer {
         run_git(dir.path(), &["init", "-q", "-b", "main", "work"]);
         run_git(&served, &["init", "-q", "--bare", "-b", "main", "repo.git"]);
         let port = free_port();
-        let daemon = Command::new(GIT)
-            .args([
-                "daemon",
-                "--export-all",
-                "--reuseaddr",
-                "--listen=127.0.0.1",
-            ])
+        // The daemon itself, not `git daemon`: killing that wrapper would leave it running.
+        let daemon = Command::new(DAEMON)
+            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", served.display()))
             .arg(&served)
