@@ -9,8 +9,9 @@ use petgraph::graph::NodeIndex;
 
 use super::Error;
 use super::builder::Planner;
+use super::git::{GitRef, is_git_source};
 use super::op::{Copy, CopySource, Definition, FileOp, Source};
-use super::paths::{is_git_source, is_http_source, url_filename};
+use super::paths::{is_http_source, url_filename};
 use super::state::StageState;
 use crate::gocompat::go_path_clean as clean;
 use crate::instruction::{self, Chmod, Command, Transfer};
@@ -179,7 +180,7 @@ impl Planner<'_> {
         Ok((paths, inline))
     }
 
-    /// ADD `--checksum`, expanded; only for a single HTTP(S) source.
+    /// ADD `--checksum`, expanded; only for a single HTTP(S) or git source.
     fn copy_checksum(
         &self,
         state: &StageState,
@@ -197,9 +198,12 @@ impl Planner<'_> {
                     span,
                 ));
             }
-            if !paths.first().is_some_and(|p| is_http_source(p)) {
+            if !paths
+                .first()
+                .is_some_and(|p| is_http_source(p) || is_git_source(p))
+            {
                 return Err(Error::invalid(
-                    "checksum can't be specified for non-HTTP(S) sources",
+                    "checksum requires HTTP(S) or Git sources",
                     span,
                 ));
             }
@@ -265,15 +269,10 @@ impl Planner<'_> {
             let Some(add) = add else {
                 return Err(Error::invalid("source can't be a git ref for COPY", span));
             };
+            let source = git_source(path, add, step.checksum.as_deref())
+                .map_err(|m| Error::invalid(m, span))?;
             let metadata = state.metadata(step.name.clone(), span, step.onbuild);
-            let node = self.add_op(
-                Definition::Source(Source::Git {
-                    url: path.to_string(),
-                    keep_git_dir: add.keep_git_dir,
-                }),
-                Vec::new(),
-                metadata,
-            );
+            let node = self.add_op(Definition::Source(source), Vec::new(), metadata);
             inputs.push(node);
             return Ok(plain_source(inputs.len() - 1, "/".to_string()));
         }
@@ -308,6 +307,40 @@ impl Planner<'_> {
             add.is_some_and(|a| a.unpack != Some(false)),
         ))
     }
+}
+
+/// The git source of `path`, with ADD's `--keep-git-dir` and `--checksum` reconciled with
+/// the URL's own options as BuildKit does (a conflict is an error).
+fn git_source(
+    path: &str,
+    add: &instruction::Add,
+    checksum: Option<&str>,
+) -> Result<Source, String> {
+    let git = GitRef::parse(path)?;
+    if add.keep_git_dir && git.keep_git_dir == Some(false) {
+        return Err("inconsistent keep-git-dir configuration".to_string());
+    }
+    if let (Some(flag), Some(query)) = (checksum, &git.checksum)
+        && flag != query
+    {
+        return Err(format!("checksum mismatch {flag:?} != {query:?}"));
+    }
+    let checksum = git.checksum.or(checksum.map(str::to_string));
+    if let Some(checksum) = &checksum
+        && (checksum.is_empty() || !checksum.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return Err(format!(
+            "invalid checksum {checksum} for Git URL, expected hex commit hash"
+        ));
+    }
+    Ok(Source::Git {
+        remote: git.remote,
+        reference: git.reference,
+        subdir: git.subdir,
+        checksum,
+        keep_git_dir: git.keep_git_dir.unwrap_or(add.keep_git_dir),
+        submodules: git.submodules.unwrap_or(true),
+    })
 }
 
 /// A path (or wildcard) in the local input; with `--parents`, the part after `/./`

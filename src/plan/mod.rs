@@ -16,7 +16,10 @@
 //!   `Source::Scratch`: the empty filesystem. `Source::Context`: the local
 //!   context filtered by `include` (all when empty), `exclude` and
 //!   `.dockerignore`. `Source::Url`: download to `/<filename>`, verifying
-//!   `checksum` when given. `Source::Git`: clone `url` (`#ref:subdir`).
+//!   `checksum` when given. `Source::Git`: `reference` of `remote` (the default
+//!   branch when empty) resolved to a commit, checked against `checksum`, and its
+//!   files (`subdir` only, when given; with `.git` when `keep_git_dir`;
+//!   submodules too when `submodules`), keyed by that commit.
 //! - `Exec`: run `argv` on a snapshot of input 0 with exactly `env` (plus each
 //!   `proxy_env` entry whose name `env` lacks), `user` (empty = root; names
 //!   via the rootfs `/etc/passwd`), `workdir` (created if missing), `hostname`,
@@ -30,8 +33,8 @@
 //!   input, `Inline` sources as files named `name` with `mode`. Apply `chown`
 //!   (names resolved against the destination's `/etc/passwd` and
 //!   `/etc/group`; default 0:0), `chmod` (octal or symbolic, see
-//!   [`crate::instruction::Chmod`]), `exclude`, `unpack` (local tar archives
-//!   are extracted). With `link`, the layer is the copy onto an empty
+//!   [`crate::instruction::Chmod`]), `exclude`, `unpack` (a tar archive source
+//!   is extracted). With `link`, the layer is the copy onto an empty
 //!   filesystem, so it does not depend on input 0.
 //! - `FileOp::Mkdir` (WORKDIR): create `path` with parents, mode `mode`,
 //!   owned by `owner` (resolved like chown). Its layer is kept even when
@@ -43,6 +46,7 @@ mod builder;
 mod copy;
 mod dump;
 mod error;
+mod git;
 mod image;
 pub mod lint;
 mod metadata;

@@ -79,8 +79,22 @@ pub enum Source {
         checksum: Option<String>,
         filename: String,
     },
-    /// A git repository (`ADD https://…/repo.git#ref:dir`, `ADD git@…`).
-    Git { url: String, keep_git_dir: bool },
+    /// A git repository (`ADD https://…/repo.git#ref:dir`, `ADD git@…`). The solver keys
+    /// it by the commit `reference` resolves to, not by these fields.
+    Git {
+        /// The URL git fetches (without `#…` or `?…`).
+        remote: String,
+        /// A branch, tag, full ref or commit; the default branch when empty.
+        reference: String,
+        /// The repository directory whose contents are the source; the root when empty.
+        subdir: String,
+        /// `--checksum`: the commit, or a prefix of it, `reference` must resolve to.
+        checksum: Option<String>,
+        /// `--keep-git-dir`: the result has a `.git` (only without `subdir`).
+        keep_git_dir: bool,
+        /// Submodules are checked out too (the default).
+        submodules: bool,
+    },
 }
 
 /// A RUN step. Input 0 is the root filesystem; mounts name their own inputs.

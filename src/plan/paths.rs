@@ -1,5 +1,6 @@
 //! Path and URL helpers with Go's `path` semantics.
 
+use super::git::is_git_source;
 use crate::gocompat::go_path_clean;
 
 /// `system.NormalizeWorkdir`: absolute and cleaned; relative paths join the
@@ -12,18 +13,6 @@ pub(crate) fn normalise_workdir(current: &str, requested: &str) -> Result<String
         return Ok(go_path_clean(requested));
     }
     Ok(go_path_clean(&format!("/{current}/{requested}")))
-}
-
-/// Git sources BuildKit recognises in ADD (`gitutil.ParseGitRef`, simplified).
-pub(crate) fn is_git_source(source: &str) -> bool {
-    if source.starts_with("git@") || source.starts_with("git://") || source.starts_with("ssh://") {
-        return true;
-    }
-    if source.starts_with("http://") || source.starts_with("https://") {
-        let path = source.split(['#', '?']).next().unwrap_or(source);
-        return path.ends_with(".git");
-    }
-    false
 }
 
 /// An HTTP(S) URL that is not a git repository.
@@ -68,7 +57,6 @@ mod tests {
         );
         assert_eq!(url_filename("https://example.com"), "__unnamed__");
         assert_eq!(url_filename("https://example.com/"), "__unnamed__");
-        assert!(is_git_source("https://github.com/moby/buildkit.git#v0.1"));
         assert!(is_http_source("https://example.com/file"));
         assert!(!is_http_source("https://github.com/moby/buildkit.git"));
     }

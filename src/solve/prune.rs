@@ -25,6 +25,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::op::exec::mounts_dir;
+use super::op::git;
 use super::op::url::{self, records_dir as urls_dir};
 use super::step::{KEY_LOCKS, SNAPSHOT_PREFIX};
 use super::{SolveError, unique_suffix};
@@ -63,7 +64,7 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SolveEr
     SolveError::io(what, path)
 }
 
-/// The build-cache snapshot directories (`build-*`, `url-*`), by name.
+/// The build-cache snapshot directories (`build-*`, `url-*`, `git-*`), by name.
 fn cache_snapshots(store: &Store) -> Result<BTreeSet<String>> {
     let dir = store.snapshots_dir();
     let mut names = BTreeSet::new();
@@ -73,7 +74,10 @@ fn cache_snapshots(store: &Store) -> Result<BTreeSet<String>> {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        if name.starts_with(SNAPSHOT_PREFIX) || name.starts_with(url::SNAPSHOT_PREFIX) {
+        if [SNAPSHOT_PREFIX, url::SNAPSHOT_PREFIX, git::SNAPSHOT_PREFIX]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+        {
             names.insert(name);
         }
     }
@@ -198,7 +202,8 @@ pub fn prune(store: &Store, cache: &CacheIndex, options: &PruneOptions) -> Resul
     report.records = cache.remove(&keys)?;
     let still_named: HashSet<String> = keep.into_iter().filter_map(|(_, s)| s).collect();
 
-    // Snapshots nothing names any more (with --all: every one), and URL downloads.
+    // Snapshots nothing names any more (with --all: every one), URL downloads no record
+    // names, and git checkouts (a build fetches them again when it needs them).
     let urls = if options.all {
         BTreeSet::new()
     } else {
@@ -209,6 +214,8 @@ pub fn prune(store: &Store, cache: &CacheIndex, options: &PruneOptions) -> Resul
         .filter(|name| {
             if name.starts_with(url::SNAPSHOT_PREFIX) {
                 !urls.contains(*name)
+            } else if name.starts_with(git::SNAPSHOT_PREFIX) {
+                true
             } else {
                 !still_named.contains(*name)
             }

@@ -70,8 +70,23 @@ impl Task {
                 checksum,
                 filename,
             }) => op::url::run(&self, url.clone(), checksum.clone(), filename.clone()).await,
-            Definition::Source(Source::Git { .. }) => {
-                Err(self.unsupported("ADD from a git repository"))
+            Definition::Source(Source::Git {
+                remote,
+                reference,
+                subdir,
+                checksum,
+                keep_git_dir,
+                submodules,
+            }) => {
+                let request = crate::source::git::Request {
+                    remote,
+                    reference,
+                    subdir,
+                    checksum: checksum.as_deref(),
+                    keep_git_dir: *keep_git_dir,
+                    submodules: *submodules,
+                };
+                op::git::run(&self, request).await
             }
             Definition::Exec(exec) => {
                 let work = Work::Exec(exec.clone());

@@ -42,6 +42,30 @@ pub enum Error {
         url: String,
         status: reqwest::StatusCode,
     },
+    /// `git` could not be started.
+    #[error("running git: {source}")]
+    GitSpawn { source: std::io::Error },
+    /// The shell that runs git did not find it.
+    #[error("ADD from a git repository needs the git binary (install git)")]
+    GitMissing,
+    /// A git command failed; `stderr` is what it said.
+    #[error("git {command} of {remote} failed: {stderr}")]
+    GitCommand {
+        command: String,
+        remote: String,
+        stderr: String,
+    },
+    /// The repository does not have what the source asks for (a ref, a commit, a
+    /// subdirectory).
+    #[error("{remote}: {message}")]
+    Git { remote: String, message: String },
+    /// Making the checkout's directories.
+    #[error("{what} {}: {source}", path.display())]
+    GitIo {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The body ended before the length the server announced.
     #[error("downloading {url}: the connection closed after {received} of {expected} bytes")]
     Truncated {

@@ -96,7 +96,7 @@ impl Env {
     }
 
     /// Every entry of layer `n` of the image: path → (mode, content).
-    fn layer(&self, manifest: &Value, n: usize) -> BTreeMap<String, (u32, Vec<u8>)> {
+    pub(crate) fn layer(&self, manifest: &Value, n: usize) -> BTreeMap<String, (u32, Vec<u8>)> {
         let digest = manifest["layers"][n]["digest"].as_str().unwrap();
         let blob = self.blob(digest);
         // Layers kiln builds are stored uncompressed (their digest is the diff_id); base
@@ -467,7 +467,7 @@ fn source_date_epoch_makes_builds_reproducible() {
 }
 
 #[test]
-fn identical_stages_and_unsupported_sources() {
+fn identical_stages_and_unreachable_sources() {
     let Some(env) = Env::new(true) else { return };
     env.write(
         "Dockerfile",
@@ -478,15 +478,16 @@ fn identical_stages_and_unsupported_sources() {
     let (manifest, _) = env.image("docker.io/library/same:latest");
     assert_eq!(env.layer(&manifest, 1)["b"].1, b"same\n", "{log}");
 
+    // A git source that cannot be fetched fails its step, naming the remote.
     env.write(
         "Dockerfile",
-        "FROM busybox\nADD https://example.invalid/repo.git /src\n",
+        "FROM busybox\nADD git://127.0.0.1:1/repo.git /src\n",
     );
     let out = env.build(&[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains("from a git repository is not supported yet"),
+        err.contains("git ls-remote of git://127.0.0.1:1/repo.git failed"),
         "{err}"
     );
     assert!(err.contains("Dockerfile:2"), "{err}");

@@ -13,6 +13,7 @@ mod check;
 mod cli;
 mod container;
 mod fileop;
+mod git;
 mod image;
 mod instruction;
 mod layers;

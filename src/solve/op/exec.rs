@@ -97,7 +97,7 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
-    fn read(&self) -> std::io::Result<Vec<u8>> {
+    pub(in crate::solve) fn read(&self) -> std::io::Result<Vec<u8>> {
         match self {
             SecretSource::File(path) => std::fs::read(path),
             SecretSource::Env(name) => std::env::var_os(name)

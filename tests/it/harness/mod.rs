@@ -1,11 +1,12 @@
 //! What the integration tests share, each piece defined once: the skip-or-fail rule, the
-//! kiln binary, the busybox base image, the loopback registry, temporary roots that check
+//! kiln binary, the busybox base image, the loopback registry, loopback git servers, temporary roots that check
 //! nothing is left behind, and a few small byte and file helpers.
 //!
 //! `tests/sandbox.rs` (a separate binary with its own `main`) includes this module too.
 
 mod binary;
 mod busybox;
+pub mod git;
 pub mod registry;
 mod temp;
 
