@@ -11,6 +11,7 @@ mod cache;
 mod cache_remote;
 mod cli;
 mod container;
+mod differential;
 mod fileop;
 mod image;
 mod instruction;
