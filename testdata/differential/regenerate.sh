@@ -40,7 +40,7 @@ for name in "${cases[@]}"; do
   dockerfile=$case_dir/Dockerfile
   [ -f "$case_dir/Dockerfile.docker" ] && dockerfile=$case_dir/Dockerfile.docker
   # `busybox` as an image (FROM, COPY --from) is the harness's image.
-  sed -E 's#^([[:space:]]*FROM[[:space:]]+)busybox\b#\1'"$BASE"'#I; s#--from=busybox\b#--from='"$BASE"'#; s#^([[:space:]]*ARG[[:space:]]+[A-Za-z_]+=)busybox\b#\1'"$BASE"'#I' \
+  sed -E 's#^([[:space:]]*FROM[[:space:]]+(--platform=[^[:space:]]+[[:space:]]+)?)busybox\b#\1'"$BASE"'#I; s#--from=busybox\b#--from='"$BASE"'#; s#^([[:space:]]*ARG[[:space:]]+[A-Za-z_]+=)busybox\b#\1'"$BASE"'#I' \
     "$dockerfile" > "$work/$name.Dockerfile"
   flags=()
   [ -f "$case_dir/args" ] && mapfile -t flags < "$case_dir/args"
