@@ -137,7 +137,7 @@ fn listing(archive: &[u8], base_diff_id: &str) -> String {
     }
     flatten("config", &config["config"], &mut out);
     for (n, entry) in config["history"].as_array().unwrap().iter().enumerate() {
-        let kind = if entry["empty_layer"] == true {
+        let kind = if entry["empty_layer"].as_bool() == Some(true) {
             "empty_layer"
         } else {
             "layer"
@@ -242,11 +242,11 @@ fn layer_entries(tar: &[u8]) -> Vec<String> {
             tar::EntryType::Fifo => format!("fifo {path} {mode:04o} {owner}"),
             other => format!("{other:?} {path} {mode:04o} {owner}"),
         };
-        out.push(format!("{detail}{}", xattrs.concat()));
+        out.push((path, format!("{detail}{}", xattrs.concat())));
     }
-    // Sorted by path (the second field): the order of a layer's entries carries no meaning.
-    out.sort_by(|a, b| a.split(' ').nth(1).cmp(&b.split(' ').nth(1)));
-    out
+    // Sorted by path: the order of a layer's entries carries no meaning.
+    out.sort();
+    out.into_iter().map(|(_, line)| line).collect()
 }
 
 /// A layer path as an absolute one: `./a/b/` → `/a/b`.
@@ -281,10 +281,9 @@ fn kiln_listing(root: &Path, work: &Path, name: &str, base_diff_id: &str) -> Str
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = harness::kiln(root, &args);
     if !out.status.success() {
-        return format!(
-            "build fails\n# kiln: {}",
-            stderr(&out).lines().last().unwrap_or("")
-        );
+        let log = stderr(&out);
+        let reason = log.lines().rev().find(|line| line.contains("ERROR"));
+        return format!("build fails\n# kiln: {}", reason.unwrap_or_default());
     }
     let archive = work.join(format!("{name}.tar"));
     let out = harness::kiln(root, &["save", "-o", archive.to_str().unwrap(), &tag]);
@@ -407,7 +406,7 @@ fn expected_from_docker_archives() {
             listing(&bytes, &busybox.diff_id)
         };
         std::fs::write(
-            corpus().join("cases").join(&name).join("expected.txt"),
+            corpus().join("cases").join(name).join("expected.txt"),
             expected,
         )
         .unwrap();
