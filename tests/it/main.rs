@@ -12,6 +12,7 @@ mod cache_remote;
 mod check;
 mod cli;
 mod container;
+mod differential;
 mod fileop;
 mod git;
 mod image;

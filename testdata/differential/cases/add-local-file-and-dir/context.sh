@@ -1,0 +1,1 @@
+echo a > a.txt && mkdir -p dir/s && echo s > dir/s/f

@@ -1,0 +1,1 @@
+echo 'not an archive' > fake.tar.gz

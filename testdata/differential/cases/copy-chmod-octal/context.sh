@@ -1,0 +1,1 @@
+echo a > a.txt && mkdir -p dir/sub && echo b > dir/sub/b

@@ -1,0 +1,1 @@
+mkdir -p dir/s && echo f > dir/s/f

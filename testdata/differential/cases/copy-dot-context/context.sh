@@ -1,0 +1,1 @@
+mkdir -p a/b && echo 1 > a/b/c && echo 2 > top

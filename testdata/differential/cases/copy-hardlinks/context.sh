@@ -1,0 +1,1 @@
+mkdir hl && echo same > hl/a && ln hl/a hl/b && echo other > hl/c

@@ -1,0 +1,1 @@
+echo target > real.txt && ln -s real.txt link-file

@@ -1,0 +1,1 @@
+echo h > hidden.txt && printf 'hidden.txt\n' > .dockerignore

@@ -1,0 +1,1 @@
+printf '#!/bin/sh\necho hello\n' > hello && chmod 0755 hello

@@ -1,0 +1,1 @@
+echo welcome > motd && chmod 0664 motd

@@ -1,0 +1,1 @@
+mkdir -p src && echo m > src/main && echo r > README && printf 'README\n' > .dockerignore
