@@ -262,9 +262,14 @@ impl Planner<'_> {
         } else {
             Some(self.resolve(base, &platform, span)?)
         };
-        let mut config = resolved
-            .as_ref()
-            .map_or_else(ImageConfig::default, |image| image.config.clone());
+        // BuildKit's empty image (`emptyImage`) starts with working directory `/`.
+        let mut config = resolved.as_ref().map_or_else(
+            || ImageConfig {
+                working_dir: "/".to_string(),
+                ..ImageConfig::default()
+            },
+            |image| image.config.clone(),
+        );
         let triggers = parse_triggers(&std::mem::take(&mut config.on_build), span)?;
         let mut state = StageState {
             index: start.index,
