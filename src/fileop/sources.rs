@@ -104,8 +104,6 @@ impl CopyRun<'_, '_> {
         exclude: Option<&PatternMatcher>,
     ) -> Result<Vec<Item>> {
         let mut items = Vec::new();
-        let mut unmatched_wildcard = None;
-        let mut any_matched = false;
         let copy: &Copy = self.copy;
         for (index, source) in copy.sources.iter().enumerate() {
             match source {
@@ -115,7 +113,6 @@ impl CopyRun<'_, '_> {
                     mode,
                 } => {
                     items.push(self.inline_item(index, name, content, *mode)?);
-                    any_matched = true;
                 }
                 CopySource::Path {
                     input,
@@ -131,7 +128,6 @@ impl CopyRun<'_, '_> {
                     let Some(matches) =
                         self.path_matches(keyword, *input, path, wildcard, *allow_empty_wildcard)?
                     else {
-                        unmatched_wildcard.get_or_insert_with(|| path.clone());
                         continue;
                     };
                     let root = self.source_root(*input)?;
@@ -139,7 +135,6 @@ impl CopyRun<'_, '_> {
                     let root_path = root.path.clone();
                     let allowed =
                         |r: &Resolved| root.filter.as_ref().is_none_or(|f| f.allows(&r.rel_path()));
-                    any_matched = true;
                     let include = if include_patterns.is_empty() {
                         None
                     } else {
@@ -204,9 +199,8 @@ impl CopyRun<'_, '_> {
                 }
             }
         }
-        if !any_matched && let Some(pattern) = unmatched_wildcard {
-            return Err(Error::NoMatch { keyword, pattern });
-        }
+        // Wildcards allowed to match nothing may all match nothing: BuildKit then copies
+        // nothing and still makes the (empty) layer.
         Ok(items)
     }
 

@@ -191,13 +191,12 @@ impl Context {
     /// (matched against paths relative to each matched source, moby syntax).
     ///
     /// A source without wildcards that matches nothing is [`Error::NotFound`]; a wildcard
-    /// source that matches nothing is reported with empty [`SourceMatch::roots`], and is an
-    /// error only if no source matched anything.
+    /// source that matches nothing is reported with empty [`SourceMatch::roots`], even when
+    /// no source matched anything (BuildKit copies nothing then).
     pub fn select<S: AsRef<str>>(&self, sources: &[S], excludes: &[S]) -> Result<Selection, Error> {
         let exclude = PatternMatcher::new(excludes.iter().map(AsRef::as_ref))?;
         let exclude = (!exclude.is_empty()).then_some(exclude);
         let mut selection = Selection::default();
-        let mut first_unmatched = None;
         for source in sources {
             let source = source.as_ref();
             let wildcard = has_wildcard(source);
@@ -226,24 +225,16 @@ impl Context {
                     self.collect(&target, exclude.as_ref(), &mut selection.entries)?;
                 }
             }
-            if roots.is_empty() {
-                if !wildcard {
-                    return Err(Error::NotFound {
-                        source_path: source.to_string(),
-                    });
-                }
-                first_unmatched.get_or_insert_with(|| source.to_string());
+            if roots.is_empty() && !wildcard {
+                return Err(Error::NotFound {
+                    source_path: source.to_string(),
+                });
             }
             selection.sources.push(SourceMatch {
                 source: source.to_string(),
                 wildcard,
                 roots,
             });
-        }
-        if let Some(source_path) = first_unmatched
-            && selection.sources.iter().all(|s| s.roots.is_empty())
-        {
-            return Err(Error::NotFound { source_path });
         }
         selection
             .entries
