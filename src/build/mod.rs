@@ -76,8 +76,6 @@ pub struct BuildRequest {
     pub platform: Option<Platform>,
     /// Steps running at once; `None`: twice the number of CPUs.
     pub jobs: Option<usize>,
-    /// `SOURCE_DATE_EPOCH`: history times and file mtimes clamped to it.
-    pub source_date_epoch: Option<u64>,
     /// `--cache-from`: caches to import, tried in order.
     pub cache_from: Vec<CacheImport>,
     /// `--cache-to`: where to export the build's cache once the image is stored.
@@ -285,7 +283,7 @@ impl Build {
             &mut solver,
             &plan,
             &self.store,
-            request.source_date_epoch,
+            plan.source_date_epoch,
             early_work(request, outputs),
         );
         let forward = forward_cancel(cancel, solver.canceller());
@@ -311,7 +309,7 @@ impl Build {
             let layers = layers::inputs(
                 &plan,
                 &solved,
-                request.source_date_epoch,
+                plan.source_date_epoch,
                 pushed_compression(outputs),
             )?;
             layers::materialize_unexported(&solver, &plan, &solved, &layers).await?;
@@ -344,7 +342,7 @@ impl Build {
             let newest = solved.results.values().map(|r| r.created_at).max();
             let options = ExportOptions {
                 inline_cache,
-                source_date_epoch: request.source_date_epoch,
+                source_date_epoch: plan.source_date_epoch,
                 created: match newest {
                     Some(t) if t > 0 => t,
                     _ => crate::cache::unix_now(),
@@ -433,7 +431,7 @@ impl Build {
             plan,
             solved,
             written,
-            epoch: request.source_date_epoch,
+            epoch: plan.source_date_epoch,
             dockerfile: &request.dockerfile_name,
         }
     }

@@ -31,6 +31,8 @@ pub(crate) struct Planner<'a> {
     pub(super) planned: BTreeMap<usize, StageState>,
     pub(super) declared_args: BTreeSet<String>,
     pub(super) show_stage_names: bool,
+    /// `SOURCE_DATE_EPOCH`, resolved once the global ARGs are known.
+    pub(super) source_date_epoch: Option<u64>,
 }
 
 impl<'a> Planner<'a> {
@@ -56,9 +58,11 @@ impl<'a> Planner<'a> {
             planned: BTreeMap::new(),
             declared_args: BTreeSet::new(),
             show_stage_names: count_stage_states(stages) > 1,
+            source_date_epoch: None,
         };
         planner.global_args = planner.predefined_args(&target_name);
         planner.global_meta_args()?;
+        planner.resolve_source_date_epoch()?;
         Ok(planner)
     }
 
@@ -116,6 +120,7 @@ impl<'a> Planner<'a> {
             stages,
             unused_build_args,
             warnings,
+            source_date_epoch: self.source_date_epoch,
         })
     }
 

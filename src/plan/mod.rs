@@ -199,6 +199,10 @@ pub struct Plan {
     pub unused_build_args: Vec<String>,
     /// Messages for the user (`[Warning] One or more build-args …`).
     pub warnings: Vec<String>,
+    /// `SOURCE_DATE_EPOCH`: the build arg when given (empty: none), else the non-empty
+    /// default of a global `ARG SOURCE_DATE_EPOCH=…`. It dates the history and the image,
+    /// and file times in the build's layers are clamped to it.
+    pub source_date_epoch: Option<u64>,
 }
 
 impl Plan {

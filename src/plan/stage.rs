@@ -17,6 +17,8 @@ use crate::syntax::{self, Span};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const EMPTY_IMAGE: &str = "scratch";
+/// The build arg (or global ARG) that fixes the build's times.
+const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 
 /// Usable without ARG; passed to RUN but kept out of keys and history.
 pub(super) const PROXY_ARGS: [&str; 10] = [
@@ -62,7 +64,7 @@ impl Planner<'_> {
             || PROXY_ARGS.contains(&name)
             || PREDEFINED_ARGS.contains(&name)
             || name.starts_with("BUILDKIT_")
-            || name == "SOURCE_DATE_EPOCH"
+            || name == SOURCE_DATE_EPOCH
     }
 
     pub(super) fn predefined_args(&self, target_name: &str) -> Vec<(String, String)> {
@@ -120,6 +122,61 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// `SOURCE_DATE_EPOCH` as BuildKit's `dockerfile2llb` reads it once the global ARGs
+    /// are known: the build arg when given (an empty one means none, overriding the
+    /// Dockerfile), else the global ARG's value when not empty. The value must be whole
+    /// seconds; the global ARG then holds it in that form.
+    pub(super) fn resolve_source_date_epoch(&mut self) -> Result<(), Error> {
+        let (value, span) = match self.options.build_args.get(SOURCE_DATE_EPOCH) {
+            Some(given) => (given.clone(), Span::default()),
+            None => match self
+                .global_args
+                .iter()
+                .find(|(k, _)| k == SOURCE_DATE_EPOCH)
+            {
+                Some((_, value)) if !value.is_empty() => (value.clone(), self.epoch_arg_span()),
+                _ => return Ok(()),
+            },
+        };
+        let epoch = parse_epoch(&value, span)?;
+        self.source_date_epoch = epoch;
+        let slot = self
+            .global_args
+            .iter()
+            .position(|(k, _)| k == SOURCE_DATE_EPOCH);
+        match (slot, epoch) {
+            (Some(i), Some(epoch)) => self.global_args[i].1 = epoch.to_string(),
+            (Some(i), None) => {
+                self.global_args.remove(i);
+            }
+            (None, _) => {}
+        }
+        Ok(())
+    }
+
+    /// The global `ARG` that declares `SOURCE_DATE_EPOCH` last.
+    fn epoch_arg_span(&self) -> Span {
+        self.stages
+            .global_args
+            .iter()
+            .rev()
+            .find(|command| match &command.instruction {
+                Instruction::Arg(decls) => decls.iter().any(|d| d.name == SOURCE_DATE_EPOCH),
+                _ => false,
+            })
+            .map_or_else(Span::default, |command| command.span)
+    }
+
+    /// A build arg's value as the stages see it: `SOURCE_DATE_EPOCH` in its resolved
+    /// form (an empty one is dropped), as BuildKit rewrites it.
+    fn given_arg(&self, name: &str) -> Option<String> {
+        let given = self.options.build_args.get(name)?;
+        if name == SOURCE_DATE_EPOCH {
+            return self.source_date_epoch.map(|e| e.to_string());
+        }
+        Some(given.clone())
+    }
+
     /// ARG inside a stage: the build arg, else the default, else the global ARG of
     /// that name.
     pub(super) fn dispatch_arg(
@@ -131,10 +188,9 @@ impl Planner<'_> {
         let mut text = Vec::new();
         for decl in decls {
             self.declared_args.insert(decl.name.clone());
-            let given = self.options.build_args.get(&decl.name);
             let mut value = None;
-            if let Some(given) = given {
-                value = Some(given.clone());
+            if let Some(given) = self.given_arg(&decl.name) {
+                value = Some(given);
             } else if let Some(default) = &decl.default {
                 value = Some(self.expand(state, default, span)?);
             } else if let Some((_, global)) = self.global_args.iter().find(|(k, _)| *k == decl.name)
@@ -412,6 +468,18 @@ pub(super) fn count_stage_states(stages: &Stages) -> usize {
 }
 
 /// Instructions that make a numbered step (BuildKit's `cmdTotal`).
+/// A `SOURCE_DATE_EPOCH` value: whole seconds since 1970, or empty for none. (BuildKit
+/// also takes `context` or a stage name there, to read the time from a source.)
+fn parse_epoch(value: &str, span: Span) -> Result<Option<u64>, Error> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse::<u64>()
+        .map(Some)
+        .map_err(|_| Error::invalid(format!("invalid SOURCE_DATE_EPOCH: {value}"), span))
+}
+
 fn makes_step(instruction: &Instruction) -> bool {
     matches!(
         instruction,

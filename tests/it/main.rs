@@ -26,6 +26,7 @@ mod registry;
 mod shell_conformance;
 mod snapshot;
 mod source_context;
+mod source_date_epoch;
 mod source_ignore;
 mod store;
 mod store_unpack;

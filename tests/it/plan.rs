@@ -439,3 +439,62 @@ fn resolve_error_keeps_the_resolver_error() {
     let source = std::error::Error::source(&error).expect("the resolver's error");
     assert_eq!(source.to_string(), "pull access denied for unknown-image");
 }
+
+#[test]
+fn source_date_epoch_from_build_arg_or_global_default() {
+    let epoch = |text: &str, args: &str| plan_ok(text, &options_from(args)).source_date_epoch;
+    let with_default = "ARG SOURCE_DATE_EPOCH=0017\nFROM busybox\nARG SOURCE_DATE_EPOCH\n\
+                        RUN echo $SOURCE_DATE_EPOCH\n";
+    assert_eq!(epoch("FROM busybox\n", ""), None);
+    assert_eq!(epoch(with_default, ""), Some(17));
+    // The stages see the value in its resolved form.
+    let plan = plan_ok(with_default, &options());
+    let run = &plan.image.history.last().unwrap().created_by;
+    assert!(run.starts_with("RUN |1 SOURCE_DATE_EPOCH=17 "), "{run}");
+    let env = &exec_nodes(&plan)[0].env;
+    assert!(env.contains(&"SOURCE_DATE_EPOCH=17".to_string()), "{env:?}");
+    // A build arg wins over the default; an empty one means none.
+    assert_eq!(
+        epoch(with_default, "build-arg SOURCE_DATE_EPOCH=5"),
+        Some(5)
+    );
+    assert_eq!(epoch(with_default, "build-arg SOURCE_DATE_EPOCH="), None);
+    // …and the stages do not see it at all.
+    let plan = plan_ok(with_default, &options_from("build-arg SOURCE_DATE_EPOCH="));
+    let env = &exec_nodes(&plan)[0].env;
+    assert!(
+        !env.iter().any(|e| e.starts_with("SOURCE_DATE_EPOCH")),
+        "{env:?}"
+    );
+    assert_eq!(
+        epoch("FROM busybox\n", "build-arg SOURCE_DATE_EPOCH=9"),
+        Some(9)
+    );
+    // The default is expanded with the ARGs before it; an empty one means none.
+    let expanded = "ARG T=1700000000\nARG SOURCE_DATE_EPOCH=$T\nFROM busybox\n";
+    assert_eq!(epoch(expanded, ""), Some(1_700_000_000));
+    assert_eq!(epoch("ARG SOURCE_DATE_EPOCH=\nFROM busybox\n", ""), None);
+    // Only a global ARG sets it.
+    assert_eq!(epoch("FROM busybox\nARG SOURCE_DATE_EPOCH=5\n", ""), None);
+
+    let invalid = "FROM busybox\n";
+    let (result, _) = plan_with(
+        &format!("ARG SOURCE_DATE_EPOCH=not-a-timestamp\n{invalid}"),
+        &options(),
+    );
+    let error = result.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid SOURCE_DATE_EPOCH: not-a-timestamp"
+    );
+    assert_eq!(error.span().start.line, 1);
+    let (result, calls) = plan_with(invalid, &options_from("build-arg SOURCE_DATE_EPOCH=-1"));
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "invalid SOURCE_DATE_EPOCH: -1"
+    );
+    assert!(
+        calls.is_empty(),
+        "resolved before the epoch was known: {calls:?}"
+    );
+}

@@ -299,7 +299,8 @@ fn request(
                 .map_err(|e| anyhow::anyhow!("invalid tag {t:?}: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let build_args = options::key_values(&args.build_args, true)?;
+    let mut build_args = options::key_values(&args.build_args, true)?;
+    options::source_date_epoch_from_env(&mut build_args);
     let outputs = args
         .outputs
         .iter()
@@ -330,7 +331,6 @@ fn request(
         context,
         target: args.target.clone(),
         tags,
-        source_date_epoch: options::source_date_epoch(&build_args)?,
         build_args,
         labels: options::key_values(&args.labels, false)?,
         no_cache: args.no_cache,

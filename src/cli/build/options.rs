@@ -140,18 +140,12 @@ impl Drop for EmptyDir {
     }
 }
 
-/// `SOURCE_DATE_EPOCH` from the build arguments, else the environment, as BuildKit reads it.
-pub(super) fn source_date_epoch(
-    build_args: &BTreeMap<String, String>,
-) -> anyhow::Result<Option<u64>> {
-    build_args
-        .get("SOURCE_DATE_EPOCH")
-        .cloned()
-        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
-        .filter(|v| !v.is_empty())
-        .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))
-        })
-        .transpose()
+/// `SOURCE_DATE_EPOCH` from the environment becomes the build arg of that name unless one
+/// is given, as buildx passes it; the planner reads it (or the Dockerfile's default).
+pub(super) fn source_date_epoch_from_env(build_args: &mut BTreeMap<String, String>) {
+    if let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") {
+        build_args
+            .entry("SOURCE_DATE_EPOCH".to_string())
+            .or_insert(value);
+    }
 }
