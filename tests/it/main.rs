@@ -7,6 +7,7 @@
 mod harness;
 
 mod build;
+mod build_progress;
 mod cache;
 mod cache_remote;
 mod check;
