@@ -12,6 +12,7 @@ mod cache;
 mod cache_remote;
 mod check;
 mod cli;
+mod completion;
 mod container;
 mod fileop;
 mod git;
