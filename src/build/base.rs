@@ -90,7 +90,11 @@ impl Pulls {
                 Ok(digest)
             }
             Err(error) => {
-                vertex.error(error.to_string());
+                if matches!(error.downcast_ref(), Some(SolveError::Cancelled)) {
+                    vertex.canceled();
+                } else {
+                    vertex.error(error.to_string());
+                }
                 Err(error)
             }
         }

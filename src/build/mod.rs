@@ -161,10 +161,11 @@ impl Build {
         let outputs = output::effective(&request.outputs, &request.tags, request.stdout.as_ref())?;
         let stored_names = output::stored_names(&outputs);
         let started_at = crate::cache::unix_now();
-        // Every event also goes into the log store the build record is written from.
+        // Every event also goes into the log store the build record is written from. The
+        // vertices are numbered as they show, so the output and the record have no gaps.
         let logs = LogStore::new();
         let sink = {
-            let (outer, logs) = (sink.clone(), logs.clone());
+            let (outer, logs) = (sink.numbered_in_order(), logs.clone());
             Sink::from_fn(move |event| {
                 logs.record(&event);
                 outer.send(event);

@@ -4,20 +4,24 @@
 mod build;
 mod container;
 mod diagnostic;
+mod generate;
 mod image;
 pub mod progress;
 mod system;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// The program's name in usage, completions and man pages.
+const NAME: &str = "kiln";
 
 /// Exit code for a Dockerfile or command line that is wrong.
 const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
-    name = "kiln",
+    name = NAME,
     version,
     about = "Build container images from Dockerfiles, daemonless",
     propagate_version = true
@@ -53,6 +57,16 @@ enum Command {
         #[command(subcommand)]
         command: system::SystemCommand,
     },
+    /// Print the shell completion script for SHELL (e.g. `source <(kiln completion bash)`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages, one per command (kiln.1, kiln-build.1, …), into DIR.
+    Man {
+        /// Where the pages go (made when missing), e.g. /usr/local/share/man/man1.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Runs the command line and turns the outcome into an exit code.
@@ -72,6 +86,8 @@ pub fn main() -> ExitCode {
         Command::Container(command) => container::run(command, &cli.global),
         Command::Builder { command } => system::builder(command, &cli.global),
         Command::System { command } => system::system(command, &cli.global),
+        Command::Completion { shell } => generate::completion(shell, Cli::command()),
+        Command::Man { dir } => generate::man_pages(&dir, Cli::command()),
     };
     match outcome {
         Ok(code) => code,

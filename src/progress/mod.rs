@@ -9,7 +9,8 @@ mod error;
 mod items;
 mod logs;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,9 @@ pub enum Event {
     VertexDone { id: u64, duration: f64 },
     /// The step failed.
     VertexError { id: u64, message: String },
+    /// The step was stopped before it finished because another one failed (or the build
+    /// was cancelled): BuildKit's `CANCELED`.
+    VertexCanceled { id: u64 },
     /// Byte progress of a pull or export; `total` is unknown for some streams.
     VertexProgress {
         id: u64,
@@ -86,6 +90,7 @@ impl Event {
             | Event::VertexMiss { id, .. }
             | Event::VertexDone { id, .. }
             | Event::VertexError { id, .. }
+            | Event::VertexCanceled { id }
             | Event::VertexProgress { id, .. }
             | Event::VertexStatus { id, .. } => Some(*id),
             Event::BuildWarning { .. } => None,
@@ -101,6 +106,7 @@ impl Event {
             | Event::VertexMiss { id, .. }
             | Event::VertexDone { id, .. }
             | Event::VertexError { id, .. }
+            | Event::VertexCanceled { id }
             | Event::VertexProgress { id, .. }
             | Event::VertexStatus { id, .. } => Some(id),
             Event::BuildWarning { .. } => None,
@@ -184,6 +190,24 @@ impl Sink {
         Sink(Arc::new(move |mut event: Event| {
             if let Some(id) = event.vertex_mut() {
                 *id += by;
+            }
+            inner.send(event);
+        }))
+    }
+
+    /// A sink into this one that numbers vertices `#1`, `#2`, … in the order they first
+    /// appear, as BuildKit does: the senders' numbers only tell vertices apart, and a vertex
+    /// that never shows (a step a failure kept from starting) leaves no gap.
+    pub fn numbered_in_order(&self) -> Sink {
+        let inner = self.clone();
+        let numbers: Mutex<HashMap<u64, u64>> = Mutex::new(HashMap::new());
+        Sink(Arc::new(move |mut event: Event| {
+            // Numbered and sent under the lock: two threads' first events leave in the
+            // order their numbers say.
+            let mut numbers = numbers.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(id) = event.vertex_mut() {
+                let next = numbers.len() as u64 + 1;
+                *id = *numbers.entry(*id).or_insert(next);
             }
             inner.send(event);
         }))
@@ -284,6 +308,12 @@ impl Vertex {
         });
     }
 
+    /// The step was stopped because another failed or the build was cancelled.
+    pub fn canceled(mut self) {
+        self.flush();
+        self.sink.send(Event::VertexCanceled { id: self.id });
+    }
+
     fn flush(&mut self) {
         for stream in [Stream::Stdout, Stream::Stderr] {
             let rest = std::mem::take(&mut self.pending[stream as usize]);
@@ -333,5 +363,42 @@ mod tests {
         assert_eq!(incomplete_utf8_suffix(&"é".as_bytes()[..1]), 1);
         assert_eq!(incomplete_utf8_suffix(&"€".as_bytes()[..2]), 2);
         assert_eq!(incomplete_utf8_suffix(&[0xff]), 0);
+    }
+
+    #[test]
+    fn vertices_are_numbered_in_order_of_appearance() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let seen = seen.clone();
+            Sink::from_fn(move |event| seen.lock().unwrap().push(event))
+        };
+        let numbered = sink.numbered_in_order();
+        let clock = Clock::from_fn(|| 0.0);
+        // Sender numbers with gaps (7 never shows), out of order, and a warning between.
+        numbered.vertex(&clock, 5, "a").done();
+        numbered.send(Event::BuildWarning {
+            message: "w".into(),
+        });
+        let b = numbered.vertex(&clock, 9, "b");
+        numbered.send(Event::VertexMiss {
+            id: 5,
+            reason: "r".into(),
+        });
+        b.canceled();
+        numbered.vertex(&clock, 2, "c").error("boom");
+        let ids: Vec<Option<u64>> = seen.lock().unwrap().iter().map(Event::vertex).collect();
+        assert_eq!(
+            ids,
+            [
+                Some(1),
+                Some(1),
+                None,
+                Some(2),
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(3)
+            ]
+        );
     }
 }

@@ -319,10 +319,7 @@ impl Task {
                 Ok(self.result(&key, &name, empty, false, created_at))
             }
             Err(error) => {
-                match &error {
-                    SolveError::Step { message, .. } => vertex.error(message.to_string()),
-                    other => vertex.error(other.to_string()),
-                }
+                end_failed(vertex, &error);
                 Err(error)
             }
         }
@@ -421,6 +418,16 @@ impl Task {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((key.to_string(), record, self.identity.clone()));
+    }
+}
+
+/// Ends the vertex of an op that failed with `error`: `CANCELED` when the build stopped it
+/// (another step failed, or Ctrl-C), else `ERROR` with the step's message.
+pub(super) fn end_failed(vertex: Vertex, error: &SolveError) {
+    match error {
+        SolveError::Cancelled => vertex.canceled(),
+        SolveError::Step { message, .. } => vertex.error(message.to_string()),
+        other => vertex.error(other.to_string()),
     }
 }
 

@@ -7,10 +7,12 @@
 mod harness;
 
 mod build;
+mod build_progress;
 mod cache;
 mod cache_remote;
 mod check;
 mod cli;
+mod completion;
 mod container;
 mod differential;
 mod fileop;

@@ -380,7 +380,7 @@ fn tty_renderer_smoke() {
     assert_eq!(
         lines,
         [
-            "[+] Building 2.0s (3/3) FINISHED",
+            "[+] Building 2.0s (3/3) ERROR",
             " => CACHED [base 1/3] FROM docker.io/library/alpine 0.0s",
             " => [build 2/3] RUN make 1.3s",
             " => ERROR [build 3/3] RUN false 1.5s",
@@ -415,4 +415,93 @@ async fn drive_feeds_logs_and_renderer_until_senders_drop() {
     task.await.unwrap();
     assert_eq!(out.text(), "#1 [1/1] RUN true\n#1 0.125 ok\n#1 DONE 0.2s\n");
     assert_eq!(logs.full(1), "ok\n");
+}
+
+#[test]
+fn plain_says_canceled_for_a_step_stopped_by_another_failure() {
+    let out = plain(&[
+        started(1, "[a 1/1] RUN sleep 60", 0.0),
+        started(2, "[b 1/1] RUN false", 0.0),
+        Event::VertexError {
+            id: 2,
+            message: "exit code: 1".into(),
+        },
+        Event::VertexCanceled { id: 1 },
+    ]);
+    assert_eq!(
+        out,
+        "#1 [a 1/1] RUN sleep 60\n\
+         \n\
+         #2 [b 1/1] RUN false\n\
+         #2 ERROR: exit code: 1\n\
+         \n\
+         #1 [a 1/1] RUN sleep 60\n\
+         #1 CANCELED\n"
+    );
+}
+
+#[test]
+fn rawjson_carries_canceled() {
+    let event = Event::VertexCanceled { id: 4 };
+    let line = event.to_json_line();
+    assert_eq!(line, r#"{"type":"vertex_canceled","id":4}"#);
+    assert_eq!(Event::from_json_line(&line).unwrap(), event);
+}
+
+/// The settled tty view of `events`: its lines, and what was printed below it.
+fn tty_settled(events: &[Event]) -> (Vec<String>, String) {
+    let (clock, _) = manual_clock();
+    let out = SharedBuf::default();
+    let mut r = TtyRenderer::new(ProgressDrawTarget::hidden(), clock, Box::new(out.clone()));
+    for event in events {
+        r.event(event);
+    }
+    r.finish();
+    let lines = r.view().into_iter().map(|l| l.text).collect();
+    (lines, out.text())
+}
+
+#[test]
+fn tty_header_tells_how_the_build_ended() {
+    let done = [
+        started(1, "[1/1] RUN true", 0.0),
+        Event::VertexDone {
+            id: 1,
+            duration: 0.1,
+        },
+    ];
+    let (lines, _) = tty_settled(&done);
+    assert_eq!(lines[0], "[+] Building 0.0s (1/1) FINISHED");
+
+    let failed = [
+        started(1, "[a 1/1] RUN sleep 60", 0.0),
+        started(2, "[b 1/1] RUN false", 0.0),
+        Event::VertexError {
+            id: 2,
+            message: "exit code: 1".into(),
+        },
+        Event::VertexCanceled { id: 1 },
+    ];
+    let (lines, report) = tty_settled(&failed);
+    assert_eq!(
+        lines,
+        [
+            "[+] Building 0.0s (2/2) ERROR",
+            " => CANCELED [a 1/1] RUN sleep 60",
+            " => ERROR [b 1/1] RUN false",
+        ]
+    );
+    // Only the failure is reported below the view, not the step it stopped.
+    assert!(
+        report.contains("ERROR: [b 1/1] RUN false: exit code: 1"),
+        "{report}"
+    );
+    assert!(!report.contains("sleep"), "{report}");
+
+    // Ctrl-C: steps stopped, none failed.
+    let (lines, _) = tty_settled(&[
+        started(1, "[1/1] RUN sleep 60", 0.0),
+        Event::VertexCanceled { id: 1 },
+    ]);
+    assert_eq!(lines[0], "[+] Building 0.0s (1/1) CANCELED");
 }

@@ -31,7 +31,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::progress::{Clock, Event, Items, LogStore, Sink};
 
 pub use plain::PlainRenderer;
-pub use tty::TtyRenderer;
+pub use tty::{LineKind, TtyRenderer, template};
 
 /// Something that shows progress events.
 pub trait Renderer: Send {
@@ -87,6 +87,17 @@ impl ProgressMode {
             other => other,
         }
     }
+}
+
+/// Whether output may be coloured: not when `NO_COLOR` is set to anything but the empty
+/// string (<https://no-color.org>).
+pub fn color_wanted() -> bool {
+    color_allowed(std::env::var_os("NO_COLOR").as_deref())
+}
+
+/// [`color_wanted`] for a given `NO_COLOR` value.
+fn color_allowed(no_color: Option<&std::ffi::OsStr>) -> bool {
+    no_color.is_none_or(|value| value.is_empty())
 }
 
 pub fn stderr_is_terminal() -> bool {
@@ -287,6 +298,18 @@ mod tests {
             ["abc", "d", ""]
         );
         assert_eq!(partial, "e");
+    }
+
+    #[test]
+    fn no_color() {
+        assert!(color_allowed(None));
+        assert!(color_allowed(Some("".as_ref())));
+        assert!(!color_allowed(Some("1".as_ref())));
+        for kind in [LineKind::Header, LineKind::Step, LineKind::Log] {
+            assert!(!template(kind, false).contains(":."), "{kind:?}");
+        }
+        assert!(template(LineKind::Header, true).contains(".bold"));
+        assert!(template(LineKind::Log, true).contains(".dim"));
     }
 
     #[test]

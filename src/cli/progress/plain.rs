@@ -175,6 +175,7 @@ impl<W: Write + Send> Renderer for PlainRenderer<W> {
             Event::VertexError { id, message } => {
                 self.status(*id, &format!("ERROR: {message}"));
             }
+            Event::VertexCanceled { id } => self.status(*id, "CANCELED"),
             Event::VertexProgress { id, current, total } => {
                 // Plain output is a log, not a live view: report a transfer once, when complete.
                 let step = self.steps.entry(*id).or_default();

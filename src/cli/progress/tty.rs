@@ -34,10 +34,12 @@ pub struct TtyRenderer {
     /// Where the error report goes once the live view is settled.
     out: Box<dyn Write + Send>,
     warnings: Vec<String>,
+    /// Bold header, dim logs; off under `NO_COLOR`.
+    color: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LineKind {
+pub enum LineKind {
     Header,
     Step,
     Log,
@@ -115,6 +117,8 @@ enum State {
     Cached,
     Done(f64),
     Error(f64, String),
+    /// Stopped because another step failed, after this long.
+    Canceled(f64),
 }
 
 impl TtyRenderer {
@@ -128,7 +132,7 @@ impl TtyRenderer {
             Output::Stdout => ProgressDrawTarget::stdout_with_hz(10),
             Output::Stderr => ProgressDrawTarget::stderr_with_hz(10),
         };
-        TtyRenderer::new(target, clock, output.writer())
+        TtyRenderer::new(target, clock, output.writer()).with_color(super::color_wanted())
     }
 
     /// A renderer drawing to `target` (`ProgressDrawTarget::hidden()` in tests) and writing
@@ -144,7 +148,14 @@ impl TtyRenderer {
             finished: false,
             out,
             warnings: Vec::new(),
+            color: true,
         }
+    }
+
+    /// Whether the view may style its lines (the header bold, logs dim).
+    pub fn with_color(mut self, color: bool) -> Self {
+        self.color = color;
+        self
     }
 
     /// What the view shows now, top to bottom.
@@ -161,7 +172,7 @@ impl TtyRenderer {
             self.steps.len()
         );
         if self.finished {
-            header.push_str(" FINISHED");
+            header.push_str(self.outcome());
         }
         let mut lines = vec![ViewLine {
             is_log: false,
@@ -173,6 +184,7 @@ impl TtyRenderer {
                 State::Cached => (format!(" => CACHED {}", step.name), 0.0),
                 State::Done(d) => (format!(" => {}", step.name), *d),
                 State::Error(d, _) => (format!(" => ERROR {}", step.name), *d),
+                State::Canceled(d) => (format!(" => CANCELED {}", step.name), *d),
                 State::Running => {
                     let mut text = format!(" => {}", step.name);
                     if let Some((current, total)) = step.progress {
@@ -205,6 +217,19 @@ impl TtyRenderer {
             }
         }
         lines
+    }
+
+    /// How the build ended, as the settled header says it: `ERROR` when a step failed,
+    /// `CANCELED` when steps were stopped without one failing (Ctrl-C), else `FINISHED`.
+    fn outcome(&self) -> &'static str {
+        let states = || self.steps.values().map(|s| &s.state);
+        if states().any(|s| matches!(s, State::Error(..))) {
+            " ERROR"
+        } else if states().any(|s| matches!(s, State::Canceled(_))) {
+            " CANCELED"
+        } else {
+            " FINISHED"
+        }
     }
 
     /// The report printed below the view at the end: every failed step with its message and
@@ -251,10 +276,10 @@ impl TtyRenderer {
             };
             if i == self.bars.len() {
                 let bar = self.multi.add(ProgressBar::new_spinner());
-                bar.set_style(style(kind));
+                bar.set_style(style(kind, self.color));
                 self.bars.push((bar, kind));
             } else if self.bars[i].1 != kind {
-                self.bars[i].0.set_style(style(kind));
+                self.bars[i].0.set_style(style(kind, self.color));
                 self.bars[i].1 = kind;
             }
             let bar = &self.bars[i].0;
@@ -272,14 +297,20 @@ fn log_line(text: String) -> ViewLine {
     }
 }
 
-fn style(kind: LineKind) -> ProgressStyle {
-    let template = match kind {
-        LineKind::Header => "{wide_msg:.bold}",
-        LineKind::Step => "{wide_msg} {prefix:>6}",
-        LineKind::Log => "{wide_msg:.dim}",
-    };
+/// The indicatif template of a line of `kind`; without styles when `color` is off.
+pub fn template(kind: LineKind, color: bool) -> &'static str {
+    match (kind, color) {
+        (LineKind::Header, true) => "{wide_msg:.bold}",
+        (LineKind::Log, true) => "{wide_msg:.dim}",
+        (LineKind::Header | LineKind::Log, false) => "{wide_msg}",
+        (LineKind::Step, _) => "{wide_msg} {prefix:>6}",
+    }
+}
+
+fn style(kind: LineKind, color: bool) -> ProgressStyle {
     // The templates are constants; a parse failure would be a bug caught by the tests.
-    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner())
+    ProgressStyle::with_template(template(kind, color))
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
 impl Renderer for TtyRenderer {
@@ -315,6 +346,10 @@ impl Renderer for TtyRenderer {
             Event::VertexError { id, message } => {
                 let step = self.steps.entry(*id).or_default();
                 step.state = State::Error(now - step.seen_at, message.clone());
+            }
+            Event::VertexCanceled { id } => {
+                let step = self.steps.entry(*id).or_default();
+                step.state = State::Canceled(now - step.seen_at);
             }
             Event::VertexProgress { id, current, total } => {
                 self.steps.entry(*id).or_default().progress = Some((*current, *total));

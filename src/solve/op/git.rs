@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cache;
 use crate::solve::scheduler::cancelled;
-use crate::solve::step::Task;
+use crate::solve::step::{Task, end_failed};
 use crate::solve::{NodeResult, Result, SolveError, blocking, unique_suffix};
 use crate::source::git::{Auth, Git, Request, Resolved};
 
@@ -38,11 +38,7 @@ pub(in crate::solve) async fn run(task: &Task, request: Request<'_>) -> Result<N
             Ok(NodeResult::source(key, vec![fs]))
         }
         Err(error) => {
-            let message = match &error {
-                SolveError::Step { message, .. } => message.to_string(),
-                other => other.to_string(),
-            };
-            vertex.error(message);
+            end_failed(vertex, &error);
             Err(error)
         }
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache;
 use crate::solve::scheduler::cancelled;
-use crate::solve::step::Task;
+use crate::solve::step::{Task, end_failed};
 use crate::solve::{NodeResult, Result, SolveError, blocking, unique_suffix};
 use crate::source::http::{self, Fetched, Validators};
 use crate::store::Store;
@@ -139,11 +139,7 @@ pub(in crate::solve) async fn run(
             Ok(result(task, &record))
         }
         Err(error) => {
-            let message = match &error {
-                SolveError::Step { message, .. } => message.to_string(),
-                other => other.to_string(),
-            };
-            vertex.error(message);
+            end_failed(vertex, &error);
             Err(error)
         }
     }
