@@ -83,6 +83,17 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record of the layer tar (or blob) written for the step with key `step_key`,
+    /// stored under [`super::layer_blob_key`].
+    pub fn layer_blob(step_key: &str, diff_id: &str, blob: &BlobRef) -> Record {
+        let result = ResultRef {
+            diff_id: Some(diff_id.to_string()),
+            blob: Some(blob.clone()),
+            ..ResultRef::default()
+        };
+        Record::new(result, Explain::new().with("step", step_key), blob.size)
+    }
+
     /// A record created and used now.
     pub fn new(result: ResultRef, inputs: Explain, size_bytes: u64) -> Record {
         let now = super::unix_now();

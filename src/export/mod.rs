@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 pub use crate::cache::BlobRef;
 use crate::cache::remote::{self, CacheConfig};
-use crate::cache::{self, CacheIndex, Explain, Record, ResultRef};
+use crate::cache::{self, CacheIndex, Record};
 use crate::oci::{Descriptor, Digest, MediaType, Reference, media_type};
 use crate::plan::Plan;
 use crate::snapshot::diff::{self, DiffOptions};
@@ -289,19 +289,9 @@ fn write_missing(
     let mut puts = cache_index.batch();
     for (i, made) in done {
         let (diff_id, blob) = made?;
-        let result = ResultRef {
-            diff_id: Some(diff_id.clone()),
-            blob: Some(blob.clone()),
-            ..ResultRef::default()
-        };
-        let size = blob.size;
         puts.put(
             kept[i].blob_key.clone(),
-            Record::new(
-                result,
-                Explain::new().with("step", kept[i].input.key.clone()),
-                size,
-            ),
+            Record::layer_blob(&kept[i].input.key, &diff_id, &blob),
             None,
         );
         kept[i].blob = Some((diff_id, blob));

@@ -143,11 +143,8 @@ async fn local_image(
     let (store, options) = (store.clone(), options.clone());
     blocking(move || {
         let outgoing = compress::outgoing(&store, &image, &stored, &stored_type, &options)?;
-        let mut known = HashMap::new();
-        for layer in outgoing.layers.iter().chain([&outgoing.config]) {
-            let sources = sources::sources_of(&store, &layer.digest);
-            known.insert(layer.digest.clone(), sources);
-        }
+        let blobs = outgoing.layers.iter().chain([&outgoing.config]);
+        let known = sources::sources_of_all(&store, blobs.map(|blob| &blob.digest));
         Ok(LocalImage { outgoing, known })
     })
     .await
@@ -331,16 +328,7 @@ async fn known_sources(
 ) -> Result<HashMap<Digest, Vec<String>>> {
     let known_store = store.clone();
     let digests: Vec<Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
-    blocking(move || {
-        Ok(digests
-            .into_iter()
-            .map(|d| {
-                let sources = sources::sources_of(&known_store, &d);
-                (d, sources)
-            })
-            .collect::<HashMap<_, _>>())
-    })
-    .await
+    blocking(move || Ok(sources::sources_of_all(&known_store, &digests))).await
 }
 
 /// Pushes an artifact that is not a stored image (a build cache): `blobs` from the store

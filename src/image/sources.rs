@@ -5,7 +5,7 @@
 //! and renamed, so concurrent kiln processes never see a torn file. Losing it only costs
 //! uploads, so a corrupt file is treated as empty.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,6 +39,24 @@ pub fn sources_of(store: &Store, digest: &Digest) -> Vec<String> {
         .remove(&digest.to_string())
         .map(|set| set.into_iter().collect())
         .unwrap_or_default()
+}
+
+/// The `registry/repository`s known to hold each of `digests` (the file read once).
+pub(crate) fn sources_of_all<'a>(
+    store: &Store,
+    digests: impl IntoIterator<Item = &'a Digest>,
+) -> HashMap<Digest, Vec<String>> {
+    let mut all = read(store);
+    digests
+        .into_iter()
+        .map(|digest| {
+            let sources = all
+                .remove(&digest.to_string())
+                .map(|set| set.into_iter().collect())
+                .unwrap_or_default();
+            (digest.clone(), sources)
+        })
+        .collect()
 }
 
 /// Records that `registry/repository` holds every blob in `digests`.

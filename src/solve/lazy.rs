@@ -8,7 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
@@ -184,11 +184,7 @@ async fn make_step(shared: &Arc<Shared>, record: &Arc<ImportedRecord>) -> Result
     };
     let mut local = Record::new(result, record.inputs.clone(), 0);
     local.created_at = record.created_at;
-    shared
-        .puts
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push((record.key.clone(), local, None));
+    shared.queue_put(record.key.clone(), local, None);
     // An uncompressed imported blob is the layer's tar: the exporter may use it as it is.
     // A compressed one is not recorded: an image pushed in another compression would
     // otherwise carry it instead of its own.
@@ -196,21 +192,8 @@ async fn make_step(shared: &Arc<Shared>, record: &Arc<ImportedRecord>) -> Result
         && layer.blob.media_type == crate::oci::media_type::OCI_LAYER
     {
         let blob_key = cache::layer_blob_key(&record.key, layer.epoch);
-        let result = ResultRef {
-            diff_id: Some(layer.diff_id.clone()),
-            blob: Some(layer.blob.clone()),
-            ..ResultRef::default()
-        };
-        let blob = Record::new(
-            result,
-            cache::Explain::new().with("step", record.key.clone()),
-            layer.blob.size,
-        );
-        shared
-            .puts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((blob_key, blob, None));
+        let blob = Record::layer_blob(&record.key, &layer.diff_id, &layer.blob);
+        shared.queue_put(blob_key, blob, None);
     }
     Ok(())
 }

@@ -34,7 +34,7 @@ mod step;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use petgraph::graph::NodeIndex;
 use tokio::sync::Semaphore;
@@ -156,6 +156,16 @@ struct Shared {
     /// already be using.
     made: Mutex<HashMap<String, String>>,
     jobs: Semaphore,
+}
+
+impl Shared {
+    /// Queues a cache record; the solver commits the queue in one transaction.
+    fn queue_put(&self, key: String, record: Record, identity: Option<StepIdentity>) {
+        self.puts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((key, record, identity));
+    }
 }
 
 /// A name part no other process or call uses.

@@ -75,6 +75,14 @@ impl Solver {
         let store = self.shared.store.clone();
         let _lease = blocking(move || store.lease()).await??;
         let outcome = self.schedule(plan).await;
+        let committed = self.commit_puts().await;
+        let solved = outcome?;
+        committed?;
+        Ok(solved)
+    }
+
+    /// Writes the cache records queued so far (and pending last-use times) in one commit.
+    async fn commit_puts(&self) -> Result<()> {
         let puts = std::mem::take(
             &mut *self
                 .shared
@@ -83,41 +91,22 @@ impl Solver {
                 .unwrap_or_else(PoisonError::into_inner),
         );
         let cache = self.shared.cache.clone();
-        let committed = blocking(move || {
+        blocking(move || {
             let mut batch = cache.batch();
             for (key, record, identity) in puts {
                 batch.put(key, record, identity);
             }
             batch.commit()
         })
-        .await?;
-        let solved = outcome?;
-        committed?;
-        Ok(solved)
+        .await??;
+        Ok(())
     }
 
     /// Makes the files of `layers` that do not exist yet (an output needs them after the
     /// solve) and records what that made in the cache index.
     pub async fn materialize(&self, layers: &[Arc<LazyLayer>]) -> Result<()> {
         let made = lazy::materialize(&self.shared, layers).await;
-        let puts = std::mem::take(
-            &mut *self
-                .shared
-                .puts
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        if !puts.is_empty() {
-            let cache = self.shared.cache.clone();
-            blocking(move || {
-                let mut batch = cache.batch();
-                for (key, record, identity) in puts {
-                    batch.put(key, record, identity);
-                }
-                batch.commit()
-            })
-            .await??;
-        }
+        self.commit_puts().await?;
         made
     }
 

@@ -414,10 +414,7 @@ impl Task {
         let mut record = Record::new(result, explain, size);
         record.created_at = created_at;
         self.shared
-            .puts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((key.to_string(), record, self.identity.clone()));
+            .queue_put(key.to_string(), record, self.identity.clone());
     }
 }
 

@@ -12,7 +12,7 @@ use super::spec::{CacheExport, CacheMode, CacheTarget};
 use super::{BoxError, Fetcher, layout_blob};
 use crate::build::BuildError;
 use crate::cache::remote::{self, CacheConfig, RemoteRecord, RemoteStep};
-use crate::cache::{self, BlobRef, CacheIndex, Explain, Record, ResultRef};
+use crate::cache::{self, BlobRef, CacheIndex, Explain, Record};
 use crate::oci::{Compression, Digest, media_type};
 use crate::plan::{Definition, Plan};
 use crate::registry::{Client, RegistryRef};
@@ -316,15 +316,7 @@ fn prepare_layer(
             None => crate::export::write_layer(&store, &dir, epoch)?,
         };
         let sent = compressed(&store, &diff_id, tar.clone(), &spec)?;
-        let record = (!indexed).then(|| {
-            let result = ResultRef {
-                diff_id: Some(diff_id.clone()),
-                blob: Some(tar.clone()),
-                ..ResultRef::default()
-            };
-            let inputs = Explain::new().with("step", key);
-            (blob_key, Record::new(result, inputs, tar.size))
-        });
+        let record = (!indexed).then(|| (blob_key, Record::layer_blob(&key, &diff_id, &tar)));
         Ok(((diff_id, sent, epoch), record))
     })))
 }
