@@ -57,38 +57,24 @@ while getopts "r:c:p:o:h" o; do case $o in
   h) sed -n '2,40p' "$0"; exit 0 ;;
   *) echo "usage: $0 [-r RUNS] [-c CASES] [-p PEERS] [-o CSV]" >&2; exit 2 ;; esac; done
 
-log() { echo "[$(date +%T)] $*" >&2; }
-die() { log "error: $*"; exit 1; }
-[ "$(id -u)" = 0 ] || die "needs root (kiln RUN uses namespaces and overlayfs)"
+. "$ROOTDIR/benches/lib.sh"
+need_root
 for t in docker-registry skopeo curl python3; do command -v $t >/dev/null || die "missing $t"; done
 [ -x /usr/bin/time ] || die "missing GNU time (apt-get install time)"
 
 # --- work dir, kiln binary -------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/kiln-ci-cache.XXXXXX)
-cleanup() { rm -rf "$WORK"/root-* "$WORK/trash" "$WORK/ctx" "$WORK/kiln"; }  # keeps logs/ and results.csv
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+make_work_dir kiln-ci-cache
 has_peer() { case " $PEERS " in *" $1 "*) return 0 ;; esac; return 1; }
 for p in $PEERS; do case $p in kiln|docker) ;; *) die "unknown peer $p" ;; esac; done
 if has_peer kiln; then
-  if [ -z "${KILN:-}" ]; then
-    log "building kiln (release)"
-    ( cd "$ROOTDIR" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench} cargo build --release --locked --quiet ) \
-      || die "cargo build failed"
-    cp "${CARGO_TARGET_DIR:-/work/target-bench}/release/kiln" "$WORK/kiln"
-  else
-    cp "$KILN" "$WORK/kiln"
-  fi
-  "$WORK/kiln" build --help >/dev/null 2>&1 || die "kiln binary does not run"
-  "$WORK/kiln" build --help | grep -q -- '--cache-to' || die "this kiln has no --cache-to"
-  "$WORK/kiln" build --help | grep -qE -- '^ +--push' || die "this kiln has no build --push"
+  kiln_binary
+  "$KILN_BIN" build --help | grep -q -- '--cache-to' || die "this kiln has no --cache-to"
+  "$KILN_BIN" build --help | grep -qE -- '^ +--push' || die "this kiln has no build --push"
 fi
 KILN_BIN=$WORK/kiln
 
 # --- registry, base image, docker ------------------------------------------------------------
-if "$BENCH/registry.sh" status 2>&1 | grep -q 'not running'; then
-  "$BENCH/registry.sh" start >&2 || die "registry.sh start failed"
-fi
+ensure_registry
 skopeo inspect --tls-verify=false --raw docker://$REG/busybox:latest >/dev/null 2>&1 \
   || die "no $REG/busybox:latest: run $BENCH/setup-peers.sh"
 export DOCKER_HOST=unix://$STATE/docker.sock
@@ -250,19 +236,13 @@ fresh_runner kiln
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- summarize -----------------------------------------------------------------------------------
-rows() { awk -F, -v p="$1" -v c="$2" -v s="$3" 'NR>1 && $1==p && $2==c && $4==s' "$OUT"; }
-median() {  # column number -> median of the rows on stdin ("" if none)
-  cut -d, -f"$1" | sort -g | awk '{v[NR]=$1} END{ if (NR==0) print ""; else if (NR%2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2 }'
-}
 med() { rows "$1" "$2" "$3" | median "$4"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="" || b=="" || b+0==0) print "-"; else printf "%.2f", a/b }'; }
-kb() { [ -n "$1" ] && awk -v b="$1" 'BEGIN{printf "%.0f", b/1024}' || echo -; }
 cell() {  # peer case scenario -> "secs | down KiB | layers KiB | up KiB | cached"
   local r; r=$(rows "$1" "$2" "$3")
   if [ -z "$r" ]; then echo "- | - | - | - | -"; return; fi
   local bad s; bad=$(echo "$r" | awk -F, '$10!=0' | wc -l)
   s=$(echo "$r" | median 5); [ "$bad" -gt 0 ] && s="$s (${bad} failed)"
-  echo "$s | $(kb "$(echo "$r" | median 6)") | $(kb "$(echo "$r" | median 7)") | $(kb "$(echo "$r" | median 8)") | $(echo "$r" | median 9)"
+  echo "$s | $(kib "$(echo "$r" | median 6)") | $(kib "$(echo "$r" | median 7)") | $(kib "$(echo "$r" | median 8)") | $(echo "$r" | median 9)"
 }
 
 echo

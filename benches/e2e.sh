@@ -45,9 +45,8 @@ while getopts "r:c:p:o:h" o; do case $o in
   h) sed -n '2,30p' "$0"; exit 0 ;;
   *) echo "usage: $0 [-r RUNS] [-c CASES] [-p PEERS] [-o CSV]" >&2; exit 2 ;; esac; done
 
-log() { echo "[$(date +%T)] $*" >&2; }
-die() { log "error: $*"; exit 1; }
-[ "$(id -u)" = 0 ] || die "needs root (kiln RUN uses namespaces and overlayfs)"
+. "$ROOTDIR/benches/lib.sh"
+need_root
 
 # --- tools ------------------------------------------------------------------------------
 need=()
@@ -61,25 +60,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # --- work dir, kiln binary ------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/kiln-e2e.XXXXXX)
-cleanup() { rm -rf "$WORK"/root-* "$WORK/trash" "$WORK/ctx" "$WORK/kiln"; }  # keeps logs/ and results.csv
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-if [ -z "${KILN:-}" ]; then
-  log "building kiln (release)"
-  ( cd "$ROOTDIR" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench} cargo build --release --locked --quiet ) \
-    || die "cargo build failed"
-  cp "${CARGO_TARGET_DIR:-/work/target-bench}/release/kiln" "$WORK/kiln"
-else
-  cp "$KILN" "$WORK/kiln"
-fi
-KILN_BIN=$WORK/kiln
-"$KILN_BIN" --version >/dev/null 2>&1 || "$KILN_BIN" --help >/dev/null 2>&1 || die "kiln binary does not run"
+make_work_dir kiln-e2e
+kiln_binary
 
 # --- registry and base image (as the peers get it) ------------------------------------------
-if "$BENCH/registry.sh" status 2>&1 | grep -q 'not running'; then
-  "$BENCH/registry.sh" start >&2 || die "registry.sh start failed"
-fi
+ensure_registry
 if ! skopeo inspect --tls-verify=false --raw docker://127.0.0.1:5000/busybox:latest >/dev/null 2>&1; then
   log "pushing the base image (make-base.sh)"
   "$BENCH/make-base.sh" >&2 || die "make-base.sh failed"
@@ -202,13 +187,8 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- summarize -----------------------------------------------------------------------------------
-rows() { awk -F, -v p="$1" -v c="$2" -v s="$3" 'NR>1 && $1==p && $2==c && $4==s' "$OUT"; }
-median() {  # column number -> median of the rows on stdin ("" if none)
-  cut -d, -f"$1" | sort -g | awk '{v[NR]=$1} END{ if (NR==0) print ""; else if (NR%2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2 }'
-}
 maxcol() { cut -d, -f"$1" | sort -g | tail -1; }
 med() { rows "$1" "$2" "$3" | median 5; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="" || b=="" || b+0==0) print "-"; else printf "%.2f", a/b }'; }
 mib() { [ -n "$1" ] && awk -v k="$1" 'BEGIN{printf "%.0f", k/1024}' || echo -; }
 
 echo
