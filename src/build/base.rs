@@ -147,6 +147,7 @@ pub(super) async fn plan(
         return Err(BuildError::Solve {
             source: Box::new(SolveError::Cancelled),
             step_log: None,
+            failed_step: None,
         });
     }
     Ok(planned?)

@@ -20,12 +20,26 @@ pub enum BuildError {
     Plan(Box<crate::plan::Error>),
     /// A step failed or the build was cancelled. `step_log` is the file holding the
     /// failing step's whole output, when the build record was saved.
+    /// `failed_step` is the failing RUN kept for `kiln debug` (in the build record once
+    /// that is saved).
     #[error("{source}")]
     Solve {
         #[source]
         source: Box<crate::solve::SolveError>,
         step_log: Option<PathBuf>,
+        failed_step: Option<PathBuf>,
     },
+    /// No build record has this id (empty: there are no records).
+    #[error("{}", if query.is_empty() { "no build has been recorded".to_string() } else { format!("no build record {query}") })]
+    NoBuildRecord { query: String },
+    #[error("{count} build records start with {query}: give more of the id")]
+    AmbiguousBuildRecord { query: String, count: usize },
+    /// The record has no kept failed step to reopen.
+    #[error("build {id} {reason}")]
+    NoFailedStep { id: String, reason: String },
+    /// Reopening a kept failed step.
+    #[error(transparent)]
+    Debug(Box<crate::solve::SolveError>),
     #[error("build context: {0}")]
     Context(#[from] crate::source::Error),
     /// The check options (`# check=`, `BUILDKIT_DOCKERFILE_CHECK`) do not parse.

@@ -207,5 +207,6 @@ pub(super) async fn materialize_unexported(
         .map_err(|source| BuildError::Solve {
             source: Box::new(source),
             step_log: None,
+            failed_step: None,
         })
 }

@@ -12,6 +12,7 @@
 mod base;
 pub mod cache;
 mod check;
+pub mod debug;
 mod dockerfile;
 mod error;
 mod layers;
@@ -19,7 +20,7 @@ mod output;
 pub mod record;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -171,9 +172,13 @@ impl Build {
                 outer.send(event);
             })
         };
-        let outcome = self
+        let mut outcome = self
             .solve_and_export(&request, &outputs, &stored_names, &sink, cancel)
             .await;
+        let kept = match &mut outcome {
+            Err(BuildError::Solve { failed_step, .. }) => failed_step.take(),
+            _ => None,
+        };
         let record = record::BuildRecord {
             started_at,
             finished_at: crate::cache::unix_now(),
@@ -189,13 +194,28 @@ impl Build {
             .to_string(),
             image_id: outcome.as_ref().ok().map(|(e, _)| e.image_id.to_string()),
             error: outcome.as_ref().err().map(ToString::to_string),
+            failed_step: None,
             steps: logs.names(),
+        };
+        let record = record::BuildRecord {
+            failed_step: outcome
+                .as_ref()
+                .err()
+                .and_then(|error| failed_step_number(error, &record)),
+            ..record
         };
         let saved = {
             let store = self.store.clone();
             let steps = logs.all();
             let record = record.clone();
-            tokio::task::spawn_blocking(move || record::save(&store, &record, &steps)).await?
+            tokio::task::spawn_blocking(move || {
+                let saved = record::save(&store, &record, &steps, kept.as_deref());
+                if let (Err(_), Some(kept)) = (&saved, &kept) {
+                    let _ = std::fs::remove_dir_all(kept);
+                }
+                saved
+            })
+            .await?
         };
         if let Err(error) = &saved {
             sink.send(crate::progress::Event::BuildWarning {
@@ -211,8 +231,19 @@ impl Build {
                 record: record_dir,
             }),
             Err(BuildError::Solve { source, .. }) => {
-                let step_log = failed_step_log(&source, &record, record_dir.as_deref());
-                Err(BuildError::Solve { source, step_log })
+                let existing = |path: PathBuf| path.exists().then_some(path);
+                let (step_log, failed_step) = match (&record_dir, record.failed_step) {
+                    (Some(dir), Some(step)) => (
+                        existing(record::log_path(dir, step)),
+                        existing(dir.join(record::FAILED_STEP)),
+                    ),
+                    _ => (None, None),
+                };
+                Err(BuildError::Solve {
+                    source,
+                    step_log,
+                    failed_step,
+                })
             }
             Err(error) => Err(error),
         }
@@ -298,6 +329,7 @@ impl Build {
                 return Err(BuildError::Solve {
                     source: Box::new(source),
                     step_log: None,
+                    failed_step: solver.take_failed_step(),
                 });
             }
         };
@@ -555,16 +587,14 @@ fn forward_cancel(
     })
 }
 
-/// The saved log of the step a solve error names.
-fn failed_step_log(
-    error: &SolveError,
-    record: &record::BuildRecord,
-    record_dir: Option<&Path>,
-) -> Option<PathBuf> {
-    let (SolveError::Step { name, .. }, Some(dir)) = (error, record_dir) else {
+/// The number of the step a solve error names.
+fn failed_step_number(error: &BuildError, record: &record::BuildRecord) -> Option<u64> {
+    let BuildError::Solve { source, .. } = error else {
+        return None;
+    };
+    let SolveError::Step { name, .. } = &**source else {
         return None;
     };
     let (step, _) = record.steps.iter().find(|(_, n)| *n == name)?;
-    let path = record::log_path(dir, *step);
-    path.exists().then_some(path)
+    Some(*step)
 }

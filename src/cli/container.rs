@@ -195,7 +195,7 @@ fn logs(store: &Store, query: &str) -> Result<ExitCode> {
 }
 
 /// Writes rows as Go's tabwriter does for docker (min width 10, padding 3).
-fn table(rows: &[Vec<String>]) -> String {
+pub(super) fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {

@@ -3,6 +3,7 @@
 
 mod build;
 mod container;
+mod debug;
 mod diagnostic;
 mod generate;
 mod image;
@@ -35,8 +36,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build an image from a Dockerfile.
-    Build(Box<build::BuildArgs>),
+    /// Build an image from a Dockerfile; `kiln build history` lists past builds.
+    Build(Box<build::BuildCommand>),
+    /// Reopen the failed RUN step of a recorded build: a shell, or COMMAND, in its
+    /// filesystem as the command left it, with its mounts, environment, user and working
+    /// directory. Nothing done there is kept.
+    Debug(debug::DebugArgs),
     /// Internal: the sandbox child that kiln re-executes for each RUN step.
     #[command(name = "__sandbox", hide = true)]
     Sandbox {
@@ -81,6 +86,7 @@ pub fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Build(args) => build::run(*args, &cli.global),
+        Command::Debug(args) => debug::run(args, &cli.global),
         Command::Sandbox { state_dir } => return crate::sandbox::child_main(&state_dir),
         Command::Image(command) => image::run(command, &cli.global),
         Command::Container(command) => container::run(command, &cli.global),

@@ -97,6 +97,22 @@ pub enum SolveError {
     NotPulled { reference: String },
     #[error(transparent)]
     Pull(PullError),
+    /// A file kiln wrote that does not parse (a kept failed step's description).
+    #[error("reading {what} {}: {source}", path.display())]
+    Decode {
+        what: &'static str,
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// A kept failed step that cannot be reopened: part of it is gone.
+    #[error("the failed step kept in {} cannot be reopened: {what} is missing", path.display())]
+    FailedStepGone { path: PathBuf, what: String },
+    /// The sandbox of a reopened failed step could not be started or waited for.
+    #[error("the debug session: {0}")]
+    DebugSandbox(#[source] SandboxError),
+    /// The sandbox of a reopened failed step failed before running the command.
+    #[error("the debug session could not start: {reason}")]
+    DebugSetup { reason: String },
 }
 
 /// What a failed step's error came from.

@@ -20,11 +20,12 @@
 //! The parts: `scheduler` (order, job permits, cancellation), `step` (one op: cache lookup,
 //! per-key lock, commit of the snapshot and its record), `op/` (what each kind of op does:
 //! `image`, `context`, `url`, `exec`, `file`), `resolver` (base images for the planner),
-//! `history` (build records), `prune` (the build cache on disk) and `copied` (what an
-//! incremental COPY may reuse).
+//! `failed` (a failed RUN kept for debugging), `prune` (the build cache on disk) and
+//! `copied` (what an incremental COPY may reuse).
 
 mod copied;
 mod error;
+pub mod failed;
 mod lazy;
 mod op;
 mod prune;
@@ -156,6 +157,8 @@ struct Shared {
     /// already be using.
     made: Mutex<HashMap<String, String>>,
     jobs: Semaphore,
+    /// The first failed RUN's kept state ([`failed`]); later failures are not kept.
+    failed: Mutex<Option<PathBuf>>,
 }
 
 impl Shared {

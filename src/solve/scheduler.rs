@@ -51,10 +51,21 @@ impl Solver {
                 puts: Mutex::new(Vec::new()),
                 made: Mutex::new(HashMap::new()),
                 jobs,
+                failed: Mutex::new(None),
             }),
             cancel: watch::channel(false).0,
             on_done: None,
         }
+    }
+
+    /// The directory where the build's failed RUN step was kept ([`super::failed`]), for
+    /// the caller to move into its build record; `None` once taken.
+    pub fn take_failed_step(&self) -> Option<std::path::PathBuf> {
+        self.shared
+            .failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Sets the hook called with each op's result as soon as it is done.

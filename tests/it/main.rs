@@ -14,6 +14,7 @@ mod check;
 mod cli;
 mod completion;
 mod container;
+mod debug;
 mod differential;
 mod fileop;
 mod git;

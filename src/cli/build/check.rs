@@ -46,7 +46,7 @@ impl CheckInputs {
             build_args: &self.build_args,
             platform: self.platform.as_ref(),
             target: args.target.as_deref(),
-            context: (args.context != "-").then(|| Path::new(&args.context)),
+            context: (args.context() != "-").then(|| Path::new(args.context())),
             dockerfile_name: &source.display,
             store: self.store.as_ref(),
             // As BuildKit: a check without a target covers every stage, a build the

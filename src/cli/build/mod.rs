@@ -2,6 +2,7 @@
 //! and the `--call` front-end methods.
 
 mod check;
+mod history;
 mod methods;
 mod options;
 
@@ -28,10 +29,22 @@ use crate::progress::Clock;
 use crate::solve::SolveError;
 use crate::syntax::Span;
 
+/// `kiln build`: a build, or `kiln build history …` over the records of past builds
+/// (a context directory named `history` is written `./history`).
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BuildCommand {
+    #[command(subcommand)]
+    history: Option<history::BuildSubcommand>,
+    #[command(flatten)]
+    args: BuildArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Build context directory, or `-` to read the Dockerfile from standard input.
-    context: String,
+    #[arg(required = true)]
+    context: Option<String>,
 
     /// Path to the Dockerfile (default: CONTEXT/Dockerfile); `-` reads standard input.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -132,6 +145,31 @@ pub struct BuildArgs {
     /// Name the image in the local store (type=image), also when other outputs are given.
     #[arg(long = "load")]
     load: bool,
+
+    /// When a RUN fails: fail (the default), or open an interactive shell in the failed
+    /// step (its filesystem as the command left it, its mounts, environment, user and
+    /// working directory); the build still fails once the shell exits.
+    #[arg(
+        long = "on-error",
+        value_enum,
+        value_name = "ACTION",
+        default_value = "fail"
+    )]
+    on_error: OnError,
+}
+
+impl BuildArgs {
+    /// The context argument (clap requires it whenever a build runs).
+    fn context(&self) -> &str {
+        self.context.as_deref().unwrap_or(".")
+    }
+}
+
+/// What `--on-error` does when a RUN fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnError {
+    Fail,
+    Shell,
 }
 
 /// Front-end methods, named as in `docker buildx build --call`.
@@ -187,7 +225,14 @@ impl DockerfileSource {
     }
 }
 
-pub fn run(args: BuildArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+pub fn run(command: BuildCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    match command.history {
+        Some(history::BuildSubcommand::History { command }) => history::run(command, global),
+        None => build_or_call(command.args, global),
+    }
+}
+
+fn build_or_call(args: BuildArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let call = if args.check {
         CallSpec {
             method: Call::Check,
@@ -236,10 +281,11 @@ fn build(
     parsed: ParsedDockerfile,
 ) -> anyhow::Result<ExitCode> {
     // `kiln build -` reads the Dockerfile from stdin and has no context: an empty one.
-    let empty_context = (args.context == "-")
+    let empty_context = (args.context() == "-")
         .then(options::EmptyDir::create)
         .transpose()?;
     let store = super::image::open_store(global)?;
+    let debug_store = store.clone();
     let checks = check::CheckInputs::new(args, Some(store.clone()))?;
     let lint = parsed.lint(&checks.options(args, source));
     let lint = match lint {
@@ -275,7 +321,17 @@ fn build(
     }
     match outcome {
         Ok(outcome) => finish(args, &outcome, stdout_taken),
-        Err(error) => Ok(report_failure(source, error)),
+        Err(error) => {
+            let failed_step = match (&error, args.on_error) {
+                (BuildError::Solve { failed_step, .. }, OnError::Shell) => failed_step.clone(),
+                _ => None,
+            };
+            let code = report_failure(source, error);
+            if let Some(dir) = failed_step {
+                super::debug::shell_in_failed_step(&runtime, &debug_store, &dir, None)?;
+            }
+            Ok(code)
+        }
     }
 }
 
@@ -311,7 +367,7 @@ fn request(
     let outputs = resolve_outputs(outputs, args.push, args.load);
     let context: PathBuf = match empty_context {
         Some(empty) => empty.0.clone(),
-        None => PathBuf::from(&args.context),
+        None => PathBuf::from(args.context()),
     };
     let dockerfile_path = match &args.file {
         _ if empty_context.is_some() => "-".to_string(),
@@ -319,7 +375,7 @@ fn request(
         file => std::fs::canonicalize(
             file.as_ref()
                 .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(&args.context).join(&source.display)),
+                .unwrap_or_else(|| Path::new(args.context()).join(&source.display)),
         )
         .map_or_else(|_| source.display.clone(), |p| p.display().to_string()),
     };
@@ -448,7 +504,7 @@ fn report_failure(source: &DockerfileSource, error: BuildError) -> ExitCode {
 
 fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<DockerfileSource> {
     let from_stdin =
-        args.file.as_deref() == Some("-") || (args.file.is_none() && args.context == "-");
+        args.file.as_deref() == Some("-") || (args.file.is_none() && args.context() == "-");
     if from_stdin {
         let mut bytes = Vec::new();
         std::io::stdin()
@@ -463,14 +519,14 @@ fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<DockerfileSource> {
     }
     let path = match &args.file {
         Some(file) => PathBuf::from(file),
-        None => default_dockerfile(Path::new(&args.context))?,
+        None => default_dockerfile(Path::new(args.context()))?,
     };
     let bytes = std::fs::read(&path)
         .with_context(|| format!("reading the Dockerfile {}", path.display()))?;
     let text = String::from_utf8_lossy(&bytes).into_owned();
     Ok(DockerfileSource {
         text,
-        display: name_in_context(&path, Path::new(&args.context)),
+        display: name_in_context(&path, Path::new(args.context())),
         bytes,
     })
 }

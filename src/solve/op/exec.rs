@@ -13,7 +13,7 @@ use crate::sandbox::{
 use crate::snapshot::overlay;
 use crate::solve::scheduler::cancelled;
 use crate::solve::step::{Task, lock_waiting, open_lock};
-use crate::solve::{NodeResult, Result, SolveError, unique_suffix};
+use crate::solve::{NodeResult, Result, SolveError, failed, unique_suffix};
 
 /// Output lines kept for the error message of a failed step.
 const TAIL_LINES: usize = 10;
@@ -60,6 +60,8 @@ struct Mounts {
     locks: Vec<std::fs::File>,
     /// Secret files, removed when the step ends (on a tmpfs when `/run` is writable).
     secrets: Option<SecretDir>,
+    /// Secret and SSH mounts (destination, description), which a kept failed step leaves out.
+    private: Vec<(String, String)>,
 }
 
 /// A private directory for one step's secret files.
@@ -248,6 +250,10 @@ fn mounts(task: &Task, exec: &Exec, staging: &Path) -> Result<Mounts> {
                     destination: mount.target.clone(),
                     readonly: true,
                 });
+                out.private.push((
+                    mount.target.clone(),
+                    format!("ssh agent {id} at {}", mount.target),
+                ));
                 if !out.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
                     out.env.push(format!("SSH_AUTH_SOCK={}", mount.target));
                 }
@@ -420,6 +426,8 @@ fn secret_mount(
     if let Some(name) = secret.env {
         out.env
             .push(format!("{name}={}", String::from_utf8_lossy(&value)));
+        out.private
+            .push((String::new(), format!("secret {id} in ${name}")));
     }
     if !secret.target.is_empty() {
         if out.secrets.is_none() {
@@ -434,6 +442,10 @@ fn secret_mount(
             destination: secret.target.to_string(),
             readonly: true,
         });
+        out.private.push((
+            secret.target.to_string(),
+            format!("secret {id} at {}", secret.target),
+        ));
     }
     Ok(())
 }
@@ -556,6 +568,10 @@ pub(in crate::solve) async fn run(
         return Err(task.step_error(format!("sandbox setup failed: {reason}"), tail.finish()));
     }
     if !status.success() {
+        // Cache locks released and secret files removed before the step is kept.
+        let private = std::mem::take(&mut mounts.private);
+        drop(mounts);
+        keep_failed(task, exec, &spec, staging, private);
         let command = exec.argv.join(" ");
         return Err(task.step_error(
             format!(
@@ -567,6 +583,34 @@ pub(in crate::solve) async fn run(
     }
     drop(mounts);
     commit_layer(&prepared, staging)
+}
+
+/// Keeps the failed step for `kiln debug` when it is the build's first, with the step's
+/// own environment (no secret values). Failing to keep it is a warning.
+fn keep_failed(
+    task: &Task,
+    exec: &Exec,
+    spec: &Spec,
+    staging: &Path,
+    private: Vec<(String, String)>,
+) {
+    let mut slot = task
+        .shared
+        .failed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if slot.is_some() {
+        return;
+    }
+    let mut spec = spec.clone();
+    spec.process.env = process_env(exec);
+    let name = &task.op.metadata.name;
+    match failed::keep(&task.shared.store, name, &spec, staging, private) {
+        Ok(dir) => *slot = Some(dir),
+        Err(error) => task.shared.sink.send(crate::progress::Event::BuildWarning {
+            message: format!("{name}: the failed step was not kept for debugging: {error}"),
+        }),
+    }
 }
 
 /// What kiln cannot run: `--security=insecure`, and binaries of another platform.
