@@ -124,7 +124,7 @@ macro_rules! tests {
 }
 
 const TESTS: &[(&str, TestFn)] = tests![
-    the_command_runs_under_our_init_in_a_fresh_pid_namespace,
+    the_command_is_pid_1_of_a_fresh_pid_namespace,
     hostname_is_the_containers_and_the_hosts_stays,
     host_files_are_not_reachable,
     network_none_has_only_loopback_and_it_is_up,
@@ -199,20 +199,32 @@ fn find<'a>(entries: &'a [TarEntry], path: &str) -> Option<&'a TarEntry> {
     entries.iter().find(|e| e.path == Path::new(path))
 }
 
-async fn the_command_runs_under_our_init_in_a_fresh_pid_namespace() {
+async fn the_command_is_pid_1_of_a_fresh_pid_namespace() {
     let Some(env) = Env::new() else { return };
-    let spec = env.spec(
+    let mut spec = env.spec(
         "echo pid=$$; tr '\\0' ' ' </proc/1/cmdline; echo; ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '",
     );
     let ran = env.run(&spec).await;
     assert_eq!(ran.status.code, 0, "{}", ran.stderr);
     let lines: Vec<&str> = ran.stdout.lines().collect();
-    assert_eq!(lines[0], "pid=2", "the command is the init's first child");
+    assert_eq!(lines[0], "pid=1", "the command is PID 1");
     assert!(
-        lines[1].contains("__sandbox"),
-        "PID 1 is kiln's init: {}",
+        lines[1].starts_with("/bin/sh -c echo pid=$$"),
+        "{}",
         lines[1]
     );
+    // With an init, it is PID 1's first child, and PID 1 shows nothing of kiln.
+    spec.init = true;
+    let ran = env.run(&spec).await;
+    assert_eq!(ran.status.code, 0, "{}", ran.stderr);
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    assert_eq!(lines[0], "pid=2", "the command is the init's first child");
+    assert!(
+        lines[1].starts_with("kiln-init -- /bin/sh -c"),
+        "{}",
+        lines[1]
+    );
+    assert!(!lines[1].contains("__sandbox"), "{}", lines[1]);
     let pids: Vec<u32> = lines[2]
         .split_whitespace()
         .map(|p| p.parse().unwrap())
@@ -598,8 +610,9 @@ async fn exit_codes_come_back_exactly() {
     for (script, code) in [
         ("exit 0", 0),
         ("exit 7", 7),
-        ("kill -9 $$", 137),
-        ("kill -TERM $$", 143),
+        // PID 1 cannot be killed from inside its namespace: a child kills itself.
+        ("sh -c 'kill -9 $$'; exit $?", 137),
+        ("sh -c 'kill -TERM $$'; exit $?", 143),
     ] {
         let ran = env.run(&env.spec(script)).await;
         assert_eq!(ran.status.code, code, "{script}: {}", ran.stderr);
@@ -644,9 +657,9 @@ async fn volumes_are_bound_with_their_mode() {
 
 async fn init_reaps_orphans_and_forwards_signals() {
     let Some(env) = Env::new() else { return };
-    let ran = env
-        .run(&env.spec("(sleep 0.2 &); sleep 0.5; ps -o stat | grep -c '^Z' || true"))
-        .await;
+    let mut spec = env.spec("(sleep 0.2 &); sleep 0.5; ps -o stat | grep -c '^Z' || true");
+    spec.init = true;
+    let ran = env.run(&spec).await;
     assert_eq!(ran.stdout.trim(), "0", "no zombies: {}", ran.stdout);
 
     let spec =
@@ -702,8 +715,9 @@ async fn killing_the_sandbox_process_leaves_nothing_behind() {
     let mut running = Sandbox::spawn(&spec, &options(env.dir.path())).unwrap();
     wait_for(&mut running, "ready").await;
     let outer = running.pid().unwrap();
+    // The init became the command (PID 1 of the sandbox).
     let init = children(outer)[0];
-    let command = children(init)[0];
+    let command = init;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !std::fs::read_to_string(format!("/proc/{command}/cmdline"))
         .unwrap()
@@ -778,7 +792,7 @@ async fn inherited_stdio_runs_without_output_events() {
 
 async fn cgroup_limits_apply_and_groups_are_removed() {
     let Some(env) = Env::new() else { return };
-    let mut spec = env.spec("cat /proc/self/cgroup");
+    let mut spec = env.spec("cat /proc/self/cgroup; echo ready; sleep 0.5");
     spec.limits = CgroupLimits {
         memory_bytes: Some(64 << 20),
         pids: Some(32),
@@ -791,15 +805,21 @@ async fn cgroup_limits_apply_and_groups_are_removed() {
         }
         Err(e) => panic!("{e}"),
     };
+    let inside = wait_for(&mut running, "ready").await;
+    // Seen from the host, the command is in the sandbox's groups.
+    let command = children(running.pid().unwrap())[0];
+    let host_view = std::fs::read_to_string(format!("/proc/{command}/cgroup")).unwrap();
     let status = running.wait().await.unwrap();
-    let mut out = String::new();
-    while let Ok(event) = running.events.try_recv() {
-        out.push_str(&String::from_utf8_lossy(&event.data));
+    assert_eq!(status.code, 0, "{inside}");
+    let groups: Vec<&str> = host_view.lines().filter(|l| l.contains("/kiln/")).collect();
+    assert!(groups.iter().any(|l| l.contains("memory")), "{host_view}");
+    assert!(groups.iter().any(|l| l.contains("pids")), "{host_view}");
+    // Inside, its own cgroup namespace shows each group as the root.
+    if Path::new("/proc/self/ns/cgroup").exists() {
+        for line in inside.lines().filter(|l| l.contains(':')) {
+            assert!(line.ends_with(":/"), "{inside}");
+        }
     }
-    assert_eq!(status.code, 0, "{out}");
-    let groups: Vec<&str> = out.lines().filter(|l| l.contains("/kiln/")).collect();
-    assert!(groups.iter().any(|l| l.contains("memory")), "{out}");
-    assert!(groups.iter().any(|l| l.contains("pids")), "{out}");
     let id = groups[0].rsplit('/').next().unwrap();
     for root in [
         "/sys/fs/cgroup/memory/kiln",

@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// Accepted for compatibility: kiln allocates no pseudo-terminal.
     #[arg(short = 't', long)]
     tty: bool,
+    /// Run a minimal init as PID 1 that forwards signals to the command and reaps
+    /// zombies (otherwise the command is PID 1).
+    #[arg(long)]
+    init: bool,
     /// The image (pulled when missing).
     image: String,
     /// Command and arguments (replace the image's CMD).
@@ -327,6 +331,7 @@ fn run_options(args: &RunArgs) -> Result<RunOptions> {
         volumes: args.volume.clone(),
         limits: CgroupLimits { memory_bytes, pids },
         auto_remove: args.rm,
+        init: args.init,
     })
 }
 

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub volumes: Vec<String>,
     pub limits: CgroupLimits,
     pub auto_remove: bool,
+    /// `--init`: a minimal init as PID 1 runs the command.
+    pub init: bool,
 }
 
 /// Docker's argv rules: `--entrypoint` replaces the Entrypoint and clears the Cmd; CMD
@@ -217,6 +219,7 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
         snapshots: chain_ids.iter().map(ToString::to_string).collect(),
         auto_remove: options.auto_remove,
         stop_signal,
+        init: options.init,
     };
     let dir = write_container_dir(&containers, &container_config)?;
     drop(names_lock);

@@ -45,6 +45,9 @@ pub struct ContainerConfig {
     pub auto_remove: bool,
     /// Signal number `stop` sends first (the image's StopSignal, else SIGTERM).
     pub stop_signal: i32,
+    /// `--init`: a minimal init is PID 1 (else the command is).
+    #[serde(default)]
+    pub init: bool,
 }
 
 /// `created`, `running` or `exited`.
@@ -167,6 +170,7 @@ impl Container {
         spec.limits = c.limits;
         // Docker's default for `docker run` (no `--security-opt no-new-privileges`).
         spec.no_new_privs = false;
+        spec.init = c.init;
         spec
     }
 }

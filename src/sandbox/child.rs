@@ -4,10 +4,18 @@
 //!   the hostname, forks the init and relays signals and its exit status;
 //!   it keeps the host's mount view, so pivot_root never moves it.
 //! - init (PID 1 of the new pid ns): unshares the mount ns, mounts the root
-//!   and everything in it (the [`Plan`](super::plan::Plan)), pivots, forks the
-//!   command and reaps every zombie until the command exits.
-//! - command: closes inherited descriptors, enters its working directory,
-//!   drops to its user and capabilities, and execs.
+//!   and everything in it (the [`Plan`](super::plan::Plan)), pivots, then
+//!   becomes the command: it closes inherited descriptors, enters the working
+//!   directory, drops to the command's user and capabilities, and execs. So
+//!   the command is PID 1, as with Docker and BuildKit, and nothing of kiln
+//!   (its path, the store's) is left in the container's `/proc`.
+//! - with `Spec::init` (`kiln run --init`), PID 1 stays a minimal init instead:
+//!   it forks the command, forwards signals to it and reaps every zombie, its
+//!   command line and environment overwritten (`kiln-init -- CMD`).
+//!
+//! The outer child also enters a new cgroup namespace, where the kernel has
+//! them, after joining the container's cgroup: `/proc/self/cgroup` inside
+//! shows `0::/`.
 //!
 //! Every process dies with its parent (PR_SET_PDEATHSIG SIGKILL), and when
 //! the init exits the kernel kills the rest of the pid namespace, so killing
@@ -83,7 +91,7 @@ fn outer(state_dir: &Path) -> Result<i32, SandboxError> {
     if !config.cgroup_procs.is_empty() {
         sys::cgroup::join(&config.cgroup_procs).map_err(SandboxError::Cgroup)?;
     }
-    let mut plan = plan::build(&config.spec, state_dir);
+    let mut plan = plan::build(&config.spec, state_dir, plan::Host::detect());
     if let (true, Some(net_ns)) = (plan.namespaces.net, &config.shared_net_ns) {
         sys::namespace::join_net_ns(net_ns)?;
         plan.namespaces.net = false;
@@ -149,20 +157,31 @@ fn init(spec: &Spec, plan: &Plan, state_dir: &Path) -> Result<i32, SandboxError>
     drop(root_fd);
     sys::mount::pivot_into(&root)?;
     sys::process::close_fds_from_3()?;
-    match sys::process::fork()? {
-        Fork::Parent(pid) => Ok(sys::process::supervise(pid)?),
-        Fork::Child => {
-            let error = run_command(spec);
-            eprintln!("kiln-sandbox: {error}");
-            let code = match &error {
-                SandboxError::NotFound(_) => EXIT_NOT_FOUND,
-                SandboxError::Sys(e) if e.is_not_found() => EXIT_NOT_FOUND,
-                SandboxError::Sys(_) => EXIT_CANNOT_EXEC,
-                _ => EXIT_SETUP_FAILED,
-            };
-            sys::process::exit_now(i32::from(code))
-        }
+    if !spec.init {
+        become_command(spec)
     }
+    match sys::process::fork()? {
+        Fork::Parent(pid) => {
+            let mut title = vec!["kiln-init".to_string(), "--".to_string()];
+            title.extend(spec.process.argv.iter().cloned());
+            sys::process::overwrite_command_line(&title)?;
+            Ok(sys::process::supervise(pid)?)
+        }
+        Fork::Child => become_command(spec),
+    }
+}
+
+/// Execs the command; on failure says why and exits with Docker's code for it.
+fn become_command(spec: &Spec) -> ! {
+    let error = run_command(spec);
+    eprintln!("kiln-sandbox: {error}");
+    let code = match &error {
+        SandboxError::NotFound(_) => EXIT_NOT_FOUND,
+        SandboxError::Sys(e) if e.is_not_found() => EXIT_NOT_FOUND,
+        SandboxError::Sys(_) => EXIT_CANNOT_EXEC,
+        _ => EXIT_SETUP_FAILED,
+    };
+    sys::process::exit_now(i32::from(code))
 }
 
 /// Mountpoints we had to create in the writable layer; the parent removes

@@ -136,7 +136,25 @@ pub fn in_root(path: &str) -> PathBuf {
 }
 
 /// Builds the plan for `spec`; `state_dir` holds the generated `/etc` files.
-pub fn build(spec: &Spec, state_dir: &Path) -> Plan {
+/// What the host offers that the plan depends on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Host {
+    /// The kernel has cgroup namespaces.
+    pub cgroup_ns: bool,
+    /// `/sys/fs/cgroup` is a cgroup v2 hierarchy.
+    pub cgroup2: bool,
+}
+
+impl Host {
+    pub fn detect() -> Host {
+        Host {
+            cgroup_ns: crate::sys::namespace::cgroup_ns_supported(),
+            cgroup2: crate::sys::namespace::cgroup2_unified(),
+        }
+    }
+}
+
+pub fn build(spec: &Spec, state_dir: &Path, host: Host) -> Plan {
     let new_net = spec.network == NetworkMode::None;
     let namespaces = Namespaces {
         mount: false,
@@ -144,11 +162,22 @@ pub fn build(spec: &Spec, state_dir: &Path) -> Plan {
         ipc: true,
         pid: true,
         net: new_net,
+        cgroup: host.cgroup_ns,
     };
     let mut steps = Vec::new();
     steps.extend(proc_steps());
     steps.extend(dev_steps());
     steps.push(sys_step(new_net));
+    if host.cgroup_ns && host.cgroup2 {
+        // As Docker: the container's own cgroup2, read-only, rooted at its cgroup.
+        steps.push(Step::Mount {
+            fstype: "cgroup2".into(),
+            options: Vec::new(),
+            attrs: READONLY,
+            target: "sys/fs/cgroup".into(),
+            create: None,
+        });
+    }
     steps.extend(etc_file_steps(state_dir));
     steps.extend(user_mount_steps(spec, state_dir));
     Plan { namespaces, steps }
@@ -434,7 +463,7 @@ mod tests {
 
     #[test]
     fn host_network_shares_the_net_namespace_and_binds_sys() {
-        let plan = build(&spec(NetworkMode::Host), "/state".as_ref());
+        let plan = build(&spec(NetworkMode::Host), "/state".as_ref(), Host::default());
         assert_eq!(
             plan.namespaces,
             Namespaces {
@@ -442,7 +471,8 @@ mod tests {
                 uts: true,
                 ipc: true,
                 pid: true,
-                net: false
+                net: false,
+                cgroup: false,
             }
         );
         let t = targets(&plan);
@@ -451,8 +481,29 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_namespace_gets_its_own_cgroup2_over_sys() {
+        let v2 = Host {
+            cgroup_ns: true,
+            cgroup2: true,
+        };
+        let plan = build(&spec(NetworkMode::Host), "/state".as_ref(), v2);
+        assert!(plan.namespaces.cgroup);
+        let t = targets(&plan);
+        let sys = t.iter().position(|m| m == "bind:sys").unwrap();
+        assert_eq!(t[sys + 1], "cgroup2:sys/fs/cgroup", "{t:?}");
+        // cgroup v1: the namespace alone (the host's hierarchies stay bound under /sys).
+        let v1 = Host {
+            cgroup2: false,
+            ..v2
+        };
+        let plan = build(&spec(NetworkMode::Host), "/state".as_ref(), v1);
+        assert!(plan.namespaces.cgroup);
+        assert!(!targets(&plan).iter().any(|m| m.starts_with("cgroup2")));
+    }
+
+    #[test]
     fn no_network_gets_a_new_net_namespace_and_its_own_sysfs() {
-        let plan = build(&spec(NetworkMode::None), "/state".as_ref());
+        let plan = build(&spec(NetworkMode::None), "/state".as_ref(), Host::default());
         assert!(plan.namespaces.net);
         assert!(targets(&plan).contains(&"sysfs:sys".to_string()));
         assert!(plan.steps.iter().any(|s| matches!(s,
@@ -461,7 +512,7 @@ mod tests {
 
     #[test]
     fn dev_proc_and_etc_files_are_planned_in_order() {
-        let plan = build(&spec(NetworkMode::Host), "/state".as_ref());
+        let plan = build(&spec(NetworkMode::Host), "/state".as_ref(), Host::default());
         let t = targets(&plan);
         let pos = |m: &str| {
             t.iter()
@@ -528,7 +579,7 @@ mod tests {
             destination: "/work//out/".into(),
             readonly: true,
         });
-        let plan = build(&s, "/state".as_ref());
+        let plan = build(&s, "/state".as_ref(), Host::default());
         let last = plan.steps.last().unwrap();
         assert_eq!(
             *last,
@@ -565,7 +616,7 @@ mod tests {
             destination: "/a/b".into(),
             readonly: true,
         });
-        let plan = build(&s, "/state".as_ref());
+        let plan = build(&s, "/state".as_ref(), Host::default());
         let n = plan.steps.len();
         let tail = &plan.steps[n - 4..];
         assert_eq!(

@@ -166,6 +166,10 @@ pub struct Spec {
     /// Set no_new_privs before exec (Docker's `--security-opt no-new-privileges`);
     /// on by default for builds.
     pub no_new_privs: bool,
+    /// A minimal init as PID 1 that runs the command, forwards signals and reaps zombies
+    /// (`kiln run --init`); otherwise the command itself is PID 1.
+    #[serde(default)]
+    pub init: bool,
 }
 
 impl Spec {
@@ -189,6 +193,7 @@ impl Spec {
             step_mounts: Vec::new(),
             limits: CgroupLimits::default(),
             no_new_privs: true,
+            init: false,
         }
     }
 

@@ -15,6 +15,7 @@ pub struct Namespaces {
     pub ipc: bool,
     pub pid: bool,
     pub net: bool,
+    pub cgroup: bool,
 }
 
 /// Moves the calling process into new namespaces (for `pid`: its next child).
@@ -26,6 +27,7 @@ pub fn unshare(ns: Namespaces) -> Result<()> {
         (ns.ipc, UnshareFlags::NEWIPC),
         (ns.pid, UnshareFlags::NEWPID),
         (ns.net, UnshareFlags::NEWNET),
+        (ns.cgroup, UnshareFlags::NEWCGROUP),
     ] {
         if on {
             flags |= flag;
@@ -37,6 +39,16 @@ pub fn unshare(ns: Namespaces) -> Result<()> {
     // SAFETY: kiln calls this only from the single-threaded `__sandbox` child (and
     // tests that fork first), so no other thread shares the unshared state.
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(|e| SysError::call("unshare", e))
+}
+
+/// Whether this kernel has cgroup namespaces.
+pub fn cgroup_ns_supported() -> bool {
+    std::path::Path::new("/proc/self/ns/cgroup").exists()
+}
+
+/// Whether the host's `/sys/fs/cgroup` is a cgroup v2 hierarchy (not v1 or hybrid).
+pub fn cgroup2_unified() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
 /// Sets the hostname of the current UTS namespace.

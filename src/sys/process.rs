@@ -180,6 +180,48 @@ pub fn supervise(child: i32) -> Result<i32> {
     }
 }
 
+/// Overwrites this process's command line with `args` and blanks its environment, in
+/// place (the kernel reads `/proc/PID/cmdline` and `environ` from these areas), so what
+/// the exec of kiln was started with is no longer readable. `args` is cut to fit.
+pub fn overwrite_command_line(args: &[String]) -> Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat")
+        .map_err(|e| SysError::call("read /proc/self/stat", e))?;
+    let areas = memory_areas(&stat).ok_or_else(|| SysError::Invalid {
+        call: "read /proc/self/stat",
+        reason: "no argument and environment areas in it".into(),
+    })?;
+    let (arg_start, arg_end, env_start, env_end) = areas;
+    let mut title: Vec<u8> = Vec::new();
+    for arg in args {
+        title.extend_from_slice(arg.as_bytes());
+        title.push(0);
+    }
+    let arg_len = arg_end.saturating_sub(arg_start);
+    // The area must end in a NUL, or the kernel reads on into the environment.
+    title.truncate(arg_len.saturating_sub(1));
+    // SAFETY: [arg_start, arg_end) and [env_start, env_end) are this process's own
+    // argument and environment strings on its initial stack, mapped writable for the
+    // life of the process; nothing holds a Rust reference into them, and the only
+    // pointers into them (argv/environ) then read shorter, still NUL-terminated strings.
+    unsafe {
+        std::ptr::write_bytes(env_start as *mut u8, 0, env_end.saturating_sub(env_start));
+        std::ptr::write_bytes(arg_start as *mut u8, 0, arg_len);
+        std::ptr::copy_nonoverlapping(title.as_ptr(), arg_start as *mut u8, title.len());
+    }
+    Ok(())
+}
+
+/// `arg_start`, `arg_end`, `env_start`, `env_end` of a `/proc/PID/stat` line
+/// (fields 48 to 51, counted after the command name, which may hold spaces).
+fn memory_areas(stat: &str) -> Option<(usize, usize, usize, usize)> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // `fields[0]` is field 3 (state).
+    let field = |n: usize| fields.get(n - 3)?.parse::<usize>().ok();
+    let areas = (field(48)?, field(49)?, field(50)?, field(51)?);
+    (areas.0 < areas.1 && areas.2 <= areas.3).then_some(areas)
+}
+
 /// Sends `signal` to `pid`.
 pub fn send_signal(pid: i32, signal: i32) -> Result<()> {
     // SAFETY: plain kill(2).
@@ -316,4 +358,24 @@ pub fn drop_privileges(creds: &Credentials) -> Result<()> {
             .map_err(|e| SysError::call("prctl PR_SET_NO_NEW_PRIVS", e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_areas_are_read_after_a_command_name_with_spaces() {
+        let mut fields: Vec<String> = (3..=52).map(|n| n.to_string()).collect();
+        fields[48 - 3] = "1000".into();
+        fields[49 - 3] = "1100".into();
+        fields[50 - 3] = "1100".into();
+        fields[51 - 3] = "1500".into();
+        let stat = format!("42 (a (weird) name) {}", fields.join(" "));
+        assert_eq!(memory_areas(&stat), Some((1000, 1100, 1100, 1500)));
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let (arg_start, arg_end, _, _) = memory_areas(&own).unwrap();
+        assert!(arg_end > arg_start);
+        assert_eq!(memory_areas("1 (x) R 2 3"), None);
+    }
 }

@@ -114,7 +114,11 @@ fn run_echo_and_exit_codes() {
     let f = fixture!();
     assert_eq!(run(f, &["busybox", "echo", "hello"]), (0, "hello\n".into()));
     assert_eq!(run(f, &["busybox", "sh", "-c", "exit 7"]).0, 7);
-    assert_eq!(run(f, &["busybox", "sh", "-c", "kill -9 $$"]).0, 137);
+    // The command is PID 1, which its own namespace cannot kill: a child kills itself.
+    assert_eq!(
+        run(f, &["busybox", "sh", "-c", "sh -c 'kill -9 $$'; exit $?"]).0,
+        137
+    );
     assert_eq!(run(f, &["busybox", "no-such-command"]).0, 127);
 }
 
@@ -209,24 +213,92 @@ fn volumes_read_write_and_read_only() {
     assert!(!data.join("g").exists());
 }
 
+/// Every readable `/proc/*/cmdline` and `/proc/*/environ` inside, NULs as spaces.
+const PROC_TEXTS: &str = "for p in /proc/[0-9]*; do \
+    tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; tr '\\0' ' ' < $p/environ 2>/dev/null; echo; done";
+
+/// Nothing of the host's kiln (its binary, the store, the sandbox's state) is visible.
+fn assert_no_host_path(f: &Fixture, seen: &str) {
+    let fixture = fixture_dir().to_string_lossy().into_owned();
+    let root = f.root.to_string_lossy().into_owned();
+    for host in [fixture.as_str(), root.as_str(), "__sandbox", "/run/kiln"] {
+        assert!(!seen.contains(host), "{host} is visible inside:\n{seen}");
+    }
+}
+
 #[test]
-fn pid_namespace_with_init() {
+fn the_command_is_pid_1_and_no_host_path_is_visible() {
     let f = fixture!();
-    let (code, out) = run(
-        f,
-        &[
-            "busybox",
-            "sh",
-            "-c",
-            "echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo; ls /proc | grep -c '^[0-9]'",
-        ],
+    let script = format!("echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo; {PROC_TEXTS}");
+    let (code, out) = run(f, &["-e", "MARK=1", "busybox", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1", "{out}");
+    assert!(lines[1].starts_with("sh -c echo $$"), "{out}");
+    assert!(
+        out.contains("MARK=1"),
+        "the command's environ is read: {out}"
     );
-    assert_eq!(code, 0);
+    assert_no_host_path(f, &out);
+}
+
+#[test]
+fn init_flag_puts_a_minimal_init_at_pid_1_that_reaps() {
+    let f = fixture!();
+    // The inner shell exits at once; its background sleep is orphaned to PID 1, which
+    // must reap it when it ends.
+    let script = format!(
+        "echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo; \
+         sh -c 'sleep 0.2 &'; sleep 1; \
+         grep -l '^[0-9]* ([a-z]*) Z' /proc/[0-9]*/stat | wc -l; {PROC_TEXTS}"
+    );
+    let (code, out) = run(f, &["--init", "busybox", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "2", "{out}");
-    assert!(lines[1].contains("__sandbox"), "{out}");
-    // init, sh, and the pipeline's two processes at most.
-    assert!(lines[2].parse::<u32>().unwrap() <= 4, "{out}");
+    assert!(lines[1].starts_with("kiln-init -- sh -c"), "{out}");
+    assert_eq!(lines[2].trim(), "0", "no zombie is left: {out}");
+    assert_no_host_path(f, &out);
+    // The command's exit code is the container's.
+    assert_eq!(run(f, &["--init", "busybox", "sh", "-c", "exit 9"]).0, 9);
+}
+
+#[test]
+fn stop_reaches_a_pid_1_that_traps_term() {
+    let f = fixture!();
+    let script = "trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.1; done";
+    let out = f.kiln(&[
+        "run", "-d", "--name", "trapper", "busybox", "sh", "-c", script,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    f.wait_for_status("trapper", "Up ");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text(&f.kiln(&["logs", "trapper"]).stdout).contains("ready") {
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stop = f.kiln(&["stop", "-t", "30", "trapper"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    // Exit 0 from the trap: TERM reached PID 1 (a KILL after the timeout gives 137).
+    let line = f.ps_line("trapper").unwrap();
+    assert!(line.contains("Exited (0)"), "{line}");
+    assert!(text(&f.kiln(&["logs", "trapper"]).stdout).contains("got-term"));
+    assert!(f.kiln(&["rm", "trapper"]).status.success());
+}
+
+#[test]
+fn the_container_has_its_own_cgroup_namespace() {
+    let f = fixture!();
+    if !Path::new("/proc/self/ns/cgroup").exists() {
+        harness::skip("this kernel has no cgroup namespaces");
+        return;
+    }
+    let (code, out) = run(f, &["busybox", "cat", "/proc/self/cgroup"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.is_empty());
+    for line in out.lines() {
+        assert!(line.ends_with(":/"), "each hierarchy at its root: {out}");
+    }
 }
 
 #[test]

@@ -252,3 +252,23 @@ fn layers_and_history_follow_buildkit_instruction_by_instruction() {
     }
     assert_eq!(built[1], ["newdir/"]);
 }
+
+/// As under BuildKit (runc), a RUN's command is PID 1 of its namespace.
+#[test]
+fn run_command_is_pid_1() {
+    let Some(env) = Env::new(true) else { return };
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN echo $$ > /pid && tr '\\0' ' ' < /proc/1/cmdline > /cmdline && true\n",
+    );
+    let out = env.build(&["-t", "pid"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let layers = built_layers(&env, "docker.io/library/pid:latest");
+    let last = layers.last().unwrap();
+    assert!(last.contains(&"pid = 1".to_string()), "{last:?}");
+    assert!(
+        last.iter()
+            .any(|l| l.starts_with("cmdline = /bin/sh -c echo $$")),
+        "{last:?}"
+    );
+}
