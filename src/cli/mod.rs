@@ -8,6 +8,7 @@ mod diagnostic;
 mod generate;
 mod image;
 pub mod progress;
+mod rootless;
 mod system;
 
 use std::process::ExitCode;
@@ -74,8 +75,23 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command reads or writes the store (and, without root, must run in a
+    /// user namespace).
+    fn uses_the_store(&self) -> bool {
+        !matches!(
+            self,
+            Command::Completion { .. } | Command::Man { .. } | Command::Sandbox { .. }
+        )
+    }
+}
+
 /// Runs the command line and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
+    if let Err(error) = rootless::enter_if_child() {
+        eprintln!("error: {error:#}");
+        return ExitCode::from(125);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -84,6 +100,18 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if rootless::needed() && cli.command.uses_the_store() {
+        return match crate::store::select_root(cli.global.root.as_deref()) {
+            Ok(root) => rootless::rerun(&root).unwrap_or_else(|error| {
+                eprintln!("error: running without root: {error:#}");
+                ExitCode::from(125)
+            }),
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let outcome = match cli.command {
         Command::Build(args) => build::run(*args, &cli.global),
         Command::Debug(args) => debug::run(args, &cli.global),

@@ -773,7 +773,7 @@ fn copy_xattrs(src: &Path, target: &Path) {
         return;
     };
     for name in names {
-        if name.to_string_lossy().starts_with("trusted.overlay.") {
+        if sys::userns::is_overlay_xattr(name.as_encoded_bytes()) {
             continue;
         }
         if let Ok(Some(value)) = sys::lgetxattr(src, &name) {

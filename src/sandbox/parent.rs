@@ -123,10 +123,22 @@ pub struct Running {
     finished: bool,
 }
 
-/// `/run/kiln/sandbox` when it can be made (a tmpfs: the state files cost no
+/// Names kiln's runtime directory when set (a user's `$XDG_RUNTIME_DIR/kiln` when
+/// running without root).
+pub const RUNTIME_DIR_ENV: &str = "KILN_RUNTIME_DIR";
+
+/// Where kiln keeps what lives only while it runs (sandbox state, secret files):
+/// `$KILN_RUNTIME_DIR`, else `/run/kiln`.
+pub fn runtime_dir() -> PathBuf {
+    std::env::var_os(RUNTIME_DIR_ENV)
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| PathBuf::from("/run/kiln"), PathBuf::from)
+}
+
+/// `<runtime dir>/sandbox` when it can be made (a tmpfs: the state files cost no
 /// disk writes or discards), else `$TMPDIR/kiln-sandbox`.
 fn default_state_root() -> PathBuf {
-    let run = PathBuf::from("/run/kiln/sandbox");
+    let run = runtime_dir().join("sandbox");
     if std::fs::create_dir_all(&run).is_ok() {
         return run;
     }

@@ -143,6 +143,8 @@ pub struct Host {
     pub cgroup_ns: bool,
     /// `/sys/fs/cgroup` is a cgroup v2 hierarchy.
     pub cgroup2: bool,
+    /// kiln runs in a user namespace (without root), where device nodes cannot be made.
+    pub user_namespace: bool,
 }
 
 impl Host {
@@ -150,6 +152,7 @@ impl Host {
         Host {
             cgroup_ns: crate::sys::namespace::cgroup_ns_supported(),
             cgroup2: crate::sys::namespace::cgroup2_unified(),
+            user_namespace: crate::sys::userns::in_user_namespace(),
         }
     }
 }
@@ -166,7 +169,7 @@ pub fn build(spec: &Spec, state_dir: &Path, host: Host) -> Plan {
     };
     let mut steps = Vec::new();
     steps.extend(proc_steps());
-    steps.extend(dev_steps());
+    steps.extend(dev_steps(host.user_namespace));
     steps.push(sys_step(new_net));
     if host.cgroup_ns && host.cgroup2 {
         // As Docker: the container's own cgroup2, read-only, rooted at its cgroup.
@@ -229,7 +232,9 @@ fn proc_steps() -> Vec<Step> {
 /// `/dev`: a small tmpfs with mknod'ed nodes (root outside a user namespace may mknod; it
 /// costs no mount per node, unlike binding the host's nodes), then `pts`, `shm`, `mqueue`
 /// and the usual symlinks.
-fn dev_steps() -> Vec<Step> {
+/// `/dev`: a tmpfs with Docker's device nodes (bound from the host's in a user namespace,
+/// which may not make them), devpts, shm and mqueue.
+fn dev_steps(user_namespace: bool) -> Vec<Step> {
     let nosuid_noexec = MountAttrs {
         readonly: false,
         nosuid: true,
@@ -244,11 +249,22 @@ fn dev_steps() -> Vec<Step> {
         create: Some(Create::Dir),
     }];
     for (name, major, minor) in DEVICES {
-        steps.push(Step::Mknod {
-            path: PathBuf::from("dev").join(name),
-            major,
-            minor,
-            mode: 0o666,
+        let path = PathBuf::from("dev").join(name);
+        steps.push(if user_namespace {
+            Step::Bind {
+                source: Source::Host(PathBuf::from("/dev").join(name)),
+                target: path,
+                recursive: false,
+                attrs: nosuid_noexec,
+                create: Some(Create::File),
+            }
+        } else {
+            Step::Mknod {
+                path,
+                major,
+                minor,
+                mode: 0o666,
+            }
         });
     }
     for (dir, mode) in [
@@ -485,6 +501,7 @@ mod tests {
         let v2 = Host {
             cgroup_ns: true,
             cgroup2: true,
+            user_namespace: false,
         };
         let plan = build(&spec(NetworkMode::Host), "/state".as_ref(), v2);
         assert!(plan.namespaces.cgroup);
@@ -496,6 +513,14 @@ mod tests {
             cgroup2: false,
             ..v2
         };
+        // Without root, Docker's devices are the host's, bound.
+        let rootless = Host {
+            user_namespace: true,
+            ..v2
+        };
+        let plan = build(&spec(NetworkMode::Host), "/state".as_ref(), rootless);
+        assert!(targets(&plan).contains(&"bind:dev/null".to_string()));
+        assert!(!plan.steps.iter().any(|s| matches!(s, Step::Mknod { .. })));
         let plan = build(&spec(NetworkMode::Host), "/state".as_ref(), v1);
         assert!(plan.namespaces.cgroup);
         assert!(!targets(&plan).iter().any(|m| m.starts_with("cgroup2")));

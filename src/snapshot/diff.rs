@@ -28,8 +28,11 @@ use crate::sys::dir::{Dir, FileStat};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
-const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
+/// overlayfs's opaque-directory mark, as root (`trusted.`) or in a user namespace (`user.`).
+fn is_opaque_xattr(key: &[u8]) -> bool {
+    key == b"trusted.overlay.opaque" || key == b"user.overlay.opaque"
+}
+
 /// Largest value of an 8-byte octal ustar field (uid, gid, mode).
 const MAX_OCTAL_ID: u64 = 0o7_777_777;
 /// Largest value of the 12-byte octal size field.
@@ -284,7 +287,7 @@ impl LayerWriter {
                 let xattrs = sub.xattrs().map_err(io_err("list xattrs of", &child))?;
                 let opaque = xattrs
                     .iter()
-                    .any(|(key, value)| key == OPAQUE_XATTR && value == b"y");
+                    .any(|(key, value)| is_opaque_xattr(key) && value == b"y");
                 self.entry(&dir, &name, &child, prefix, &meta, &kind, Some(xattrs))?;
                 prefix.push(b'/');
                 if opaque {
@@ -424,7 +427,7 @@ impl LayerWriter {
         }
         set_name(&mut header, tar_name, &mut pax);
         for (key, value) in xattrs {
-            if key.starts_with(OVERLAY_XATTR_PREFIX) {
+            if sys::userns::is_overlay_xattr(&key) {
                 continue;
             }
             pax.push(([b"SCHILY.xattr.".as_slice(), &key].concat(), value));

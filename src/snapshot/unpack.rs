@@ -24,7 +24,6 @@ use crate::sys;
 const WHITEOUT_PREFIX: &str = ".wh.";
 const WHITEOUT_META_PREFIX: &str = ".wh..wh.";
 const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
-const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
 const META_FILE: &str = "meta.json";
 const FS_DIR: &str = "fs";
@@ -203,6 +202,7 @@ fn extract_all(
     let mut extractor = Extractor {
         root: dest,
         is_root: sys::is_root(),
+        in_user_namespace: sys::userns::in_user_namespace(),
         deferred_dirs: Vec::new(),
         content_size: 0,
         merge,
@@ -281,6 +281,8 @@ struct EntryMeta {
 struct Extractor<'a> {
     root: &'a Path,
     is_root: bool,
+    /// Without root (uid 0 of a user namespace): no device nodes, no `trusted.*` xattrs.
+    in_user_namespace: bool,
     /// Directory mode and mtime are applied last: creating children would change the
     /// mtime, and a read-only mode could stop them from being created.
     deferred_dirs: Vec<(PathBuf, u32, u64)>,
@@ -370,6 +372,12 @@ impl Extractor<'_> {
                 let header = entry.header();
                 let major = header.device_major().map_err(tar_error)?.unwrap_or(0);
                 let minor = header.device_minor().map_err(tar_error)?.unwrap_or(0);
+                // A user namespace may not make device nodes; the image keeps them (its
+                // layers are the tars), the unpacked tree goes without, as rootless
+                // BuildKit's does.
+                if self.in_user_namespace && kind != sys::NodeKind::Fifo {
+                    return Ok(());
+                }
                 sys::mknod(&path, kind, meta.mode, major.into(), minor.into())?;
             }
             other => {
@@ -393,7 +401,8 @@ impl Extractor<'_> {
             if let Some(written) = &self.merge {
                 return clear_lower(parent, written);
             }
-            sys::lsetxattr(parent, OVERLAY_OPAQUE_XATTR, b"y")?;
+            let opaque = format!("{}opaque", sys::userns::overlay_xattr_prefix());
+            sys::lsetxattr(parent, &opaque, b"y")?;
             return Ok(());
         }
         if file_name.starts_with(WHITEOUT_META_PREFIX.as_bytes()) {
@@ -522,7 +531,7 @@ impl Extractor<'_> {
                 Ok(()) => {}
                 // Without root, trusted.* and security.* attributes cannot be set; a
                 // rootless unpack keeps going, as rootless BuildKit does.
-                Err(e) if !self.is_root && e.is_not_permitted() => {}
+                Err(e) if (!self.is_root || self.in_user_namespace) && e.is_not_permitted() => {}
                 Err(e) => return Err(e.into()),
             }
         }

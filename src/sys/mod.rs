@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod mount;
 pub mod namespace;
 pub mod process;
+pub mod userns;
 
 pub use error::{Result, SysError};
 pub use fs::{

@@ -140,6 +140,11 @@ fn overlay_new_api(
             }
         }
     }
+    if super::userns::in_user_namespace() {
+        // Without root, overlay keeps its metadata in `user.overlay.*` xattrs.
+        rustix::mount::fsconfig_set_flag(&fs, "userxattr")
+            .map_err(|e| Fallback::Fail(SysError::call("fsconfig userxattr", e)))?;
+    }
     let mut attrs = MountAttrs::default();
     if let Some((upper, work)) = upper {
         set_string(&fs, "upperdir", upper.as_os_str()).map_err(Fallback::Fail)?;
@@ -201,6 +206,9 @@ pub fn mount_overlay_classic(
         };
         let lower: Vec<String> = lowers.iter().map(|p| show(p)).collect();
         let mut s = format!("lowerdir={}", lower.join(":"));
+        if super::userns::in_user_namespace() {
+            s.push_str(",userxattr");
+        }
         if let Some((u, w)) = upper {
             s.push_str(&format!(
                 ",upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",

@@ -69,7 +69,7 @@ struct SecretDir(PathBuf);
 
 impl SecretDir {
     fn create(staging: &Path) -> Result<SecretDir> {
-        let base = PathBuf::from("/run/kiln/secrets");
+        let base = crate::sandbox::runtime_dir().join("secrets");
         let base = if std::fs::create_dir_all(&base).is_ok() {
             base
         } else {
