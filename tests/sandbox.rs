@@ -18,6 +18,7 @@ use kiln::sandbox::{
     BindMount, CgroupLimits, ExitStatus, NetworkMode, Rootfs, Sandbox, SpawnOptions, Spec, Stream,
 };
 use kiln::snapshot::diff::{self, DiffOptions, TarEntry};
+use kiln::snapshot::settle;
 
 use harness::TempRoot;
 
@@ -54,6 +55,16 @@ impl Env {
     fn layer(&self) -> Vec<TarEntry> {
         let tar = diff::diff(&self.upper(), &DiffOptions::default(), Vec::new()).unwrap();
         diff::list_tar(&tar).unwrap()
+    }
+
+    /// The layer the solver makes of the step: the upper settled against its lowers,
+    /// then archived.
+    fn step_layer(&self) -> Vec<TarEntry> {
+        let Rootfs::Overlay { lowers, .. } = &self.rootfs else {
+            unreachable!("Env's root is an overlay")
+        };
+        settle::settle(&self.upper(), lowers, &self.dir.path().join("lower-view")).unwrap();
+        self.layer()
     }
 }
 
@@ -368,7 +379,10 @@ async fn generated_etc_files_and_mountpoints_stay_out_of_the_layer() {
         .await;
     assert_eq!(ran.status.code, 0, "{}", ran.stderr);
     assert_eq!(ran.stdout, "kiln\n");
-    let entries = env.layer();
+    // /etc stays copied up in the upper (the mountpoint was made in it), unchanged.
+    assert!(env.upper().join("etc").is_dir());
+    assert!(!env.upper().join("etc/hostname").exists());
+    let entries = env.step_layer();
     let paths: Vec<_> = entries
         .iter()
         .map(|e| e.path.display().to_string())

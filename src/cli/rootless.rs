@@ -105,10 +105,16 @@ impl Subordinates {
     pub fn missing(&self) -> Option<String> {
         let mut missing = Vec::new();
         if self.uids.is_empty() {
-            missing.push(format!("no subordinate uids for {} in /etc/subuid", self.user));
+            missing.push(format!(
+                "no subordinate uids for {} in /etc/subuid",
+                self.user
+            ));
         }
         if self.gids.is_empty() {
-            missing.push(format!("no subordinate gids for {} in /etc/subgid", self.user));
+            missing.push(format!(
+                "no subordinate gids for {} in /etc/subgid",
+                self.user
+            ));
         }
         for (name, path) in &self.helpers {
             if path.is_none() {

@@ -255,7 +255,10 @@ impl CopyRun<'_, '_> {
             &item.matched.display(),
         )?;
         let dest = resolve(&self.dest_root, OsStr::new(&self.copy.dest), true)?;
-        mkdir_all(&self.dest_root, &dest.rel, 0o755, None, self.report, false)?;
+        // BuildKit's `unpack` (solver/llbsolver/file/unpack.go): the missing destination
+        // directories by `copy.MkdirAll` with the chowner, every entry by `Untar` with
+        // `ChownOpts`.
+        mkdir_all(&self.dest_root, &dest.rel, 0o755, chown, self.report, false)?;
         let mut copier = Copier::new(&self.dest_root, self.report);
         copier.owner = match chown {
             Some(owner) => OwnerPolicy::Fixed(owner),

@@ -33,9 +33,10 @@ pub enum Error {
     MkdirNoParent { path: String },
     #[error("mkdir {path}: not a directory")]
     MkdirNotDirectory { path: String },
-    #[error("unable to find user {name}: no matching entries in passwd file")]
+    /// A user name with no filesystem to look it up in (the destination is scratch).
+    #[error("unable to find user {name}: the destination is empty, it has no /etc/passwd")]
     UnknownUser { name: String },
-    #[error("unable to find group {name}: no matching entries in group file")]
+    #[error("unable to find group {name}: the destination is empty, it has no /etc/group")]
     UnknownGroup { name: String },
     #[error("invalid chmod value {value:?}: {reason}")]
     BadChmod { value: String, reason: String },
@@ -61,6 +62,8 @@ pub enum Error {
     },
     #[error("file op: {0}")]
     Sys(#[from] crate::sys::SysError),
+    #[error("file op: settling the layer against its parent: {0}")]
+    Settle(#[source] crate::snapshot::OverlayError),
     #[error("file op thread panicked: {0}")]
     Panicked(String),
     #[error("cancelled")]

@@ -22,8 +22,11 @@
 //! whiteout, a directory replacing a removed one becomes opaque, and whatever the op writes
 //! lands exactly in the upper directory. The thread unmounts before it returns; if it
 //! panics, its namespace (and every mount in it) is torn down by the kernel when the thread
-//! exits, so nothing ever shows in the host's mount table. With an empty parent chain
-//! (`FROM scratch`) or `--link`, nothing is mounted: the layer directory is written directly.
+//! exits, so nothing ever shows in the host's mount table. After unmounting, the upper is
+//! settled against the parent (`snapshot::settle`: what it holds unchanged goes, opaque
+//! directories become whiteouts), as BuildKit's differ writes every layer. With an empty
+//! parent chain (`FROM scratch`) or `--link`, nothing is mounted: the layer directory is
+//! written directly.
 //!
 //! Why not compute the layer without mounting (write the upper by hand and synthesise
 //! whiteouts)? Every rule overlayfs applies (opaque directories, whiteouts under renamed
@@ -52,7 +55,8 @@
 //!   context owners on transfer), the source's for stages and images, the archive's for
 //!   extracted tars. `--chown` names are looked up in the destination's merged
 //!   `/etc/passwd`/`/etc/group`; with `--link` in the parent chain (BuildKit would look in
-//!   the empty filesystem and fail).
+//!   the empty filesystem and fail). A name missing there is no error, as in BuildKit's
+//!   `readUser`: an unknown user is 0:0, an unknown group leaves the gid.
 //! - `--chmod=755` (octal) sets exactly those bits (setuid/sticky of the source are
 //!   dropped unless given); symbolic modes are applied per entry with `X` as `chmod(1)`.
 //! - Several sources (after wildcard expansion, heredocs included) need a destination
@@ -66,8 +70,9 @@
 //! - ADD: an archive is recognised by content (a tar, plain or compressed with gzip, bzip2,
 //!   xz or zstd; anything else is copied as a file). Entries are extracted with the
 //!   snapshot unpacker's checks, then merged: an existing entry of another type is
-//!   replaced (as Docker's `Untar`), owners come from the archive unless `--chown`, and
-//!   `--chmod` does not apply.
+//!   replaced (as Docker's `Untar`), owners come from the archive unless `--chown` (which
+//!   owns every entry and the destination directories the op creates), and `--chmod` does
+//!   not apply.
 
 mod archive;
 mod copy;
@@ -247,6 +252,8 @@ impl Scratch {
 struct Mounts {
     entered: bool,
     targets: Vec<PathBuf>,
+    /// The new layer was an overlay upper ([`mount_destination`]).
+    destination: bool,
 }
 
 impl Mounts {
@@ -339,6 +346,12 @@ fn execute(request: &Request<'_>, scratch: &Path) -> Result<Outcome> {
         }
     }
     mounts.unmount_all()?;
+    if mounts.destination {
+        // The layer BuildKit's differ writes of the upper (`snapshot::settle`).
+        let lowers: Vec<PathBuf> = parent.iter().rev().cloned().collect();
+        crate::snapshot::settle::settle(request.upper, &lowers, &scratch.join("lower-view"))
+            .map_err(Error::Settle)?;
+    }
     let empty = fs::read_dir(request.upper)
         .map_err(Error::io("read directory", request.upper))?
         .next()
@@ -366,6 +379,7 @@ fn mount_destination(
         upper: Some((upper.to_path_buf(), work)),
     };
     mounts.overlay(&overlay, &merged)?;
+    mounts.destination = true;
     Ok(merged)
 }
 

@@ -22,8 +22,12 @@ impl Owner {
 /// Resolves `spec` against the root filesystem at `root` (`None`: no root to read names
 /// from, so only numeric ids work). An empty spec is root.
 ///
-/// As BuildKit: a numeric user without a group gets `gid = uid`; a user name without a group
-/// gets the user's primary group from `/etc/passwd`; `:group` leaves the user root.
+/// As BuildKit's `readUser` (solver/llbsolver/ops/user_linux.go): a numeric user without a
+/// group gets `gid = uid`; a user name without a group gets the user's primary group from
+/// `/etc/passwd`; `:group` leaves the user root. A name the root's files lack (or a root
+/// without them) is no error: an unknown user is 0:0, an unknown group leaves the gid as
+/// the user part gave it. Only without a root at all (scratch) does a name fail, as
+/// BuildKit's "invalid missing user mount".
 pub fn resolve_owner(spec: &str, root: Option<&Path>) -> Result<Owner> {
     let (user, group) = match spec.split_once(':') {
         Some((user, group)) => (user, Some(group).filter(|g| !g.is_empty())),
@@ -34,36 +38,38 @@ pub fn resolve_owner(spec: &str, root: Option<&Path>) -> Result<Owner> {
         if let Ok(uid) = user.parse::<u32>() {
             owner = Owner { uid, gid: uid };
         } else {
-            let passwd = read_db(root, "/etc/passwd");
-            owner = passwd
-                .as_deref()
-                .and_then(|text| lookup(text, user, 2, Some(3)))
-                .map(|(uid, gid)| Owner {
+            let root = root.ok_or_else(|| Error::UnknownUser {
+                name: user.to_string(),
+            })?;
+            if let Some((uid, gid)) =
+                read_db(root, "/etc/passwd").and_then(|text| lookup(&text, user, 2, Some(3)))
+            {
+                owner = Owner {
                     uid,
                     gid: gid.unwrap_or(0),
-                })
-                .ok_or_else(|| Error::UnknownUser {
-                    name: user.to_string(),
-                })?;
+                };
+            }
         }
     }
     if let Some(group) = group {
-        owner.gid = match group.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => read_db(root, "/etc/group")
-                .as_deref()
-                .and_then(|text| lookup(text, group, 2, None))
-                .map(|(gid, _)| gid)
-                .ok_or_else(|| Error::UnknownGroup {
+        match group.parse::<u32>() {
+            Ok(gid) => owner.gid = gid,
+            Err(_) => {
+                let root = root.ok_or_else(|| Error::UnknownGroup {
                     name: group.to_string(),
-                })?,
-        };
+                })?;
+                if let Some((gid, _)) =
+                    read_db(root, "/etc/group").and_then(|text| lookup(&text, group, 2, None))
+                {
+                    owner.gid = gid;
+                }
+            }
+        }
     }
     Ok(owner)
 }
 
-fn read_db(root: Option<&Path>, path: &str) -> Option<String> {
-    let root = root?;
+fn read_db(root: &Path, path: &str) -> Option<String> {
     let resolved = resolve(root, OsStr::new(path), true).ok()?;
     let bytes = fs::read(resolved.host).ok()?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
@@ -116,17 +122,23 @@ mod tests {
         assert_eq!(resolve_owner("42:7", None).unwrap(), o(42, 7));
         assert_eq!(resolve_owner(":staff", root).unwrap(), o(0, 50));
         assert_eq!(resolve_owner("app:", root).unwrap(), o(1000, 1001));
-        assert!(matches!(
-            resolve_owner("nobody", root),
-            Err(Error::UnknownUser { .. })
-        ));
-        assert!(matches!(
-            resolve_owner("1:wheel", root),
-            Err(Error::UnknownGroup { .. })
-        ));
+        // Unknown names: root for a user, the gid left as is for a group (BuildKit).
+        assert_eq!(resolve_owner("nobody", root).unwrap(), o(0, 0));
+        assert_eq!(resolve_owner("1:wheel", root).unwrap(), o(1, 1));
+        assert_eq!(resolve_owner("app:wheel", root).unwrap(), o(1000, 1001));
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(
+            resolve_owner("app:staff", Some(empty.path())).unwrap(),
+            o(0, 0)
+        );
+        // No root to read names from (scratch) fails.
         assert!(matches!(
             resolve_owner("app", None),
             Err(Error::UnknownUser { .. })
+        ));
+        assert!(matches!(
+            resolve_owner("1:wheel", None),
+            Err(Error::UnknownGroup { .. })
         ));
     }
 }

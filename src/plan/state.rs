@@ -15,7 +15,7 @@ const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 pub(super) struct EnvEntry {
     pub(super) key: String,
     pub(super) value: String,
-    /// Set by ENV (or the base image's Env), which an ARG cannot override.
+    /// Last set by ENV (or the base image's Env), not by an ARG.
     pub(super) from_env: bool,
 }
 
@@ -60,11 +60,15 @@ impl StageState {
             .collect()
     }
 
-    /// ARG: sets the value unless ENV already holds the name (ENV beats ARG).
+    /// ARG with a value: sets it, over an earlier ENV of the name too (BuildKit's
+    /// `dispatchArg` adds it to the state's env as `dispatchEnv` does; only the image
+    /// config keeps the ENV's value). An ENV after the ARG wins in turn.
     pub(super) fn set_arg(&mut self, key: &str, value: &str) {
         match self.env.iter_mut().find(|e| e.key == key) {
-            Some(entry) if entry.from_env => {}
-            Some(entry) => entry.value = value.to_string(),
+            Some(entry) => {
+                entry.value = value.to_string();
+                entry.from_env = false;
+            }
             None => self.env.push(EnvEntry {
                 key: key.to_string(),
                 value: value.to_string(),

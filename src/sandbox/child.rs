@@ -144,10 +144,7 @@ fn init(spec: &Spec, plan: &Plan, state_dir: &Path) -> Result<i32, SandboxError>
         )?,
     }
     let root_fd = sys::mount::open_root(&root)?;
-    let mut created = Created {
-        writable: spec.rootfs.writable_dir().to_path_buf(),
-        paths: Vec::new(),
-    };
+    let mut created = Created::default();
     for step in &plan.steps {
         execute(step, root_fd.as_fd(), &mut created)?;
     }
@@ -184,24 +181,20 @@ fn become_command(spec: &Spec) -> ! {
     sys::process::exit_now(i32::from(code))
 }
 
-/// Mountpoints we had to create in the writable layer; the parent removes
-/// them after the run so they never reach the layer.
+/// Mountpoints we had to create in the root (each missing directory on the way
+/// too); the parent removes them after the run, as BuildKit's `MountStubsCleaner`.
+/// A directory of a lower layer they were created in stays copied up in the writable
+/// layer: the layer leaves it out when it is unchanged (`snapshot::settle`).
+#[derive(Default)]
 struct Created {
-    writable: PathBuf,
     paths: Vec<PathBuf>,
 }
 
 impl Created {
-    /// Called just before `path` is created in the root: records it and every
-    /// ancestor not yet in the writable dir (overlay copies those up).
+    /// Called just before `path` (missing in the root) is created.
     fn record(&mut self, path: &Path) {
-        let mut prefix = PathBuf::new();
-        for component in path.components() {
-            prefix.push(component);
-            let present = self.writable.join(&prefix).symlink_metadata().is_ok();
-            if !present && !self.paths.contains(&prefix) {
-                self.paths.push(prefix.clone());
-            }
+        if !self.paths.iter().any(|p| p == path) {
+            self.paths.push(path.to_path_buf());
         }
     }
 }

@@ -16,9 +16,9 @@ pub mod spec;
 pub mod user;
 
 pub use child::child_main;
-pub use parent::{RUNTIME_DIR_ENV, runtime_dir};
 pub use error::{SandboxError, UserError};
 pub use parent::{ExitStatus, OutputEvent, Running, Sandbox, SpawnOptions, StdioMode, Stream};
+pub use parent::{RUNTIME_DIR_ENV, runtime_dir};
 pub use spec::{
     BindMount, CgroupLimits, EtcFiles, NetworkMode, ProcessSpec, Rootfs, Spec, StepMount,
 };

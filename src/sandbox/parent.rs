@@ -361,8 +361,10 @@ impl Drop for Running {
 }
 
 /// Removes mountpoints the sandbox created in `writable` (relative `paths`,
-/// ancestors included): files, then directories deepest first and only when
-/// empty, so anything the command wrote there stays. Never follows a symlink.
+/// created ancestors included): files, then directories deepest first and only
+/// when empty, so anything the command wrote there stays. The directory each was
+/// in keeps its times, as BuildKit's `MountStubsCleaner` restores them (for
+/// reproducible layers). Never follows a symlink.
 pub fn remove_created(writable: &Path, paths: &[PathBuf]) -> Result<(), SandboxError> {
     let mut sorted: Vec<&PathBuf> = paths.iter().collect();
     sorted.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -386,13 +388,21 @@ pub fn remove_created(writable: &Path, paths: &[PathBuf]) -> Result<(), SandboxE
             Ok(meta) => meta,
             Err(_) => continue,
         };
+        let parent = prefix.parent().unwrap_or(writable);
+        let parent_times = parent
+            .symlink_metadata()
+            .and_then(|m| Ok((m.accessed()?, m.modified()?)));
         let removed = if meta.is_dir() {
             std::fs::remove_dir(&prefix)
         } else {
             std::fs::remove_file(&prefix)
         };
         match removed {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Ok((accessed, modified)) = parent_times {
+                    crate::sys::set_times_nofollow(parent, accessed, modified)?;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {}
             Err(e) => return Err(io_err("remove", &prefix)(e)),
@@ -426,7 +436,17 @@ mod tests {
         .iter()
         .map(PathBuf::from)
         .collect();
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        crate::sys::set_times_nofollow(&w.join("data"), then, then).unwrap();
         remove_created(w, &paths).unwrap();
+        assert_eq!(
+            std::fs::symlink_metadata(w.join("data"))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            then,
+            "the directory a stub was removed from keeps its mtime"
+        );
         assert!(!w.join("etc").exists());
         assert!(!w.join("proc").exists());
         assert!(!w.join("data/hostname").exists());

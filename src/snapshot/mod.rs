@@ -1,11 +1,13 @@
 //! Snapshots: unpacked layers under `snapshots-v1/<chain-id>/` (`fs/` + `meta.json`),
-//! overlay chains of them (`overlay`) and layer diffs of upper dirs (`diff`).
+//! overlay chains of them (`overlay`), upper dirs settled against their lowers into the
+//! layer BuildKit would write (`settle`) and layer diffs of upper dirs (`diff`).
 //!
 //! L4: may use `oci`, `sys` and `store`. Synchronous; async callers use `spawn_blocking`.
 
 pub mod diff;
 mod error;
 pub mod overlay;
+pub mod settle;
 pub mod unpack;
 
 use std::io;

@@ -97,6 +97,16 @@ pub fn lsetxattr(path: &Path, name: impl AsRef<OsStr>, value: &[u8]) -> Result<(
     .map_err(|e| SysError::path("lsetxattr", path, e))
 }
 
+/// Removes extended attribute `name` from `path` itself (a symlink is not followed); one
+/// that is not set is no error.
+pub fn lremovexattr(path: &Path, name: impl AsRef<OsStr>) -> Result<()> {
+    let name = c_name("lremovexattr", path, name.as_ref())?;
+    match rustix::fs::lremovexattr(path, name.as_c_str()) {
+        Ok(()) | Err(Errno::NODATA) => Ok(()),
+        Err(e) => Err(SysError::path("lremovexattr", path, e)),
+    }
+}
+
 /// Reads extended attribute `name` of `path` itself; `None` if it is not set or the
 /// filesystem has no extended attributes.
 pub fn lgetxattr(path: &Path, name: impl AsRef<OsStr>) -> Result<Option<Vec<u8>>> {
@@ -171,6 +181,10 @@ mod tests {
         }
         assert_eq!(lgetxattr(&file, "user.kiln").unwrap(), Some(b"v1".to_vec()));
         assert_eq!(lgetxattr(&file, "user.absent").unwrap(), None);
+        lremovexattr(&file, "user.kiln").unwrap();
+        lremovexattr(&file, "user.kiln").unwrap();
+        assert_eq!(lgetxattr(&file, "user.kiln").unwrap(), None);
+        lsetxattr(&file, "user.kiln", b"v1").unwrap();
         assert!(
             llistxattr(&file)
                 .unwrap()

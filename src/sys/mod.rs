@@ -17,6 +17,6 @@ pub mod userns;
 
 pub use error::{Result, SysError};
 pub use fs::{
-    NodeKind, create_whiteout, is_root, is_whiteout, lchown, lgetxattr, llistxattr, lsetxattr,
-    mknod, set_times_nofollow,
+    NodeKind, create_whiteout, is_root, is_whiteout, lchown, lgetxattr, llistxattr, lremovexattr,
+    lsetxattr, mknod, set_times_nofollow,
 };

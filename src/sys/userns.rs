@@ -137,9 +137,7 @@ pub fn map_with_helpers(pid: i32, uids: &[IdRange], gids: &[IdRange]) -> Result<
                 range.count.to_string(),
             ]);
         }
-        let out = command
-            .output()
-            .map_err(|e| SysError::call(helper, e))?;
+        let out = command.output().map_err(|e| SysError::call(helper, e))?;
         if !out.status.success() {
             return Err(SysError::Invalid {
                 call: helper,

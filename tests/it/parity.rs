@@ -2,8 +2,10 @@
 //! Dockerfile and context (the expectations below are its output, read with `docker save`),
 //! or, for syntax it cannot parse, what current BuildKit's own tests assert: COPY of a
 //! symlink source, `**` in `COPY --parents`, and the layers and history of each
-//! instruction. Privileged (the builds run): skipped with the reason otherwise, failing
-//! under `CI`.
+//! instruction; and, where current BuildKit's source does otherwise than docker 20.10
+//! (`testdata/differential/known-differences.txt`), what that source does: ADD --chown of
+//! an archive, and the layers its overlay differ writes. Privileged (the builds run):
+//! skipped with the reason otherwise, failing under `CI`.
 
 use std::io::Read;
 use std::os::unix::fs::symlink;
@@ -17,14 +19,45 @@ use crate::harness::stderr;
 /// image's loaded from a docker archive), one line per entry: `path/` for a directory, `path -> target` for a symlink, `path = content`
 /// for a file.
 fn built_layers(env: &Env, name: &str) -> Vec<Vec<String>> {
+    layer_tars(env, name)
+        .iter()
+        .map(|tar| layer_entries(tar))
+        .collect()
+}
+
+/// The uncompressed layers of `name`: the ones kiln built, and a base image's loaded from
+/// a docker archive.
+fn layer_tars(env: &Env, name: &str) -> Vec<Vec<u8>> {
     let (manifest, _) = env.image(name);
     manifest["layers"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|layer| layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar")
-        .map(|layer| layer_entries(&env.blob(layer["digest"].as_str().unwrap())))
+        .map(|layer| env.blob(layer["digest"].as_str().unwrap()))
         .collect()
+}
+
+/// The entries of a layer as `path mode uid:gid`, sorted (`path/` for a directory).
+fn owned_entries(tar: &[u8]) -> Vec<String> {
+    let mut archive = tar::Archive::new(tar);
+    let mut out: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let header = entry.header();
+            format!(
+                "{} {:o} {}:{}",
+                entry.path().unwrap().display(),
+                header.mode().unwrap(),
+                header.uid().unwrap(),
+                header.gid().unwrap()
+            )
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn layer_entries(tar: &[u8]) -> Vec<String> {
@@ -271,4 +304,105 @@ fn run_command_is_pid_1() {
             .any(|l| l.starts_with("cmdline = /bin/sh -c echo $$")),
         "{last:?}"
     );
+}
+
+/// Current BuildKit's `unpack` (solver/llbsolver/file/unpack.go) makes the missing
+/// destination with `copy.MkdirAll` and the chowner, and extracts with `ChownOpts`: with
+/// `--chown` every entry and the new destination get the owner (docker 20.10's BuildKit
+/// kept the archive's owners); without, the archive's owners stay.
+#[test]
+fn add_chown_of_an_archive_owns_its_entries_and_the_new_destination() {
+    let Some(env) = Env::new(true) else { return };
+    env.write("src/a/f", "a");
+    env.write("src/b", "b");
+    let status = std::process::Command::new("tar")
+        .args(["--numeric-owner", "--owner=1234", "--group=5678", "-C"])
+        .arg(env.context().join("src"))
+        .arg("-cf")
+        .arg(env.context().join("owned.tar"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    env.write(
+        "Dockerfile",
+        "FROM busybox\nADD owned.tar /owned/\nADD --chown=7:8 owned.tar /chowned/\n",
+    );
+    env.build_ok(&["-t", "tar-owners"]);
+    let layers = layer_tars(&env, "docker.io/library/tar-owners:latest");
+    let built: Vec<Vec<String>> = layers[layers.len() - 2..]
+        .iter()
+        .map(|tar| owned_entries(tar))
+        .collect();
+    assert_eq!(
+        built,
+        [
+            vec![
+                "owned/ 755 0:0",
+                "owned/a/ 755 1234:5678",
+                "owned/a/f 644 1234:5678",
+                "owned/b 644 1234:5678",
+            ],
+            vec![
+                "chowned/ 755 7:8",
+                "chowned/a/ 755 7:8",
+                "chowned/a/f 644 7:8",
+                "chowned/b 644 7:8",
+            ],
+        ]
+    );
+}
+
+/// Current BuildKit writes a layer with its overlay differ (util/overlay/overlay_linux.go,
+/// containerd's `ChangeWriter`): an entry the step left as it was below (a directory whose
+/// only change is its mtime, a file rewritten as it was) is not in it, whiteouts have
+/// mode 0, an opaque directory becomes a whiteout per name it hid; mount points of RUN
+/// are removed after the run (executor/stubs.go). docker 20.10 archived the whole upper.
+#[test]
+fn layers_hold_what_buildkits_overlay_differ_writes() {
+    let Some(env) = Env::new(true) else { return };
+    env.write(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN mkdir -p /d/keep && echo a > /d/a && echo k > /d/keep/k\n\
+         RUN rm -rf /d && mkdir /d && echo b > /d/b\n\
+         RUN touch /usr/x && rm /usr/x\n\
+         RUN chmod 700 /etc\n\
+         RUN --mount=type=tmpfs,target=/var/cache/app --mount=type=bind,target=/mnt/data true\n\
+         RUN rm /bin/vi\n\
+         RUN rm /etc/group && mkdir /etc/group && echo i > /etc/group/inner\n\
+         COPY --from=busybox /bin/busybox /bin/busybox\n",
+    );
+    env.build_ok(&["-t", "differ"]);
+    let layers = layer_tars(&env, "docker.io/library/differ:latest");
+    let built: Vec<Vec<String>> = layers[layers.len() - 8..]
+        .iter()
+        .map(|tar| owned_entries(tar))
+        .collect();
+    let expected: [&[&str]; 8] = [
+        &[
+            "d/ 755 0:0",
+            "d/a 644 0:0",
+            "d/keep/ 755 0:0",
+            "d/keep/k 644 0:0",
+        ],
+        &[
+            "d/ 755 0:0",
+            "d/.wh.a 0 0:0",
+            "d/.wh.keep 0 0:0",
+            "d/b 644 0:0",
+        ],
+        &[],
+        // The mount point /etc/hostname was made in /etc and removed: the mode stays.
+        &["etc/ 700 0:0"],
+        &[],
+        &["bin/ 755 0:0", "bin/.wh.vi 0 0:0"],
+        &[
+            "etc/ 700 0:0",
+            "etc/group/ 755 0:0",
+            "etc/group/inner 644 0:0",
+        ],
+        &[],
+    ];
+    assert_eq!(built, expected);
 }

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use indicatif::ProgressDrawTarget;
-use kiln::cli::progress::{JsonRenderer, PlainRenderer, Renderer, TtyRenderer, drive};
+use kiln::cli::progress::{JsonRenderer, PlainRenderer, Renderer, TtyRenderer, drive, rendered};
 use kiln::progress::{Clock, Event, LogStore, Sink, Stream};
 
 fn started(id: u64, name: &str, at: f64) -> Event {
@@ -504,4 +504,49 @@ fn tty_header_tells_how_the_build_ended() {
         Event::VertexCanceled { id: 1 },
     ]);
     assert_eq!(lines[0], "[+] Building 0.0s (1/1) CANCELED");
+
+    // The build failed while planning (no step ran), or after its steps (exporting).
+    for events in [&[][..], &done[..]] {
+        let (clock, _) = manual_clock();
+        let mut r = TtyRenderer::new(ProgressDrawTarget::hidden(), clock, Box::new(Vec::new()));
+        for event in events {
+            r.event(event);
+        }
+        r.failed();
+        r.finish();
+        let header = &r.view()[0].text;
+        assert!(header.ends_with(") ERROR"), "{header}");
+    }
+}
+
+/// Records the calls a renderer gets.
+struct Recorder(Arc<Mutex<Vec<&'static str>>>);
+
+impl Renderer for Recorder {
+    fn event(&mut self, _: &Event) {
+        self.0.lock().unwrap().push("event");
+    }
+    fn failed(&mut self) {
+        self.0.lock().unwrap().push("failed");
+    }
+    fn finish(&mut self) {
+        self.0.lock().unwrap().push("finish");
+    }
+}
+
+#[tokio::test]
+async fn rendered_tells_the_renderer_a_failed_outcome_before_it_finishes() {
+    for (outcome, calls) in [
+        (Ok(()), vec!["event", "finish"]),
+        (Err("bad target"), vec!["event", "failed", "finish"]),
+    ] {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let got = rendered(Box::new(Recorder(seen.clone())), |sink| async move {
+            sink.send(started(1, "[1/1] RUN true", 0.0));
+            outcome
+        })
+        .await;
+        assert_eq!(got, outcome);
+        assert_eq!(*seen.lock().unwrap(), calls);
+    }
 }

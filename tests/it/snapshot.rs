@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use kiln::snapshot::diff::{self, DiffOptions, TarEntry};
 use kiln::snapshot::overlay::{self, OverlayError};
+use kiln::snapshot::settle;
 
 use crate::harness::{self, TempRoot, sha256_hex};
 
@@ -393,4 +394,188 @@ fn whiteouts_opaque_dirs_devices_owners_and_overlay_xattrs() {
         "overlay xattrs dropped"
     );
     assert!(get("op/").xattrs.is_empty());
+}
+
+/// Each entry under `root`: path, type and permission bits, owner, and content or link
+/// target (no times: settling may show a lower directory's instead of its copy-up's).
+fn view(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walk(root)
+        .into_iter()
+        .map(|path| {
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let what = if meta.is_file() {
+                String::from_utf8_lossy(&fs::read(&path).unwrap()).into_owned()
+            } else if meta.file_type().is_symlink() {
+                fs::read_link(&path).unwrap().display().to_string()
+            } else {
+                String::new()
+            };
+            format!(
+                "{} {:o} {}:{} {what}",
+                path.strip_prefix(root).unwrap().display(),
+                meta.mode(),
+                meta.uid(),
+                meta.gid()
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn settled_uppers_hold_what_buildkits_overlay_differ_writes() {
+    if !harness::privileged() {
+        return;
+    }
+    let dir = TempRoot::new();
+    let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let tick = old + Duration::from_nanos(500);
+    // Two lower layers (top first), so settling mounts their merged view.
+    let top = dir.path().join("top");
+    fs::create_dir_all(top.join("extra")).unwrap();
+    let bottom = dir.path().join("bottom");
+    for sub in ["etc", "usr/bin", "d/keep", "d/sub"] {
+        fs::create_dir_all(bottom.join(sub)).unwrap();
+    }
+    for (path, content) in [
+        ("etc/passwd", "root"),
+        ("usr/bin/tool", "t"),
+        ("d/a", "a"),
+        ("d/keep/k", "k"),
+        ("d/sub/x", "x"),
+        ("f", "file"),
+        ("same", "s"),
+        ("ticked", "aa"),
+    ] {
+        fs::write(bottom.join(path), content).unwrap();
+    }
+    harness::set_mtime(&bottom.join("same"), old);
+    harness::set_mtime(&bottom.join("ticked"), tick);
+    for path in walk(&bottom).into_iter().chain(walk(&top)) {
+        if fs::symlink_metadata(&path).unwrap().is_dir() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    let lowers = vec![top, bottom];
+
+    let prepared = overlay::prepare(&lowers, &dir.path().join("step")).unwrap();
+    prepared.mount().unwrap();
+    let guard = Mounted(prepared.target.clone());
+    let m = |path: &str| prepared.target.join(path);
+    // Copied up for a file made and removed again: only the mtime changed.
+    fs::write(m("etc/tmp"), "").unwrap();
+    fs::remove_file(m("etc/tmp")).unwrap();
+    fs::create_dir(m("extra/tmp")).unwrap();
+    fs::remove_dir(m("extra/tmp")).unwrap();
+    // A mode change, and a deletion below it.
+    fs::set_permissions(m("usr"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::remove_file(m("usr/bin/tool")).unwrap();
+    // Opaque directories: one over a directory, one over a file.
+    fs::remove_dir_all(m("d")).unwrap();
+    fs::create_dir(m("d")).unwrap();
+    fs::create_dir(m("d/sub")).unwrap();
+    for path in ["d", "d/sub"] {
+        fs::set_permissions(m(path), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::write(m("d/b"), "b").unwrap();
+    fs::write(m("d/sub/y"), "y").unwrap();
+    fs::remove_file(m("f")).unwrap();
+    fs::create_dir(m("f")).unwrap();
+    fs::write(m("f/in"), "in").unwrap();
+    // Rewritten as it was, mtime too: unchanged. Other content with the same size and
+    // mtime (BuildKit would leave it out): changed.
+    fs::write(m("same"), "s").unwrap();
+    harness::set_mtime(&m("same"), old);
+    fs::write(m("ticked"), "bb").unwrap();
+    harness::set_mtime(&m("ticked"), tick);
+    let before = view(&prepared.target);
+    drop(guard);
+    assert!(prepared.upper.join("etc").is_dir(), "copied up");
+    harness::set_mtime(&prepared.upper.join("d"), old);
+
+    let scratch = dir.path().join("lower-view");
+    settle::settle(&prepared.upper, &lowers, &scratch).unwrap();
+    assert!(!scratch.exists());
+    let (_, list) = entries(&prepared.upper, &DiffOptions::default());
+    assert_eq!(
+        paths(&list),
+        vec![
+            "d/",
+            "d/.wh.a",
+            "d/.wh.keep",
+            "d/b",
+            "d/sub/",
+            "d/sub/.wh.x",
+            "d/sub/y",
+            "f/",
+            "f/in",
+            "ticked",
+            "usr/",
+            "usr/bin/",
+            "usr/bin/.wh.tool",
+        ]
+    );
+    let get = |p: &str| list.iter().find(|e| e.path == Path::new(p)).unwrap();
+    assert_eq!(get("usr/").mode, 0o700);
+    for whiteout in ["d/.wh.a", "d/.wh.keep", "d/sub/.wh.x", "usr/bin/.wh.tool"] {
+        assert_eq!(
+            (get(whiteout).kind, get(whiteout).mode),
+            (b'0', 0),
+            "{whiteout}"
+        );
+    }
+    assert_eq!(
+        fs::metadata(prepared.upper.join("d"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        old,
+        "a directory settling wrote into keeps its times"
+    );
+
+    // What the overlay shows is the same.
+    let stacked: Vec<PathBuf> = std::iter::once(prepared.upper.clone())
+        .chain(lowers.iter().cloned())
+        .collect();
+    let target = dir.path().join("after");
+    fs::create_dir(&target).unwrap();
+    overlay::mount_readonly(&stacked, &target).unwrap();
+    let guard = Mounted(target.clone());
+    assert_eq!(view(&target), before);
+    drop(guard);
+}
+
+#[test]
+fn settling_against_one_lower_reads_it_in_place() {
+    if !harness::privileged() {
+        return;
+    }
+    let dir = TempRoot::new();
+    let lower = dir.path().join("lower");
+    fs::create_dir_all(lower.join("etc")).unwrap();
+    fs::write(lower.join("etc/group"), "g").unwrap();
+    let prepared =
+        overlay::prepare(std::slice::from_ref(&lower), &dir.path().join("step")).unwrap();
+    prepared.mount().unwrap();
+    let guard = Mounted(prepared.target.clone());
+    fs::write(prepared.target.join("etc/new"), "").unwrap();
+    fs::remove_file(prepared.target.join("etc/new")).unwrap();
+    fs::write(prepared.target.join("added"), "n").unwrap();
+    drop(guard);
+    // A whiteout of a name nothing below has hides nothing: it goes.
+    make_whiteout(&prepared.upper.join("etc/never"));
+    settle::settle(&prepared.upper, &[lower], &dir.path().join("unused")).unwrap();
+    assert!(!dir.path().join("unused").exists(), "nothing mounted");
+    let (_, list) = entries(&prepared.upper, &DiffOptions::default());
+    assert_eq!(paths(&list), vec!["added"]);
+}
+
+fn make_whiteout(path: &Path) {
+    let status = std::process::Command::new("mknod")
+        .arg(path)
+        .args(["c", "0", "0"])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

@@ -11,9 +11,10 @@
 //! let mode = ProgressMode::resolve(None, std::env::var("BUILDKIT_PROGRESS").ok().as_deref(),
 //!     progress::stderr_is_terminal());
 //! let renderer = progress::stderr_renderer(mode, Clock::start());
-//! progress::rendered(renderer, |sink| async move {
+//! let outcome: Result<(), String> = progress::rendered(renderer, |sink| async move {
 //!     // … the build sends into `sink` (and its clones) …
 //!     drop(sink);
+//!     Ok(())
 //! })
 //! .await;
 //! # }
@@ -38,6 +39,9 @@ pub trait Renderer: Send {
     fn event(&mut self, event: &Event);
     /// Called about ten times a second while the build runs (timers of live views).
     fn tick(&mut self) {}
+    /// The work failed, maybe before any step ran (an unknown `--target`, an instruction
+    /// refused while planning); called before [`Renderer::finish`].
+    fn failed(&mut self) {}
     /// The stream ended: flush, settle the view, report errors.
     fn finish(&mut self);
 }
@@ -176,14 +180,26 @@ where
 }
 
 /// Runs `work` with a sink whose events `renderer` shows; returns `work`'s outcome once
-/// every event it sent is rendered (the sink and its clones dropped).
-pub async fn rendered<T, F>(renderer: Box<dyn Renderer>, work: impl FnOnce(Sink) -> F) -> T
+/// every event it sent is rendered (the sink and its clones dropped). A failed outcome is
+/// told to the renderer ([`Renderer::failed`]) before it finishes.
+pub async fn rendered<T, E, F>(
+    mut renderer: Box<dyn Renderer>,
+    work: impl FnOnce(Sink) -> F,
+) -> Result<T, E>
 where
-    F: Future<Output = T>,
+    F: Future<Output = Result<T, E>>,
 {
     let (sink, rx) = Sink::channel();
-    let drive = tokio::spawn(drive(rx, renderer, None));
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let drive = tokio::spawn(async move {
+        feed(rx, renderer.as_mut(), None).await;
+        if failed_rx.await == Ok(true) {
+            renderer.failed();
+        }
+        renderer.finish();
+    });
     let outcome = work(sink).await;
+    let _ = failed_tx.send(outcome.is_err());
     let _ = drive.await;
     outcome
 }
@@ -191,8 +207,18 @@ where
 /// Feeds every event to `renderer` (and to `logs`, when given) until all senders are
 /// dropped, ticking the renderer meanwhile, then finishes it.
 pub async fn drive(
-    mut rx: UnboundedReceiver<Event>,
+    rx: UnboundedReceiver<Event>,
     mut renderer: Box<dyn Renderer>,
+    logs: Option<LogStore>,
+) {
+    feed(rx, renderer.as_mut(), logs).await;
+    renderer.finish();
+}
+
+/// [`drive`] without the finish.
+async fn feed(
+    mut rx: UnboundedReceiver<Event>,
+    renderer: &mut dyn Renderer,
     logs: Option<LogStore>,
 ) {
     let mut ticks = tokio::time::interval(Duration::from_millis(100));
@@ -211,7 +237,6 @@ pub async fn drive(
             _ = ticks.tick() => renderer.tick(),
         }
     }
-    renderer.finish();
 }
 
 /// `--progress rawjson`: one JSON object per line.

@@ -31,6 +31,8 @@ pub struct TtyRenderer {
     steps: BTreeMap<u64, Step>,
     started_at: f64,
     finished: bool,
+    /// The build failed, whether or not a step did.
+    failed: bool,
     /// Where the error report goes once the live view is settled.
     out: Box<dyn Write + Send>,
     warnings: Vec<String>,
@@ -146,6 +148,7 @@ impl TtyRenderer {
             steps: BTreeMap::new(),
             started_at,
             finished: false,
+            failed: false,
             out,
             warnings: Vec::new(),
             color: true,
@@ -220,13 +223,16 @@ impl TtyRenderer {
     }
 
     /// How the build ended, as the settled header says it: `ERROR` when a step failed,
-    /// `CANCELED` when steps were stopped without one failing (Ctrl-C), else `FINISHED`.
+    /// `CANCELED` when steps were stopped without one failing (Ctrl-C), `ERROR` when the
+    /// build failed otherwise (while planning, exporting), else `FINISHED`.
     fn outcome(&self) -> &'static str {
         let states = || self.steps.values().map(|s| &s.state);
         if states().any(|s| matches!(s, State::Error(..))) {
             " ERROR"
         } else if states().any(|s| matches!(s, State::Canceled(_))) {
             " CANCELED"
+        } else if self.failed {
+            " ERROR"
         } else {
             " FINISHED"
         }
@@ -377,6 +383,10 @@ impl Renderer for TtyRenderer {
         if !self.finished {
             self.sync();
         }
+    }
+
+    fn failed(&mut self) {
+        self.failed = true;
     }
 
     fn finish(&mut self) {

@@ -10,7 +10,7 @@ use crate::progress::{Stream, Vertex};
 use crate::sandbox::{
     BindMount, ExitStatus, NetworkMode, Rootfs, Running, Sandbox, SpawnOptions, Spec, StepMount,
 };
-use crate::snapshot::overlay;
+use crate::snapshot::{self, overlay};
 use crate::solve::scheduler::cancelled;
 use crate::solve::step::{Task, lock_waiting, open_lock};
 use crate::solve::{NodeResult, Result, SolveError, failed, unique_suffix};
@@ -582,6 +582,15 @@ pub(in crate::solve) async fn run(
         ));
     }
     drop(mounts);
+    // The layer BuildKit's differ writes: what the step left unchanged in the upper goes.
+    let settle = || {
+        let scratch = staging.join("lower-view");
+        snapshot::settle::settle(&prepared.upper, &prepared.lowers, &scratch)
+    };
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => settle(),
+        _ => tokio::task::block_in_place(settle),
+    }?;
     commit_layer(&prepared, staging)
 }
 
