@@ -81,7 +81,12 @@ impl Command {
     fn uses_the_store(&self) -> bool {
         !matches!(
             self,
-            Command::Completion { .. } | Command::Man { .. } | Command::Sandbox { .. }
+            Command::Completion { .. }
+                | Command::Man { .. }
+                | Command::Sandbox { .. }
+                | Command::System {
+                    command: system::SystemCommand::Check
+                }
         )
     }
 }

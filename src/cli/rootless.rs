@@ -157,3 +157,201 @@ fn map_ids(pid: i32) -> Result<()> {
     userns::map_single(pid, uid, gid).context("mapping the user namespace")?;
     Ok(())
 }
+
+/// How a `kiln system check` line came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// Works, with a limit.
+    Warn,
+    /// Rootless kiln cannot work until it is fixed.
+    Fail,
+}
+
+/// One thing running without root needs: whether this machine has it, and the fix.
+pub struct Finding {
+    pub verdict: Verdict,
+    pub what: &'static str,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+fn finding(verdict: Verdict, what: &'static str, detail: String, fix: Option<String>) -> Finding {
+    Finding {
+        verdict,
+        what,
+        detail,
+        fix,
+    }
+}
+
+/// `kiln system check`: what running without root needs, for the current user.
+pub fn check(root: Option<&Path>) -> Vec<Finding> {
+    let subordinates = Subordinates::find();
+    let user = subordinates.user.clone();
+    let mut findings = Vec::new();
+    for (what, file, ranges, flag) in [
+        (
+            "subordinate uids",
+            "/etc/subuid",
+            &subordinates.uids,
+            "--add-subuids",
+        ),
+        (
+            "subordinate gids",
+            "/etc/subgid",
+            &subordinates.gids,
+            "--add-subgids",
+        ),
+    ] {
+        let total: u64 = ranges.iter().map(|(_, count)| u64::from(*count)).sum();
+        let fix = format!("sudo usermod {flag} 100000-165535 {user}");
+        findings.push(match total {
+            0 => finding(
+                Verdict::Warn,
+                what,
+                format!("none for {user} in {file}: only uid 0 will work inside"),
+                Some(fix),
+            ),
+            n if n < 65535 => finding(
+                Verdict::Warn,
+                what,
+                format!("{n} for {user} in {file}; images may use ids up to 65535"),
+                Some(fix),
+            ),
+            n => finding(Verdict::Ok, what, format!("{n} for {user} in {file}"), None),
+        });
+    }
+    for (name, path) in &subordinates.helpers {
+        findings.push(match path {
+            Some(path) => finding(
+                Verdict::Ok,
+                "id map helper",
+                path.display().to_string(),
+                None,
+            ),
+            None => finding(
+                Verdict::Warn,
+                "id map helper",
+                format!("{name} not found: only uid 0 will work inside"),
+                Some("sudo apt-get install uidmap".into()),
+            ),
+        });
+    }
+    findings.extend(sysctl_findings());
+    findings.push(overlay_finding(root));
+    findings.push(cgroup_finding());
+    findings
+}
+
+fn read_number(path: &str) -> Option<i64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn sysctl_findings() -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let max = read_number("/proc/sys/user/max_user_namespaces");
+    findings.push(match max {
+        Some(0) => finding(
+            Verdict::Fail,
+            "user namespaces",
+            "user.max_user_namespaces is 0".into(),
+            Some("sudo sysctl -w user.max_user_namespaces=15000".into()),
+        ),
+        Some(n) => finding(
+            Verdict::Ok,
+            "user namespaces",
+            format!("user.max_user_namespaces = {n}"),
+            None,
+        ),
+        None => finding(
+            Verdict::Fail,
+            "user namespaces",
+            "this kernel has none".into(),
+            Some("a kernel built with CONFIG_USER_NS".into()),
+        ),
+    });
+    if read_number("/proc/sys/kernel/unprivileged_userns_clone") == Some(0) {
+        findings.push(finding(
+            Verdict::Fail,
+            "unprivileged user namespaces",
+            "kernel.unprivileged_userns_clone is 0".into(),
+            Some("sudo sysctl -w kernel.unprivileged_userns_clone=1".into()),
+        ));
+    }
+    if read_number("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1) {
+        findings.push(finding(
+            Verdict::Fail,
+            "AppArmor",
+            "kernel.apparmor_restrict_unprivileged_userns is 1 (Ubuntu 23.10 and later)".into(),
+            Some(
+                "an AppArmor profile allowing userns for the kiln binary, or \
+                 sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"
+                    .into(),
+            ),
+        ));
+    }
+    findings
+}
+
+/// Tries an overlay in a user namespace in a scratch directory of the store (or /tmp).
+fn overlay_finding(root: Option<&Path>) -> Finding {
+    let base = root
+        .filter(|r| r.is_dir())
+        .map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let dir = base.join(format!(".kiln-check-{}", crate::store::random_name()));
+    let outcome = std::fs::create_dir(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| userns::probe_overlay(&dir).map_err(|e| e.to_string()));
+    let _ = std::fs::remove_dir_all(&dir);
+    match outcome {
+        Ok(()) => finding(
+            Verdict::Ok,
+            "overlay in a user namespace",
+            format!("mounted one in {}", base.display()),
+            None,
+        ),
+        Err(error) => finding(
+            Verdict::Fail,
+            "overlay in a user namespace",
+            error,
+            Some("Linux 5.11 or later, and a store on a filesystem with user xattrs".into()),
+        ),
+    }
+}
+
+fn cgroup_finding() -> Finding {
+    if !crate::sys::namespace::cgroup2_unified() {
+        return finding(
+            Verdict::Warn,
+            "cgroup limits",
+            "cgroup v1 here: -m and --pids-limit work only as root".into(),
+            Some("boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1)".into()),
+        );
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let path = own
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .unwrap_or("/");
+    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let writable = rustix::fs::access(&dir, rustix::fs::Access::WRITE_OK).is_ok();
+    if writable {
+        finding(
+            Verdict::Ok,
+            "cgroup limits",
+            format!("{} is delegated to you", dir.display()),
+            None,
+        )
+    } else {
+        finding(
+            Verdict::Warn,
+            "cgroup limits",
+            format!(
+                "{} is not delegated to you: -m and --pids-limit work only as root",
+                dir.display()
+            ),
+            Some("run kiln in a systemd user service with Delegate=yes".into()),
+        )
+    }
+}

@@ -19,6 +19,9 @@ use crate::store::Store;
 pub enum SystemCommand {
     /// Show disk usage: images, containers and the build cache.
     Df,
+    /// Check what running kiln without root needs (subordinate ids, newuidmap, user
+    /// namespaces, overlay in a user namespace, cgroup delegation), each with its fix.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,7 +75,9 @@ pub fn builder(command: BuilderCommand, global: &GlobalArgs) -> Result<ExitCode>
 }
 
 pub fn system(command: SystemCommand, global: &GlobalArgs) -> Result<ExitCode> {
-    let SystemCommand::Df = command;
+    if let SystemCommand::Check = command {
+        return Ok(check(global));
+    }
     let store = open_store(global)?;
     let cache = CacheIndex::for_store(&store)?;
     let containers = container_usage(&store)?;
@@ -217,4 +222,31 @@ fn image_usage(store: &Store, used: &HashSet<String>) -> Result<ImageUsage> {
             .map(|(_, s)| s)
             .sum(),
     })
+}
+
+/// `kiln system check`: one line per need; exit 1 when one fails.
+fn check(global: &GlobalArgs) -> ExitCode {
+    use super::rootless::Verdict;
+    let root = crate::store::select_root(global.root.as_deref()).ok();
+    let (uid, _) = crate::sys::userns::real_ids();
+    if uid == 0 {
+        println!("running as root: the checks below are for running kiln as another user");
+    }
+    let findings = super::rootless::check(root.as_deref());
+    for finding in &findings {
+        let mark = match finding.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+        };
+        println!("[{mark}] {}: {}", finding.what, finding.detail);
+        if let Some(fix) = &finding.fix {
+            println!("       fix: {fix}");
+        }
+    }
+    if findings.iter().any(|f| f.verdict == Verdict::Fail) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -37,6 +37,12 @@ pub enum SandboxError {
     Wait(#[source] io::Error),
     #[error("cgroup limits: {0}")]
     Cgroup(#[source] SysError),
+    /// Without root, limits need a cgroup v2 subtree delegated to the user.
+    #[error(
+        "cgroup limits (-m, --pids-limit) without root need a cgroup v2 subtree delegated \
+         to your user (systemd's Delegate=yes), which this machine does not give: {0}"
+    )]
+    CgroupNotDelegated(#[source] SysError),
     /// The empty network namespace `--network none` steps share could not be created.
     #[error("invalid argument for shared network namespace: {0}")]
     SharedNetNs(#[source] Arc<SysError>),

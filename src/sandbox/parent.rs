@@ -186,7 +186,14 @@ impl Sandbox {
                     .cgroup_root
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"));
-                Some(Cgroup::create(&root, &id, spec.limits).map_err(SandboxError::Cgroup)?)
+                let not_delegated = crate::sys::userns::in_user_namespace();
+                Some(Cgroup::create(&root, &id, spec.limits).map_err(|e| {
+                    if not_delegated && e.is_not_permitted() {
+                        SandboxError::CgroupNotDelegated(e)
+                    } else {
+                        SandboxError::Cgroup(e)
+                    }
+                })?)
             };
             let shared_net_ns = match spec.network {
                 NetworkMode::None if options.share_empty_net_ns => Some(shared_net_ns()?),

@@ -113,6 +113,15 @@ pub fn mount_overlay(
     }
 }
 
+/// No redirects made; `userxattr` (a user namespace) also refuses to follow any.
+fn redirect_dir_option() -> &'static str {
+    if super::userns::in_user_namespace() {
+        "nofollow"
+    } else {
+        "off"
+    }
+}
+
 enum Fallback {
     Classic,
     Fail(SysError),
@@ -152,7 +161,7 @@ fn overlay_new_api(
         // Keep the upper dir a plain diff: no redirect xattrs, no metacopy-only
         // files, no index; what is in upper is exactly the layer.
         for (key, value) in [
-            ("redirect_dir", "off"),
+            ("redirect_dir", redirect_dir_option()),
             ("index", "off"),
             ("metacopy", "off"),
         ] {
@@ -211,9 +220,10 @@ pub fn mount_overlay_classic(
         }
         if let Some((u, w)) = upper {
             s.push_str(&format!(
-                ",upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+                ",upperdir={},workdir={},redirect_dir={},index=off,metacopy=off",
                 show(u),
-                show(w)
+                show(w),
+                redirect_dir_option()
             ));
         }
         s

@@ -327,8 +327,12 @@ pub fn drop_privileges(creds: &Credentials) -> Result<()> {
     // for non-root users, which is what Docker gives them.
     let _ = rustix::thread::set_capabilities_secure_bits(CapabilitiesSecureBits::empty());
     let groups: Vec<libc::gid_t> = creds.supplementary_gids.clone();
+    // A user namespace that maps only its owner's ids denies setgroups; the groups it
+    // started with (none mapped but its own) stay, which is all it can have.
+    let denied =
+        std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|state| state.trim() == "deny");
     // SAFETY: the pointer and length describe `groups`, alive across the call.
-    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+    if !denied && unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
         return Err(SysError::call("setgroups", std::io::Error::last_os_error()));
     }
     // SAFETY: plain id-setting calls.

@@ -163,6 +163,53 @@ pub fn map_single(pid: i32, uid: u32, gid: u32) -> Result<()> {
     Ok(())
 }
 
+/// Whether an overlay with an upper can be mounted in a new user namespace (as kiln does
+/// without root): a forked child enters one, mapping only its own ids, and tries it in
+/// `dir` (which must exist and be empty). `Err` says what failed. Single-threaded callers.
+pub fn probe_overlay(dir: &Path) -> Result<()> {
+    let report = dir.join("error");
+    let (uid, gid) = real_ids();
+    match super::process::fork()? {
+        super::process::Fork::Child => {
+            let outcome = (|| -> Result<()> {
+                unshare_user()?;
+                map_single(super::process::own_pid(), uid, gid)?;
+                super::namespace::unshare(super::namespace::Namespaces {
+                    mount: true,
+                    ..Default::default()
+                })?;
+                super::mount::make_rprivate()?;
+                let [lower, upper, work, merged] =
+                    ["lower", "upper", "work", "merged"].map(|name| dir.join(name));
+                for path in [&lower, &upper, &work, &merged] {
+                    std::fs::create_dir(path).map_err(|e| SysError::path("mkdir", path, e))?;
+                }
+                super::mount::mount_overlay(&[lower], Some((&upper, &work)), &merged)?;
+                std::fs::write(merged.join("file"), b"x")
+                    .map_err(|e| SysError::path("write", &merged, e))?;
+                Ok(())
+            })();
+            if let Err(error) = &outcome {
+                let _ = std::fs::write(&report, error.to_string());
+            }
+            super::process::exit_now(i32::from(outcome.is_err()))
+        }
+        super::process::Fork::Parent(pid) => {
+            let mut status = 0;
+            // SAFETY: waitpid writes only `status`.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+                return Ok(());
+            }
+            Err(SysError::Invalid {
+                call: "overlay in a user namespace",
+                reason: std::fs::read_to_string(&report)
+                    .unwrap_or_else(|_| "the probe died".to_string()),
+            })
+        }
+    }
+}
+
 /// Our real uid and gid.
 pub fn real_ids() -> (u32, u32) {
     (

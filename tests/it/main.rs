@@ -26,6 +26,7 @@ mod parity;
 mod plan;
 mod progress;
 mod registry;
+mod rootless;
 mod shell_conformance;
 mod snapshot;
 mod source_context;
