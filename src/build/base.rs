@@ -73,6 +73,11 @@ impl Pulls {
                     image::pull_metadata(store, client, reference, Some(platform))
                         .await
                         .map(Some)
+                } else if !platform.runs_on(&Platform::host()) {
+                    // Another platform's base must not change what the name means here.
+                    image::pull_untagged(store, client, reference, platform, vertex.items())
+                        .await
+                        .map(|pulled| Some(pulled.manifest_digest))
                 } else {
                     image::pull(store, client, reference, Some(platform), vertex.items())
                         .await
@@ -108,8 +113,12 @@ pub(super) async fn plan(
     registry: &ClientConfig,
     request: &BuildRequest,
     pulls: &Pulls,
+    platform: Option<&Platform>,
 ) -> Result<Plan, BuildError> {
     let options = plan::Options {
+        target_platform: platform.cloned().unwrap_or_else(Platform::host),
+        // In a build for several platforms, steps are named with theirs.
+        prefix_platform: request.platforms.len() > 1,
         target: request.target.clone(),
         labels: request.labels.clone(),
         escape: request.escape,

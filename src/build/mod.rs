@@ -17,6 +17,7 @@ mod dockerfile;
 mod error;
 mod layers;
 mod output;
+mod platforms;
 pub mod record;
 
 use std::collections::{BTreeMap, HashMap};
@@ -73,8 +74,9 @@ pub struct BuildRequest {
     pub network: Option<String>,
     pub secrets: BTreeMap<String, SecretSource>,
     pub ssh: BTreeMap<String, PathBuf>,
-    /// `--platform`; only the host's can be built so far.
-    pub platform: Option<Platform>,
+    /// `--platform`: the platforms to build for (empty: this machine's). With several,
+    /// the result is an image index with one image per platform.
+    pub platforms: Vec<Platform>,
     /// Steps running at once; `None`: twice the number of CPUs.
     pub jobs: Option<usize>,
     /// `--cache-from`: caches to import, tried in order.
@@ -158,7 +160,7 @@ impl Build {
         sink: &Sink,
         cancel: watch::Receiver<bool>,
     ) -> Result<BuildOutcome, BuildError> {
-        check_platform(request.platform.as_ref())?;
+        check_platforms(&request.platforms)?;
         let outputs = output::effective(&request.outputs, &request.tags, request.stdout.as_ref())?;
         let stored_names = output::stored_names(&outputs);
         let started_at = crate::cache::unix_now();
@@ -172,9 +174,13 @@ impl Build {
                 outer.send(event);
             })
         };
-        let mut outcome = self
-            .solve_and_export(&request, &outputs, &stored_names, &sink, cancel)
-            .await;
+        let mut outcome = if request.platforms.len() > 1 {
+            platforms::solve_and_export(self, &request, &outputs, &stored_names, &sink, cancel)
+                .await
+        } else {
+            self.solve_and_export(&request, &outputs, &stored_names, &sink, cancel)
+                .await
+        };
         let kept = match &mut outcome {
             Err(BuildError::Solve { failed_step, .. }) => failed_step.take(),
             _ => None,
@@ -263,7 +269,13 @@ impl Build {
         let pulls = base::Pulls::new(sink.clone(), clock.clone(), cancel.clone());
         // The imported caches are read while the plan is made.
         let (plan, remote) = tokio::join!(
-            base::plan(&self.store, &self.registry, request, &pulls),
+            base::plan(
+                &self.store,
+                &self.registry,
+                request,
+                &pulls,
+                request.platforms.first(),
+            ),
             cache::Remote::open(&self.store, &self.registry, request, sink),
         );
         let (plan, remote) = (Arc::new(plan?), remote?);
@@ -274,43 +286,9 @@ impl Build {
                 message: warning.clone(),
             });
         }
-        let store = self.store.clone();
-        let (context, cache) = {
-            let dir = request.context.clone();
-            let name = request.dockerfile_name.clone();
-            tokio::task::spawn_blocking(move || -> Result<_, BuildError> {
-                let ignore = IgnoreFile::load(&dir, &name)?;
-                let context = SourceContext::open(&dir, ignore)?;
-                Ok((Arc::new(context), Arc::new(CacheIndex::for_store(&store)?)))
-            })
-            .await??
-        };
-        // From the first step to the tag: layers written early are not referenced by any
-        // manifest until the export, and `image prune` must not take them meanwhile.
-        let _lease = {
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.lease()).await??
-        };
-        let mut solver = Solver::new(
-            self.store.clone(),
-            cache.clone(),
-            context,
-            sink.clone(),
-            clock.clone(),
-            SolveOptions {
-                jobs: request.jobs.unwrap_or_else(default_jobs),
-                no_cache: request.no_cache,
-                dockerfile: request.dockerfile_path.clone(),
-                sandbox_exe: None,
-                secrets: request.secrets.clone(),
-                ssh: request.ssh.clone(),
-                dockerfile_name: request.dockerfile_name.clone(),
-                imported: remote.as_ref().map(|r| r.imported.clone()),
-                fetcher: remote
-                    .as_ref()
-                    .map(|r| r.fetcher.clone() as Arc<dyn crate::solve::BlobFetcher>),
-            },
-        );
+        let (mut solver, cache, _lease) = self
+            .open_solver(request, remote.as_ref(), sink, &clock)
+            .await?;
         let early = layers::write_early(
             &mut solver,
             &plan,
@@ -444,6 +422,52 @@ impl Build {
         Ok((exported, pushed))
     }
 
+    /// The build context, the cache index, the store lease (held from the first step to
+    /// the tag: layers written early are not referenced by any manifest until the export,
+    /// and `image prune` must not take them meanwhile) and a solver over them.
+    async fn open_solver(
+        &self,
+        request: &BuildRequest,
+        remote: Option<&cache::Remote>,
+        sink: &Sink,
+        clock: &Clock,
+    ) -> Result<(Solver, Arc<CacheIndex>, crate::store::Lease), BuildError> {
+        let store = self.store.clone();
+        let (context, cache) = {
+            let dir = request.context.clone();
+            let name = request.dockerfile_name.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, BuildError> {
+                let ignore = IgnoreFile::load(&dir, &name)?;
+                let context = SourceContext::open(&dir, ignore)?;
+                Ok((Arc::new(context), Arc::new(CacheIndex::for_store(&store)?)))
+            })
+            .await??
+        };
+        let lease = {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.lease()).await??
+        };
+        let solver = Solver::new(
+            self.store.clone(),
+            cache.clone(),
+            context,
+            sink.clone(),
+            clock.clone(),
+            SolveOptions {
+                jobs: request.jobs.unwrap_or_else(default_jobs),
+                no_cache: request.no_cache,
+                dockerfile: request.dockerfile_path.clone(),
+                sandbox_exe: None,
+                secrets: request.secrets.clone(),
+                ssh: request.ssh.clone(),
+                dockerfile_name: request.dockerfile_name.clone(),
+                imported: remote.map(|r| r.imported.clone()),
+                fetcher: remote.map(|r| r.fetcher.clone() as Arc<dyn crate::solve::BlobFetcher>),
+            },
+        );
+        Ok((solver, cache, lease))
+    }
+
     /// What a cache export reads.
     fn cache_source<'a>(
         &'a self,
@@ -560,9 +584,10 @@ fn default_jobs() -> usize {
     2 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
-/// Only the host's platform can be built: there is no emulation yet.
-fn check_platform(wanted: Option<&Platform>) -> Result<(), BuildError> {
-    let Some(wanted) = wanted else {
+/// A single `--platform` must be this machine's (there is no emulation yet); several are
+/// built into one index, each platform's steps checked when they run.
+fn check_platforms(wanted: &[Platform]) -> Result<(), BuildError> {
+    let [wanted] = wanted else {
         return Ok(());
     };
     let host = Platform::host();

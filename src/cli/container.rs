@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// Container host name (default: the short container id).
     #[arg(long)]
     hostname: Option<String>,
+    /// The platform to run from a multi-platform image (default: this machine's); pulled
+    /// for it when missing.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = super::image::parse_platform)]
+    platform: Option<crate::plan::Platform>,
     /// Memory limit (e.g. 64m, 1g).
     #[arg(short = 'm', long)]
     memory: Option<String>,
@@ -278,8 +282,13 @@ fn ps(store: &Store, all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode>
 }
 
 /// Makes sure the image is in the store, pulling it (with docker's messages) if not.
-fn ensure_image(store: &Store, global: &GlobalArgs, name: &str) -> Result<()> {
-    match image::resolve(store, name) {
+fn ensure_image(
+    store: &Store,
+    global: &GlobalArgs,
+    name: &str,
+    platform: Option<&crate::plan::Platform>,
+) -> Result<()> {
+    match image::resolve_platform(store, name, platform) {
         Ok(_) => return Ok(()),
         Err(ImageError::NotFound(_)) => {}
         Err(error) => return Err(error.into()),
@@ -298,7 +307,7 @@ fn ensure_image(store: &Store, global: &GlobalArgs, name: &str) -> Result<()> {
         Output::Stderr,
         false,
         format!("pulling {reference}"),
-        |items| image::pull(store, &client, &reference, None, items),
+        |items| image::pull(store, &client, &reference, platform, items),
     ))?;
     eprintln!("Digest: {}", pulled.digest);
     eprintln!(
@@ -332,6 +341,7 @@ fn run_options(args: &RunArgs) -> Result<RunOptions> {
         limits: CgroupLimits { memory_bytes, pids },
         auto_remove: args.rm,
         init: args.init,
+        platform: args.platform.clone(),
     })
 }
 
@@ -339,7 +349,7 @@ fn run_container(args: &RunArgs, global: &GlobalArgs) -> ExitCode {
     let attempt = || -> Result<ExitCode> {
         let store = open_store(global)?;
         let options = run_options(args)?;
-        ensure_image(&store, global, &args.image)?;
+        ensure_image(&store, global, &args.image, args.platform.as_ref())?;
         let created = container::create(&store, &options).context("creating the container")?;
         if args.detach {
             container::start_detached(&store, &created)?;

@@ -35,7 +35,7 @@ fn parse_reference(s: &str) -> Result<Reference, String> {
     s.parse::<Reference>().map_err(|e| e.to_string())
 }
 
-fn parse_platform(s: &str) -> Result<Platform, String> {
+pub(super) fn parse_platform(s: &str) -> Result<Platform, String> {
     Platform::parse_full(s).map_err(|e| e.to_string())
 }
 

@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub auto_remove: bool,
     /// `--init`: a minimal init as PID 1 runs the command.
     pub init: bool,
+    /// `--platform`: which image of a multi-platform one (default: this machine's).
+    pub platform: Option<crate::oci::Platform>,
 }
 
 /// Docker's argv rules: `--entrypoint` replaces the Entrypoint and clears the Cmd; CMD
@@ -165,7 +167,8 @@ fn valid_name(name: &str) -> bool {
 /// the caller; snapshots are unpacked here if missing). The state is `created`, owned
 /// by this process.
 pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
-    let (_, image) = crate::image::resolve(store, &options.image_ref)?;
+    let (_, image) =
+        crate::image::resolve_platform(store, &options.image_ref, options.platform.as_ref())?;
     let _lease = store.lease()?;
     let (lowers, chain_ids) = image_snapshots(store, &image, &options.image_ref)?;
     let config = image.config.config().clone().unwrap_or_default();

@@ -157,6 +157,57 @@ pub fn export(
     })
 }
 
+/// Writes an OCI index over the images of a build for several platforms (in order, each
+/// with its platform) and names it `tags`. The index's digest is its id.
+pub fn index(
+    store: &Store,
+    images: &[(crate::plan::Platform, Exported)],
+    tags: &[Reference],
+) -> Result<Exported> {
+    let manifests: Vec<Value> = images
+        .iter()
+        .map(|(platform, exported)| {
+            let mut platform_json = json!({
+                "architecture": platform.architecture,
+                "os": platform.os,
+            });
+            if let Some(variant) = &platform.variant {
+                platform_json["variant"] = variant.clone().into();
+            }
+            json!({
+                "mediaType": media_type::OCI_MANIFEST,
+                "digest": exported.manifest_digest.to_string(),
+                "size": exported.manifest_size,
+                "platform": platform_json,
+            })
+        })
+        .collect();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": manifests,
+    });
+    let bytes = serde_json::to_vec(&index).unwrap_or_default();
+    let digest = store.write_blob(&bytes)?;
+    let descriptor = Descriptor::new(
+        MediaType::from(media_type::OCI_INDEX),
+        bytes.len() as u64,
+        digest.to_oci(),
+    );
+    for tag in tags {
+        store.tag(tag, &descriptor)?;
+    }
+    if tags.is_empty() {
+        store.keep_unnamed(&descriptor)?;
+    }
+    Ok(Exported {
+        image_id: digest.clone(),
+        manifest_digest: digest,
+        manifest_size: bytes.len() as u64,
+        written: images.iter().map(|(_, e)| e.written).sum(),
+    })
+}
+
 /// The base image's layers as they are: their diff_ids and manifest descriptors.
 fn base_layers(store: &Store, plan: &Plan) -> Result<(Vec<String>, Vec<Value>)> {
     let (mut diff_ids, mut descriptors) = (Vec::new(), Vec::new());

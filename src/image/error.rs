@@ -62,6 +62,13 @@ pub enum ImageError {
     },
     #[error("no such image: {0}")]
     NotFound(String),
+    /// An image index with no image for the platform asked for.
+    #[error("{image}: {source}")]
+    Platform {
+        image: String,
+        #[source]
+        source: RegistryError,
+    },
     #[error(
         "unable to remove {image}: image is being used by container {container} (use -f to force)"
     )]

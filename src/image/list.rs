@@ -6,7 +6,8 @@ use std::fs;
 use serde_json::{Value, json};
 
 use super::{ANNOTATION_INDEX, ANNOTATION_REPO_DIGEST, ImageError, Result, parse_rfc3339};
-use crate::oci::{Descriptor, Digest, Reference, media_type};
+use crate::oci::{Descriptor, Digest, Platform, Reference, media_type};
+use crate::registry::select_platform;
 use crate::store::{Image, PruneReport, PruneRoots, Store, StoreError};
 
 /// One row of `kiln images`: one name of one image.
@@ -51,12 +52,53 @@ fn not_found(query: &str) -> impl FnOnce(StoreError) -> ImageError + '_ {
     }
 }
 
-/// Finds an image by name or id prefix, as `docker image inspect` does.
+/// Finds an image by name or id prefix, as `docker image inspect` does; for a name of an
+/// image index (a build for several platforms), this machine's platform's image.
 pub fn resolve(store: &Store, query: &str) -> Result<(Descriptor, Image)> {
+    resolve_platform(store, query, None)
+}
+
+/// [`resolve`], choosing `platform` (default: this machine's) from an image index.
+pub fn resolve_platform(
+    store: &Store,
+    query: &str,
+    platform: Option<&Platform>,
+) -> Result<(Descriptor, Image)> {
     let descriptor = store.resolve_image(query).map_err(not_found(query))?;
     let digest = Digest::from_oci(descriptor.digest()).map_err(StoreError::from)?;
-    let image = store.image(&digest)?;
+    let manifest = if media_type::is_index(descriptor.media_type().as_ref()) {
+        let wanted = platform.cloned().unwrap_or_else(Platform::host);
+        let index = store.read_blob(&digest)?;
+        select_platform(&index, &wanted)
+            .map_err(|source| ImageError::Platform {
+                image: query.to_string(),
+                source,
+            })?
+            .digest
+    } else {
+        digest
+    };
+    let image = store.image(&manifest)?;
     Ok((descriptor, image))
+}
+
+/// The platforms of a stored image index, in its order.
+fn index_platforms(store: &Store, index: &Digest) -> Result<Vec<(Platform, Digest)>> {
+    let json: Value =
+        serde_json::from_slice(&store.read_blob(index)?).map_err(|source| ImageError::Json {
+            what: format!("image index {index}"),
+            source,
+        })?;
+    Ok(json["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let platform: Platform = serde_json::from_value(entry["platform"].clone()).ok()?;
+            let digest = entry["digest"].as_str()?.parse().ok()?;
+            Some((platform, digest))
+        })
+        .collect())
 }
 
 /// `kiln tag SRC DST`: names the image `src` also as `dst`.
@@ -79,21 +121,39 @@ fn created(image: &Image) -> Option<String> {
 pub fn list(store: &Store) -> Result<Vec<ImageSummary>> {
     let mut rows = Vec::new();
     for (reference, descriptor) in store.list()? {
-        if media_type::is_index(descriptor.media_type().as_ref()) {
-            continue; // kiln tags manifests; an index from another tool has no single image.
-        }
         let Ok(digest) = Digest::from_oci(descriptor.digest()) else {
             continue;
         };
-        let image = store.image(&digest)?;
-        rows.push(ImageSummary {
-            repository: reference.familiar(),
-            tag: reference.tag().map(str::to_string),
-            digest,
-            id: image.config_digest.clone(),
-            created: created(&image),
-            size: layers_size(&image),
-        });
+        let row = if media_type::is_index(descriptor.media_type().as_ref()) {
+            // A build for several platforms: one row, its id the index's digest, its size
+            // what the store holds of all its images.
+            let images: Vec<Image> = index_platforms(store, &digest)?
+                .iter()
+                .filter_map(|(_, manifest)| store.image(manifest).ok())
+                .collect();
+            let Some(newest) = images.iter().filter_map(created).max() else {
+                continue;
+            };
+            ImageSummary {
+                repository: reference.familiar(),
+                tag: reference.tag().map(str::to_string),
+                id: digest.clone(),
+                digest,
+                created: Some(newest),
+                size: images.iter().map(layers_size).sum(),
+            }
+        } else {
+            let image = store.image(&digest)?;
+            ImageSummary {
+                repository: reference.familiar(),
+                tag: reference.tag().map(str::to_string),
+                digest,
+                id: image.config_digest.clone(),
+                created: created(&image),
+                size: layers_size(&image),
+            }
+        };
+        rows.push(row);
     }
     rows.sort_by(|a, b| {
         let ta = a.created.as_deref().and_then(parse_rfc3339);
@@ -116,7 +176,9 @@ fn names_of(store: &Store, manifest: &Digest) -> Result<Vec<(Reference, Descript
 
 /// `docker image inspect`'s object for one image.
 pub fn inspect(store: &Store, query: &str) -> Result<Value> {
-    let (_, image) = resolve(store, query)?;
+    let (top, image) = resolve(store, query)?;
+    let top_digest = Digest::from_oci(top.digest()).map_err(StoreError::from)?;
+    let is_index = media_type::is_index(top.media_type().as_ref());
     let config: Value =
         serde_json::from_slice(&store.read_blob(&image.config_digest)?).map_err(|e| {
             ImageError::Json {
@@ -126,15 +188,11 @@ pub fn inspect(store: &Store, query: &str) -> Result<Value> {
         })?;
     let mut tags = Vec::new();
     let mut digests = BTreeSet::new();
-    for (reference, descriptor) in names_of(store, &image.manifest_digest)? {
+    for (reference, descriptor) in names_of(store, &top_digest)? {
         match reference.tag() {
             Some(tag) => tags.push(format!("{}:{tag}", reference.familiar())),
             None => {
-                digests.insert(format!(
-                    "{}@{}",
-                    reference.familiar(),
-                    image.manifest_digest
-                ));
+                digests.insert(format!("{}@{top_digest}", reference.familiar()));
             }
         }
         let repo_digest = descriptor
@@ -169,6 +227,15 @@ pub fn inspect(store: &Store, query: &str) -> Result<Value> {
     });
     if let Some(variant) = config.get("variant") {
         object["Variant"] = variant.clone();
+    }
+    if is_index {
+        // An index of several platforms: the fields above are this machine's image.
+        let platforms: Vec<String> = index_platforms(store, &top_digest)?
+            .iter()
+            .map(|(platform, _)| platform.to_string())
+            .collect();
+        object["Platforms"] = json!(platforms);
+        object["Index"] = json!(top_digest.to_string());
     }
     Ok(object)
 }

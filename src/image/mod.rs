@@ -32,9 +32,10 @@ pub use archive::{ArchiveDest, ArchiveFormat, Loaded, load, save, write_image};
 pub use compress::{DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, LayerOptions};
 pub use error::{ImageError, Result};
 pub use list::{
-    HistoryRow, ImageSummary, Removed, history, inspect, list, prune, remove, resolve, tag,
+    HistoryRow, ImageSummary, Removed, history, inspect, list, prune, remove, resolve,
+    resolve_platform, tag,
 };
-pub use pull::{Pulled, fetch_blob, pull, pull_metadata};
+pub use pull::{Pulled, fetch_blob, pull, pull_metadata, pull_untagged};
 pub use push::{Pushed, push, push_artifact, push_blobs_to, push_image};
 pub use rootfs::{write_rootfs, write_rootfs_tar};
 pub use sources::{record as record_sources, sources_of};

@@ -40,6 +40,30 @@ pub async fn pull(
     platform: Option<&Platform>,
     report: Items,
 ) -> Result<Pulled> {
+    pull_and_maybe_tag(store, client, reference, platform, report, true).await
+}
+
+/// [`pull`] without naming the image: a build's base image for another platform than
+/// this machine's, which must not change what the name means here. The caller holds a
+/// lease while it uses the image.
+pub async fn pull_untagged(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    platform: &Platform,
+    report: Items,
+) -> Result<Pulled> {
+    pull_and_maybe_tag(store, client, reference, Some(platform), report, false).await
+}
+
+async fn pull_and_maybe_tag(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    platform: Option<&Platform>,
+    report: Items,
+    tag: bool,
+) -> Result<Pulled> {
     let rref = RegistryRef::from(reference);
     let (index, manifest) = resolve_manifest(client, &rref, platform).await?;
     let top_digest = index.as_ref().unwrap_or(&manifest).digest.clone();
@@ -63,7 +87,10 @@ pub async fn pull(
     let diff_ids = layer_diff_ids(store, &parts, &what).await?;
     downloaded |= fetch_layers(client, store, &rref, &parts.layers, &diff_ids, &report).await?;
     store_manifests(store, &manifest, index.as_ref()).await?;
-    downloaded |= tag_manifest(store, reference, &manifest, &top_digest, index.is_some()).await?;
+    if tag {
+        downloaded |=
+            tag_manifest(store, reference, &manifest, &top_digest, index.is_some()).await?;
+    }
 
     let mut all: Vec<Digest> = parts.layers.iter().map(|(d, _)| d.clone()).collect();
     all.push(parts.config.clone());

@@ -64,6 +64,97 @@ pub async fn push_image(
     options: &LayerOptions,
     report: Items,
 ) -> Result<Pushed> {
+    if is_stored_index(store, manifest).await? {
+        return push_index(store, client, manifest, reference, options, report).await;
+    }
+    push_manifest_image(store, client, manifest, reference, options, report, false).await
+}
+
+/// Whether the stored blob `digest` is an image index.
+async fn is_stored_index(store: &Store, digest: &Digest) -> Result<bool> {
+    let (store, digest) = (store.clone(), digest.clone());
+    blocking(move || {
+        let bytes = store.read_blob(&digest)?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        Ok(json["mediaType"].as_str().is_some_and(media_type::is_index)
+            || json.get("manifests").is_some())
+    })
+    .await
+}
+
+/// Pushes a stored index (kiln's build for several platforms): each platform's image by
+/// its digest, then an index of what was pushed (layers may have been compressed, so the
+/// manifests' digests change) by `reference`.
+async fn push_index(
+    store: &Store,
+    client: &Client,
+    index: &Digest,
+    reference: &Reference,
+    options: &LayerOptions,
+    report: Items,
+) -> Result<Pushed> {
+    let mut json: serde_json::Value = {
+        let (store, digest) = (store.clone(), index.clone());
+        let bytes = blocking(move || Ok(store.read_blob(&digest)?)).await?;
+        serde_json::from_slice(&bytes).map_err(|source| ImageError::Json {
+            what: format!("image index {index}"),
+            source,
+        })?
+    };
+    let entries = json["manifests"]
+        .as_array_mut()
+        .ok_or_else(|| ImageError::Invalid {
+            what: format!("image index {index}"),
+            reason: "no manifests".into(),
+        })?;
+    for entry in entries.iter_mut() {
+        let digest: Digest = entry["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .map_err(StoreError::from)?;
+        let pushed = push_manifest_image(
+            store,
+            client,
+            &digest,
+            reference,
+            options,
+            report.clone(),
+            true,
+        )
+        .await?;
+        entry["digest"] = pushed.digest.to_string().into();
+        entry["size"] = pushed.size.into();
+        entry["mediaType"] = pushed.media_type.into();
+    }
+    let bytes = serde_json::to_vec(&json).unwrap_or_default();
+    let target = RegistryRef::repo(reference.registry(), reference.repository());
+    let index_ref = match reference.tag() {
+        Some(tag) => target.with_tag(tag),
+        None => target.with_tag("latest"),
+    };
+    let digest = client
+        .push_manifest(&index_ref, media_type::OCI_INDEX, &bytes)
+        .await?;
+    Ok(Pushed {
+        reference: reference.clone(),
+        digest,
+        size: bytes.len() as u64,
+        media_type: media_type::OCI_INDEX.to_string(),
+    })
+}
+
+/// Pushes one stored image manifest: by `reference`'s tag, or with `by_digest` by the
+/// digest of what is pushed (a platform's image under an index).
+async fn push_manifest_image(
+    store: &Store,
+    client: &Client,
+    manifest: &Digest,
+    reference: &Reference,
+    options: &LayerOptions,
+    report: Items,
+    by_digest: bool,
+) -> Result<Pushed> {
     let target = RegistryRef::repo(reference.registry(), reference.repository());
     let local = local_image(store, client, manifest, reference, options).await?;
     let mut blobs: Vec<(Digest, u64, bool)> = local
@@ -76,7 +167,9 @@ pub async fn push_image(
     blobs.push((config.digest.clone(), config.size, false));
     push_blobs(client, store, &target, &blobs, &local.known, &report).await?;
 
+    let outgoing_digest = Digest::of(&local.outgoing.manifest_bytes);
     let manifest_ref = match (reference.tag(), reference.digest()) {
+        _ if by_digest => target.clone().with_digest(outgoing_digest),
         (Some(tag), _) => target.clone().with_tag(tag),
         (None, Some(digest)) => target.clone().with_digest(digest.clone()),
         (None, None) => target.clone().with_tag("latest"),

@@ -49,6 +49,7 @@ mod error;
 mod git;
 mod image;
 pub mod lint;
+pub mod merge;
 mod metadata;
 pub mod op;
 mod paths;
@@ -94,6 +95,9 @@ pub struct Options {
     pub escape: char,
     /// The Dockerfile's name, for messages.
     pub dockerfile_name: String,
+    /// Step names start with the stage's platform (`[linux/arm64 build 2/4] RUN …`), as
+    /// BuildKit names them in a build for several platforms.
+    pub prefix_platform: bool,
 }
 
 impl Default for Options {
@@ -108,6 +112,7 @@ impl Default for Options {
             network: None,
             escape: '\\',
             dockerfile_name: "Dockerfile".to_string(),
+            prefix_platform: false,
         }
     }
 }

@@ -242,10 +242,15 @@ impl Planner<'_> {
         let platform = self.stage_platform(stage, span)?;
         let start = StageStart {
             index: stage.index,
-            label: if self.show_stage_names {
-                stage.display_name()
-            } else {
-                String::new()
+            label: {
+                let mut parts = Vec::new();
+                if self.options.prefix_platform {
+                    parts.push(platform.to_string());
+                }
+                if self.show_stage_names {
+                    parts.push(stage.display_name());
+                }
+                parts.join(" ")
             },
             ignore_cache: stage.name.as_ref().is_some_and(|name| {
                 self.options

@@ -35,12 +35,48 @@ impl<'a> StoreResolver<'a> {
         self
     }
 
-    fn stored(&self, reference: &Reference) -> Result<Option<ResolvedImage>, SolveError> {
+    /// The stored image `reference` names, for `platform`: the tagged image when it is
+    /// for that platform (or says none, or came alone, not from an index: used as is, as
+    /// Docker does); else that platform's image from the index the name came from (or
+    /// names), when stored. `None`: pull it.
+    fn stored(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<Option<ResolvedImage>, SolveError> {
         let Some(descriptor) = self.store.lookup(reference)? else {
             return Ok(None);
         };
         let digest = Digest::from_oci(descriptor.digest())?;
-        self.manifest(reference, &digest).map(Some)
+        let index = if crate::oci::media_type::is_index(descriptor.media_type().as_ref()) {
+            Some(digest.clone())
+        } else {
+            let tagged = self.manifest(reference, &digest)?;
+            let from_index = descriptor
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(crate::image::ANNOTATION_INDEX))
+                .and_then(|d| d.parse::<Digest>().ok());
+            let fits = tagged
+                .platform
+                .as_ref()
+                .is_none_or(|p| platform.select(std::iter::once((p, ()))).is_some());
+            match from_index {
+                Some(index) if !fits => Some(index),
+                _ => return Ok(Some(tagged)),
+            }
+        };
+        let Some(index) = index.filter(|index| self.store.has_blob(index)) else {
+            return Ok(None);
+        };
+        let bytes = self.store.read_blob(&index)?;
+        let Ok(entry) = crate::registry::select_platform(&bytes, platform) else {
+            return Ok(None);
+        };
+        if !self.store.has_blob(&entry.digest) {
+            return Ok(None);
+        }
+        self.manifest(reference, &entry.digest).map(Some)
     }
 
     /// The stored image whose manifest is `digest`, as `reference`.
@@ -96,7 +132,7 @@ impl<'a> StoreResolver<'a> {
         // A digest names content: a stored one needs no pull, even with --pull.
         let pinned = parsed.digest().is_some();
         if (!self.always_pull || pinned)
-            && let Some(found) = self.stored(&parsed)?
+            && let Some(found) = self.stored(&parsed, platform)?
         {
             return Ok(found);
         }
@@ -105,9 +141,10 @@ impl<'a> StoreResolver<'a> {
                 if let Some(manifest) = pull(&parsed, platform).map_err(SolveError::Pull)? {
                     return self.manifest(&parsed, &manifest);
                 }
-                self.stored(&parsed)?.ok_or_else(|| SolveError::NotPulled {
-                    reference: parsed.to_string(),
-                })
+                self.stored(&parsed, platform)?
+                    .ok_or_else(|| SolveError::NotPulled {
+                        reference: parsed.to_string(),
+                    })
             }
             None => Err(SolveError::NotStored {
                 reference: parsed.to_string(),

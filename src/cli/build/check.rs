@@ -25,11 +25,10 @@ pub(super) struct CheckInputs {
 
 impl CheckInputs {
     pub(super) fn new(args: &BuildArgs, store: Option<Store>) -> anyhow::Result<CheckInputs> {
-        let platform = args
-            .platform
-            .as_deref()
-            .map(|p| Platform::parse(p).map_err(|e| anyhow::anyhow!(e)))
-            .transpose()?;
+        // The checks look at the first platform asked for.
+        let platform = options::parse_platforms(args.platform.as_deref())?
+            .into_iter()
+            .next();
         Ok(CheckInputs {
             build_args: options::key_values(&args.build_args, true)?,
             platform,

@@ -24,7 +24,6 @@ use crate::build::{
     OutputStream, ParsedDockerfile, Severity, resolve_outputs,
 };
 use crate::oci::Reference;
-use crate::plan::Platform;
 use crate::progress::Clock;
 use crate::solve::SolveError;
 use crate::syntax::Span;
@@ -119,8 +118,9 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "SPEC")]
     ssh: Vec<String>,
 
-    /// The platform to build for; only this machine's is supported so far.
-    #[arg(long = "platform", value_name = "OS/ARCH")]
+    /// The platforms to build for (comma-separated); several make an image index. Steps
+    /// of a platform this machine cannot run need an emulator (kiln system binfmt).
+    #[arg(long = "platform", value_name = "OS/ARCH[,…]")]
     platform: Option<String>,
 
     /// Import a build cache: REF, type=registry,ref=REF or type=local,src=DIR (repeatable;
@@ -342,11 +342,7 @@ fn request(
     parsed: ParsedDockerfile,
     empty_context: Option<&options::EmptyDir>,
 ) -> anyhow::Result<BuildRequest> {
-    let platform = args
-        .platform
-        .as_deref()
-        .map(|p| Platform::parse(p).map_err(|e| anyhow::anyhow!(e)))
-        .transpose()?;
+    let platforms = options::parse_platforms(args.platform.as_deref())?;
     let tags = args
         .tags
         .iter()
@@ -395,7 +391,7 @@ fn request(
         network: args.network.clone(),
         secrets: options::parse_secrets(&args.secrets)?,
         ssh: options::parse_ssh(&args.ssh)?,
-        platform,
+        platforms,
         jobs: args.jobs,
         cache_from: options::cache_specs(&args.cache_from, CacheImport::parse)?,
         cache_to: options::cache_specs(&args.cache_to, CacheExport::parse)?,

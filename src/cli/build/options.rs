@@ -149,3 +149,19 @@ pub(super) fn source_date_epoch_from_env(build_args: &mut BTreeMap<String, Strin
             .or_insert(value);
     }
 }
+
+/// `--platform P1,P2,…`: each platform once, in order (empty: this machine's).
+pub(super) fn parse_platforms(arg: Option<&str>) -> anyhow::Result<Vec<crate::plan::Platform>> {
+    let mut platforms: Vec<crate::plan::Platform> = Vec::new();
+    for text in arg.unwrap_or_default().split(',').map(str::trim) {
+        if text.is_empty() {
+            continue;
+        }
+        let platform = crate::plan::Platform::parse(text)
+            .map_err(|e| anyhow::Error::new(UsageError(format!("--platform {text}: {e}"))))?;
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
+    Ok(platforms)
+}
