@@ -67,7 +67,7 @@ pub enum ImageError {
     Platform {
         image: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error(
         "unable to remove {image}: image is being used by container {container} (use -f to force)"

@@ -72,7 +72,7 @@ pub fn resolve_platform(
         select_platform(&index, &wanted)
             .map_err(|source| ImageError::Platform {
                 image: query.to_string(),
-                source,
+                source: Box::new(source),
             })?
             .digest
     } else {
