@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::error::io_err;
+use super::security::Security;
 use super::state::write_atomic;
 use super::{
     CONFIG_FILE, Container, ContainerConfig, ContainerError, ContainerState, LOG_FILE, NAMES_LOCK,
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub volumes: Vec<String>,
     pub limits: CgroupLimits,
     pub auto_remove: bool,
+    /// `--cap-add`, `--cap-drop` and `--security-opt`, read by [`parse_security`](super::parse_security).
+    pub security: Security,
 }
 
 /// Docker's argv rules: `--entrypoint` replaces the Entrypoint and clears the Cmd; CMD
@@ -217,6 +220,7 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
         snapshots: chain_ids.iter().map(ToString::to_string).collect(),
         auto_remove: options.auto_remove,
         stop_signal,
+        security: options.security.clone(),
     };
     let dir = write_container_dir(&containers, &container_config)?;
     drop(names_lock);

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::io_err;
+use super::security::Security;
 use super::{
     CONFIG_FILE, ContainerError, EXIT_OWNER_GONE, LOG_FILE, REMOVING_PREFIX, Result, SIGKILL,
     STATE_FILE, now_rfc3339,
@@ -45,6 +46,9 @@ pub struct ContainerConfig {
     pub auto_remove: bool,
     /// Signal number `stop` sends first (the image's StopSignal, else SIGTERM).
     pub stop_signal: i32,
+    /// Capabilities, seccomp and no_new_privs (Docker's defaults when absent).
+    #[serde(default)]
+    pub security: Security,
 }
 
 /// `created`, `running` or `exited`.
@@ -165,8 +169,9 @@ impl Container {
         spec.process.user = c.user.clone();
         spec.mounts = c.mounts.clone();
         spec.limits = c.limits;
-        // Docker's default for `docker run` (no `--security-opt no-new-privileges`).
-        spec.no_new_privs = false;
+        spec.no_new_privs = c.security.no_new_privileges;
+        spec.capabilities = c.security.capabilities.clone();
+        spec.seccomp = c.security.seccomp.clone();
         spec
     }
 }

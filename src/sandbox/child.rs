@@ -7,7 +7,7 @@
 //!   and everything in it (the [`Plan`](super::plan::Plan)), pivots, forks the
 //!   command and reaps every zombie until the command exits.
 //! - command: closes inherited descriptors, enters its working directory,
-//!   drops to its user and capabilities, and execs.
+//!   drops to its user and capabilities, installs its seccomp filter, and execs.
 //!
 //! Every process dies with its parent (PR_SET_PDEATHSIG SIGKILL), and when
 //! the init exits the kernel kills the rest of the pid namespace, so killing
@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{SandboxError, io_err};
 use super::plan::{self, Create, Plan, Source, Step};
-use super::spec::{DEFAULT_CAPABILITIES, Rootfs, Spec};
+use super::seccomp;
+use super::spec::{Rootfs, Spec};
 use super::user;
 use crate::sys;
 use crate::sys::mount::{NodeKind, Target};
@@ -324,6 +325,7 @@ fn prepare_and_exec(spec: &Spec) -> Result<Never, SandboxError> {
     // Descriptors first: a leaked directory fd must not be reachable through
     // /proc/self/fd when the working directory is resolved.
     sys::process::close_fds_from_3()?;
+    let seccomp = spec.seccomp.compile(&spec.capabilities)?;
     let process = &spec.process;
     let cwd = if process.cwd.starts_with('/') {
         process.cwd.clone()
@@ -346,16 +348,27 @@ fn prepare_and_exec(spec: &Spec) -> Result<Never, SandboxError> {
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let who = user::resolve(&process.user, &passwd, &group)?;
     let env = user::environment(&process.env, who.home.as_deref());
+    // Without no_new_privs, installing a filter takes CAP_SYS_ADMIN, so it goes on before
+    // the capabilities are dropped (the profile must then allow what dropping them
+    // calls); with it, as late as possible, as runc does.
+    let install =
+        |program: &seccomp::Program| sys::seccomp::install(&program.instructions, program.flags);
+    if let (Some(program), false) = (&seccomp, spec.no_new_privs) {
+        install(program)?;
+    }
     sys::process::drop_privileges(&sys::process::Credentials {
         uid: who.uid,
         gid: who.gid,
         supplementary_gids: who.supplementary_gids.clone(),
-        capabilities: DEFAULT_CAPABILITIES.iter().map(|(n, _)| *n).collect(),
+        capabilities: spec.capabilities.clone(),
         no_new_privs: spec.no_new_privs,
     })?;
     sys::process::reset_signals()?;
     let program = process.argv.first().ok_or(SandboxError::EmptyCommand)?;
     let path = user::lookup_program(program, &env, |p| Path::new(p).is_file())
         .ok_or_else(|| SandboxError::NotFound(program.clone()))?;
+    if let (Some(program), true) = (&seccomp, spec.no_new_privs) {
+        install(program)?;
+    }
     Err(sys::process::exec(Path::new(&path), &process.argv, &env).into())
 }

@@ -25,6 +25,7 @@ mod parity;
 mod plan;
 mod progress;
 mod registry;
+mod seccomp;
 mod shell_conformance;
 mod snapshot;
 mod source_context;
