@@ -39,7 +39,7 @@ use crate::export::{self, ExportOptions, Exported};
 use crate::image;
 use crate::instruction::Stages;
 use crate::oci::{Reference, media_type};
-use crate::plan::Platform;
+use crate::plan::{Definition, Plan, Platform};
 use crate::progress::{Clock, LogStore, Sink};
 use crate::registry::ClientConfig;
 use crate::solve::{SecretSource, SolveError, SolveOptions, Solver};
@@ -72,6 +72,9 @@ pub struct BuildRequest {
     pub pull: bool,
     /// `--network`: what `default` means for RUN steps.
     pub network: Option<String>,
+    /// `--allow security.insecure` (BuildKit's entitlement): `RUN --security=insecure`
+    /// may run, without seccomp and with every capability.
+    pub allow_insecure: bool,
     pub secrets: BTreeMap<String, SecretSource>,
     pub ssh: BTreeMap<String, PathBuf>,
     /// `--platform`: the platforms to build for (empty: this machine's). With several,
@@ -278,7 +281,11 @@ impl Build {
             ),
             cache::Remote::open(&self.store, &self.registry, request, sink),
         );
-        let (plan, remote) = (Arc::new(plan?), remote?);
+        let plan = plan?;
+        if !request.allow_insecure {
+            refuse_insecure(&plan)?;
+        }
+        let (plan, remote) = (Arc::new(plan), remote?);
         // The solver numbers its steps from 1; they follow the pulls.
         let sink = &pulls.offset_sink();
         for warning in &plan.warnings {
@@ -575,6 +582,24 @@ fn early_work(request: &BuildRequest, outputs: &[OutputSpec]) -> layers::Early {
             .iter()
             .any(|spec| spec.mode == CacheMode::Max && spec.target != CacheTarget::Inline),
         compressions,
+    }
+}
+
+/// Without BuildKit's `security.insecure` entitlement, a `RUN --security=insecure` is an
+/// error at its line, whether or not its result is cached.
+fn refuse_insecure(plan: &Plan) -> Result<(), BuildError> {
+    let insecure = plan
+        .graph
+        .node_weights()
+        .find(|op| matches!(&op.definition, Definition::Exec(exec) if exec.security == "insecure"));
+    match insecure {
+        Some(op) => Err(crate::plan::Error::invalid(
+            "security.insecure is not allowed: RUN --security=insecure needs \
+             kiln build --allow security.insecure",
+            op.metadata.span.unwrap_or_default(),
+        )
+        .into()),
+        None => Ok(()),
     }
 }
 

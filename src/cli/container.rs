@@ -80,6 +80,16 @@ pub struct RunArgs {
     /// zombies (otherwise the command is PID 1).
     #[arg(long)]
     init: bool,
+    /// Add a Linux capability (CAP_NET_ADMIN, net_admin, or ALL).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability (CAP_CHOWN, chown, or ALL).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined, seccomp=PROFILE.json (Docker's format),
+    /// no-new-privileges[=true|false].
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
     /// The image (pulled when missing).
     image: String,
     /// Command and arguments (replace the image's CMD).
@@ -342,6 +352,7 @@ fn run_options(args: &RunArgs) -> Result<RunOptions> {
         auto_remove: args.rm,
         init: args.init,
         platform: args.platform.clone(),
+        security: container::parse_security(&args.security_opt, &args.cap_add, &args.cap_drop)?,
     })
 }
 

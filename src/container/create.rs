@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::error::io_err;
+use super::security::Security;
 use super::state::write_atomic;
 use super::{
     CONFIG_FILE, Container, ContainerConfig, ContainerError, ContainerState, LOG_FILE, NAMES_LOCK,
@@ -39,6 +40,8 @@ pub struct RunOptions {
     pub init: bool,
     /// `--platform`: which image of a multi-platform one (default: this machine's).
     pub platform: Option<crate::oci::Platform>,
+    /// `--cap-add`, `--cap-drop` and `--security-opt`, read by [`parse_security`](super::parse_security).
+    pub security: Security,
 }
 
 /// Docker's argv rules: `--entrypoint` replaces the Entrypoint and clears the Cmd; CMD
@@ -223,6 +226,7 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
         auto_remove: options.auto_remove,
         stop_signal,
         init: options.init,
+        security: options.security.clone(),
     };
     let dir = write_container_dir(&containers, &container_config)?;
     drop(names_lock);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::image::ImageError;
-use crate::sandbox::SandboxError;
+use crate::sandbox::{CapabilityError, SandboxError, SeccompError};
 use crate::snapshot::SnapshotError;
 use crate::store::StoreError;
 
@@ -47,6 +47,22 @@ pub enum ContainerError {
     NoCommand,
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Capability(#[from] CapabilityError),
+    /// `--security-opt seccomp=FILE` that cannot be read (Docker's message).
+    #[error("opening seccomp profile ({}) failed: {source}", path.display())]
+    SeccompProfileRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--security-opt seccomp=FILE` that is not a usable profile.
+    #[error("decoding seccomp profile ({}) failed: {source}", path.display())]
+    SeccompProfile {
+        path: PathBuf,
+        #[source]
+        source: SeccompError,
+    },
     /// The runtime that supervises the sandbox could not start.
     #[error("background task failed: {0}")]
     Runtime(#[source] std::io::Error),

@@ -27,12 +27,14 @@ mod error;
 mod exec;
 mod names;
 mod ps;
+mod security;
 mod state;
 
 pub use create::{RunOptions, command_line, create, parse_memory, parse_signal, parse_volume};
 pub use error::{ContainerError, Result};
 pub use exec::{MONITOR_COMMAND, RunOutcome, monitor_main, run_foreground, start_detached, stop};
 pub use ps::{command_text, status_text};
+pub use security::{Security, parse_security};
 pub use state::{
     Container, ContainerConfig, ContainerState, ProcessId, Status, list, load, read_log, refresh,
     remove, resolve,

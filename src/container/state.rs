@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::io_err;
+use super::security::Security;
 use super::{
     CONFIG_FILE, ContainerError, EXIT_OWNER_GONE, LOG_FILE, REMOVING_PREFIX, Result, SIGKILL,
     STATE_FILE, now_rfc3339,
@@ -48,6 +49,9 @@ pub struct ContainerConfig {
     /// `--init`: a minimal init is PID 1 (else the command is).
     #[serde(default)]
     pub init: bool,
+    /// Capabilities, seccomp and no_new_privs (Docker's defaults when absent).
+    #[serde(default)]
+    pub security: Security,
 }
 
 /// `created`, `running` or `exited`.
@@ -171,6 +175,9 @@ impl Container {
         // Docker's default for `docker run` (no `--security-opt no-new-privileges`).
         spec.no_new_privs = false;
         spec.init = c.init;
+        spec.no_new_privs = c.security.no_new_privileges;
+        spec.capabilities = c.security.capabilities.clone();
+        spec.seccomp = c.security.seccomp.clone();
         spec
     }
 }

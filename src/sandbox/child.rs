@@ -6,7 +6,8 @@
 //! - init (PID 1 of the new pid ns): unshares the mount ns, mounts the root
 //!   and everything in it (the [`Plan`](super::plan::Plan)), pivots, then
 //!   becomes the command: it closes inherited descriptors, enters the working
-//!   directory, drops to the command's user and capabilities, and execs. So
+//!   directory, drops to the command's user and capabilities, installs its
+//!   seccomp filter, and execs. So
 //!   the command is PID 1, as with Docker and BuildKit, and nothing of kiln
 //!   (its path, the store's) is left in the container's `/proc`.
 //! - with `Spec::init` (`kiln run --init`), PID 1 stays a minimal init instead:
@@ -29,7 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{SandboxError, io_err};
 use super::plan::{self, Create, Plan, Source, Step};
-use super::spec::{DEFAULT_CAPABILITIES, Rootfs, Spec};
+use super::seccomp;
+use super::spec::{Rootfs, Spec};
 use super::user;
 use crate::sys;
 use crate::sys::mount::{NodeKind, Target};
@@ -336,6 +338,7 @@ fn prepare_and_exec(spec: &Spec) -> Result<Never, SandboxError> {
     // Descriptors first: a leaked directory fd must not be reachable through
     // /proc/self/fd when the working directory is resolved.
     sys::process::close_fds_from_3()?;
+    let seccomp = spec.seccomp.compile(&spec.capabilities)?;
     let process = &spec.process;
     let cwd = if process.cwd.starts_with('/') {
         process.cwd.clone()
@@ -358,16 +361,27 @@ fn prepare_and_exec(spec: &Spec) -> Result<Never, SandboxError> {
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let who = user::resolve(&process.user, &passwd, &group)?;
     let env = user::environment(&process.env, who.home.as_deref());
+    // Without no_new_privs, installing a filter takes CAP_SYS_ADMIN, so it goes on before
+    // the capabilities are dropped (the profile must then allow what dropping them
+    // calls); with it, as late as possible, as runc does.
+    let install =
+        |program: &seccomp::Program| sys::seccomp::install(&program.instructions, program.flags);
+    if let (Some(program), false) = (&seccomp, spec.no_new_privs) {
+        install(program)?;
+    }
     sys::process::drop_privileges(&sys::process::Credentials {
         uid: who.uid,
         gid: who.gid,
         supplementary_gids: who.supplementary_gids.clone(),
-        capabilities: DEFAULT_CAPABILITIES.iter().map(|(n, _)| *n).collect(),
+        capabilities: spec.capabilities.clone(),
         no_new_privs: spec.no_new_privs,
     })?;
     sys::process::reset_signals()?;
     let program = process.argv.first().ok_or(SandboxError::EmptyCommand)?;
     let path = user::lookup_program(program, &env, |p| Path::new(p).is_file())
         .ok_or_else(|| SandboxError::NotFound(program.clone()))?;
+    if let (Some(program), true) = (&seccomp, spec.no_new_privs) {
+        install(program)?;
+    }
     Err(sys::process::exec(Path::new(&path), &process.argv, &env).into())
 }

@@ -48,6 +48,8 @@ pub enum SandboxError {
     SharedNetNs(#[source] Arc<SysError>),
     #[error(transparent)]
     User(#[from] UserError),
+    #[error("seccomp: {0}")]
+    Seccomp(#[from] SeccompError),
     #[error(transparent)]
     Sys(#[from] SysError),
     #[error("mount source {path} in {root} (for {target}): {source}")]
@@ -69,6 +71,32 @@ pub enum UserError {
     UnknownGroup(String),
     #[error("invalid user {0:?}")]
     Invalid(String),
+}
+
+/// A `--cap-add` or `--cap-drop` name that is not a capability (Docker's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CapabilityError {
+    #[error("unknown capability: {0:?}")]
+    Unknown(String),
+    #[error(
+        "capability not supported by your kernel or not available in the current environment: {0:?}"
+    )]
+    NotSupported(String),
+}
+
+/// A seccomp profile that cannot be used, or a filter that cannot be built from it.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// Not JSON, or not a profile in Docker's format.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// Parsed, but asks for something contradictory or that kiln cannot do.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("kiln builds seccomp filters for x86_64 and aarch64, not {0}")]
+    UnsupportedHost(&'static str),
+    #[error("the filter has {0} instructions; the kernel takes at most 4096")]
+    TooLong(usize),
 }
 
 pub(crate) fn io_err<'a>(

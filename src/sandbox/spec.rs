@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::seccomp::Seccomp;
 pub use crate::sys::cgroup::CgroupLimits;
 
 /// The root filesystem.
@@ -170,11 +171,19 @@ pub struct Spec {
     /// (`kiln run --init`); otherwise the command itself is PID 1.
     #[serde(default)]
     pub init: bool,
+    /// Capability numbers the command keeps: its bounding set, and for root its
+    /// permitted and effective sets. Docker's default set unless changed.
+    #[serde(default = "super::capability::default_set")]
+    pub capabilities: Vec<u32>,
+    /// The seccomp filter installed just before exec.
+    #[serde(default)]
+    pub seccomp: Seccomp,
 }
 
 impl Spec {
     /// A spec with defaults: root user, cwd `/`, host network, no limits,
-    /// no_new_privs, a hostname, and `/etc` files generated for it.
+    /// no_new_privs, Docker's default capabilities and seccomp profile, a hostname,
+    /// and `/etc` files generated for it.
     pub fn new(rootfs: Rootfs, argv: Vec<String>) -> Spec {
         let hostname = "kiln".to_string();
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -194,6 +203,8 @@ impl Spec {
             limits: CgroupLimits::default(),
             no_new_privs: true,
             init: false,
+            capabilities: super::capability::default_set(),
+            seccomp: Seccomp::Default,
         }
     }
 

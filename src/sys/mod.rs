@@ -1,6 +1,6 @@
 //! The only module that makes raw syscalls: thin, safe wrappers over `rustix`,
 //! `nix` and `libc` for files (device nodes, whiteouts, xattrs, calls relative to an
-//! open directory), mounts, namespaces, processes, capabilities and cgroups. Everything
+//! open directory), mounts, namespaces, processes, capabilities, seccomp and cgroups. Everything
 //! above `sys` stays safe Rust and testable without root.
 #![allow(unsafe_code)]
 
@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod mount;
 pub mod namespace;
 pub mod process;
+pub mod seccomp;
 pub mod userns;
 
 pub use error::{Result, SysError};

@@ -295,7 +295,8 @@ fn cap_mask(caps: &[u32]) -> u64 {
         .fold(0, |mask, c| mask | (1u64 << c))
 }
 
-fn last_cap() -> u32 {
+/// The highest capability number the running kernel knows (`cap_last_cap`).
+pub fn last_capability() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -308,7 +309,7 @@ fn last_cap() -> u32 {
 /// setting since CVE-2022-24769), and no_new_privs.
 pub fn drop_privileges(creds: &Credentials) -> Result<()> {
     let keep = cap_mask(&creds.capabilities);
-    for cap in 0..=last_cap() {
+    for cap in 0..=last_capability() {
         if keep & (1u64 << cap) == 0 {
             // SAFETY: prctl(PR_CAPBSET_DROP) takes an integer capability number.
             let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };

@@ -27,6 +27,7 @@ mod plan;
 mod progress;
 mod registry;
 mod rootless;
+mod seccomp;
 mod shell_conformance;
 mod snapshot;
 mod source_context;

@@ -102,6 +102,16 @@ pub struct BuildArgs {
     #[arg(long = "network", value_name = "MODE", value_parser = ["default", "none", "host"])]
     network: Option<String>,
 
+    /// Grant an entitlement (BuildKit's): security.insecure lets `RUN --security=insecure`
+    /// run without seccomp and with every capability; network.host is always granted.
+    #[arg(
+        long = "allow",
+        value_name = "ENTITLEMENT",
+        value_delimiter = ',',
+        value_parser = ["security.insecure", "network.host"]
+    )]
+    allow: Vec<String>,
+
     /// Write the build's result (image id, manifest digest, names) as JSON to this file.
     #[arg(long = "metadata-file", value_name = "FILE")]
     metadata_file: Option<PathBuf>,
@@ -389,6 +399,7 @@ fn request(
         no_cache_filter: args.no_cache_filter.clone(),
         pull: args.pull,
         network: args.network.clone(),
+        allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
         secrets: options::parse_secrets(&args.secrets)?,
         ssh: options::parse_ssh(&args.ssh)?,
         platforms,

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::plan::{CacheSharing, Exec, ExecMount, MountKind, MountOwner};
 use crate::progress::{Stream, Vertex};
 use crate::sandbox::{
-    BindMount, ExitStatus, NetworkMode, Rootfs, Running, Sandbox, SpawnOptions, Spec, StepMount,
+    BindMount, ExitStatus, NetworkMode, Rootfs, Running, Sandbox, Seccomp, SpawnOptions, Spec,
+    StepMount, capability,
 };
 use crate::snapshot::{self, overlay};
 use crate::solve::scheduler::cancelled;
@@ -540,6 +541,13 @@ pub(in crate::solve) async fn run(
     .with_network(&exec.hostname, network);
     spec.process.cwd = exec.workdir.clone();
     spec.process.user = exec.user.clone();
+    if exec.security == "insecure" {
+        // BuildKit's security.insecure: no seccomp filter, every capability (the build
+        // only gets here with `--allow security.insecure`).
+        spec.seccomp = Seccomp::Unconfined;
+        spec.capabilities = capability::all();
+        spec.no_new_privs = false;
+    }
 
     let _permit = task.shared.job_permit().await?;
     // Cache locks may wait for another step: set the mounts up off the reactor.
@@ -622,11 +630,8 @@ fn keep_failed(
     }
 }
 
-/// What kiln cannot run: `--security=insecure`, and binaries of another platform.
+/// What kiln cannot run: binaries of another platform.
 fn check_runnable(task: &Task, exec: &Exec) -> Result<()> {
-    if exec.security == "insecure" {
-        return Err(task.unsupported("RUN --security=insecure"));
-    }
     let host = crate::plan::Platform::host();
     if let Ok(platform) = crate::plan::Platform::parse(&exec.platform)
         && !platform.runs_on(&host)
