@@ -123,7 +123,10 @@ mod tests {
             reference: &str,
             platform: &Platform,
         ) -> Result<ResolvedImage, ResolveError> {
-            let digest = crate::cache::key(format!("{reference} {platform}").as_bytes(), &[]);
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (reference, platform.to_string()).hash(&mut hasher);
+            let digest = format!("{:016x}", hasher.finish()).repeat(4);
             Ok(ResolvedImage {
                 reference_normalised: format!("docker.io/library/{reference}:latest"),
                 manifest_digest: format!("sha256:{digest}"),
