@@ -1,14 +1,17 @@
 //! A build for several platforms (`--platform linux/amd64,linux/arm64`): one plan per
 //! platform, merged into one DAG ([`crate::plan::merge`]) so that steps whose keys are
 //! equal across platforms — the `FROM --platform=$BUILDPLATFORM` stages — run once; then
-//! each platform's image is exported and an OCI index over them is named in the store
-//! (and pushed, for `--push`).
+//! each platform's image is exported and an OCI index over them is named in the store.
+//! The outputs take the index as they take an image: pushed as an index, written as one
+//! into an OCI layout, and as one directory per platform (`linux_arm64/`) by `local`
+//! and `tar`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::{Build, BuildError, BuildRequest, OutputSpec, base, layers};
+use super::{Build, BuildError, BuildRequest, CacheTarget, OutputSpec, base, cache, layers};
 use crate::export::{self, ExportOptions, Exported};
 use crate::image;
 use crate::oci::Reference;
@@ -25,29 +28,37 @@ pub(super) async fn solve_and_export(
     sink: &Sink,
     cancel: watch::Receiver<bool>,
 ) -> Result<(Exported, Vec<image::Pushed>), BuildError> {
-    refuse_unsupported(request, outputs)?;
+    refuse_unsupported(request)?;
     let clock = Clock::start();
     let pulls = base::Pulls::new(sink.clone(), clock.clone(), cancel.clone());
-    let mut plans = Vec::with_capacity(request.platforms.len());
-    for platform in &request.platforms {
-        let plan = base::plan(
-            &build.store,
-            &build.registry,
-            request,
-            &pulls,
-            Some(platform),
-        )
-        .await?;
-        plans.push(plan);
-    }
-    let merged = merge::merge(plans);
+    // The imported caches are read while the plans are made.
+    let plans = async {
+        let mut plans = Vec::with_capacity(request.platforms.len());
+        for platform in &request.platforms {
+            let plan = base::plan(
+                &build.store,
+                &build.registry,
+                request,
+                &pulls,
+                Some(platform),
+            )
+            .await?;
+            plans.push(plan);
+        }
+        Ok::<_, BuildError>(plans)
+    };
+    let remote = cache::Remote::open(&build.store, &build.registry, request, sink);
+    let (plans, remote) = tokio::join!(plans, remote);
+    let (merged, remote) = (merge::merge(plans?), remote?);
     let sink = &pulls.offset_sink();
     for warning in merged.plans.iter().flat_map(|plan| &plan.warnings) {
         sink.send(crate::progress::Event::BuildWarning {
             message: warning.clone(),
         });
     }
-    let (solver, cache, _lease) = build.open_solver(request, None, sink, &clock).await?;
+    let (solver, cache, _lease) = build
+        .open_solver(request, remote.as_ref(), sink, &clock)
+        .await?;
     let forward = super::forward_cancel(cancel, solver.canceller());
     let solved = solver.solve(&merged.solvable()).await;
     forward.abort();
@@ -65,6 +76,13 @@ pub(super) async fn solve_and_export(
             let epoch = plan.source_date_epoch;
             let inputs = layers::inputs(plan, &solved, epoch, super::pushed_compression(outputs))?;
             layers::materialize_unexported(&solver, plan, &solved, &inputs).await?;
+            if let Some(remote) = &remote {
+                let all = outputs.iter().any(OutputSpec::needs_layer_bytes);
+                remote
+                    .fetch_missing_layers(&build.store, plan, &inputs, all)
+                    .await
+                    .map_err(|source| BuildError::CacheImport { source })?;
+            }
             let options = ExportOptions {
                 inline_cache: None,
                 source_date_epoch: epoch,
@@ -99,34 +117,58 @@ pub(super) async fn solve_and_export(
         clock: &clock,
         first_vertex: vertex_id + 1,
     };
-    let pushed = super::output::write(
-        &build.store,
-        &build.registry,
-        &exported.manifest_digest,
-        outputs,
-        request.stdout.as_ref(),
-        progress,
-    )
-    .await?;
+    let (outputs_done, outputs_done_rx) = watch::channel(false);
+    let outputs_written = async {
+        let written = super::output::write(
+            &build.store,
+            &build.registry,
+            &exported.manifest_digest,
+            outputs,
+            request.stdout.as_ref(),
+            progress,
+        )
+        .await;
+        let _ = outputs_done.send(true);
+        written
+    };
+    let caches_exported = async {
+        let Some(remote) = &remote else {
+            return Ok(());
+        };
+        // Every platform's steps: the cache plan has the merged graph and, as the image
+        // steps `mode=min` sends, the layers of every platform's image.
+        let cache_plan = merged.cache_plan();
+        let written = HashMap::new();
+        let source = build.cache_source(remote, &cache, (&cache_plan, &solved, &written), request);
+        let first_vertex = vertex_id + 1 + outputs.len() as u64;
+        build
+            .export_caches(
+                &source,
+                request,
+                (sink, &clock, first_vertex),
+                outputs_done_rx,
+            )
+            .await
+    };
+    let (pushed, cached) = tokio::join!(outputs_written, caches_exported);
+    let pushed = pushed?;
+    cached?;
     Ok((exported, pushed))
 }
 
-/// What a build for several platforms cannot do yet: say so before any work.
-fn refuse_unsupported(request: &BuildRequest, outputs: &[OutputSpec]) -> Result<(), BuildError> {
-    let usage = |what: &str| BuildError::Usage {
-        message: format!("{what} is not supported yet in a build for several platforms"),
-    };
-    if !request.cache_from.is_empty() || !request.cache_to.is_empty() {
-        return Err(usage("--cache-from/--cache-to"));
-    }
-    for output in outputs {
-        let kind = match output {
-            OutputSpec::Image(_) => continue,
-            OutputSpec::Archive(_) => "an oci or docker archive output",
-            OutputSpec::Local { .. } => "a local output",
-            OutputSpec::Tar { .. } => "a tar output",
-        };
-        return Err(usage(kind));
+/// What a build for several platforms cannot do: say so before any work. (A docker
+/// archive, which holds one image per name, is refused when it is written.)
+fn refuse_unsupported(request: &BuildRequest) -> Result<(), BuildError> {
+    if request
+        .cache_to
+        .iter()
+        .any(|spec| spec.target == CacheTarget::Inline)
+    {
+        return Err(BuildError::Usage {
+            message: "--cache-to type=inline keeps the cache in one image's config; a build \
+                      for several platforms needs type=registry or type=local"
+                .into(),
+        });
     }
     Ok(())
 }

@@ -90,19 +90,12 @@ pub fn write_image(
     options: &LayerOptions,
     dest: ArchiveDest<'_>,
 ) -> Result<()> {
-    let (image, stored, stored_type) = stored_image(store, manifest)?;
-    let outgoing = compress::outgoing(store, &image, &stored, &stored_type, options)?;
-    let manifest_digest = Digest::of(&outgoing.manifest_bytes);
+    if let Some(platforms) = super::list::stored_index(store, manifest)? {
+        return write_index_image(store, &platforms, names, format, options, dest);
+    }
     let saved = Saved {
         names: names.to_vec(),
-        manifest: Descriptor::new(
-            MediaType::from(outgoing.manifest_type.as_str()),
-            outgoing.manifest_bytes.len() as u64,
-            manifest_digest.to_oci(),
-        ),
-        manifest_bytes: outgoing.manifest_bytes,
-        config: outgoing.config.digest,
-        layers: outgoing.layers.into_iter().map(|l| l.digest).collect(),
+        ..outgoing_image(store, manifest, options)?
     };
     match dest {
         ArchiveDest::Tar(out) => {
@@ -115,6 +108,104 @@ pub fn write_image(
             write_layout(&mut layout, store, &[saved], format)
         }
     }
+}
+
+/// The stored image `manifest` as an output sends it (layers compressed as `options`
+/// say), unnamed.
+fn outgoing_image(store: &Store, manifest: &Digest, options: &LayerOptions) -> Result<Saved> {
+    let (image, stored, stored_type) = stored_image(store, manifest)?;
+    let outgoing = compress::outgoing(store, &image, &stored, &stored_type, options)?;
+    let manifest_digest = Digest::of(&outgoing.manifest_bytes);
+    Ok(Saved {
+        names: Vec::new(),
+        manifest: Descriptor::new(
+            MediaType::from(outgoing.manifest_type.as_str()),
+            outgoing.manifest_bytes.len() as u64,
+            manifest_digest.to_oci(),
+        ),
+        manifest_bytes: outgoing.manifest_bytes,
+        config: outgoing.config.digest,
+        layers: outgoing.layers.into_iter().map(|l| l.digest).collect(),
+    })
+}
+
+/// An OCI layout whose `index.json` names an image index of several platforms' images
+/// (as BuildKit's oci exporter writes one); a docker archive cannot hold one.
+fn write_index_image(
+    store: &Store,
+    platforms: &[(crate::oci::Platform, Digest)],
+    names: &[Reference],
+    format: ArchiveFormat,
+    options: &LayerOptions,
+    dest: ArchiveDest<'_>,
+) -> Result<()> {
+    if format == ArchiveFormat::Docker {
+        return Err(ImageError::Invalid {
+            what: "type=docker".into(),
+            reason: "it holds one image per name; an image of several platforms needs type=oci"
+                .into(),
+        });
+    }
+    let mut images = Vec::with_capacity(platforms.len());
+    let mut entries = Vec::with_capacity(platforms.len());
+    for (platform, manifest) in platforms {
+        let image = outgoing_image(store, manifest, options)?;
+        let mut entry = serde_json::to_value(&image.manifest).unwrap_or(Value::Null);
+        entry["platform"] = serde_json::to_value(platform).unwrap_or(Value::Null);
+        entries.push(entry);
+        images.push(image);
+    }
+    let index_bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": entries,
+    }))
+    .unwrap_or_default();
+    let index_digest = Digest::of(&index_bytes);
+    // Only named in `index.json`: its blob is written from `index_bytes`.
+    let top = Saved {
+        names: names.to_vec(),
+        manifest: Descriptor::new(
+            MediaType::from(media_type::OCI_INDEX),
+            index_bytes.len() as u64,
+            index_digest.to_oci(),
+        ),
+        manifest_bytes: Vec::new(),
+        config: index_digest,
+        layers: Vec::new(),
+    };
+    let index = (&top, index_bytes.as_slice());
+    match dest {
+        ArchiveDest::Tar(out) => {
+            let mut layout = Layout::Tar(tar::Builder::new(out));
+            write_index_layout(&mut layout, store, &images, index)?;
+            layout.finish()
+        }
+        ArchiveDest::Dir(dir) => write_index_layout(
+            &mut Layout::<std::io::Sink>::Dir(dir),
+            store,
+            &images,
+            index,
+        ),
+    }
+}
+
+/// The blobs of `images`, the index over them (`top`, whose bytes are given) and an
+/// `index.json` naming it.
+fn write_index_layout<W: Write>(
+    layout: &mut Layout<'_, W>,
+    store: &Store,
+    images: &[Saved],
+    (top, index_bytes): (&Saved, &[u8]),
+) -> Result<()> {
+    add_blobs(layout, store, images)?;
+    let digest = Digest::from_oci(top.manifest.digest()).map_err(StoreError::from)?;
+    layout.bytes(&format!("blobs/sha256/{}", digest.hex()), index_bytes)?;
+    layout.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    layout.bytes(
+        "index.json",
+        &serde_json::to_vec(&oci_index(std::slice::from_ref(top))).unwrap_or_default(),
+    )
 }
 
 fn write_layout<W: Write>(

@@ -82,6 +82,21 @@ pub fn resolve_platform(
     Ok((descriptor, image))
 }
 
+/// The platforms and manifests of `digest` when the store holds it as an image index (a
+/// build for several platforms), in its order.
+pub(crate) fn stored_index(
+    store: &Store,
+    digest: &Digest,
+) -> Result<Option<Vec<(Platform, Digest)>>> {
+    let json: Value = serde_json::from_slice(&store.read_blob(digest)?).unwrap_or_default();
+    let is_index = json["mediaType"].as_str().is_some_and(media_type::is_index)
+        || (json.get("manifests").is_some() && json.get("config").is_none());
+    if !is_index {
+        return Ok(None);
+    }
+    index_platforms(store, digest).map(Some)
+}
+
 /// The platforms of a stored image index, in its order.
 fn index_platforms(store: &Store, index: &Digest) -> Result<Vec<(Platform, Digest)>> {
     let json: Value =

@@ -18,6 +18,17 @@ use crate::store::{Store, StoreError};
 /// Writes the merged filesystem of the stored image `manifest` into `dest` (created if
 /// missing; what it holds already is overwritten where the image has the same path).
 pub fn write_rootfs(store: &Store, manifest: &Digest, dest: &Path) -> Result<()> {
+    // An image of several platforms: each in a directory of its own, as BuildKit writes.
+    if let Some(platforms) = super::list::stored_index(store, manifest)? {
+        for (platform, image) in platforms {
+            let mut name = format!("{}_{}", platform.os, platform.architecture);
+            if let Some(variant) = &platform.variant {
+                name.push_str(&format!("_{variant}"));
+            }
+            write_rootfs(store, &image, &dest.join(name))?;
+        }
+        return Ok(());
+    }
     let image = store.image(manifest)?;
     fs::create_dir_all(dest).map_err(io_err("create directory", dest))?;
     for (layer, diff_id) in image.layers.iter().zip(&image.diff_ids) {

@@ -27,6 +27,20 @@ impl MergedPlans {
         plan.graph = self.graph.clone();
         plan
     }
+
+    /// [`Self::solvable`] whose image layers are every platform's (each node once): what a
+    /// cache export of the images' steps (`mode=min`) sends.
+    pub fn cache_plan(&self) -> Plan {
+        let mut plan = self.solvable();
+        for other in &self.plans[1..] {
+            for layer in &other.image.layers {
+                if !plan.image.layers.iter().any(|l| l.node == layer.node) {
+                    plan.image.layers.push(*layer);
+                }
+            }
+        }
+        plan
+    }
 }
 
 /// Merges `plans` (at least one) into one graph. The first plan that has an op names it.
