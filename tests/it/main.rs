@@ -24,6 +24,7 @@ mod layers;
 mod output;
 mod parity;
 mod plan;
+mod platforms;
 mod progress;
 mod registry;
 mod rootless;

@@ -1,0 +1,261 @@
+//! Builds for several platforms (`--platform linux/amd64,linux/arm64`) without emulation:
+//! the builder stage runs natively (`FROM --platform=$BUILDPLATFORM`), once; the
+//! per-platform stages only copy. The result is an image index: in the store (listed once,
+//! run by platform), pushed (read back by skopeo), in an OCI layout, as a directory per
+//! platform, and through a registry cache. Privileged, like `build`.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::build::Env;
+use crate::harness::{self, SKOPEO, registry, stderr, text};
+
+/// The cross-compilation pattern: a native builder, a result per target platform.
+const CROSS: &str = "FROM --platform=$BUILDPLATFORM busybox AS build\n\
+    RUN echo compiled > /tool\n\
+    ARG TARGETARCH\n\
+    RUN echo for-$TARGETARCH > /out\n\
+    FROM scratch\n\
+    COPY --from=build /out /out\n\
+    COPY --from=build /tool /tool\n";
+
+const PLATFORMS: &str = "linux/amd64,linux/arm64";
+
+fn skopeo_raw(reference: &str) -> Value {
+    let out = Command::new(SKOPEO)
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `(os/architecture, digest)` of each entry of an index.
+fn entries(index: &Value) -> Vec<(String, String)> {
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let platform = format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            );
+            (platform, m["digest"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn an_index_of_two_platforms_with_the_builder_run_once() {
+    let Some(env) = Env::new(true) else { return };
+    let Some(reg) = registry::plain() else { return };
+    if !harness::have(SKOPEO) {
+        return;
+    }
+    env.write("Dockerfile", CROSS);
+    let name = format!("{}/platforms/app:1", reg.addr);
+    let out = env.build(&["--platform", PLATFORMS, "-t", &name, "--push", "--load"]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    // Named with their platform; the native builder's first RUN is one step.
+    let compile: Vec<&str> = log
+        .lines()
+        .filter(|l| l.ends_with("RUN echo compiled > /tool"))
+        .collect();
+    assert_eq!(compile.len(), 1, "{log}");
+    assert!(compile[0].contains("[linux/amd64 build 2/3]"), "{log}");
+    // Shown expanded, as BuildKit shows a RUN: one step per platform.
+    for arch in ["amd64", "arm64"] {
+        assert!(
+            log.contains(&format!("] RUN echo for-{arch} > /out")),
+            "{log}"
+        );
+    }
+    assert!(log.contains("[linux/arm64 stage-1 1/2] COPY --from=build /out /out"));
+
+    // Pushed as an index; each image says its platform and holds its file.
+    let index = skopeo_raw(&name);
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let platforms: Vec<String> = entries(&index).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    for (platform, digest) in entries(&index) {
+        let manifest = skopeo_raw(&format!("{}/platforms/app@{digest}", reg.addr));
+        let config_digest = manifest["config"]["digest"].as_str().unwrap();
+        let config: Value = serde_json::from_slice(&env.blob(config_digest)).unwrap();
+        assert_eq!(
+            format!("linux/{}", config["architecture"].as_str().unwrap()),
+            platform
+        );
+    }
+
+    // In the store: one row, its platforms, each image runnable by platform (a scratch
+    // image: its files are read back through the local output below).
+    let out = env.kiln(&["images"]);
+    let rows: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("platforms/app"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let out = env.kiln(&["image", "inspect", &name]);
+    let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        inspect[0]["Platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+
+    // A warm rebuild runs nothing.
+    let out = env.build(&["--platform", PLATFORMS, "-t", &name]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(steps_not_cached(&log), Vec::<String>::new(), "{log}");
+
+    // The files, a directory per platform.
+    let dest = env.context().join("..").join("out");
+    let spec = format!("type=local,dest={}", dest.display());
+    let out = env.build(&["--platform", PLATFORMS, "-o", &spec]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for arch in ["amd64", "arm64"] {
+        let file = dest.join(format!("linux_{arch}/out"));
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            format!("for-{arch}\n")
+        );
+        let tool = dest.join(format!("linux_{arch}/tool"));
+        assert_eq!(std::fs::read_to_string(&tool).unwrap(), "compiled\n");
+    }
+}
+
+#[test]
+fn an_oci_layout_holds_the_index_and_a_docker_archive_is_refused() {
+    let Some(env) = Env::new(true) else { return };
+    if !harness::have(SKOPEO) {
+        return;
+    }
+    env.write("Dockerfile", CROSS);
+    let layout = env.context().join("..").join("layout");
+    let spec = format!("type=oci,dest={},tar=false,name=app:1", layout.display());
+    let out = env.build(&["--platform", PLATFORMS, "-o", &spec]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = Command::new(SKOPEO)
+        .arg("inspect")
+        .arg("--raw")
+        .arg(format!("oci:{}:1", layout.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let index: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let platforms: Vec<String> = entries(&index).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+
+    let archive = env.context().join("..").join("d.tar");
+    let spec = format!("type=docker,dest={}", archive.display());
+    let out = env.build(&["--platform", PLATFORMS, "-o", &spec]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("needs type=oci"), "{}", stderr(&out));
+}
+
+#[test]
+fn each_platform_resolves_its_own_base_and_a_missing_one_is_named() {
+    let Some(env) = Env::new(true) else { return };
+    let Some(reg) = registry::plain() else { return };
+    // A base image of two platforms, made by a build for two platforms.
+    env.write("Dockerfile", CROSS);
+    let base = format!("{}/platforms/base:1", reg.addr);
+    let out = env.build(&["--platform", PLATFORMS, "-t", &base, "--push"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (_other, other_root) = harness::temp_dir();
+    let fresh = other_root.join("root");
+    let context = env.context();
+    let build = |platforms: &str| {
+        std::fs::write(
+            context.join("Dockerfile"),
+            format!("FROM {base}\nCOPY Dockerfile /d\n"),
+        )
+        .unwrap();
+        harness::kiln_with_root(&fresh)
+            .args([
+                "build",
+                "--progress",
+                "plain",
+                "--platform",
+                platforms,
+                "-t",
+                "child",
+            ])
+            .arg(&context)
+            .output()
+            .unwrap()
+    };
+    let out = build("linux/arm64,linux/amd64");
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    let index = entries(&skopeo_raw(&base));
+    for (platform, digest) in &index {
+        assert!(
+            log.contains(&format!("[{platform} 1/2] FROM {base}@{digest}")),
+            "{platform} from its own manifest:\n{log}"
+        );
+    }
+    // The name keeps meaning this machine's image.
+    let out = harness::kiln(&fresh, &["image", "inspect", &base]);
+    let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(inspect[0]["Architecture"], "amd64");
+
+    let out = build("linux/s390x,linux/amd64");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "no manifest for platform linux/s390x in the index; available: linux/amd64, linux/arm64"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_registry_cache_carries_every_platform() {
+    let Some(env) = Env::new(true) else { return };
+    let Some(reg) = registry::plain() else { return };
+    env.write("Dockerfile", CROSS);
+    let cache = format!("type=registry,ref={}/platforms/cache:1,mode=max", reg.addr);
+    let out = env.build(&["--platform", PLATFORMS, "--cache-to", &cache]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Another machine: a fresh store with only the base image.
+    let (_other, other_root) = harness::temp_dir();
+    let fresh = other_root.join("root");
+    let archive = harness::busybox().unwrap().docker_archive().unwrap();
+    let out = harness::kiln(&fresh, &["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let from = format!("{}/platforms/cache:1", reg.addr);
+    let out = harness::kiln_with_root(&fresh)
+        .args(["build", "--progress", "plain", "--platform", PLATFORMS])
+        .args(["--cache-from", &from])
+        .arg(env.context())
+        .output()
+        .unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(steps_not_cached(&log), Vec::<String>::new(), "{log}");
+}
+
+/// The RUN and COPY steps of plain progress output that did not show `CACHED`.
+fn steps_not_cached(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| line.contains("] RUN ") || line.contains("] COPY "))
+        .filter(|line| {
+            let number = line.split(' ').next().unwrap_or_default();
+            !log.contains(&format!("{number} CACHED"))
+        })
+        .map(str::to_string)
+        .collect()
+}
