@@ -117,6 +117,7 @@ pub(super) async fn plan(
         build_args: request.build_args.clone(),
         no_cache_filter: request.no_cache_filter.clone(),
         network: request.network.clone(),
+        target_platform: request.platform.clone().unwrap_or_else(Platform::host),
         ..plan::Options::default()
     };
     let store = store.clone();

@@ -7,8 +7,10 @@
 //! - [`plan`]: the namespaces and mounts as data (testable without root).
 //! - [`parent`]: [`Sandbox::spawn`] → [`Running`] (tokio): output events, `wait`, `kill`.
 //! - [`child`]: the hidden `kiln __sandbox STATE_DIR` entry, [`child_main`].
+//! - [`emulation`]: whether binfmt_misc runs a foreign architecture's binaries here.
 
 pub mod child;
+pub mod emulation;
 pub mod error;
 pub mod parent;
 pub mod plan;
@@ -16,7 +18,7 @@ pub mod spec;
 pub mod user;
 
 pub use child::child_main;
-pub use error::{SandboxError, UserError};
+pub use error::{EmulationError, SandboxError, UserError};
 pub use parent::{ExitStatus, OutputEvent, Running, Sandbox, SpawnOptions, StdioMode, Stream};
 pub use parent::{RUNTIME_DIR_ENV, runtime_dir};
 pub use spec::{

@@ -119,7 +119,8 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "SPEC")]
     ssh: Vec<String>,
 
-    /// The platform to build for; only this machine's is supported so far.
+    /// The platform to build for (this machine's by default); RUN steps of another
+    /// architecture run through binfmt_misc emulation (see `kiln system binfmt`).
     #[arg(long = "platform", value_name = "OS/ARCH")]
     platform: Option<String>,
 
