@@ -8,10 +8,10 @@ use crate::syntax::Span;
 /// says where in the Dockerfile, when that is known, so a caller can show an excerpt.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// `--platform` names a platform other than the host's: there is no emulation yet.
+    /// `--platform` names another OS than the host's.
     #[error(
-        "--platform {wanted}: kiln builds for this machine's platform ({host}) only; \
-         multi-platform builds are not supported yet"
+        "--platform {wanted}: kiln builds images for this machine's OS only (this machine is \
+         {host})"
     )]
     UnsupportedPlatform { wanted: String, host: String },
     /// The Dockerfile could not be planned (a bad expansion, an unknown stage, a base image

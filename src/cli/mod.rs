@@ -85,7 +85,7 @@ impl Command {
                 | Command::Man { .. }
                 | Command::Sandbox { .. }
                 | Command::System {
-                    command: system::SystemCommand::Check
+                    command: system::SystemCommand::Check | system::SystemCommand::Binfmt { .. }
                 }
         )
     }

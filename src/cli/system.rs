@@ -1,5 +1,5 @@
 //! `kiln system df` and `kiln builder prune`: what the store holds, and freeing the build
-//! cache.
+//! cache; `kiln system binfmt`: the emulators of foreign platforms.
 
 use std::collections::{HashMap, HashSet};
 use std::process::ExitCode;
@@ -22,6 +22,14 @@ pub enum SystemCommand {
     /// Check what running kiln without root needs (subordinate ids, newuidmap, user
     /// namespaces, overlay in a user namespace, cgroup delegation), each with its fix.
     Check,
+    /// Show the emulators binfmt_misc has for foreign platforms (what RUN steps of another
+    /// architecture need).
+    Binfmt {
+        /// As root: mount binfmt_misc if needed and register Debian's qemu-user-static
+        /// emulators that are not registered yet, with the F (fix-binary) flag.
+        #[arg(long)]
+        install: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,8 +83,10 @@ pub fn builder(command: BuilderCommand, global: &GlobalArgs) -> Result<ExitCode>
 }
 
 pub fn system(command: SystemCommand, global: &GlobalArgs) -> Result<ExitCode> {
-    if let SystemCommand::Check = command {
-        return Ok(check(global));
+    match command {
+        SystemCommand::Check => return Ok(check(global)),
+        SystemCommand::Binfmt { install } => return binfmt(install),
+        SystemCommand::Df => {}
     }
     let store = open_store(global)?;
     let cache = CacheIndex::for_store(&store)?;
@@ -249,4 +259,64 @@ fn check(global: &GlobalArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `kiln system binfmt [--install]`: binfmt_misc's state, then one line per platform:
+/// native, its emulator, or what is missing.
+fn binfmt(install: bool) -> Result<ExitCode> {
+    use crate::sandbox::EmulationError;
+    use crate::sandbox::emulation::{self, Registration};
+    if install {
+        for registration in emulation::install()? {
+            match registration {
+                Registration::Added { name, flags } => {
+                    println!("{name}: registered (flags {flags})");
+                }
+                Registration::Present { name } => println!("{name}: already registered"),
+                Registration::NoInterpreter { name, interpreter } => {
+                    println!(
+                        "{name}: skipped, {} is not installed",
+                        interpreter.display()
+                    );
+                }
+            }
+        }
+    }
+    match emulation::binfmt_misc() {
+        Ok(dir) => println!("binfmt_misc: mounted at {}", dir.display()),
+        Err(error) => println!("binfmt_misc: {error}"),
+    }
+    let host = crate::oci::Platform::host();
+    let mut unregistered = false;
+    for (arch, variant) in emulation::PLATFORMS {
+        let platform = crate::oci::Platform::new("linux", arch, *variant);
+        let state = if platform.runs_on(&host) || emulation::runs_natively(arch) {
+            "native".to_string()
+        } else {
+            match emulation::emulator_for(arch, *variant) {
+                Ok(emulator) => format!(
+                    "{} ({}, flags {})",
+                    emulator.name,
+                    emulator.interpreter.display(),
+                    emulator.flags
+                ),
+                // Said once, above or below.
+                Err(EmulationError::NotMounted { .. } | EmulationError::BinfmtDisabled { .. }) => {
+                    "missing".to_string()
+                }
+                Err(EmulationError::NoEntry { .. }) => {
+                    unregistered = true;
+                    "missing".to_string()
+                }
+                Err(error) => format!("unusable: {error}"),
+            }
+        };
+        println!("{:<16}{state}", platform.to_string());
+    }
+    if unregistered {
+        println!(
+            "fix: apt-get install qemu-user-static, then kiln system binfmt --install (as root)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -51,6 +51,8 @@ pub enum SandboxError {
     #[error("seccomp: {0}")]
     Seccomp(#[from] SeccompError),
     #[error(transparent)]
+    Emulation(#[from] EmulationError),
+    #[error(transparent)]
     Sys(#[from] SysError),
     #[error("mount source {path} in {root} (for {target}): {source}")]
     MountSource {
@@ -97,6 +99,86 @@ pub enum SeccompError {
     UnsupportedHost(&'static str),
     #[error("the filter has {0} instructions; the kernel takes at most 4096")]
     TooLong(usize),
+}
+
+/// Why binaries of a foreign architecture cannot run here, each with its fix; or why the
+/// emulators could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulationError {
+    #[error("kiln knows no ELF machine for {platform}, so no emulator can be looked up for it")]
+    UnknownArchitecture { platform: String },
+    #[error(
+        "binfmt_misc is not mounted at {dir}: mount it (`mount -t binfmt_misc binfmt_misc {dir}`), \
+         then register the emulators (`kiln system binfmt --install`)",
+        dir = dir.display()
+    )]
+    NotMounted { dir: PathBuf },
+    #[error(
+        "binfmt_misc is disabled: enable it with `echo 1 > {}`",
+        dir.join("status").display()
+    )]
+    BinfmtDisabled { dir: PathBuf },
+    #[error(
+        "no emulator for {platform} is registered in binfmt_misc ({}): install one with \
+         `apt-get install qemu-user-static`, then register it with `kiln system binfmt --install`",
+        dir.display()
+    )]
+    NoEntry { platform: String, dir: PathBuf },
+    #[error(
+        "the binfmt_misc entry {entry} for {platform} is disabled: enable it with `echo 1 > {}`",
+        path.display()
+    )]
+    EntryDisabled {
+        platform: String,
+        entry: String,
+        path: PathBuf,
+    },
+    #[error(
+        "the binfmt_misc entry {entry} for {platform} lacks the F flag (its flags: {flags:?}), so \
+         its interpreter cannot be opened inside the build's root filesystem: remove it \
+         (`echo -1 > {}`) and register it again with F (`kiln system binfmt --install`)",
+        path.display()
+    )]
+    NoFixBinary {
+        platform: String,
+        entry: String,
+        flags: String,
+        path: PathBuf,
+    },
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "registering emulators needs root (it mounts binfmt_misc and writes its register file)"
+    )]
+    NotRoot,
+    #[error("mounting binfmt_misc at {}: {source}", dir.display())]
+    Mount {
+        dir: PathBuf,
+        #[source]
+        source: SysError,
+    },
+    #[error(
+        "no qemu-*.conf rules in {}: install them with `apt-get install qemu-user-static`",
+        dir.display()
+    )]
+    NoQemuRules { dir: PathBuf },
+    #[error("{}:{line}: not a binfmt_misc rule: {text}", path.display())]
+    BadRule {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
+    #[error("registering {name} ({}): {source}", path.display())]
+    Register {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 pub(crate) fn io_err<'a>(

@@ -9,9 +9,11 @@
 //! - [`child`]: the hidden `kiln __sandbox STATE_DIR` entry, [`child_main`].
 //! - [`capability`]: capabilities by name, `--cap-add`/`--cap-drop`.
 //! - [`seccomp`]: Docker's default profile, JSON profiles, the BPF filter.
+//! - [`emulation`]: whether binfmt_misc runs a foreign architecture's binaries here.
 
 pub mod capability;
 pub mod child;
+pub mod emulation;
 pub mod error;
 pub mod parent;
 pub mod plan;
@@ -20,7 +22,7 @@ pub mod spec;
 pub mod user;
 
 pub use child::child_main;
-pub use error::{CapabilityError, SandboxError, SeccompError, UserError};
+pub use error::{CapabilityError, EmulationError, SandboxError, SeccompError, UserError};
 pub use parent::{ExitStatus, OutputEvent, Running, Sandbox, SpawnOptions, StdioMode, Stream};
 pub use parent::{RUNTIME_DIR_ENV, runtime_dir};
 pub use seccomp::Seccomp;

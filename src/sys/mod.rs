@@ -4,6 +4,7 @@
 //! above `sys` stays safe Rust and testable without root.
 #![allow(unsafe_code)]
 
+pub mod binfmt;
 pub mod cgroup;
 pub mod dir;
 pub mod error;

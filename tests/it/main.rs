@@ -16,6 +16,7 @@ mod completion;
 mod container;
 mod debug;
 mod differential;
+mod emulation;
 mod fileop;
 mod git;
 mod image;

@@ -128,8 +128,9 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "SPEC")]
     ssh: Vec<String>,
 
-    /// The platforms to build for (comma-separated); several make an image index. Steps
-    /// of a platform this machine cannot run need an emulator (kiln system binfmt).
+    /// The platforms to build for (comma-separated; this machine's by default); several make
+    /// an image index. RUN steps of another architecture run through binfmt_misc emulation
+    /// (see `kiln system binfmt`).
     #[arg(long = "platform", value_name = "OS/ARCH[,…]")]
     platform: Option<String>,
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::plan::{CacheSharing, Exec, ExecMount, MountKind, MountOwner};
 use crate::progress::{Stream, Vertex};
 use crate::sandbox::{
-    BindMount, ExitStatus, NetworkMode, Rootfs, Running, Sandbox, Seccomp, SpawnOptions, Spec,
-    StepMount, capability,
+    BindMount, ExitStatus, NetworkMode, Rootfs, Running, Sandbox, SandboxError, Seccomp,
+    SpawnOptions, Spec, StepMount, capability, emulation,
 };
 use crate::snapshot::{self, overlay};
 use crate::solve::scheduler::cancelled;
@@ -636,12 +636,32 @@ fn check_runnable(task: &Task, exec: &Exec) -> Result<()> {
     if let Ok(platform) = crate::plan::Platform::parse(&exec.platform)
         && !platform.runs_on(&host)
     {
-        return Err(task.unsupported(&format!(
-            "RUN for {} on this {host} machine (kiln has no emulation)",
-            exec.platform
-        )));
+        return check_foreign(task, &platform, &host);
     }
     Ok(())
+}
+
+/// A RUN for a platform not the host's runs when the CPU runs its binaries too (`386` on
+/// amd64) or binfmt_misc has an emulator for them that works inside the sandbox; the
+/// kernel then starts the emulator for every binary of it.
+fn check_foreign(
+    task: &Task,
+    platform: &crate::plan::Platform,
+    host: &crate::plan::Platform,
+) -> Result<()> {
+    if platform.os != host.os {
+        return Err(task.unsupported(&format!("RUN for {platform} on this {host} machine")));
+    }
+    if emulation::runs_natively(&platform.architecture) {
+        return Ok(());
+    }
+    match emulation::emulator_for(&platform.architecture, platform.variant.as_deref()) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(task.step_failed(
+            format!("cannot run {platform} binaries on this {host} machine: {error}"),
+            SandboxError::from(error),
+        )),
+    }
 }
 
 /// The step's environment: its own, plus each proxy variable it does not set itself.

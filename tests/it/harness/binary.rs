@@ -32,6 +32,7 @@ pub fn kiln_command() -> Command {
         .env("DOCKER_CONFIG", docker_config())
         .env_remove("KILN_ROOT")
         .env_remove("KILN_INSECURE_REGISTRIES")
+        .env_remove("KILN_BINFMT_DIR")
         .env_remove("SOURCE_DATE_EPOCH")
         .env_remove("BUILDKIT_PROGRESS")
         .stdin(Stdio::null());
