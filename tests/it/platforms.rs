@@ -259,3 +259,53 @@ fn steps_not_cached(log: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The issue's case: a native builder stage and a per-platform final stage that runs
+/// `uname -m` (emulated for arm64) over a two-platform base.
+#[test]
+fn foreign_steps_run_emulated_in_a_build_for_two_platforms() {
+    let Some(env) = Env::new(false) else { return };
+    let Some(reg) = registry::plain() else { return };
+    let Some(_) = harness::push_busybox_index(reg, "platforms/busybox", "multi") else {
+        return;
+    };
+    let base = format!("{}/platforms/busybox:multi", reg.addr);
+    env.write(
+        "Dockerfile",
+        &format!(
+            "FROM --platform=$BUILDPLATFORM {base} AS build\n\
+             RUN echo compiled > /tool\n\
+             FROM {base}\n\
+             COPY --from=build /tool /tool\n\
+             ARG TARGETARCH\n\
+             RUN uname -m > /m && echo $TARGETARCH > /t\n"
+        ),
+    );
+    let name = format!("{}/platforms/uname:1", reg.addr);
+    let out = env.build(&["--platform", PLATFORMS, "-t", &name, "--push", "--load"]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    let compile = log
+        .lines()
+        .filter(|l| l.ends_with("RUN echo compiled > /tool"))
+        .count();
+    assert_eq!(compile, 1, "the builder stage ran once:\n{log}");
+    assert!(log.contains("[linux/arm64 stage-1 3/3] RUN uname -m"), "{log}");
+
+    let index = skopeo_raw(&name);
+    let platforms: Vec<String> = entries(&index).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    for (platform, machine) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
+        let out = env.kiln(&["run", "--rm", "--platform", platform, &name, "cat", "/m", "/t"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let arch = platform.rsplit('/').next().unwrap();
+        assert_eq!(text(&out.stdout), format!("{machine}\n{arch}\n"));
+    }
+    let out = env.kiln(&["run", "--rm", "--platform", "linux/arm64", &name, "uname", "-m"]);
+    assert_eq!(text(&out.stdout), "aarch64\n", "{}", stderr(&out));
+
+    let out = env.build(&["--platform", PLATFORMS, "-t", &name]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(steps_not_cached(&log), Vec::<String>::new(), "{log}");
+}
