@@ -462,7 +462,10 @@ impl Build {
             sink.clone(),
             clock.clone(),
             SolveOptions {
-                jobs: request.jobs.unwrap_or_else(default_jobs),
+                // Each platform's steps are as many again (and emulated ones mostly wait).
+                jobs: request
+                    .jobs
+                    .unwrap_or_else(|| default_jobs() * request.platforms.len().max(1)),
                 no_cache: request.no_cache,
                 dockerfile: request.dockerfile_path.clone(),
                 sandbox_exe: None,

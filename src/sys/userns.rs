@@ -125,8 +125,10 @@ pub fn wait_stopped(pid: i32) -> Result<bool> {
     }
 }
 
-/// Writes the maps of `pid` with the setuid helpers (`newuidmap PID IN OUT COUNT…`).
+/// Writes the maps of `pid` with the setuid helpers (`newuidmap PID IN OUT COUNT…`), both
+/// at once.
 pub fn map_with_helpers(pid: i32, uids: &[IdRange], gids: &[IdRange]) -> Result<()> {
+    let mut running = Vec::with_capacity(2);
     for (helper, map) in [("newuidmap", uids), ("newgidmap", gids)] {
         let mut command = std::process::Command::new(helper);
         command.arg(pid.to_string());
@@ -137,15 +139,26 @@ pub fn map_with_helpers(pid: i32, uids: &[IdRange], gids: &[IdRange]) -> Result<
                 range.count.to_string(),
             ]);
         }
-        let out = command.output().map_err(|e| SysError::call(helper, e))?;
-        if !out.status.success() {
-            return Err(SysError::Invalid {
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let child = command.spawn().map_err(|e| SysError::call(helper, e))?;
+        running.push((helper, child));
+    }
+    let mut failure = None;
+    for (helper, child) in running {
+        let out = child
+            .wait_with_output()
+            .map_err(|e| SysError::call(helper, e))?;
+        if !out.status.success() && failure.is_none() {
+            failure = Some(SysError::Invalid {
                 call: helper,
                 reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
     }
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
 /// Maps only our own uid and gid to 0 in `pid`'s namespace (no helper needed; setgroups

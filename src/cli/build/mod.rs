@@ -90,7 +90,7 @@ pub struct BuildArgs {
     #[arg(long = "iidfile", value_name = "FILE")]
     iidfile: Option<PathBuf>,
 
-    /// Steps running at once (default: twice the number of CPUs).
+    /// Steps running at once (default: twice the number of CPUs, per platform built).
     #[arg(long = "jobs", value_name = "N")]
     jobs: Option<usize>,
 
