@@ -156,8 +156,7 @@ pub(super) async fn solve_and_export(
     Ok((exported, pushed))
 }
 
-/// What a build for several platforms cannot do: say so before any work. (A docker
-/// archive, which holds one image per name, is refused when it is written.)
+/// What a build for several platforms cannot do: say so before any work.
 fn refuse_unsupported(request: &BuildRequest) -> Result<(), BuildError> {
     if request
         .cache_to

@@ -130,7 +130,10 @@ fn outgoing_image(store: &Store, manifest: &Digest, options: &LayerOptions) -> R
 }
 
 /// An OCI layout whose `index.json` names an image index of several platforms' images
-/// (as BuildKit's oci exporter writes one); a docker archive cannot hold one.
+/// (as BuildKit's oci exporter writes one). A docker archive's `manifest.json`, which holds
+/// one image per name, lists this machine's platform's image (else the first) under the
+/// names, as `docker save` of a multi-platform image does: `docker load` gets that one,
+/// OCI tools the whole index.
 fn write_index_image(
     store: &Store,
     platforms: &[(crate::oci::Platform, Digest)],
@@ -139,13 +142,6 @@ fn write_index_image(
     options: &LayerOptions,
     dest: ArchiveDest<'_>,
 ) -> Result<()> {
-    if format == ArchiveFormat::Docker {
-        return Err(ImageError::Invalid {
-            what: "type=docker".into(),
-            reason: "it holds one image per name; an image of several platforms needs type=oci"
-                .into(),
-        });
-    }
     let mut images = Vec::with_capacity(platforms.len());
     let mut entries = Vec::with_capacity(platforms.len());
     for (platform, manifest) in platforms {
@@ -174,11 +170,27 @@ fn write_index_image(
         config: index_digest,
         layers: Vec::new(),
     };
+    let host = crate::oci::Platform::host();
+    let loaded = host
+        .select(
+            platforms
+                .iter()
+                .zip(&images)
+                .map(|((p, _), image)| (p, image)),
+        )
+        .unwrap_or(&images[0]);
+    let docker = (format == ArchiveFormat::Docker).then(|| Saved {
+        names: names.to_vec(),
+        manifest: loaded.manifest.clone(),
+        manifest_bytes: loaded.manifest_bytes.clone(),
+        config: loaded.config.clone(),
+        layers: loaded.layers.clone(),
+    });
     let index = (&top, index_bytes.as_slice());
     match dest {
         ArchiveDest::Tar(out) => {
             let mut layout = Layout::Tar(tar::Builder::new(out));
-            write_index_layout(&mut layout, store, &images, index)?;
+            write_index_layout(&mut layout, store, &images, index, docker.as_ref())?;
             layout.finish()
         }
         ArchiveDest::Dir(dir) => write_index_layout(
@@ -186,17 +198,19 @@ fn write_index_image(
             store,
             &images,
             index,
+            docker.as_ref(),
         ),
     }
 }
 
-/// The blobs of `images`, the index over them (`top`, whose bytes are given) and an
-/// `index.json` naming it.
+/// The blobs of `images`, the index over them (`top`, whose bytes are given), an
+/// `index.json` naming it and, for a docker archive, `manifest.json` naming `docker`.
 fn write_index_layout<W: Write>(
     layout: &mut Layout<'_, W>,
     store: &Store,
     images: &[Saved],
     (top, index_bytes): (&Saved, &[u8]),
+    docker: Option<&Saved>,
 ) -> Result<()> {
     add_blobs(layout, store, images)?;
     let digest = Digest::from_oci(top.manifest.digest()).map_err(StoreError::from)?;
@@ -205,7 +219,19 @@ fn write_index_layout<W: Write>(
     layout.bytes(
         "index.json",
         &serde_json::to_vec(&oci_index(std::slice::from_ref(top))).unwrap_or_default(),
-    )
+    )?;
+    if let Some(docker) = docker {
+        let (manifest_json, repositories) = docker_metadata(std::slice::from_ref(docker));
+        layout.bytes(
+            "manifest.json",
+            &serde_json::to_vec(&manifest_json).unwrap_or_default(),
+        )?;
+        layout.bytes(
+            "repositories",
+            &serde_json::to_vec(&repositories).unwrap_or_default(),
+        )?;
+    }
+    Ok(())
 }
 
 fn write_layout<W: Write>(

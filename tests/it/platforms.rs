@@ -134,7 +134,7 @@ fn an_index_of_two_platforms_with_the_builder_run_once() {
 }
 
 #[test]
-fn an_oci_layout_holds_the_index_and_a_docker_archive_is_refused() {
+fn oci_and_docker_archives_hold_the_index() {
     let Some(env) = Env::new(true) else { return };
     if !harness::have(SKOPEO) {
         return;
@@ -155,11 +155,33 @@ fn an_oci_layout_holds_the_index_and_a_docker_archive_is_refused() {
     let platforms: Vec<String> = entries(&index).into_iter().map(|(p, _)| p).collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
 
-    let archive = env.context().join("..").join("d.tar");
-    let spec = format!("type=docker,dest={}", archive.display());
+    // A docker archive: the index too, and `manifest.json` (what `docker load` reads)
+    // naming this machine's image.
+    let archive = env.context().join("..").join("d");
+    let spec = format!(
+        "type=docker,dest={},tar=false,name=app:1",
+        archive.display()
+    );
     let out = env.build(&["--platform", PLATFORMS, "-o", &spec]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("needs type=oci"), "{}", stderr(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let read = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(archive.join(name)).unwrap()).unwrap()
+    };
+    let index_json = read("index.json");
+    assert_eq!(
+        index_json["manifests"][0]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let manifest_json = read("manifest.json");
+    assert_eq!(manifest_json.as_array().unwrap().len(), 1);
+    assert_eq!(manifest_json[0]["RepoTags"], serde_json::json!(["app:1"]));
+    let config_path = manifest_json[0]["Config"].as_str().unwrap();
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(archive.join(config_path)).unwrap()).unwrap();
+    assert_eq!(
+        config["architecture"],
+        kiln::oci::Platform::host().architecture
+    );
 }
 
 #[test]
@@ -290,18 +312,38 @@ fn foreign_steps_run_emulated_in_a_build_for_two_platforms() {
         .filter(|l| l.ends_with("RUN echo compiled > /tool"))
         .count();
     assert_eq!(compile, 1, "the builder stage ran once:\n{log}");
-    assert!(log.contains("[linux/arm64 stage-1 3/3] RUN uname -m"), "{log}");
+    assert!(
+        log.contains("[linux/arm64 stage-1 3/3] RUN uname -m"),
+        "{log}"
+    );
 
     let index = skopeo_raw(&name);
     let platforms: Vec<String> = entries(&index).into_iter().map(|(p, _)| p).collect();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
     for (platform, machine) in [("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")] {
-        let out = env.kiln(&["run", "--rm", "--platform", platform, &name, "cat", "/m", "/t"]);
+        let out = env.kiln(&[
+            "run",
+            "--rm",
+            "--platform",
+            platform,
+            &name,
+            "cat",
+            "/m",
+            "/t",
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let arch = platform.rsplit('/').next().unwrap();
         assert_eq!(text(&out.stdout), format!("{machine}\n{arch}\n"));
     }
-    let out = env.kiln(&["run", "--rm", "--platform", "linux/arm64", &name, "uname", "-m"]);
+    let out = env.kiln(&[
+        "run",
+        "--rm",
+        "--platform",
+        "linux/arm64",
+        &name,
+        "uname",
+        "-m",
+    ]);
     assert_eq!(text(&out.stdout), "aarch64\n", "{}", stderr(&out));
 
     let out = env.build(&["--platform", PLATFORMS, "-t", &name]);
