@@ -165,6 +165,13 @@ impl Build {
         cancel: watch::Receiver<bool>,
     ) -> Result<BuildOutcome, BuildError> {
         check_platforms(&request.platforms)?;
+        // Held until the record is saved: base images pulled untagged for another platform,
+        // layers written early and the kept failed step are unnamed until then, and no
+        // prune may take them meanwhile.
+        let _lease = {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.lease()).await??
+        };
         let outputs = output::effective(&request.outputs, &request.tags, request.stdout.as_ref())?;
         let stored_names = output::stored_names(&outputs);
         let started_at = crate::cache::unix_now();
@@ -367,6 +374,7 @@ impl Build {
                     _ => crate::cache::unix_now(),
                 },
                 tags: stored_names.to_vec(),
+                keep_unnamed: true,
                 written,
             };
             let store = self.store.clone();

@@ -49,7 +49,13 @@ pub(super) async fn solve_and_export(
     };
     let remote = cache::Remote::open(&build.store, &build.registry, request, sink);
     let (plans, remote) = tokio::join!(plans, remote);
-    let (merged, remote) = (merge::merge(plans?), remote?);
+    let plans = plans?;
+    if !request.allow_insecure {
+        for plan in &plans {
+            super::refuse_insecure(plan)?;
+        }
+    }
+    let (merged, remote) = (merge::merge(plans), remote?);
     let sink = &pulls.offset_sink();
     for warning in merged.plans.iter().flat_map(|plan| &plan.warnings) {
         sink.send(crate::progress::Event::BuildWarning {
@@ -91,6 +97,7 @@ pub(super) async fn solve_and_export(
                     _ => crate::cache::unix_now(),
                 },
                 tags: Vec::new(),
+                keep_unnamed: false,
                 written: Default::default(),
             };
             let platform = plan.image.platform.clone();

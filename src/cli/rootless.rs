@@ -28,9 +28,14 @@ pub fn enter_if_child() -> Result<()> {
     }
     userns::unshare_user().context("entering a user namespace")?;
     userns::stop_self()?;
-    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
-    if map.trim().is_empty() {
-        bail!("the user namespace was not mapped");
+    for map in ["/proc/self/uid_map", "/proc/self/gid_map"] {
+        if std::fs::read_to_string(map)
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+        {
+            bail!("the user namespace was not mapped ({map} is empty)");
+        }
     }
     Ok(())
 }
@@ -58,9 +63,13 @@ pub fn rerun(root: &Path) -> Result<ExitCode> {
             u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
         ));
     }
-    let mapped = map_ids(pid);
+    if let Err(error) = map_ids(pid) {
+        // Half a map is no namespace to run in: the child never runs on.
+        let _ = crate::sys::process::send_signal(pid, libc::SIGKILL);
+        let _ = child.wait();
+        return Err(error);
+    }
     crate::sys::process::send_signal(pid, libc::SIGCONT)?;
-    mapped?;
     crate::sys::process::block_supervised_signals()?;
     let code = crate::sys::process::supervise(pid)?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
@@ -134,20 +143,16 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 /// Maps the child's ids: the user's own at 0 and its subordinate ids above, else (with a
-/// warning) only its own.
+/// warning) only its own. Which one is chosen before anything is written: a map is
+/// written once.
 fn map_ids(pid: i32) -> Result<()> {
     let (uid, gid) = userns::real_ids();
     let subordinates = Subordinates::find();
-    let reason = match subordinates.missing() {
-        None => {
-            let uids = userns::map_with_subordinates(uid, &subordinates.uids);
-            let gids = userns::map_with_subordinates(gid, &subordinates.gids);
-            match userns::map_with_helpers(pid, &uids, &gids) {
-                Ok(()) => return Ok(()),
-                Err(error) => error.to_string(),
-            }
-        }
-        Some(reason) => reason,
+    let Some(reason) = subordinates.missing() else {
+        let uids = userns::map_with_subordinates(uid, &subordinates.uids);
+        let gids = userns::map_with_subordinates(gid, &subordinates.gids);
+        return userns::map_with_helpers(pid, &uids, &gids)
+            .context("mapping the user namespace with your subordinate ids");
     };
     eprintln!(
         "kiln: warning: running without root with only your own id mapped ({reason}): \
@@ -303,7 +308,7 @@ fn overlay_finding(root: Option<&Path>) -> Finding {
     let outcome = std::fs::create_dir(&dir)
         .map_err(|e| e.to_string())
         .and_then(|()| userns::probe_overlay(&dir).map_err(|e| e.to_string()));
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_probe(&dir);
     match outcome {
         Ok(()) => finding(
             Verdict::Ok,
@@ -318,6 +323,22 @@ fn overlay_finding(root: Option<&Path>) -> Finding {
             Some("Linux 5.11 or later, and a store on a filesystem with user xattrs".into()),
         ),
     }
+}
+
+/// Removes the probe's directory: overlay leaves its `work/work` with mode 0, which its
+/// owner must open up first.
+fn remove_probe(dir: &Path) {
+    fn open_up(dir: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                open_up(&entry.path());
+            }
+        }
+    }
+    open_up(dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn cgroup_finding() -> Finding {

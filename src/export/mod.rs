@@ -63,6 +63,9 @@ pub struct ExportOptions {
     /// solver's newest step, so that a rebuild from the cache gives the same image id.
     pub created: u64,
     pub tags: Vec<Reference>,
+    /// Keep the image without a name when `tags` is empty (an image of a multi-platform
+    /// build is not: the index names it).
+    pub keep_unnamed: bool,
     /// Layers already written (by [`write_layer`] while the build ran), by step key.
     pub written: HashMap<String, (String, BlobRef)>,
     /// `--cache-to type=inline`: the image's step records, written into the config with
@@ -146,7 +149,7 @@ pub fn export(
     for tag in &options.tags {
         store.tag(tag, &descriptor)?;
     }
-    if options.tags.is_empty() && whole {
+    if options.tags.is_empty() && options.keep_unnamed && whole {
         store.keep_unnamed(&descriptor)?;
     }
     Ok(Exported {

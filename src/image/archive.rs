@@ -70,6 +70,31 @@ pub fn save(
     format: ArchiveFormat,
     out: impl Write,
 ) -> Result<()> {
+    // An image of several platforms is saved with its index, alone.
+    for query in queries {
+        let (descriptor, _) = resolve(store, query)?;
+        if !media_type::is_index(descriptor.media_type().as_ref()) {
+            continue;
+        }
+        let [_] = queries else {
+            return Err(ImageError::Invalid {
+                what: format!("kiln save {}", queries.join(" ")),
+                reason: format!("{query} is an image of several platforms: save it alone"),
+            });
+        };
+        let digest = Digest::from_oci(descriptor.digest()).map_err(StoreError::from)?;
+        let platforms = super::list::stored_index(store, &digest)?.unwrap_or_default();
+        let names: Vec<Reference> = query.parse::<Reference>().ok().into_iter().collect();
+        // Layers as stored: kiln's uncompressed, pulled ones as they came.
+        let as_stored = LayerOptions {
+            compression: crate::oci::Compression::None,
+            ..LayerOptions::default()
+        };
+        let archive = index_archive(store, &platforms, &names, format, &as_stored)?;
+        let mut layout = Layout::Tar(tar::Builder::new(out));
+        write_index_layout(&mut layout, store, &archive)?;
+        return layout.finish();
+    }
     let images = queries
         .iter()
         .map(|query| saved_image(store, query))
@@ -142,6 +167,36 @@ fn write_index_image(
     options: &LayerOptions,
     dest: ArchiveDest<'_>,
 ) -> Result<()> {
+    let archive = index_archive(store, platforms, names, format, options)?;
+    match dest {
+        ArchiveDest::Tar(out) => {
+            let mut layout = Layout::Tar(tar::Builder::new(out));
+            write_index_layout(&mut layout, store, &archive)?;
+            layout.finish()
+        }
+        ArchiveDest::Dir(dir) => {
+            write_index_layout(&mut Layout::<std::io::Sink>::Dir(dir), store, &archive)
+        }
+    }
+}
+
+/// What an archive of an image index holds: each platform's image, the index over them
+/// (`top`, named; its bytes in `index_bytes`) and, for a docker archive, the image its
+/// `manifest.json` names.
+struct IndexArchive {
+    images: Vec<Saved>,
+    top: Saved,
+    index_bytes: Vec<u8>,
+    docker: Option<Saved>,
+}
+
+fn index_archive(
+    store: &Store,
+    platforms: &[(crate::oci::Platform, Digest)],
+    names: &[Reference],
+    format: ArchiveFormat,
+    options: &LayerOptions,
+) -> Result<IndexArchive> {
     let mut images = Vec::with_capacity(platforms.len());
     let mut entries = Vec::with_capacity(platforms.len());
     for (platform, manifest) in platforms {
@@ -178,49 +233,44 @@ fn write_index_image(
                 .zip(&images)
                 .map(|((p, _), image)| (p, image)),
         )
-        .unwrap_or(&images[0]);
-    let docker = (format == ArchiveFormat::Docker).then(|| Saved {
-        names: names.to_vec(),
-        manifest: loaded.manifest.clone(),
-        manifest_bytes: loaded.manifest_bytes.clone(),
-        config: loaded.config.clone(),
-        layers: loaded.layers.clone(),
-    });
-    let index = (&top, index_bytes.as_slice());
-    match dest {
-        ArchiveDest::Tar(out) => {
-            let mut layout = Layout::Tar(tar::Builder::new(out));
-            write_index_layout(&mut layout, store, &images, index, docker.as_ref())?;
-            layout.finish()
-        }
-        ArchiveDest::Dir(dir) => write_index_layout(
-            &mut Layout::<std::io::Sink>::Dir(dir),
-            store,
-            &images,
-            index,
-            docker.as_ref(),
-        ),
-    }
+        .or(images.first());
+    let docker = match (format, loaded) {
+        (ArchiveFormat::Docker, Some(loaded)) => Some(Saved {
+            names: names.to_vec(),
+            manifest: loaded.manifest.clone(),
+            manifest_bytes: loaded.manifest_bytes.clone(),
+            config: loaded.config.clone(),
+            layers: loaded.layers.clone(),
+        }),
+        _ => None,
+    };
+    Ok(IndexArchive {
+        images,
+        top,
+        index_bytes,
+        docker,
+    })
 }
 
-/// The blobs of `images`, the index over them (`top`, whose bytes are given), an
-/// `index.json` naming it and, for a docker archive, `manifest.json` naming `docker`.
+/// The blobs of an [`IndexArchive`], the index, an `index.json` naming it and, for a
+/// docker archive, `manifest.json`.
 fn write_index_layout<W: Write>(
     layout: &mut Layout<'_, W>,
     store: &Store,
-    images: &[Saved],
-    (top, index_bytes): (&Saved, &[u8]),
-    docker: Option<&Saved>,
+    archive: &IndexArchive,
 ) -> Result<()> {
-    add_blobs(layout, store, images)?;
-    let digest = Digest::from_oci(top.manifest.digest()).map_err(StoreError::from)?;
-    layout.bytes(&format!("blobs/sha256/{}", digest.hex()), index_bytes)?;
+    add_blobs(layout, store, &archive.images)?;
+    let digest = Digest::from_oci(archive.top.manifest.digest()).map_err(StoreError::from)?;
+    layout.bytes(
+        &format!("blobs/sha256/{}", digest.hex()),
+        &archive.index_bytes,
+    )?;
     layout.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     layout.bytes(
         "index.json",
-        &serde_json::to_vec(&oci_index(std::slice::from_ref(top))).unwrap_or_default(),
+        &serde_json::to_vec(&oci_index(std::slice::from_ref(&archive.top))).unwrap_or_default(),
     )?;
-    if let Some(docker) = docker {
+    if let Some(docker) = &archive.docker {
         let (manifest_json, repositories) = docker_metadata(std::slice::from_ref(docker));
         layout.bytes(
             "manifest.json",

@@ -69,12 +69,22 @@ pub fn resolve_platform(
     let manifest = if media_type::is_index(descriptor.media_type().as_ref()) {
         let wanted = platform.cloned().unwrap_or_else(Platform::host);
         let index = store.read_blob(&digest)?;
-        select_platform(&index, &wanted)
-            .map_err(|source| ImageError::Platform {
-                image: query.to_string(),
-                source: Box::new(source),
-            })?
-            .digest
+        match select_platform(&index, &wanted) {
+            Ok(entry) => entry.digest,
+            // Without a platform asked for, an index lacking this machine's gives its
+            // first image (what inspect, tag and rm then show and act on).
+            Err(_) if platform.is_none() => index_platforms(store, &digest)?
+                .into_iter()
+                .next()
+                .map(|(_, manifest)| manifest)
+                .ok_or_else(|| ImageError::NotFound(query.to_string()))?,
+            Err(source) => {
+                return Err(ImageError::Platform {
+                    image: query.to_string(),
+                    source: Box::new(source),
+                });
+            }
+        }
     } else {
         digest
     };
@@ -315,7 +325,9 @@ fn container_using(store: &Store, id: &Digest) -> Option<String> {
 /// the image and this would remove its last name, unless `force`.
 pub fn remove(store: &Store, query: &str, force: bool) -> Result<Vec<Removed>> {
     let (descriptor, image) = resolve(store, query)?;
-    let names = names_of(store, &image.manifest_digest)?;
+    // The names point at the index, for an image of several platforms.
+    let top = Digest::from_oci(descriptor.digest()).map_err(StoreError::from)?;
+    let names = names_of(store, &top)?;
     let by_name = query
         .parse::<Reference>()
         .ok()
@@ -342,7 +354,6 @@ pub fn remove(store: &Store, query: &str, force: bool) -> Result<Vec<Removed>> {
             container,
         });
     }
-    let _ = descriptor;
     let mut removed = Vec::new();
     for reference in doomed {
         if store.untag(&reference)?.is_some() {

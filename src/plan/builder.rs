@@ -33,6 +33,9 @@ pub(crate) struct Planner<'a> {
     pub(super) show_stage_names: bool,
     /// `SOURCE_DATE_EPOCH`, resolved once the global ARGs are known.
     pub(super) source_date_epoch: Option<u64>,
+    /// Base images whose config names another platform than the one asked for
+    /// (BuildKit's InvalidBaseImagePlatform), as warnings.
+    platform_warnings: Vec<String>,
 }
 
 impl<'a> Planner<'a> {
@@ -58,6 +61,7 @@ impl<'a> Planner<'a> {
             planned: BTreeMap::new(),
             declared_args: BTreeSet::new(),
             show_stage_names: count_stage_states(stages) > 1,
+            platform_warnings: Vec::new(),
             source_date_epoch: None,
         };
         planner.global_args = planner.predefined_args(&target_name);
@@ -88,7 +92,7 @@ impl<'a> Planner<'a> {
             .filter(|name| !self.consumed(name))
             .cloned()
             .collect();
-        let mut warnings = Vec::new();
+        let mut warnings = std::mem::take(&mut self.platform_warnings);
         if !unused_build_args.is_empty() {
             warnings.push(format!(
                 "[Warning] One or more build-args [{}] were not consumed",
@@ -244,13 +248,26 @@ impl<'a> Planner<'a> {
         platform: &Platform,
         span: Span,
     ) -> Result<ResolvedImage, Error> {
-        self.resolver
+        let image = self
+            .resolver
             .resolve(reference, platform)
             .map_err(|source| Error::Resolve {
                 reference: reference.to_string(),
                 source,
                 span,
-            })
+            })?;
+        if let Some(actual) = &image.platform
+            && platform.select(std::iter::once((actual, ()))).is_none()
+        {
+            let warning = format!(
+                "InvalidBaseImagePlatform: Base image {reference} was pulled with platform \
+                 \"{actual}\", expected \"{platform}\" for current build"
+            );
+            if !self.platform_warnings.contains(&warning) {
+                self.platform_warnings.push(warning);
+            }
+        }
+        Ok(image)
     }
 
     /// `COPY --from` / `--mount from=`: an earlier stage (name or index) or an image.

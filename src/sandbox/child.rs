@@ -37,6 +37,9 @@ use crate::sys;
 use crate::sys::mount::{NodeKind, Target};
 use crate::sys::process::Fork;
 
+/// The one capability a `--init` init keeps (linux/capability.h).
+const CAP_KILL: u32 = 5;
+
 /// Exit status when the sandbox could not be set up (Docker's 125).
 pub const EXIT_SETUP_FAILED: u8 = 125;
 /// Exit status when the command exists but cannot be executed.
@@ -164,6 +167,16 @@ fn init(spec: &Spec, plan: &Plan, state_dir: &Path) -> Result<i32, SandboxError>
             let mut title = vec!["kiln-init".to_string(), "--".to_string()];
             title.extend(spec.process.argv.iter().cloned());
             sys::process::overwrite_command_line(&title)?;
+            // Inside the container, the init holds nothing the container could use: no
+            // capability but CAP_KILL (to forward signals to a command of any user), and
+            // no_new_privs.
+            sys::process::drop_privileges(&sys::process::Credentials {
+                uid: 0,
+                gid: 0,
+                supplementary_gids: Vec::new(),
+                capabilities: vec![CAP_KILL],
+                no_new_privs: true,
+            })?;
             Ok(sys::process::supervise(pid)?)
         }
         Fork::Child => become_command(spec),
@@ -376,6 +389,9 @@ fn prepare_and_exec(spec: &Spec) -> Result<Never, SandboxError> {
         capabilities: spec.capabilities.clone(),
         no_new_privs: spec.no_new_privs,
     })?;
+    // A change of user clears the parent-death signal; without it a killed kiln would
+    // leave a non-root command running (it is PID 1: nothing else takes it down).
+    sys::process::die_with_parent()?;
     sys::process::reset_signals()?;
     let program = process.argv.first().ok_or(SandboxError::EmptyCommand)?;
     let path = user::lookup_program(program, &env, |p| Path::new(p).is_file())

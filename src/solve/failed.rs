@@ -10,6 +10,7 @@
 //! A reopened step runs over a throwaway upper stacked on the kept one, so nothing a debug
 //! session does reaches the kept state, a layer or the cache.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,9 @@ pub(super) fn keep(
         .snapshots_dir()
         .join(format!("tmp-build-failed-{}", unique_suffix()));
     std::fs::rename(staging, &kept).map_err(SolveError::io("rename", staging))?;
+    // The environment may hold proxy credentials: the kept step is its owner's alone.
+    std::fs::set_permissions(&kept, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(SolveError::io("chmod", &kept))?;
     // The overlay's work directory is of no use once unmounted.
     let _ = crate::snapshot::overlay::remove(&kept.join("ov/work"));
     let mut spec = spec.clone();
@@ -190,6 +194,12 @@ fn session_spec(state: &FailedStep, dir: &Path, session: &Path) -> Result<Spec> 
         upper,
         work,
     };
+    // Writable binds from outside the kept step (cache mounts) get a throwaway upper of
+    // their own: a session must not change what later builds find there.
+    let (outside, kept_binds): (Vec<_>, Vec<_>) = std::mem::take(&mut spec.mounts)
+        .into_iter()
+        .partition(|m| !m.readonly && m.source.is_absolute() && m.source.is_dir());
+    spec.mounts = kept_binds;
     for mount in &mut spec.mounts {
         mount.source = inside(&mount.source);
     }
@@ -206,6 +216,21 @@ fn session_spec(state: &FailedStep, dir: &Path, session: &Path) -> Result<Spec> 
             }
             StepMount::Tmpfs { .. } => {}
         }
+    }
+    for (number, bind) in outside.into_iter().enumerate() {
+        // The overlay's root takes the upper's owner and mode: the mount's own.
+        let (upper, work) = fresh(&format!("bind-{number}"))?;
+        let meta = std::fs::metadata(&bind.source).map_err(SolveError::io("stat", &bind.source))?;
+        std::fs::set_permissions(&upper, meta.permissions())
+            .map_err(SolveError::io("chmod", &upper))?;
+        std::os::unix::fs::chown(&upper, Some(meta.uid()), Some(meta.gid()))
+            .map_err(SolveError::io("chown", &upper))?;
+        spec.step_mounts.push(StepMount::Overlay {
+            lowers: vec![bind.source],
+            upper: Some((upper, work)),
+            path: "/".into(),
+            destination: bind.destination,
+        });
     }
     spec.process.argv = vec!["/bin/sh".into()];
     Ok(spec)

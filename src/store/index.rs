@@ -162,8 +162,12 @@ impl Store {
             let Ok(digest) = Digest::from_oci(descriptor.digest()) else {
                 continue;
             };
-            // Indexes have no single config; they are found by name only.
+            // An index (a build for several platforms) has no single config: its id is
+            // its own digest, as `kiln images` shows it.
             if media_type::is_index(descriptor.media_type().as_ref()) {
+                if digest.hex().starts_with(prefix) {
+                    matches.entry(digest).or_insert(descriptor);
+                }
                 continue;
             }
             let Ok(image) = self.image(&digest) else {

@@ -75,6 +75,27 @@ fn debug_reopens_the_failed_step_and_keeps_nothing() {
     assert_eq!(out.status.code(), Some(42), "{}", stderr(&out));
     let out = debug(&env, &["--", "ls", "/tmp/junk"]);
     assert!(!out.status.success(), "a session's writes are not kept");
+    // Not in the cache mount either: later builds never see a session's files.
+    let out = debug(
+        &env,
+        &["--", "sh", "-c", "echo junk > /cache/junk && cat /cache/c"],
+    );
+    assert_eq!(text(&out.stdout), "in-cache\n", "{}", stderr(&out));
+    let mounts = env.root().join("cache-v1/mounts");
+    for mount in std::fs::read_dir(&mounts).unwrap() {
+        let mount = mount.unwrap().path();
+        assert!(!mount.join("junk").exists(), "{} changed", mount.display());
+    }
+    // The kept step is its owner's alone (its environment may hold proxy credentials).
+    for record in std::fs::read_dir(env.root().join("builds-v1")).unwrap() {
+        let kept = record.unwrap().path().join("failed-step");
+        if let Ok(meta) = std::fs::metadata(&kept) {
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+                0o700
+            );
+        }
+    }
 
     // The failure is not cached: the same build runs the step again.
     let out = env.build(&["--secret", &secret]);
