@@ -261,6 +261,60 @@ fn init_flag_puts_a_minimal_init_at_pid_1_that_reaps() {
     assert_no_host_path(f, &out);
     // The command's exit code is the container's.
     assert_eq!(run(f, &["--init", "busybox", "sh", "-c", "exit 9"]).0, 9);
+    // The init holds nothing the container could borrow: CAP_KILL alone, no_new_privs.
+    let (code, out) = run(
+        f,
+        &[
+            "--init",
+            "busybox",
+            "grep",
+            "-E",
+            "CapEff|NoNewPrivs",
+            "/proc/1/status",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("CapEff:\t0000000000000020"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+}
+
+#[test]
+fn a_command_of_another_user_dies_with_kiln() {
+    let f = fixture!();
+    // Dropping to a user clears the parent-death signal: kiln must set it again, or the
+    // command (PID 1 of its namespace) outlives a killed monitor.
+    let out = f.kiln(&[
+        "run", "-d", "--name", "orphan", "--user", "65534", "busybox", "sleep", "271",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    f.wait_for_status("orphan", "Up ");
+    let sleeping = || {
+        Command::new("pgrep")
+            .args(["-f", "^sleep 271$"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(sleeping());
+    let monitors = Command::new("pgrep")
+        .args(["-f", "__monitor"])
+        .output()
+        .unwrap();
+    for pid in text(&monitors.stdout).split_whitespace() {
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.contains(&id) {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sleeping() {
+        assert!(
+            Instant::now() < deadline,
+            "the command survived its monitor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = f.kiln(&["rm", "-f", "orphan"]);
 }
 
 #[test]

@@ -107,6 +107,13 @@ fn an_index_of_two_platforms_with_the_builder_run_once() {
         inspect[0]["Platforms"],
         serde_json::json!(["linux/amd64", "linux/arm64"])
     );
+    // Managed by name and by the id `kiln images` shows (the index's).
+    let id = rows[0].split_whitespace().nth(2).unwrap().to_string();
+    let out = env.kiln(&["image", "inspect", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(env.kiln(&["tag", &id, "copy:1"]).status.success());
+    let out = env.kiln(&["rmi", "copy:1"]);
+    assert_eq!(text(&out.stdout), "Untagged: copy:1\n", "{}", stderr(&out));
 
     // A warm rebuild runs nothing.
     let out = env.build(&["--platform", PLATFORMS, "-t", &name]);
@@ -359,4 +366,20 @@ fn foreign_steps_run_emulated_in_a_build_for_two_platforms() {
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     assert_eq!(steps_not_cached(&log), Vec::<String>::new(), "{log}");
+}
+
+#[test]
+fn the_insecure_entitlement_holds_for_every_platform() {
+    let Some(env) = Env::new(true) else { return };
+    env.write(
+        "Dockerfile",
+        "FROM --platform=$BUILDPLATFORM busybox\nRUN --security=insecure true\n",
+    );
+    let out = env.build(&["--platform", PLATFORMS]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("security.insecure is not allowed"),
+        "{}",
+        stderr(&out)
+    );
 }
