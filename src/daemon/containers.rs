@@ -13,12 +13,14 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::http::{self, Request};
-use super::{Daemon, DaemonError, Result, blocking};
+use super::{Daemon, DaemonError, Exits, Result, blocking};
 use crate::container::{self, CgroupLimits, Container, NetworkMode, RunOptions, Status};
 use crate::oci::Platform;
 
 /// How often `wait` and `logs --follow` look at a container's state and log.
 const POLL: Duration = Duration::from_millis(50);
+/// How many [`POLL`]s `wait` gives a monitor to exit after removing its container.
+const MONITOR_EXIT_POLLS: usize = 40;
 /// Docker's time for `stop` before SIGKILL.
 const DEFAULT_STOP_SECONDS: u64 = 10;
 const SIGKILL: i32 = 9;
@@ -40,6 +42,7 @@ pub(super) async fn route(
         (&Method::POST, _, "start") => start(&daemon, id).await,
         (&Method::POST, _, "wait") => wait(&daemon, id, request.param("condition")).await,
         (&Method::GET, _, "logs") => logs(&daemon, id, request).await,
+        (&Method::POST, _, "attach") => super::attach::attach(&daemon, id, request).await,
         (&Method::POST, _, "stop") => stop(&daemon, id, request).await,
         (&Method::POST, _, "kill") => kill(&daemon, id, request).await,
         (&Method::DELETE, _, "") => remove(&daemon, id, request.flag("force")).await,
@@ -196,7 +199,7 @@ async fn resolve(daemon: &Arc<Daemon>, id: String) -> Result<Container> {
 
 /// `POST /containers/{id}/start`: under a monitor process the daemon reaps.
 async fn start(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
-    let store = daemon.store.clone();
+    let (store, exits) = (daemon.store.clone(), daemon.exits.clone());
     let started = blocking(move || {
         let found = container::resolve(&store, &id)?;
         match found.state.status {
@@ -209,7 +212,14 @@ async fn start(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
             Status::Created => {}
         }
         let mut monitor = container::start_monitor(&store, &found)?;
-        std::thread::spawn(move || monitor.wait());
+        // The monitor exits with the container's code: kept for `wait` on a container
+        // that `--rm` removes before its end is seen.
+        std::thread::spawn(move || {
+            let code = monitor.wait().ok().and_then(|status| status.code());
+            if let Some(code) = code {
+                exits.record(found.config.id, code);
+            }
+        });
         Ok(true)
     })
     .await?;
@@ -232,8 +242,9 @@ async fn wait(daemon: &Arc<Daemon>, id: String, condition: Option<&str>) -> Resu
     };
     let found = resolve(daemon, id).await?;
     let (response, sender) = http::stream("application/json");
+    let exits = daemon.exits.clone();
     tokio::spawn(async move {
-        let (code, error) = match wait_for(found, condition).await {
+        let (code, error) = match wait_for(found, condition, &exits).await {
             Ok(code) => (code, Value::Null),
             Err(error) => (-1, json!({ "Message": error.to_string() })),
         };
@@ -251,7 +262,7 @@ enum WaitFor {
 }
 
 /// Polls the container until `condition` holds; its exit code then.
-async fn wait_for(mut current: Container, condition: WaitFor) -> Result<i32> {
+async fn wait_for(mut current: Container, condition: WaitFor, exits: &Exits) -> Result<i32> {
     loop {
         let ended = match condition {
             WaitFor::NotRunning => current.state.status != Status::Running,
@@ -268,8 +279,20 @@ async fn wait_for(mut current: Container, condition: WaitFor) -> Result<i32> {
                 container::refresh(&mut reloaded)?;
                 current = reloaded;
             }
-            // Removed (`--rm`, `rm -f`): its last state is the answer.
-            Err(_) if !current.dir.exists() => break,
+            // Removed (`--rm`, `rm -f`): its monitor's exit, else its last state.
+            Err(_) if !current.dir.exists() => {
+                // The monitor may still be exiting after removing the container.
+                for _ in 0..MONITOR_EXIT_POLLS {
+                    if current.state.status == Status::Exited {
+                        break;
+                    }
+                    if let Some(code) = exits.take(&current.config.id) {
+                        return Ok(code);
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                break;
+            }
             Err(error) => return Err(error.into()),
         }
     }
@@ -277,7 +300,7 @@ async fn wait_for(mut current: Container, condition: WaitFor) -> Result<i32> {
 }
 
 /// One frame of Docker's multiplexed stream: stream 1 (stdout), length, data.
-fn stdout_frame(data: &[u8]) -> Bytes {
+pub(super) fn stdout_frame(data: &[u8]) -> Bytes {
     let mut frame = Vec::with_capacity(8 + data.len());
     frame.extend_from_slice(&[1, 0, 0, 0]);
     frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -331,21 +354,22 @@ async fn logs(daemon: &Arc<Daemon>, id: String, request: &Request) -> Result<htt
     Ok(response)
 }
 
-/// Sends what the log gains from `offset` until the container is no longer running (or
-/// is removed, or the client is gone).
-async fn follow_log(mut found: Container, mut offset: u64, sender: mpsc::Sender<Bytes>) {
-    let path = found.log_path();
+/// Sends what the log gains from `offset` until the container has ended (or is removed,
+/// or the client is gone). The log is opened once: a `--rm` container's log stays
+/// readable after its directory is removed.
+pub(super) async fn follow_log(mut found: Container, offset: u64, sender: mpsc::Sender<Bytes>) {
+    let Ok(mut file) = std::fs::File::open(found.log_path()) else {
+        return;
+    };
+    if file.seek(SeekFrom::Start(offset)).is_err() {
+        return;
+    }
     loop {
         let running = found.reload().is_ok()
             && found.state.status != Status::Exited
             && !container::refresh(&mut found).unwrap_or(true);
         let mut fresh = Vec::new();
-        if let Ok(mut file) = std::fs::File::open(&path)
-            && file.seek(SeekFrom::Start(offset)).is_ok()
-        {
-            let _ = file.read_to_end(&mut fresh);
-        }
-        offset += fresh.len() as u64;
+        let _ = file.read_to_end(&mut fresh);
         if !fresh.is_empty() && sender.send(stdout_frame(&fresh)).await.is_err() {
             return;
         }

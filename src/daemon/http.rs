@@ -107,11 +107,14 @@ pub(super) struct Request {
     pub path: String,
     pub query: HashMap<String, String>,
     pub body: Bytes,
+    /// The connection after a `101` answer (attach hijacks it).
+    pub upgrade: hyper::upgrade::OnUpgrade,
 }
 
 impl Request {
     /// Reads `request`: a body over [`MAX_JSON_BODY`] or an unsupported version is a 400.
-    pub async fn read(request: hyper::Request<hyper::body::Incoming>) -> Result<Request> {
+    pub async fn read(mut request: hyper::Request<hyper::body::Incoming>) -> Result<Request> {
+        let upgrade = hyper::upgrade::on(&mut request);
         let (parts, body) = request.into_parts();
         let path = strip_version(parts.uri.path())?.to_string();
         let query = parts
@@ -133,6 +136,7 @@ impl Request {
             path,
             query,
             body,
+            upgrade,
         })
     }
 

@@ -8,6 +8,7 @@
 //!
 //! L6: may use what `build` may, and `container` and `build`.
 
+mod attach;
 mod containers;
 mod error;
 mod http;
@@ -15,7 +16,8 @@ mod images;
 mod server;
 mod system;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hyper::Method;
 
@@ -30,10 +32,33 @@ pub const API_VERSION: &str = "1.45";
 /// The oldest API version served: docker 20.10's client.
 pub const MIN_API_VERSION: &str = "1.41";
 
-/// What every request handler reaches: the store and the registry client.
+/// What every request handler reaches: the store, the registry client, and the exit
+/// codes of the monitors this daemon started.
 struct Daemon {
     store: Store,
     client: Client,
+    exits: Exits,
+}
+
+/// Exit codes of ended monitors by container id (a monitor exits with its container's
+/// code), until a `wait` takes them.
+#[derive(Clone, Default)]
+struct Exits(Arc<Mutex<HashMap<String, i32>>>);
+
+impl Exits {
+    fn record(&self, id: String, code: i32) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, code);
+    }
+
+    fn take(&self, id: &str) -> Option<i32> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id)
+    }
 }
 
 /// Runs `work` (blocking library calls: disk, locks, polling) off the reactor.

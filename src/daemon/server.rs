@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::error::io_err;
-use super::{Daemon, DaemonError, Result, handle, http};
+use super::{Daemon, DaemonError, Exits, Result, handle, http};
 use crate::registry::Client;
 use crate::store::Store;
 
@@ -51,7 +51,11 @@ pub async fn serve(
     let mut terminate = signal(SignalKind::terminate()).map_err(io_err("watch", "SIGTERM"))?;
     let listener = bind(options)?;
     ready(&options.socket);
-    let daemon = Arc::new(Daemon { store, client });
+    let daemon = Arc::new(Daemon {
+        store,
+        client,
+        exits: Exits::default(),
+    });
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     loop {
@@ -95,7 +99,9 @@ async fn connection(
             Ok::<_, std::convert::Infallible>(response)
         }
     });
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let conn = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,

@@ -403,3 +403,36 @@ fn bad_requests_get_4xx() {
     let (status, _) = serve.raw("DELETE", "/containers/dup", "");
     assert_eq!(status, 204);
 }
+
+#[test]
+fn run_attached_with_and_without_rm() {
+    let Some(serve) = Serve::start() else { return };
+    // create, attach (a hijacked connection), wait, start: the output and the exit code.
+    assert_eq!(
+        serve.docker_ok(&["run", "--rm", "busybox", "echo", "hi"]),
+        "hi\n"
+    );
+    let out = serve.docker(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\nerr\n");
+    let all = serve.docker_ok(&["ps", "-aq"]);
+    assert!(all.trim().is_empty(), "--rm containers stay: {all}");
+    assert_eq!(
+        serve.docker_ok(&["run", "--name", "kept", "busybox", "echo", "kept"]),
+        "kept\n"
+    );
+    let all = serve.docker_ok(&["ps", "-a"]);
+    assert!(
+        all.lines()
+            .any(|l| l.ends_with(" kept") && l.contains("Exited (0)")),
+        "{all}"
+    );
+    serve.docker_ok(&["rm", "kept"]);
+}
