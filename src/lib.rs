@@ -23,7 +23,8 @@
 //! - **L5, operations**: [`solve`] (the scheduler running a plan), [`export`] (a solved plan
 //!   to an image), [`image`] (pull, push, save, load, …), [`container`] (`kiln run` and
 //!   friends).
-//! - **L6**: [`build`], the whole build lifecycle as one call.
+//! - **L6**: [`build`], the whole build lifecycle as one call; [`daemon`], the Docker
+//!   Engine API over a socket (`kiln serve`), calling the same library as the CLI.
 //! - **L7**: [`cli`], the command line: arguments in, library calls, rendering out.
 
 // L0
@@ -51,5 +52,6 @@ pub mod image;
 pub mod solve;
 // L6
 pub mod build;
+pub mod daemon;
 // L7
 pub mod cli;

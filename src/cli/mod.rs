@@ -9,6 +9,7 @@ mod generate;
 mod image;
 pub mod progress;
 mod rootless;
+mod serve;
 mod system;
 
 use std::process::ExitCode;
@@ -58,6 +59,9 @@ enum Command {
         #[command(subcommand)]
         command: system::BuilderCommand,
     },
+    /// Serve the Docker Engine API on a unix socket, so the docker CLI and the Docker
+    /// SDKs drive kiln (until SIGINT or SIGTERM).
+    Serve(serve::ServeArgs),
     /// Store-wide information.
     System {
         #[command(subcommand)]
@@ -123,6 +127,7 @@ pub fn main() -> ExitCode {
         Command::Sandbox { state_dir } => return crate::sandbox::child_main(&state_dir),
         Command::Image(command) => image::run(command, &cli.global),
         Command::Container(command) => container::run(command, &cli.global),
+        Command::Serve(args) => serve::run(&args, &cli.global),
         Command::Builder { command } => system::builder(command, &cli.global),
         Command::System { command } => system::system(command, &cli.global),
         Command::Completion { shell } => generate::completion(shell, Cli::command()),

@@ -43,6 +43,8 @@ pub enum ContainerError {
          removing or force remove"
     )]
     Running(String),
+    #[error("Container {0} is not running")]
+    NotRunning(String),
     #[error("no command specified")]
     NoCommand,
     #[error("{0}")]

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::error::io_err;
@@ -132,9 +132,16 @@ pub fn run_foreground(mut container: Container, interactive: bool) -> Result<Run
 /// `kiln run -d`: starts `kiln __monitor <id>` in its own session with stdio on the
 /// container's log, waits until the container is running (or already ended), and
 /// returns.
-// The monitor must outlive this process; it is deliberately never waited for.
-#[allow(clippy::zombie_processes)]
 pub fn start_detached(store: &Store, container: &Container) -> Result<()> {
+    // The monitor must outlive this process: it is deliberately never waited for.
+    start_monitor(store, container).map(drop)
+}
+
+/// [`start_detached`], returning the monitor process: a long-lived caller (the daemon)
+/// waits for it, so that ended monitors do not stay behind as zombies.
+// The monitor is returned to the caller, who waits for it.
+#[allow(clippy::zombie_processes)]
+pub fn start_monitor(store: &Store, container: &Container) -> Result<Child> {
     let exe = std::env::current_exe().map_err(io_err("locate", "/proc/self/exe"))?;
     let log_path = container.log_path();
     let open_log = || {
@@ -159,7 +166,7 @@ pub fn start_detached(store: &Store, container: &Container) -> Result<()> {
     loop {
         let _ = current.reload();
         if current.state.status != Status::Created {
-            return Ok(());
+            return Ok(child);
         }
         if let Ok(Some(status)) = child.try_wait() {
             // It ended before taking over: say why (it wrote to the log).
@@ -170,7 +177,7 @@ pub fn start_detached(store: &Store, container: &Container) -> Result<()> {
             });
         }
         if !current.dir.exists() || Instant::now() >= deadline {
-            return Ok(());
+            return Ok(child);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -219,5 +226,19 @@ pub fn stop(store: &Store, query: &str, timeout: Duration) -> Result<Container> 
         signal_it(&container, SIGKILL);
         wait_exit(&mut container, Duration::from_secs(10));
     }
+    Ok(container)
+}
+
+/// `kill`: sends `signal` to a running container's command.
+pub fn kill(store: &Store, query: &str, signal: i32) -> Result<Container> {
+    let container = resolve(store, query)?;
+    let process = container
+        .state
+        .process
+        .filter(|p| container.state.status == Status::Running && p.is_alive());
+    let Some(process) = process else {
+        return Err(ContainerError::NotRunning(container.config.id.clone()));
+    };
+    crate::sys::process::send_signal(process.pid, signal)?;
     Ok(container)
 }

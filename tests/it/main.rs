@@ -14,6 +14,7 @@ mod check;
 mod cli;
 mod completion;
 mod container;
+mod daemon;
 mod debug;
 mod differential;
 mod emulation;

@@ -1,0 +1,63 @@
+//! `POST /containers/{id}/attach`: the connection is hijacked (`101`, then raw bytes),
+//! and the container's output goes over it in Docker's multiplexed frames until the
+//! container ends. This is how `docker run` without `-d` shows the output: it attaches,
+//! asks to wait, then starts. kiln forwards no stdin.
+
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use hyper::header::{CONNECTION, HeaderValue, UPGRADE};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+
+use super::containers::follow_log;
+use super::http::{self, Body, Request};
+use super::{Daemon, Result, blocking};
+use crate::container;
+
+pub(super) async fn attach(
+    daemon: &Arc<Daemon>,
+    id: String,
+    request: &Request,
+) -> Result<http::Response> {
+    let store = daemon.store.clone();
+    let found = blocking(move || Ok(container::resolve(&store, &id)?)).await?;
+    // Without `logs`, only what the container writes from now on.
+    let offset = if request.flag("logs") {
+        0
+    } else {
+        std::fs::metadata(found.log_path()).map_or(0, |m| m.len())
+    };
+    let stream = request.flag("stream");
+    let upgrade = request.upgrade.clone();
+    tokio::spawn(async move {
+        // A client that never takes the connection over gets nothing.
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut io = TokioIo::new(upgraded);
+        let (sender, mut frames) = tokio::sync::mpsc::channel(64);
+        let follow = if stream {
+            tokio::spawn(follow_log(found, offset, sender))
+        } else {
+            drop(sender);
+            tokio::spawn(async {})
+        };
+        while let Some(frame) = frames.recv().await {
+            if io.write_all(&frame).await.is_err() {
+                // The client is gone: the container runs on, its log keeps the output.
+                break;
+            }
+        }
+        drop(frames);
+        let _ = follow.await;
+        let _ = io.shutdown().await;
+    });
+    let mut response = http::respond(
+        StatusCode::SWITCHING_PROTOCOLS,
+        "application/vnd.docker.raw-stream",
+        Body::Full(None),
+    );
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("tcp"));
+    Ok(response)
+}

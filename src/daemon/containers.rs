@@ -1,0 +1,570 @@
+//! `/containers/…`: create, start (under a `kiln __monitor`, so the container outlives
+//! the daemon), wait, logs (Docker's multiplexed frames), stop, kill, remove, inspect
+//! and list.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::http::{self, Request};
+use super::{Daemon, DaemonError, Exits, Result, blocking};
+use crate::container::{self, CgroupLimits, Container, NetworkMode, RunOptions, Status};
+use crate::oci::Platform;
+
+/// How often `wait` and `logs --follow` look at a container's state and log.
+const POLL: Duration = Duration::from_millis(50);
+/// How many [`POLL`]s `wait` gives a monitor to exit after removing its container.
+const MONITOR_EXIT_POLLS: usize = 40;
+/// Docker's time for `stop` before SIGKILL.
+const DEFAULT_STOP_SECONDS: u64 = 10;
+const SIGKILL: i32 = 9;
+/// Docker's "never" time.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+pub(super) async fn route(
+    daemon: Arc<Daemon>,
+    request: &Request,
+    rest: &str,
+) -> Result<http::Response> {
+    let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
+    let id = id.to_string();
+    match (&request.method, id.as_str(), action) {
+        (&Method::GET, "json", "") => list(&daemon, request.flag("all")).await,
+        (&Method::POST, "create", "") => create(&daemon, request).await,
+        (_, "", _) => Err(DaemonError::NoRoute),
+        (&Method::GET, _, "json") => inspect(&daemon, id).await,
+        (&Method::POST, _, "start") => start(&daemon, id).await,
+        (&Method::POST, _, "wait") => wait(&daemon, id, request.param("condition")).await,
+        (&Method::GET, _, "logs") => logs(&daemon, id, request).await,
+        (&Method::POST, _, "attach") => super::attach::attach(&daemon, id, request).await,
+        (&Method::POST, _, "stop") => stop(&daemon, id, request).await,
+        (&Method::POST, _, "kill") => kill(&daemon, id, request).await,
+        (&Method::DELETE, _, "") => remove(&daemon, id, request.flag("force")).await,
+        _ => Err(DaemonError::NoRoute),
+    }
+}
+
+/// A 204 (or 304 when nothing changed), as Docker answers container actions.
+fn done(changed: bool) -> http::Response {
+    http::empty(if changed {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_MODIFIED
+    })
+}
+
+/// Docker's string-or-list (`"Cmd": "sh"` or `"Cmd": ["sh", "-c", …]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StrSlice {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StrSlice {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StrSlice::One(one) => vec![one],
+            StrSlice::Many(many) => many,
+        }
+    }
+}
+
+/// The fields of Docker's create body kiln uses; the others are ignored, as dockerd
+/// ignores unknown ones.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct CreateBody {
+    image: Option<String>,
+    cmd: Option<StrSlice>,
+    entrypoint: Option<StrSlice>,
+    env: Option<Vec<String>>,
+    working_dir: Option<String>,
+    user: Option<String>,
+    hostname: Option<String>,
+    host_config: Option<HostConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct HostConfig {
+    auto_remove: bool,
+    network_mode: Option<String>,
+    binds: Option<Vec<String>>,
+    memory: Option<i64>,
+    pids_limit: Option<i64>,
+    init: Option<bool>,
+    cap_add: Option<Vec<String>>,
+    cap_drop: Option<Vec<String>>,
+    security_opt: Option<Vec<String>>,
+}
+
+fn non_empty(text: Option<String>) -> Option<String> {
+    text.filter(|t| !t.is_empty())
+}
+
+/// The run options of a create body: Docker's Entrypoint is a list, kiln's one word
+/// with the rest of it before the Cmd.
+fn run_options(
+    body: CreateBody,
+    name: Option<String>,
+    platform: Option<Platform>,
+) -> Result<RunOptions> {
+    let image = non_empty(body.image).ok_or_else(|| {
+        DaemonError::BadRequest("config cannot be empty in order to create a container".into())
+    })?;
+    let host = body.host_config.unwrap_or_default();
+    let network = match host.network_mode.as_deref().unwrap_or("") {
+        "" | "default" | "host" => NetworkMode::Host,
+        "none" => NetworkMode::None,
+        other => {
+            return Err(DaemonError::BadRequest(format!(
+                "network {other} not found: kiln runs containers on the host network or none"
+            )));
+        }
+    };
+    let mut args = Vec::new();
+    let entrypoint = body.entrypoint.map(StrSlice::into_vec).map(|mut words| {
+        let first = if words.is_empty() {
+            String::new()
+        } else {
+            words.remove(0)
+        };
+        args.extend(words);
+        first
+    });
+    args.extend(body.cmd.map(StrSlice::into_vec).unwrap_or_default());
+    let strings = |list: Option<Vec<String>>| list.unwrap_or_default();
+    let security = container::parse_security(
+        &strings(host.security_opt),
+        &strings(host.cap_add),
+        &strings(host.cap_drop),
+    )?;
+    Ok(RunOptions {
+        name,
+        image_ref: image,
+        args,
+        entrypoint,
+        // `K` alone takes a value from the caller's environment: the client's, never the
+        // daemon's (the docker CLI resolves it before sending).
+        env: strings(body.env)
+            .into_iter()
+            .filter(|e| e.contains('='))
+            .collect(),
+        workdir: non_empty(body.working_dir),
+        user: non_empty(body.user),
+        hostname: non_empty(body.hostname),
+        network,
+        volumes: strings(host.binds),
+        limits: CgroupLimits {
+            memory_bytes: host.memory.filter(|m| *m > 0).map(|m| m as u64),
+            pids: host.pids_limit.filter(|n| *n > 0).map(|n| n as u64),
+        },
+        auto_remove: host.auto_remove,
+        init: host.init.unwrap_or(false),
+        platform,
+        security,
+    })
+}
+
+/// `POST /containers/create?name=`: 201 `{"Id", "Warnings"}`.
+async fn create(daemon: &Arc<Daemon>, request: &Request) -> Result<http::Response> {
+    let body: CreateBody = request.json()?;
+    let platform = request
+        .param("platform")
+        .filter(|p| !p.is_empty())
+        .map(Platform::parse_full)
+        .transpose()
+        .map_err(|error| DaemonError::BadRequest(error.to_string()))?;
+    let name = non_empty(request.param("name").map(str::to_string));
+    let options = run_options(body, name, platform)?;
+    let store = daemon.store.clone();
+    let created = blocking(move || Ok(container::create(&store, &options)?)).await?;
+    Ok(http::json(
+        StatusCode::CREATED,
+        &json!({ "Id": created.config.id, "Warnings": [] }),
+    ))
+}
+
+async fn resolve(daemon: &Arc<Daemon>, id: String) -> Result<Container> {
+    let store = daemon.store.clone();
+    blocking(move || Ok(container::resolve(&store, &id)?)).await
+}
+
+/// `POST /containers/{id}/start`: under a monitor process the daemon reaps.
+async fn start(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
+    let (store, exits) = (daemon.store.clone(), daemon.exits.clone());
+    let started = blocking(move || {
+        let found = container::resolve(&store, &id)?;
+        match found.state.status {
+            Status::Running => return Ok(false),
+            Status::Exited => {
+                return Err(DaemonError::Conflict(format!(
+                    "container {id} has already run: kiln starts a container once"
+                )));
+            }
+            Status::Created => {}
+        }
+        let mut monitor = container::start_monitor(&store, &found)?;
+        // The monitor exits with the container's code: kept for `wait` on a container
+        // that `--rm` removes before its end is seen.
+        std::thread::spawn(move || {
+            let code = monitor.wait().ok().and_then(|status| status.code());
+            if let Some(code) = code {
+                exits.record(found.config.id, code);
+            }
+        });
+        Ok(true)
+    })
+    .await?;
+    Ok(done(started))
+}
+
+/// `POST /containers/{id}/wait?condition=not-running|next-exit|removed`: the headers at
+/// once (the docker CLI starts the container only once it has them), the exit code when
+/// the condition is met.
+async fn wait(daemon: &Arc<Daemon>, id: String, condition: Option<&str>) -> Result<http::Response> {
+    let condition = match condition.filter(|c| !c.is_empty()).unwrap_or("not-running") {
+        "not-running" => WaitFor::NotRunning,
+        "next-exit" => WaitFor::NextExit,
+        "removed" => WaitFor::Removed,
+        other => {
+            return Err(DaemonError::BadRequest(format!(
+                "invalid condition: \"{other}\""
+            )));
+        }
+    };
+    let found = resolve(daemon, id).await?;
+    let (response, sender) = http::stream("application/json");
+    let exits = daemon.exits.clone();
+    tokio::spawn(async move {
+        let (code, error) = match wait_for(found, condition, &exits).await {
+            Ok(code) => (code, Value::Null),
+            Err(error) => (-1, json!({ "Message": error.to_string() })),
+        };
+        let body = json!({ "StatusCode": code, "Error": error });
+        let _ = sender.send(Bytes::from(format!("{body}\n"))).await;
+    });
+    Ok(response)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitFor {
+    NotRunning,
+    NextExit,
+    Removed,
+}
+
+/// Polls the container until `condition` holds; its exit code then.
+async fn wait_for(mut current: Container, condition: WaitFor, exits: &Exits) -> Result<i32> {
+    loop {
+        let ended = match condition {
+            WaitFor::NotRunning => current.state.status != Status::Running,
+            WaitFor::NextExit => current.state.status == Status::Exited,
+            WaitFor::Removed => false,
+        };
+        if ended {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+        match container::load(&current.dir) {
+            Ok(mut reloaded) => {
+                // An owner gone without recording the end: refresh records it.
+                container::refresh(&mut reloaded)?;
+                current = reloaded;
+            }
+            // Removed (`--rm`, `rm -f`): its monitor's exit, else its last state.
+            Err(_) if !current.dir.exists() => {
+                // The monitor may still be exiting after removing the container.
+                for _ in 0..MONITOR_EXIT_POLLS {
+                    if current.state.status == Status::Exited {
+                        break;
+                    }
+                    if let Some(code) = exits.take(&current.config.id) {
+                        return Ok(code);
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                break;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(current.state.exit_code.unwrap_or(0))
+}
+
+/// One frame of Docker's multiplexed stream: stream 1 (stdout), length, data.
+pub(super) fn stdout_frame(data: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(8 + data.len());
+    frame.extend_from_slice(&[1, 0, 0, 0]);
+    frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    frame.extend_from_slice(data);
+    Bytes::from(frame)
+}
+
+/// Where the last `tail` lines of `log` begin.
+fn tail_start(log: &[u8], tail: Option<usize>) -> usize {
+    let Some(lines) = tail else { return 0 };
+    if lines == 0 {
+        return log.len();
+    }
+    let body = log.strip_suffix(b"\n").unwrap_or(log);
+    body.iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(lines - 1)
+        .map_or(0, |(at, _)| at + 1)
+}
+
+/// `GET /containers/{id}/logs?stdout&stderr&follow&tail`: kiln's log is stdout and
+/// stderr combined, sent as stdout frames; `follow` streams until the container exits.
+async fn logs(daemon: &Arc<Daemon>, id: String, request: &Request) -> Result<http::Response> {
+    if !request.flag("stdout") && !request.flag("stderr") {
+        return Err(DaemonError::BadRequest(
+            "Bad parameters: you must choose at least one stream".into(),
+        ));
+    }
+    let tail = match request.param("tail").unwrap_or("all") {
+        "all" | "" => None,
+        n => Some(
+            n.parse::<usize>()
+                .map_err(|_| DaemonError::BadRequest(format!("invalid tail value: {n}")))?,
+        ),
+    };
+    let follow = request.flag("follow");
+    let found = resolve(daemon, id).await?;
+    let (response, sender) = http::stream("application/vnd.docker.multiplexed-stream");
+    tokio::spawn(async move {
+        let log = container::read_log(&found).unwrap_or_default();
+        let start = tail_start(&log, tail);
+        if start < log.len() && sender.send(stdout_frame(&log[start..])).await.is_err() {
+            return;
+        }
+        if follow {
+            follow_log(found, log.len() as u64, sender).await;
+        }
+    });
+    Ok(response)
+}
+
+/// Sends what the log gains from `offset` until the container has ended (or is removed,
+/// or the client is gone). The log is opened once: a `--rm` container's log stays
+/// readable after its directory is removed.
+pub(super) async fn follow_log(mut found: Container, offset: u64, sender: mpsc::Sender<Bytes>) {
+    let Ok(mut file) = std::fs::File::open(found.log_path()) else {
+        return;
+    };
+    if file.seek(SeekFrom::Start(offset)).is_err() {
+        return;
+    }
+    loop {
+        let running = found.reload().is_ok()
+            && found.state.status != Status::Exited
+            && !container::refresh(&mut found).unwrap_or(true);
+        let mut fresh = Vec::new();
+        let _ = file.read_to_end(&mut fresh);
+        if !fresh.is_empty() && sender.send(stdout_frame(&fresh)).await.is_err() {
+            return;
+        }
+        // Read once more after the end, so nothing written before it is lost.
+        if !running || sender.is_closed() {
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `POST /containers/{id}/stop?t=`: 304 when it was not running.
+async fn stop(daemon: &Arc<Daemon>, id: String, request: &Request) -> Result<http::Response> {
+    let seconds = match request.param("t").filter(|t| !t.is_empty()) {
+        Some(t) => t
+            .parse::<i64>()
+            .map_err(|_| DaemonError::BadRequest(format!("invalid value for t: {t}")))?
+            .max(0) as u64,
+        None => DEFAULT_STOP_SECONDS,
+    };
+    let store = daemon.store.clone();
+    let stopped = blocking(move || {
+        if container::resolve(&store, &id)?.state.status != Status::Running {
+            return Ok(false);
+        }
+        container::stop(&store, &id, Duration::from_secs(seconds))?;
+        Ok(true)
+    })
+    .await?;
+    Ok(done(stopped))
+}
+
+/// `POST /containers/{id}/kill?signal=` (default SIGKILL).
+async fn kill(daemon: &Arc<Daemon>, id: String, request: &Request) -> Result<http::Response> {
+    let signal = match request.param("signal").filter(|s| !s.is_empty()) {
+        Some(name) => container::parse_signal(name)
+            .ok_or_else(|| DaemonError::BadRequest(format!("Invalid signal: {name}")))?,
+        None => SIGKILL,
+    };
+    let store = daemon.store.clone();
+    blocking(move || Ok(container::kill(&store, &id, signal)?)).await?;
+    Ok(done(true))
+}
+
+/// `DELETE /containers/{id}?force=`.
+async fn remove(daemon: &Arc<Daemon>, id: String, force: bool) -> Result<http::Response> {
+    let store = daemon.store.clone();
+    blocking(move || Ok(container::remove(&store, &id, force)?)).await?;
+    Ok(done(true))
+}
+
+fn status_word(status: Status) -> &'static str {
+    match status {
+        Status::Created => "created",
+        Status::Running => "running",
+        Status::Exited => "exited",
+    }
+}
+
+fn network_mode(mode: NetworkMode) -> &'static str {
+    match mode {
+        NetworkMode::Host => "host",
+        NetworkMode::None => "none",
+    }
+}
+
+fn binds(found: &Container) -> Vec<String> {
+    found
+        .config
+        .mounts
+        .iter()
+        .map(|m| {
+            let mode = if m.readonly { ":ro" } else { "" };
+            format!("{}:{}{mode}", m.source.display(), m.destination)
+        })
+        .collect()
+}
+
+/// `GET /containers/{id}/json`.
+async fn inspect(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
+    let found = resolve(daemon, id).await?;
+    let (c, s) = (&found.config, &found.state);
+    let running = s.status == Status::Running;
+    let value = json!({
+        "Id": c.id,
+        "Created": c.created,
+        "Path": c.command.first().cloned().unwrap_or_default(),
+        "Args": c.command.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": status_word(s.status),
+            "Running": running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Dead": false,
+            "Pid": if running { s.pid.unwrap_or(0) } else { 0 },
+            "ExitCode": s.exit_code.unwrap_or(0),
+            "Error": s.error.clone().unwrap_or_default(),
+            "StartedAt": s.started_at.clone().unwrap_or_else(|| ZERO_TIME.to_string()),
+            "FinishedAt": s.finished_at.clone().unwrap_or_else(|| ZERO_TIME.to_string()),
+        },
+        "Image": c.image,
+        "Name": format!("/{}", c.name),
+        "RestartCount": 0,
+        "Driver": "overlayfs",
+        "Platform": "linux",
+        "LogPath": found.log_path().display().to_string(),
+        "HostConfig": {
+            "AutoRemove": c.auto_remove,
+            "NetworkMode": network_mode(c.network),
+            "Binds": binds(&found),
+            "Memory": c.limits.memory_bytes.unwrap_or(0),
+            "PidsLimit": c.limits.pids.unwrap_or(0),
+            "Init": c.init,
+        },
+        "Config": {
+            "Hostname": c.hostname,
+            "User": c.user,
+            "Env": c.env,
+            "Cmd": c.command,
+            "Entrypoint": null,
+            "Image": c.image_ref,
+            "WorkingDir": c.working_dir,
+            "Tty": false,
+            "OpenStdin": false,
+            "Labels": {},
+        },
+        "Mounts": [],
+        "NetworkSettings": { "Networks": {} },
+    });
+    Ok(http::json(StatusCode::OK, &value))
+}
+
+/// `GET /containers/json?all=`: what `docker ps` prints.
+async fn list(daemon: &Arc<Daemon>, all: bool) -> Result<http::Response> {
+    let store = daemon.store.clone();
+    let containers = blocking(move || Ok(container::list(&store)?)).await?;
+    let now = container::now_secs();
+    let entries: Vec<Value> = containers
+        .iter()
+        .filter(|c| all || c.state.status == Status::Running)
+        .map(|c| {
+            json!({
+                "Id": c.config.id,
+                "Names": [format!("/{}", c.config.name)],
+                "Image": c.config.image_ref,
+                "ImageID": c.config.image,
+                "Command": c.config.command.join(" "),
+                "Created": crate::image::parse_rfc3339(&c.config.created).unwrap_or(0),
+                "Ports": [],
+                "Labels": {},
+                "State": status_word(c.state.status),
+                "Status": container::status_text(c, now),
+                "HostConfig": { "NetworkMode": network_mode(c.config.network) },
+                "NetworkSettings": { "Networks": {} },
+                "Mounts": [],
+            })
+        })
+        .collect();
+    Ok(http::json(StatusCode::OK, &Value::Array(entries)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_of_a_log() {
+        let log = b"a\nb\nc\n";
+        assert_eq!(tail_start(log, None), 0);
+        assert_eq!(&log[tail_start(log, Some(1))..], b"c\n");
+        assert_eq!(&log[tail_start(log, Some(2))..], b"b\nc\n");
+        assert_eq!(tail_start(log, Some(9)), 0);
+        assert_eq!(tail_start(log, Some(0)), log.len());
+    }
+
+    #[test]
+    fn create_body_as_run_options() {
+        let body: CreateBody = serde_json::from_str(
+            r#"{"Image":"busybox","Entrypoint":["/bin/sh","-c"],"Cmd":"echo hi",
+                "Env":["A=1","FROM_CLIENT"],"Unknown":{"x":1},
+                "HostConfig":{"NetworkMode":"none","Memory":1048576,"AutoRemove":true}}"#,
+        )
+        .unwrap();
+        let options = run_options(body, Some("n".into()), None).unwrap();
+        assert_eq!(options.entrypoint.as_deref(), Some("/bin/sh"));
+        assert_eq!(options.args, ["-c", "echo hi"]);
+        assert_eq!(options.env, ["A=1"]);
+        assert_eq!(options.network, NetworkMode::None);
+        assert_eq!(options.limits.memory_bytes, Some(1 << 20));
+        assert!(options.auto_remove);
+        let bridge: CreateBody =
+            serde_json::from_str(r#"{"Image":"busybox","HostConfig":{"NetworkMode":"bridge"}}"#)
+                .unwrap();
+        assert!(run_options(bridge, None, None).is_err());
+        assert!(run_options(CreateBody::default(), None, None).is_err());
+    }
+}

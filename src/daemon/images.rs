@@ -1,0 +1,265 @@
+//! `/images/…`: list, inspect, history, tag, remove and pull (a stream of JSON progress
+//! lines, as dockerd sends them). Image names may contain `/`, so the name is the rest of
+//! the path before the endpoint's last segment.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::http::{self, Request};
+use super::{Daemon, DaemonError, Result, blocking};
+use crate::image::{self, Removed};
+use crate::oci::{Platform, Reference};
+use crate::progress::{Clock, Event, Items, Sink};
+
+pub(super) async fn route(
+    daemon: Arc<Daemon>,
+    request: &Request,
+    rest: &str,
+) -> Result<http::Response> {
+    let method = &request.method;
+    if method == Method::GET && rest == "json" {
+        return list(&daemon).await;
+    }
+    if method == Method::POST && rest == "create" {
+        return pull(&daemon, request);
+    }
+    let named = |suffix: &str| rest.strip_suffix(suffix).filter(|n| !n.is_empty());
+    let name = match (method, named("/json"), named("/history"), named("/tag")) {
+        (&Method::GET, Some(name), _, _) => return inspect(&daemon, name).await,
+        (&Method::GET, _, Some(name), _) => return history(&daemon, name).await,
+        (&Method::POST, _, _, Some(name)) => return tag(&daemon, name, request).await,
+        _ => rest,
+    };
+    if method == Method::DELETE && !name.is_empty() {
+        return remove(&daemon, name, request.flag("force")).await;
+    }
+    Err(DaemonError::NoRoute)
+}
+
+fn ok(value: &Value) -> http::Response {
+    http::json(StatusCode::OK, value)
+}
+
+/// Seconds since the epoch of an RFC 3339 time (0 when absent or unreadable).
+fn unix_time(text: Option<&str>) -> i64 {
+    text.and_then(image::parse_rfc3339).unwrap_or(0)
+}
+
+/// How Docker names an image in messages: `busybox:latest`, `repo@sha256:…`.
+fn shown_name(reference: &Reference) -> String {
+    match (reference.tag(), reference.digest()) {
+        (_, Some(digest)) => format!("{}@{digest}", reference.familiar()),
+        (Some(tag), None) => format!("{}:{tag}", reference.familiar()),
+        (None, None) => reference.familiar(),
+    }
+}
+
+/// `GET /images/json`: one entry per image (id), with all its names.
+async fn list(daemon: &Arc<Daemon>) -> Result<http::Response> {
+    let store = daemon.store.clone();
+    let entries = blocking(move || {
+        let rows = image::list(&store)?;
+        let mut entries: Vec<Value> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        for row in &rows {
+            let id = row.id.to_string();
+            if seen.contains(&id) {
+                continue;
+            }
+            seen.push(id.clone());
+            let names: Vec<&image::ImageSummary> = rows.iter().filter(|r| r.id == row.id).collect();
+            let tags: Vec<String> = names
+                .iter()
+                .filter_map(|r| r.tag.as_ref().map(|t| format!("{}:{t}", r.repository)))
+                .collect();
+            let query = match &row.tag {
+                Some(tag) => format!("{}:{tag}", row.repository),
+                None => format!("{}@{}", row.repository, row.digest),
+            };
+            let inspected = image::inspect(&store, &query).unwrap_or_default();
+            entries.push(json!({
+                "Id": id,
+                "ParentId": "",
+                "RepoTags": tags,
+                "RepoDigests": inspected.get("RepoDigests").cloned().unwrap_or(json!([])),
+                "Created": unix_time(row.created.as_deref()),
+                "Size": row.size,
+                "SharedSize": -1,
+                "VirtualSize": row.size,
+                "Labels": inspected["Config"].get("Labels").cloned().unwrap_or(json!({})),
+                "Containers": -1,
+            }));
+        }
+        Ok(entries)
+    })
+    .await?;
+    Ok(ok(&Value::Array(entries)))
+}
+
+/// `GET /images/{name}/json`.
+async fn inspect(daemon: &Arc<Daemon>, name: &str) -> Result<http::Response> {
+    let (store, name) = (daemon.store.clone(), name.to_string());
+    let mut object = blocking(move || Ok(image::inspect(&store, &name)?)).await?;
+    let size = object["Size"].clone();
+    object["VirtualSize"] = size;
+    Ok(ok(&object))
+}
+
+/// `GET /images/{name}/history`, newest first.
+async fn history(daemon: &Arc<Daemon>, name: &str) -> Result<http::Response> {
+    let (store, name) = (daemon.store.clone(), name.to_string());
+    let rows = blocking(move || Ok(image::history(&store, &name)?)).await?;
+    let entries: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            json!({
+                "Id": row.id.as_ref().map_or("<missing>".to_string(), ToString::to_string),
+                "Created": unix_time(row.created.as_deref()),
+                "CreatedBy": row.created_by,
+                "Tags": null,
+                "Size": row.size,
+                "Comment": row.comment,
+            })
+        })
+        .collect();
+    Ok(ok(&Value::Array(entries)))
+}
+
+/// `POST /images/{name}/tag?repo=&tag=`: 201.
+async fn tag(daemon: &Arc<Daemon>, name: &str, request: &Request) -> Result<http::Response> {
+    let repo = request.param("repo").unwrap_or("");
+    if repo.is_empty() {
+        return Err(DaemonError::BadRequest(
+            "repository name must have at least one component".into(),
+        ));
+    }
+    let tag = request
+        .param("tag")
+        .filter(|t| !t.is_empty())
+        .unwrap_or("latest");
+    let target = image::parse_reference(&format!("{repo}:{tag}"))?;
+    let (store, name) = (daemon.store.clone(), name.to_string());
+    blocking(move || Ok(image::tag(&store, &name, &target)?)).await?;
+    Ok(http::empty(StatusCode::CREATED))
+}
+
+/// `DELETE /images/{name}?force=`: the names removed (content goes with `image prune`).
+async fn remove(daemon: &Arc<Daemon>, name: &str, force: bool) -> Result<http::Response> {
+    let (store, name) = (daemon.store.clone(), name.to_string());
+    let removed = blocking(move || Ok(image::remove(&store, &name, force)?)).await?;
+    let entries: Vec<Value> = removed
+        .into_iter()
+        .map(|Removed::Untagged(name)| json!({ "Untagged": name }))
+        .collect();
+    Ok(ok(&Value::Array(entries)))
+}
+
+/// The reference `POST /images/create` asks for: `fromImage`, with `tag` (a tag or a
+/// digest) when given.
+fn pull_reference(request: &Request) -> Result<Reference> {
+    let from = request.param("fromImage").unwrap_or("");
+    if from.is_empty() {
+        return Err(DaemonError::BadRequest(
+            "kiln imports no images (fromSrc); give fromImage to pull".into(),
+        ));
+    }
+    let name = match request.param("tag").filter(|t| !t.is_empty()) {
+        Some(digest) if digest.contains(':') => format!("{from}@{digest}"),
+        Some(tag) => format!("{from}:{tag}"),
+        None => from.to_string(),
+    };
+    Ok(image::parse_reference(&name)?)
+}
+
+/// One line of the pull stream.
+fn line(value: &Value) -> Bytes {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+/// `POST /images/create?fromImage=&tag=`: pulls, streaming dockerd's progress lines; a
+/// failure after the stream began is an `errorDetail` line.
+fn pull(daemon: &Arc<Daemon>, request: &Request) -> Result<http::Response> {
+    let reference = pull_reference(request)?;
+    let platform = request
+        .param("platform")
+        .filter(|p| !p.is_empty())
+        .map(Platform::parse_full)
+        .transpose()
+        .map_err(|error| DaemonError::BadRequest(error.to_string()))?;
+    let (response, sender) = http::stream("application/json");
+    let daemon = daemon.clone();
+    tokio::spawn(async move {
+        let shown = shown_name(&reference);
+        let tag = reference
+            .digest()
+            .map(ToString::to_string)
+            .or_else(|| reference.tag().map(str::to_string))
+            .unwrap_or_else(|| "latest".to_string());
+        let repository = reference.repository().to_string();
+        let _ = sender
+            .send(line(
+                &json!({ "status": format!("Pulling from {repository}"), "id": tag }),
+            ))
+            .await;
+        let (sink, events) = Sink::channel();
+        let forward = tokio::spawn(forward_progress(events, sender.clone()));
+        let items = Items::new(sink, Clock::from_fn(|| 0.0), 0);
+        let pulled = image::pull(
+            &daemon.store,
+            &daemon.client,
+            &reference,
+            platform.as_ref(),
+            items,
+        )
+        .await;
+        let _ = forward.await;
+        let lines = match pulled {
+            Ok(pulled) => vec![
+                json!({ "status": format!("Digest: {}", pulled.digest) }),
+                json!({ "status": if pulled.downloaded {
+                    format!("Status: Downloaded newer image for {shown}")
+                } else {
+                    format!("Status: Image is up to date for {shown}")
+                }}),
+            ],
+            Err(error) => {
+                let message = DaemonError::from(error).message();
+                vec![json!({ "errorDetail": { "message": message }, "error": message })]
+            }
+        };
+        for value in lines {
+            let _ = sender.send(line(&value)).await;
+        }
+    });
+    Ok(response)
+}
+
+/// Turns the pull's layer events into dockerd's progress lines until the pull is done.
+async fn forward_progress(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    sender: mpsc::Sender<Bytes>,
+) {
+    while let Some(event) = events.recv().await {
+        if let Event::VertexStatus {
+            item,
+            status,
+            current,
+            total,
+            ..
+        } = event
+        {
+            let mut value = json!({ "status": status, "id": item, "progressDetail": {} });
+            if let Some(current) = current {
+                value["progressDetail"] = json!({ "current": current, "total": total });
+            }
+            // A client gone mid-pull does not stop the pull: it finishes into the store.
+            let _ = sender.send(line(&value)).await;
+        }
+    }
+}

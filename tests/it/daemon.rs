@@ -1,0 +1,438 @@
+//! `kiln serve` driven by the real `docker` CLI (Debian's docker.io client; no dockerd):
+//! each test starts its own daemon on a socket and store root of its own. Needs root and
+//! /usr/bin/docker; without them the tests print why and pass, and with `CI` set they fail.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{self, TempRoot, kiln_with_root, text};
+
+const DOCKER: &str = "/usr/bin/docker";
+const SIGTERM: i32 = 15;
+
+/// A `kiln serve` on a socket of its own, stopped (SIGTERM) on drop.
+struct Serve {
+    child: Child,
+    socket: PathBuf,
+    root: PathBuf,
+    docker_config: PathBuf,
+    // Last: its drop checks that no process still uses the directory.
+    _dir: TempRoot,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = kiln::sys::process::send_signal(self.child.id() as i32, SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    /// A daemon on a fresh root with busybox:latest loaded; `None` (after a skip) when the
+    /// tests cannot run here.
+    fn start() -> Option<Serve> {
+        if !harness::privileged() || !harness::have(DOCKER) {
+            return None;
+        }
+        let archive = harness::busybox()?.docker_archive()?;
+        let dir = TempRoot::new();
+        let root = dir.join("root");
+        let out = kiln_with_root(&root)
+            .args(["load", "-q", "-i"])
+            .arg(archive)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "load: {}", text(&out.stderr));
+        let socket = dir.join("kiln.sock");
+        let docker_config = dir.join("docker-config");
+        std::fs::create_dir_all(&docker_config).unwrap();
+        let child = serve_command(&root, &socket).spawn().unwrap();
+        let serve = Serve {
+            child,
+            socket,
+            root,
+            docker_config,
+            _dir: dir,
+        };
+        serve.wait_ready();
+        Some(serve)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if UnixStream::connect(&self.socket).is_ok() && self.raw("GET", "/_ping", "").0 == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kiln serve never answered /_ping"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new(DOCKER)
+            .arg("-H")
+            .arg(self.host())
+            .args(args)
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .env_remove("DOCKER_HOST")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `docker ARGS`, which must succeed; its stdout.
+    fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// One HTTP/1.0 request on the socket: the status and the body.
+    fn raw(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut stream = UnixStream::connect(&self.socket).unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.0\r\nHost: kiln\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        // The server may answer (and close) before reading an oversized body.
+        let _ = stream.write_all(request.as_bytes());
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
+        (status, body)
+    }
+}
+
+fn serve_command(root: &Path, socket: &Path) -> Command {
+    let mut command = kiln_with_root(root);
+    command
+        .arg("serve")
+        .arg("--host")
+        .arg(format!("unix://{}", socket.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+#[test]
+fn version_info_and_the_socket() {
+    let Some(serve) = Serve::start() else { return };
+    let version = serve.docker_ok(&["version"]);
+    assert!(version.contains("Server: kiln"), "{version}");
+    assert!(
+        version.contains(&format!("Version:          {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    assert!(version.contains("1.45 (minimum version 1.41)"), "{version}");
+    let info = serve.docker_ok(&["info"]);
+    for line in [
+        "Containers: 0",
+        "Images: 1",
+        "Server Version: ",
+        "Storage Driver: overlayfs",
+    ] {
+        assert!(info.contains(line), "{line:?} missing from:\n{info}");
+    }
+    let mode = std::fs::metadata(&serve.socket).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o660
+    );
+    // A second daemon on the same socket refuses to start.
+    let second = serve_command(&serve.root, &serve.socket).output().unwrap();
+    assert!(!second.status.success());
+    assert!(
+        text(&second.stderr).contains("another daemon is listening"),
+        "{}",
+        text(&second.stderr)
+    );
+    // The version prefix is optional; versions kiln does not serve are refused.
+    assert_eq!(serve.raw("GET", "/v1.41/_ping", "").0, 200);
+    assert_eq!(serve.raw("HEAD", "/v1.45/_ping", ""), (200, String::new()));
+    let (status, body) = serve.raw("GET", "/v1.40/version", "");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("Minimum supported API version is 1.41"),
+        "{body}"
+    );
+    assert_eq!(serve.raw("GET", "/nowhere", "").0, 404);
+}
+
+#[test]
+fn stop_on_sigterm_removes_the_socket_and_a_stale_one_is_replaced() {
+    let Some(mut serve) = Serve::start() else {
+        return;
+    };
+    kiln::sys::process::send_signal(serve.child.id() as i32, SIGTERM).unwrap();
+    let status = serve.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!serve.socket.exists());
+    // A socket file nobody listens on is stale: a new daemon replaces it.
+    drop(std::os::unix::net::UnixListener::bind(&serve.socket).unwrap());
+    assert!(serve.socket.exists());
+    serve.child = serve_command(&serve.root, &serve.socket).spawn().unwrap();
+    serve.wait_ready();
+}
+
+#[test]
+fn images_tag_inspect_history_rmi() {
+    let Some(serve) = Serve::start() else { return };
+    let images = serve.docker_ok(&["images"]);
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("busybox ") && l.contains("latest")),
+        "{images}"
+    );
+    serve.docker_ok(&["tag", "busybox", "kiln-test/bb:v1"]);
+    let images = serve.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    let ids: Vec<&str> = images
+        .lines()
+        .filter(|l| l.starts_with("busybox:latest ") || l.starts_with("kiln-test/bb:v1 "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(ids.len(), 2, "{images}");
+    assert_eq!(ids[0], ids[1], "{images}");
+    let id = serve.docker_ok(&["image", "inspect", "--format", "{{.Id}}", "kiln-test/bb:v1"]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert!(
+        id.trim().starts_with(&format!("sha256:{}", ids[0])),
+        "{id} {images}"
+    );
+    let history = serve.docker_ok(&["history", "kiln-test/bb:v1"]);
+    assert!(history.lines().count() >= 2, "{history}");
+    let removed = serve.docker_ok(&["rmi", "kiln-test/bb:v1"]);
+    assert!(removed.contains("Untagged: kiln-test/bb:v1"), "{removed}");
+    let out = serve.docker(&["image", "inspect", "kiln-test/bb:v1"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("No such image: kiln-test/bb:v1"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (status, body) = serve.raw("DELETE", "/images/nothing-here", "");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("\"message\""), "{body}");
+}
+
+#[test]
+fn pull_from_the_loopback_registry() {
+    let Some(registry) = harness::registry::plain() else {
+        return;
+    };
+    let Some(serve) = Serve::start() else { return };
+    let name = format!("{}/daemon-pull/busybox:latest", registry.addr);
+    let out = harness::kiln(&serve.root, &["tag", "busybox", &name]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = harness::kiln(&serve.root, &["push", "-q", &name]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serve.docker_ok(&["rmi", &name]);
+    let pulled = serve.docker_ok(&["pull", &name]);
+    assert!(
+        pulled.contains("Pulling from daemon-pull/busybox"),
+        "{pulled}"
+    );
+    assert!(pulled.contains("Digest: sha256:"), "{pulled}");
+    assert!(
+        pulled.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{pulled}"
+    );
+    let images = serve.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.lines().any(|l| l == name), "{images}");
+    let again = serve.docker_ok(&["pull", &name]);
+    assert!(again.contains("Status: Image is up to date for"), "{again}");
+    let missing = serve.docker(&[
+        "pull",
+        &format!("{}/daemon-pull/none:latest", registry.addr),
+    ]);
+    assert!(!missing.status.success());
+}
+
+#[test]
+fn run_detached_ps_logs_stop_rm() {
+    let Some(serve) = Serve::start() else { return };
+    let id = serve.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi; echo there; sleep 30",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    let ps = serve.docker_ok(&["ps"]);
+    let line = ps
+        .lines()
+        .find(|l| l.ends_with(" web"))
+        .unwrap_or_else(|| panic!("{ps}"));
+    assert!(line.starts_with(&id[..12]) && line.contains("Up "), "{ps}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = serve.docker(&["logs", "web"]);
+        if text(&out.stdout) == "hi\nthere\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs: {:?}", out);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(serve.docker_ok(&["logs", "--tail", "1", "web"]), "there\n");
+    let running = serve.docker_ok(&["inspect", "--format", "{{.State.Status}} {{.Name}}", "web"]);
+    assert_eq!(running.trim(), "running /web");
+    // A running container is not removed without force.
+    let out = serve.docker(&["rm", "web"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("container is running"),
+        "{}",
+        text(&out.stderr)
+    );
+    serve.docker_ok(&["stop", "-t", "1", "web"]);
+    let state = serve.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "web",
+    ]);
+    assert_eq!(state.trim(), "exited 137");
+    assert!(!serve.docker_ok(&["ps"]).contains(" web"));
+    let all = serve.docker_ok(&["ps", "-a"]);
+    assert!(
+        all.lines()
+            .any(|l| l.ends_with(" web") && l.contains("Exited (137)")),
+        "{all}"
+    );
+    serve.docker_ok(&["rm", "web"]);
+    assert!(!serve.docker_ok(&["ps", "-a"]).contains(" web"));
+}
+
+#[test]
+fn logs_follow_wait_kill() {
+    let Some(serve) = Serve::start() else { return };
+    serve.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo $i; sleep 0.2; done",
+    ]);
+    // Follows until the container exits.
+    assert_eq!(serve.docker_ok(&["logs", "-f", "counter"]), "1\n2\n3\n");
+    assert_eq!(serve.docker_ok(&["wait", "counter"]).trim(), "0");
+    serve.docker_ok(&["run", "-d", "--name", "sleeper", "busybox", "sleep", "30"]);
+    serve.docker_ok(&["kill", "sleeper"]);
+    assert_eq!(serve.docker_ok(&["wait", "sleeper"]).trim(), "137");
+    let out = serve.docker(&["kill", "sleeper"]);
+    assert!(
+        text(&out.stderr).contains("is not running"),
+        "{}",
+        text(&out.stderr)
+    );
+    serve.docker_ok(&["rm", "counter", "sleeper"]);
+}
+
+#[test]
+fn bad_requests_get_4xx() {
+    let Some(serve) = Serve::start() else { return };
+    let (status, body) = serve.raw("POST", "/v1.41/containers/create", "{\"Image\": ");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"message\":\"invalid JSON"), "{body}");
+    let (status, body) = serve.raw("POST", "/containers/create", "[1, 2]");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = serve.raw("POST", "/containers/create", "{}");
+    assert_eq!(status, 400, "{body}");
+    let big = format!("{{\"Image\": \"{}\"}}", "x".repeat(2 << 20));
+    let (status, body) = serve.raw("POST", "/containers/create", &big);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = serve.raw("POST", "/containers/create", r#"{"Image":"nothing-here"}"#);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("No such image: nothing-here"), "{body}");
+    let (status, body) = serve.raw("GET", "/containers/nothing-here/json", "");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("No such container: nothing-here"), "{body}");
+    let (status, body) = serve.raw(
+        "POST",
+        "/containers/create?name=a/b",
+        r#"{"Image":"busybox"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = serve.raw(
+        "POST",
+        "/containers/create?name=dup",
+        r#"{"Image":"busybox"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = serve.raw(
+        "POST",
+        "/containers/create?name=dup",
+        r#"{"Image":"busybox"}"#,
+    );
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = serve.raw("POST", "/containers/dup/kill?signal=NOPE", "");
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = serve.raw("DELETE", "/containers/dup", "");
+    assert_eq!(status, 204);
+}
+
+#[test]
+fn run_attached_with_and_without_rm() {
+    let Some(serve) = Serve::start() else { return };
+    // create, attach (a hijacked connection), wait, start: the output and the exit code.
+    assert_eq!(
+        serve.docker_ok(&["run", "--rm", "busybox", "echo", "hi"]),
+        "hi\n"
+    );
+    let out = serve.docker(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\nerr\n");
+    let all = serve.docker_ok(&["ps", "-aq"]);
+    assert!(all.trim().is_empty(), "--rm containers stay: {all}");
+    assert_eq!(
+        serve.docker_ok(&["run", "--name", "kept", "busybox", "echo", "kept"]),
+        "kept\n"
+    );
+    let all = serve.docker_ok(&["ps", "-a"]);
+    assert!(
+        all.lines()
+            .any(|l| l.ends_with(" kept") && l.contains("Exited (0)")),
+        "{all}"
+    );
+    serve.docker_ok(&["rm", "kept"]);
+}
