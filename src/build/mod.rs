@@ -394,14 +394,53 @@ impl Build {
             Err(error) => vertex.error(error.to_string()),
         }
         let exported = exported?;
+        let first_vertex = vertex_id + 1;
+        let (clock, remote, cache, plan, solved) = (&clock, &remote, &cache, &plan, &solved);
+        let caches = |outputs_done| async move {
+            let Some(remote) = remote else {
+                return Ok(());
+            };
+            // The layers only a `mode=max` cache sends may still be compressing.
+            let mut written = early.collect().await;
+            written.extend(written_early.clone());
+            let source = self.cache_source(remote, cache, (plan, solved, &written), request);
+            let first_vertex = first_vertex + outputs.len() as u64;
+            self.export_caches(&source, request, (sink, clock, first_vertex), outputs_done)
+                .await
+        };
+        let pushed = self
+            .outputs_beside_caches(
+                request,
+                outputs,
+                &exported,
+                (sink, clock, first_vertex),
+                caches,
+            )
+            .await?;
+        Ok((exported, pushed))
+    }
+
+    /// Carries out `outputs` for `exported` while `caches` exports the build's caches
+    /// (told when the outputs are done: a `mode=max` cache's blobs that are not the image's
+    /// upload beside the image's own, the rest after them); what was pushed.
+    async fn outputs_beside_caches<Caches, Exporting>(
+        &self,
+        request: &BuildRequest,
+        outputs: &[OutputSpec],
+        exported: &Exported,
+        (sink, clock, first_vertex): (&Sink, &Clock, u64),
+        caches: Caches,
+    ) -> Result<Vec<image::Pushed>, BuildError>
+    where
+        Caches: FnOnce(watch::Receiver<bool>) -> Exporting,
+        Exporting: std::future::Future<Output = Result<(), BuildError>>,
+    {
+        let (outputs_done, outputs_done_rx) = watch::channel(false);
         let progress = output::Progress {
             sink,
-            clock: &clock,
-            first_vertex: vertex_id + 1,
+            clock,
+            first_vertex,
         };
-        // Caches are exported while the outputs are written: a `mode=max` cache's blobs
-        // that are not the image's upload beside the image's own, the rest after them.
-        let (outputs_done, outputs_done_rx) = watch::channel(false);
         let outputs_written = async {
             let written = output::write(
                 &self.store,
@@ -415,27 +454,10 @@ impl Build {
             let _ = outputs_done.send(true);
             written
         };
-        let caches_exported = async {
-            let Some(remote) = &remote else {
-                return Ok(());
-            };
-            // The layers only a `mode=max` cache sends may still be compressing.
-            let mut written = early.collect().await;
-            written.extend(written_early.clone());
-            let source = self.cache_source(remote, &cache, (&plan, &solved, &written), request);
-            let first_vertex = vertex_id + 1 + outputs.len() as u64;
-            self.export_caches(
-                &source,
-                request,
-                (sink, &clock, first_vertex),
-                outputs_done_rx,
-            )
-            .await
-        };
-        let (pushed, cached) = tokio::join!(outputs_written, caches_exported);
+        let (pushed, cached) = tokio::join!(outputs_written, caches(outputs_done_rx));
         let pushed = pushed?;
         cached?;
-        Ok((exported, pushed))
+        Ok(pushed)
     }
 
     /// The build context, the cache index, the store lease (held from the first step to

@@ -119,47 +119,31 @@ pub(super) async fn solve_and_export(
         Err(error) => vertex.error(error.to_string()),
     }
     let exported = exported?;
-    let progress = super::output::Progress {
-        sink,
-        clock: &clock,
-        first_vertex: vertex_id + 1,
-    };
-    let (outputs_done, outputs_done_rx) = watch::channel(false);
-    let outputs_written = async {
-        let written = super::output::write(
-            &build.store,
-            &build.registry,
-            &exported.manifest_digest,
-            outputs,
-            request.stdout.as_ref(),
-            progress,
-        )
-        .await;
-        let _ = outputs_done.send(true);
-        written
-    };
-    let caches_exported = async {
-        let Some(remote) = &remote else {
+    let first_vertex = vertex_id + 1;
+    let (clock, remote, cache, solved, merged) = (&clock, &remote, &cache, &solved, &merged);
+    let caches = |outputs_done| async move {
+        let Some(remote) = remote else {
             return Ok(());
         };
         // Every platform's steps: the cache plan has the merged graph and, as the image
         // steps `mode=min` sends, the layers of every platform's image.
         let cache_plan = merged.cache_plan();
         let written = HashMap::new();
-        let source = build.cache_source(remote, &cache, (&cache_plan, &solved, &written), request);
-        let first_vertex = vertex_id + 1 + outputs.len() as u64;
+        let source = build.cache_source(remote, cache, (&cache_plan, solved, &written), request);
+        let first_vertex = first_vertex + outputs.len() as u64;
         build
-            .export_caches(
-                &source,
-                request,
-                (sink, &clock, first_vertex),
-                outputs_done_rx,
-            )
+            .export_caches(&source, request, (sink, clock, first_vertex), outputs_done)
             .await
     };
-    let (pushed, cached) = tokio::join!(outputs_written, caches_exported);
-    let pushed = pushed?;
-    cached?;
+    let pushed = build
+        .outputs_beside_caches(
+            request,
+            outputs,
+            &exported,
+            (sink, clock, first_vertex),
+            caches,
+        )
+        .await?;
     Ok((exported, pushed))
 }
 

@@ -271,17 +271,22 @@ fn write_index_layout<W: Write>(
         &serde_json::to_vec(&oci_index(std::slice::from_ref(&archive.top))).unwrap_or_default(),
     )?;
     if let Some(docker) = &archive.docker {
-        let (manifest_json, repositories) = docker_metadata(std::slice::from_ref(docker));
-        layout.bytes(
-            "manifest.json",
-            &serde_json::to_vec(&manifest_json).unwrap_or_default(),
-        )?;
-        layout.bytes(
-            "repositories",
-            &serde_json::to_vec(&repositories).unwrap_or_default(),
-        )?;
+        write_docker_metadata(layout, std::slice::from_ref(docker))?;
     }
     Ok(())
+}
+
+/// A docker archive's `manifest.json` and `repositories`, naming `images`.
+fn write_docker_metadata<W: Write>(layout: &mut Layout<'_, W>, images: &[Saved]) -> Result<()> {
+    let (manifest_json, repositories) = docker_metadata(images);
+    layout.bytes(
+        "manifest.json",
+        &serde_json::to_vec(&manifest_json).unwrap_or_default(),
+    )?;
+    layout.bytes(
+        "repositories",
+        &serde_json::to_vec(&repositories).unwrap_or_default(),
+    )
 }
 
 fn write_layout<W: Write>(
@@ -297,15 +302,7 @@ fn write_layout<W: Write>(
         &serde_json::to_vec(&oci_index(images)).unwrap_or_default(),
     )?;
     if format == ArchiveFormat::Docker {
-        let (manifest_json, repositories) = docker_metadata(images);
-        layout.bytes(
-            "manifest.json",
-            &serde_json::to_vec(&manifest_json).unwrap_or_default(),
-        )?;
-        layout.bytes(
-            "repositories",
-            &serde_json::to_vec(&repositories).unwrap_or_default(),
-        )?;
+        write_docker_metadata(layout, images)?;
     }
     Ok(())
 }

@@ -73,13 +73,7 @@ pub async fn push_image(
 /// Whether the stored blob `digest` is an image index.
 async fn is_stored_index(store: &Store, digest: &Digest) -> Result<bool> {
     let (store, digest) = (store.clone(), digest.clone());
-    blocking(move || {
-        let bytes = store.read_blob(&digest)?;
-        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        Ok(json["mediaType"].as_str().is_some_and(media_type::is_index)
-            || json.get("manifests").is_some())
-    })
-    .await
+    blocking(move || Ok(super::list::stored_index(&store, &digest)?.is_some())).await
 }
 
 /// Pushes a stored index (kiln's build for several platforms): each platform's image by
