@@ -123,6 +123,9 @@ pub enum ContainerCommand {
         /// Kill a running container first.
         #[arg(short, long)]
         force: bool,
+        /// Remove the container's anonymous volumes too (named ones stay).
+        #[arg(short, long)]
+        volumes: bool,
         #[arg(required = true, value_name = "CONTAINER")]
         containers: Vec<String>,
     },
@@ -153,11 +156,13 @@ pub fn run(command: ContainerCommand, global: &GlobalArgs) -> Result<ExitCode> {
             quiet,
             no_trunc,
         } => ps(&open_store(global)?, all, quiet, no_trunc),
-        ContainerCommand::Rm { force, containers } => {
-            each(&open_store(global)?, &containers, |store, query| {
-                container::remove(store, query, force)
-            })
-        }
+        ContainerCommand::Rm {
+            force,
+            volumes,
+            containers,
+        } => each(&open_store(global)?, &containers, |store, query| {
+            container::remove_with_volumes(store, query, force, volumes)
+        }),
         ContainerCommand::Logs { container } => logs(&open_store(global)?, &container),
         ContainerCommand::Stop { time, containers } => {
             each(&open_store(global)?, &containers, |store, query| {

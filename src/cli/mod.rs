@@ -11,6 +11,7 @@ pub mod progress;
 mod rootless;
 mod serve;
 mod system;
+mod volume;
 
 use std::process::ExitCode;
 
@@ -54,6 +55,11 @@ enum Command {
     Image(image::ImageCommand),
     #[command(flatten)]
     Container(container::ContainerCommand),
+    /// Manage named volumes.
+    Volume {
+        #[command(subcommand)]
+        command: volume::VolumeCommand,
+    },
     /// Manage the build cache.
     Builder {
         #[command(subcommand)]
@@ -109,6 +115,18 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Commands that only print end quietly when their reader goes (`kiln images | head`).
+    // Not `run` (a closed terminal must not stop the container), not `serve` (a client
+    // that goes must not stop the daemon).
+    if matches!(
+        cli.command,
+        Command::Image(_)
+            | Command::Volume { .. }
+            | Command::System { .. }
+            | Command::Builder { .. }
+    ) {
+        crate::sys::process::default_sigpipe();
+    }
     if rootless::needed() && cli.command.uses_the_store() {
         return match crate::store::select_root(cli.global.root.as_deref()) {
             Ok(root) => rootless::rerun(&root).unwrap_or_else(|error| {
@@ -128,6 +146,7 @@ pub fn main() -> ExitCode {
         Command::Image(command) => image::run(command, &cli.global),
         Command::Container(command) => container::run(command, &cli.global),
         Command::Serve(args) => serve::run(&args, &cli.global),
+        Command::Volume { command } => volume::run(command, &cli.global),
         Command::Builder { command } => system::builder(command, &cli.global),
         Command::System { command } => system::system(command, &cli.global),
         Command::Completion { shell } => generate::completion(shell, Cli::command()),

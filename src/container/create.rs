@@ -65,7 +65,9 @@ pub fn command_line(
     argv
 }
 
-/// Parses `-v SRC:DST[:ro|rw]` (SRC must be an absolute host path; created when missing).
+/// Parses `-v SRC:DST[:ro|rw]`: SRC is an absolute host path (created when missing) or
+/// the name of a volume, which the returned mount then carries as its (relative) source
+/// until [`create`] resolves it.
 pub fn parse_volume(spec: &str) -> Result<BindMount> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (source, destination, readonly) = match parts.as_slice() {
@@ -78,9 +80,10 @@ pub fn parse_volume(spec: &str) -> Result<BindMount> {
             )));
         }
     };
-    if !source.starts_with('/') {
+    if !source.starts_with('/') && !super::volume::valid_name(source) {
         return Err(ContainerError::Usage(format!(
-            "invalid volume specification: '{spec}': kiln has no named volumes; the source must be an absolute host path"
+            "invalid volume specification: '{spec}': {source:?} is neither an absolute host \
+             path nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)"
         )));
     }
     if !destination.starts_with('/') {
@@ -145,7 +148,7 @@ pub fn parse_signal(text: &str) -> Option<i32> {
 }
 
 /// A new random container id (64 hex digits).
-fn new_id() -> Result<String> {
+pub(super) fn new_id() -> Result<String> {
     let mut bytes = [0u8; 32];
     let path = Path::new("/dev/urandom");
     fs::File::open(path)
@@ -192,7 +195,8 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
         .unwrap_or_else(|| id[..12].to_string());
     let env = environment(config.env().as_deref(), &hostname, &options.env);
     let working_dir = working_dir(options.workdir.as_deref(), config.working_dir().as_deref())?;
-    let mounts = volumes(&options.volumes)?;
+    let image_volumes: Vec<String> = config.volumes().clone().unwrap_or_default();
+    let (mounts, anonymous_volumes) = volumes(store, &options.volumes, &image_volumes, &lowers)?;
     let stop_signal = config
         .stop_signal()
         .as_deref()
@@ -227,6 +231,7 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
         stop_signal,
         init: options.init,
         security: options.security.clone(),
+        anonymous_volumes,
     };
     let dir = write_container_dir(&containers, &container_config)?;
     drop(names_lock);
@@ -298,15 +303,55 @@ fn working_dir(option: Option<&str>, image: Option<&str>) -> Result<String> {
     Ok(working_dir)
 }
 
-/// The `-v` binds, their host directories created when missing (as Docker does).
-fn volumes(specs: &[String]) -> Result<Vec<BindMount>> {
+/// The `-v` mounts: host directories (created when missing, as Docker does) and named
+/// volumes (created when missing and, while empty, filled with the image's content at
+/// their path); then an anonymous volume for each of the image's `VOLUME`s that no `-v`
+/// covers. Returns the mounts and the anonymous volumes' names.
+fn volumes(
+    store: &Store,
+    specs: &[String],
+    image_volumes: &[String],
+    lowers: &[PathBuf],
+) -> Result<(Vec<BindMount>, Vec<String>)> {
     let mut mounts = Vec::new();
-    for volume in specs {
-        let mount = parse_volume(volume)?;
-        fs::create_dir_all(&mount.source).map_err(io_err("create", &mount.source))?;
+    let mut anonymous = Vec::new();
+    let mut named = |name: Option<&str>, destination: &str, readonly: bool| -> Result<BindMount> {
+        let volume = super::volume::create(store, name, Default::default())?;
+        let empty = fs::read_dir(&volume.mountpoint)
+            .map_err(io_err("read", &volume.mountpoint))?
+            .next()
+            .is_none();
+        if empty {
+            super::volume::copy_up(lowers, destination, &volume.mountpoint)?;
+        }
+        if volume.anonymous {
+            anonymous.push(volume.name.clone());
+        }
+        Ok(BindMount {
+            source: volume.mountpoint,
+            destination: destination.to_string(),
+            readonly,
+        })
+    };
+    for spec in specs {
+        let mount = parse_volume(spec)?;
+        let mount = if mount.source.is_absolute() {
+            fs::create_dir_all(&mount.source).map_err(io_err("create", &mount.source))?;
+            mount
+        } else {
+            let name = mount.source.to_string_lossy().into_owned();
+            named(Some(&name), &mount.destination, mount.readonly)?
+        };
         mounts.push(mount);
     }
-    Ok(mounts)
+    for path in image_volumes {
+        let clean = crate::gocompat::go_path_clean(path);
+        if !mounts.iter().any(|m| m.destination == clean) {
+            let mount = named(None, &clean, false)?;
+            mounts.push(mount);
+        }
+    }
+    Ok((mounts, anonymous))
 }
 
 /// Locks `containers/.names.lock`: one creation at a time picks a name.
@@ -413,7 +458,9 @@ mod tests {
         let m = parse_volume("/a:/b:ro").unwrap();
         assert!(m.readonly);
         assert_eq!(m.destination, "/b");
-        assert!(parse_volume("named:/b").is_err());
+        let named = parse_volume("named:/b").unwrap();
+        assert_eq!(named.source, PathBuf::from("named"));
+        assert!(parse_volume("bad/name:/b").is_err());
         assert!(parse_volume("/a:b").is_err());
     }
 }

@@ -31,6 +31,10 @@ pub enum ContainerError {
     Json(#[from] serde_json::Error),
     #[error("No such container: {0}")]
     NotFound(String),
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
+    #[error("remove {name}: volume is in use by container {container}")]
+    VolumeInUse { name: String, container: String },
     #[error("multiple containers match {0}: give more of the id")]
     Ambiguous(String),
     #[error(

@@ -29,6 +29,7 @@ mod names;
 mod ps;
 mod security;
 mod state;
+pub mod volume;
 
 /// What [`RunOptions`] is made of, for callers that build one.
 pub use crate::sandbox::{BindMount, CgroupLimits, NetworkMode};
@@ -42,7 +43,7 @@ pub use ps::{command_text, status_text};
 pub use security::{Security, parse_security};
 pub use state::{
     Container, ContainerConfig, ContainerState, ProcessId, Status, list, load, read_log, refresh,
-    remove, resolve,
+    remove, remove_with_volumes, resolve,
 };
 
 /// Exit code recorded for a container whose owner vanished (its processes got SIGKILL).

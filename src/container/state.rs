@@ -49,6 +49,10 @@ pub struct ContainerConfig {
     /// `--init`: a minimal init is PID 1 (else the command is).
     #[serde(default)]
     pub init: bool,
+    /// The anonymous volumes made for the image's `VOLUME`s: removed with the container by
+    /// `rm -v` and `--rm`.
+    #[serde(default)]
+    pub anonymous_volumes: Vec<String>,
     /// Capabilities, seccomp and no_new_privs (Docker's defaults when absent).
     #[serde(default)]
     pub security: Security,
@@ -338,6 +342,28 @@ pub fn resolve(store: &Store, query: &str) -> Result<Container> {
 /// Removes a container's directory (state, log, writable layer): renamed aside first,
 /// so a crash midway leaves no half container (the next [`list`] finishes the job).
 pub(super) fn remove_dir(container: &Container) -> Result<()> {
+    remove_dir_only(container)?;
+    // `--rm` takes the anonymous volumes along, as Docker does.
+    if container.config.auto_remove {
+        remove_anonymous_volumes(container);
+    }
+    Ok(())
+}
+
+/// Removes the container's anonymous volumes (those another container mounts too stay).
+fn remove_anonymous_volumes(container: &Container) {
+    let Some(store) = container.dir.parent().and_then(Path::parent) else {
+        return;
+    };
+    let Ok(store) = Store::open(store) else {
+        return;
+    };
+    for name in &container.config.anonymous_volumes {
+        let _ = super::volume::remove(&store, name);
+    }
+}
+
+fn remove_dir_only(container: &Container) -> Result<()> {
     let Some(parent) = container.dir.parent() else {
         return Ok(());
     };
@@ -355,8 +381,13 @@ pub(super) fn remove_dir(container: &Container) -> Result<()> {
 }
 
 /// `kiln rm`: removes a container; a running one only with `force` (killed first).
-/// Bind-mounted host directories are never touched.
+/// Bind-mounted host directories and volumes are never touched.
 pub fn remove(store: &Store, query: &str, force: bool) -> Result<()> {
+    remove_with_volumes(store, query, force, false)
+}
+
+/// [`remove`], and with `volumes` (`rm -v`) the container's anonymous volumes too.
+pub fn remove_with_volumes(store: &Store, query: &str, force: bool, volumes: bool) -> Result<()> {
     let mut container = resolve(store, query)?;
     if container.state.status == Status::Running {
         if !force {
@@ -369,7 +400,11 @@ pub fn remove(store: &Store, query: &str, force: bool) -> Result<()> {
         }
         wait_exit(&mut container, std::time::Duration::from_secs(10));
     }
-    remove_dir(&container)
+    remove_dir(&container)?;
+    if volumes && !container.config.auto_remove {
+        remove_anonymous_volumes(&container);
+    }
+    Ok(())
 }
 
 /// Polls until the container is no longer running (or its owner is gone, which

@@ -222,6 +222,16 @@ fn memory_areas(stat: &str) -> Option<(usize, usize, usize, usize)> {
     (areas.0 < areas.1 && areas.2 <= areas.3).then_some(areas)
 }
 
+/// Restores SIGPIPE's default action (Rust's runtime ignores it): a command whose output
+/// pipe closes (`kiln images | head`) then ends quietly, as other tools do, instead of
+/// failing on the write.
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default touches no memory.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Sends `signal` to `pid`.
 pub fn send_signal(pid: i32, signal: i32) -> Result<()> {
     // SAFETY: plain kill(2).

@@ -575,3 +575,84 @@ fn rm_flag_leaves_no_state() {
     assert_eq!(ps, "");
     no_kiln_mounts(&root);
 }
+
+#[test]
+fn named_and_anonymous_volumes() {
+    let f = fixture!();
+    let (_dir, context) = harness::temp_dir();
+    harness::write_file(
+        &context,
+        "Dockerfile",
+        "FROM busybox\nRUN mkdir /data && echo from-image > /data/f && chown 1234 /data/f\nVOLUME /data\n",
+    );
+    let out = f.kiln(&["build", "-q", "-t", "volimg", context.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A named volume: filled from the image on first use, its data kept across containers.
+    let (code, out) = run(
+        f,
+        &[
+            "-v",
+            "kept:/data",
+            "volimg",
+            "sh",
+            "-c",
+            "ls -ln /data; echo mine > /data/new",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" 1234 ") && out.ends_with(" f\n"), "{out}");
+    let (code, out) = run(
+        f,
+        &["-v", "kept:/data", "volimg", "cat", "/data/f", "/data/new"],
+    );
+    assert_eq!((code, out.as_str()), (0, "from-image\nmine\n"));
+    let ls = f.kiln(&["volume", "ls", "-q"]);
+    assert!(
+        text(&ls.stdout).lines().any(|l| l == "kept"),
+        "{}",
+        text(&ls.stdout)
+    );
+
+    // In use: refused; free: removed.
+    let out = f.kiln(&[
+        "run",
+        "-d",
+        "--name",
+        "vol-holder",
+        "-v",
+        "kept:/data",
+        "volimg",
+        "sleep",
+        "60",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rm = f.kiln(&["volume", "rm", "kept"]);
+    assert_eq!(rm.status.code(), Some(1));
+    assert!(text(&rm.stderr).contains("volume is in use by container vol-holder"));
+    assert!(f.kiln(&["rm", "-f", "vol-holder"]).status.success());
+    let rm = f.kiln(&["volume", "rm", "kept"]);
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
+
+    // The image's VOLUME gets an anonymous volume, gone with `rm -v` (and with --rm).
+    let before = text(&f.kiln(&["volume", "ls", "-q"]).stdout)
+        .lines()
+        .count();
+    let out = f.kiln(&["run", "--name", "anon-user", "volimg", "cat", "/data/f"]);
+    assert_eq!(text(&out.stdout), "from-image\n");
+    let during = text(&f.kiln(&["volume", "ls", "-q"]).stdout)
+        .lines()
+        .count();
+    assert_eq!(during, before + 1);
+    assert!(f.kiln(&["rm", "-v", "anon-user"]).status.success());
+    let (code, _) = run(f, &["volimg", "true"]);
+    assert_eq!(code, 0);
+    let after = text(&f.kiln(&["volume", "ls", "-q"]).stdout)
+        .lines()
+        .count();
+    assert_eq!(after, before);
+
+    // Bad names are refused.
+    let (code, _) = run(f, &["-v", "bad/name:/data", "volimg", "true"]);
+    assert_eq!(code, 125);
+}
