@@ -126,7 +126,8 @@ fn image_status(error: &ImageError) -> StatusCode {
 
 fn container_status(error: &ContainerError) -> StatusCode {
     match error {
-        ContainerError::NotFound(_) => StatusCode::NOT_FOUND,
+        ContainerError::NotFound(_) | ContainerError::NoSuchVolume(_) => StatusCode::NOT_FOUND,
+        ContainerError::VolumeInUse { .. } => StatusCode::CONFLICT,
         ContainerError::NameInUse { .. }
         | ContainerError::Running(_)
         | ContainerError::NotRunning(_) => StatusCode::CONFLICT,

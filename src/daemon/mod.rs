@@ -15,6 +15,7 @@ mod http;
 mod images;
 mod server;
 mod system;
+mod volumes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -90,6 +91,7 @@ async fn route(daemon: Arc<Daemon>, request: http::Request) -> Result<http::Resp
         (&Method::GET, "info", "") => system::info(&daemon).await,
         (_, "images", _) => images::route(daemon, &request, &rest).await,
         (_, "containers", _) => containers::route(daemon, &request, &rest).await,
+        (_, "volumes", _) => volumes::route(daemon, &request, &rest).await,
         _ => Err(DaemonError::NoRoute),
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, TempRoot, kiln_with_root, text};
+use crate::harness::{self, TempRoot, kiln_with_root, stderr, text};
 
 const DOCKER: &str = "/usr/bin/docker";
 const SIGTERM: i32 = 15;
@@ -435,4 +435,68 @@ fn run_attached_with_and_without_rm() {
         "{all}"
     );
     serve.docker_ok(&["rm", "kept"]);
+}
+
+#[test]
+fn volumes_through_the_docker_cli() {
+    let Some(serve) = Serve::start() else { return };
+    assert_eq!(
+        serve.docker_ok(&["volume", "create", "shared"]).trim(),
+        "shared"
+    );
+    let ls = serve.docker_ok(&["volume", "ls", "-q"]);
+    assert_eq!(ls.trim(), "shared");
+    let inspect = serve.docker_ok(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Driver}} {{.Name}}",
+        "shared",
+    ]);
+    assert_eq!(inspect.trim(), "local shared");
+    // Data written by one container is there for the next.
+    serve.docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "shared:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    let read = serve.docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "shared:/data",
+        "busybox",
+        "cat",
+        "/data/f",
+    ]);
+    assert_eq!(read, "kept\n");
+    // In use: refused; then removed.
+    serve.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "holder",
+        "-v",
+        "shared:/data",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let out = serve.docker(&["volume", "rm", "shared"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("volume is in use"),
+        "{}",
+        stderr(&out)
+    );
+    serve.docker_ok(&["rm", "-f", "holder"]);
+    serve.docker_ok(&["volume", "rm", "shared"]);
+    let out = serve.docker(&["volume", "inspect", "shared"]);
+    assert!(!out.status.success());
+    assert!(serve.docker_ok(&["volume", "ls", "-q"]).trim().is_empty());
 }
