@@ -142,9 +142,41 @@ pub enum ContainerCommand {
         #[arg(required = true, value_name = "CONTAINER")]
         containers: Vec<String>,
     },
+    /// Run a command in a running container: its namespaces, root, environment, user and
+    /// working directory (unless changed), capabilities and seccomp profile.
+    Exec {
+        /// Forward standard input.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Accepted for compatibility: kiln allocates no pseudo-terminal.
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Set an environment variable: K=V, or K from kiln's environment (repeatable).
+        #[arg(short = 'e', long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// The user (name or uid[:gid]) instead of the container's.
+        #[arg(short = 'u', long = "user")]
+        user: Option<String>,
+        /// The working directory instead of the container's.
+        #[arg(short = 'w', long = "workdir")]
+        workdir: Option<String>,
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+        /// The command and its arguments.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<String>,
+    },
     /// Internal: owns a detached container (`run -d`).
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
+    /// Internal: the process `exec` starts in a running container.
+    #[command(name = "__enter", hide = true)]
+    Enter { state_dir: std::path::PathBuf },
 }
 
 /// Runs a container command.
@@ -168,6 +200,29 @@ pub fn run(command: ContainerCommand, global: &GlobalArgs) -> Result<ExitCode> {
             each(&open_store(global)?, &containers, |store, query| {
                 container::stop(store, query, Duration::from_secs(time)).map(|_| ())
             })
+        }
+        ContainerCommand::Exec {
+            interactive,
+            tty: _,
+            env,
+            user,
+            workdir,
+            container,
+            command,
+        } => {
+            let options = container::ExecOptions {
+                argv: command,
+                env,
+                user,
+                workdir,
+                stdin: interactive,
+            };
+            container::exec(&open_store(global)?, &container, &options)
+                .map(|code| ExitCode::from(u8::try_from(code).unwrap_or(255)))
+                .map_err(anyhow::Error::from)
+        }
+        ContainerCommand::Enter { state_dir } => {
+            return Ok(crate::sandbox::enter::enter_main(&state_dir));
         }
         ContainerCommand::Monitor { id } => {
             let store = open_store(global)?;

@@ -264,7 +264,7 @@ fn image_snapshots(
 
 /// The image's environment, with Docker's default `PATH` when it sets none, `HOSTNAME`,
 /// then each `-e` (`K=V`, or `K` taking the value from kiln's own environment).
-fn environment(
+pub(super) fn environment(
     image_env: Option<&[String]>,
     hostname: &str,
     options_env: &[String],

@@ -242,3 +242,56 @@ pub fn kill(store: &Store, query: &str, signal: i32) -> Result<Container> {
     crate::sys::process::send_signal(process.pid, signal)?;
     Ok(container)
 }
+
+/// What `kiln exec` runs in a container.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub argv: Vec<String>,
+    /// `-e K=V` (or `K`, from kiln's environment), over the container's environment.
+    pub env: Vec<String>,
+    /// `-u`: else the container's user.
+    pub user: Option<String>,
+    /// `-w`: else the container's working directory.
+    pub workdir: Option<String>,
+    /// `-i`: standard input forwarded.
+    pub stdin: bool,
+}
+
+/// `kiln exec`: runs a command in the running container `query` — its namespaces and
+/// root, its environment, user and working directory unless `options` change them, its
+/// capabilities and seccomp profile — on this terminal; returns the exit code.
+pub fn exec(store: &Store, query: &str, options: &ExecOptions) -> Result<i32> {
+    if crate::sys::userns::in_user_namespace() {
+        return Err(ContainerError::Usage(
+            "kiln exec without root is not supported yet".to_string(),
+        ));
+    }
+    let mut container = resolve(store, query)?;
+    let _ = super::refresh(&mut container);
+    let outer = match (container.state.status, container.state.process) {
+        (Status::Running, Some(process)) if process.is_alive() => process.pid,
+        _ => return Err(ContainerError::NotRunning(container.config.name.clone())),
+    };
+    // The sandbox's first process waits outside; its child is the container's PID 1.
+    let children =
+        fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).unwrap_or_default();
+    let init: i32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .ok_or_else(|| ContainerError::NotRunning(container.config.name.clone()))?;
+    let mut spec = container.spec();
+    spec.process.argv = options.argv.clone();
+    spec.process.env = super::create::environment(
+        Some(container.config.env.as_slice()),
+        &container.config.hostname,
+        &options.env,
+    );
+    if let Some(user) = &options.user {
+        spec.process.user = user.clone();
+    }
+    if let Some(workdir) = &options.workdir {
+        spec.process.cwd = workdir.clone();
+    }
+    Ok(crate::sandbox::enter::enter(init, &spec, options.stdin)?)
+}

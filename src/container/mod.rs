@@ -36,8 +36,8 @@ pub use crate::sandbox::{BindMount, CgroupLimits, NetworkMode};
 pub use create::{RunOptions, command_line, create, parse_memory, parse_signal, parse_volume};
 pub use error::{ContainerError, Result};
 pub use exec::{
-    MONITOR_COMMAND, RunOutcome, kill, monitor_main, run_foreground, start_detached, start_monitor,
-    stop,
+    ExecOptions, MONITOR_COMMAND, RunOutcome, exec, kill, monitor_main, run_foreground,
+    start_detached, start_monitor, stop,
 };
 pub use ps::{command_text, status_text};
 pub use security::{Security, parse_security};

@@ -184,7 +184,7 @@ fn init(spec: &Spec, plan: &Plan, state_dir: &Path) -> Result<i32, SandboxError>
 }
 
 /// Execs the command; on failure says why and exits with Docker's code for it.
-fn become_command(spec: &Spec) -> ! {
+pub(super) fn become_command(spec: &Spec) -> ! {
     let error = run_command(spec);
     eprintln!("kiln-sandbox: {error}");
     let code = match &error {

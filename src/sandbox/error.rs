@@ -29,6 +29,9 @@ pub enum SandboxError {
     },
     #[error("the process that started the sandbox is gone")]
     ParentGone,
+    /// `kiln exec` could not enter the running container.
+    #[error("entering the container: {0}")]
+    Enter(String),
     #[error("cannot find the kiln executable to run the sandbox: {0}")]
     NoExecutable(#[source] io::Error),
     #[error("starting the sandbox: {0}")]

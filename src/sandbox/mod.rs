@@ -14,6 +14,7 @@
 pub mod capability;
 pub mod child;
 pub mod emulation;
+pub mod enter;
 pub mod error;
 pub mod parent;
 pub mod plan;

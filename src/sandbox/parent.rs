@@ -158,6 +158,18 @@ fn unique_id() -> String {
     )
 }
 
+/// A new private state directory (mode 0700: what it holds may carry secret values).
+pub(super) fn new_state_dir() -> Result<PathBuf, SandboxError> {
+    let state_root = default_state_root();
+    std::fs::create_dir_all(&state_root).map_err(io_err("mkdir", &state_root))?;
+    let state_dir = state_root.join(unique_id());
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&state_dir)
+        .map_err(io_err("mkdir", &state_dir))?;
+    Ok(state_dir)
+}
+
 impl Sandbox {
     /// Starts `spec` in a new sandbox. Must be called inside a tokio runtime.
     pub fn spawn(spec: &Spec, options: &SpawnOptions) -> Result<Running, SandboxError> {

@@ -118,6 +118,32 @@ pub fn new_empty_net_ns() -> Result<std::os::fd::OwnedFd> {
 
 /// Joins the network namespace that `path` names (an nsfs file, or a
 /// `/proc/<pid>/fd/<n>` link to one held by another process).
+/// Moves this (single-threaded) process into the ipc, uts, net, cgroup, pid (for its next
+/// child) and mount namespaces of process `pid`: a running container's, for `kiln exec`.
+/// The mount namespace goes last; entering it makes its root this process's root.
+pub fn join_all(pid: i32) -> Result<()> {
+    use rustix::thread::LinkNameSpaceType as Kind;
+    for (name, kind) in [
+        ("ipc", Kind::InterProcessCommunication),
+        ("uts", Kind::HostNameAndNISDomainName),
+        ("net", Kind::Network),
+        ("cgroup", Kind::ControlGroup),
+        ("pid", Kind::ProcessID),
+        ("mnt", Kind::Mount),
+    ] {
+        let path = std::path::PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            // A kernel without cgroup namespaces has no such file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "cgroup" => continue,
+            Err(e) => return Err(SysError::path("open", &path, e)),
+        };
+        rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&file), Some(kind))
+            .map_err(|e| SysError::path("setns", &path, e))?;
+    }
+    Ok(())
+}
+
 pub fn join_net_ns(path: &std::path::Path) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| SysError::path("open", path, e))?;
     rustix::thread::move_into_link_name_space(

@@ -656,3 +656,62 @@ fn named_and_anonymous_volumes() {
     let (code, _) = run(f, &["-v", "bad/name:/data", "volimg", "true"]);
     assert_eq!(code, 125);
 }
+
+#[test]
+fn exec_runs_in_the_running_container() {
+    let f = fixture!();
+    let out = f.kiln(&[
+        "run",
+        "-d",
+        "--name",
+        "exec-target",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    f.wait_for_status("exec-target", "Up ");
+    // Its namespaces (PID 1 is the container's command), environment, working directory.
+    let out = f.kiln(&[
+        "exec",
+        "exec-target",
+        "sh",
+        "-c",
+        "echo $FOO $(pwd); tr '\\0' ' ' < /proc/1/cmdline; echo; grep Seccomp: /proc/self/status",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "bar /tmp\nsleep 60 \nSeccomp:\t2\n");
+    // -u, -w, -e, the exit code, and stdin only with -i.
+    let out = f.kiln(&[
+        "exec",
+        "-u",
+        "65534",
+        "-w",
+        "/",
+        "-e",
+        "X=1",
+        "exec-target",
+        "sh",
+        "-c",
+        "id -u; pwd; echo $X; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(text(&out.stdout), "65534\n/\n1\n");
+    let mut child = kiln_with_root(&f.root)
+        .args(["exec", "-i", "exec-target", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"through stdin\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "through stdin\n");
+    assert!(f.kiln(&["rm", "-f", "exec-target"]).status.success());
+    let out = f.kiln(&["exec", "exec-target", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+}
