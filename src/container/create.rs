@@ -235,7 +235,9 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
     };
     let dir = write_container_dir(&containers, &container_config)?;
     drop(names_lock);
-    load(&dir)
+    let container = load(&dir)?;
+    super::state::event(&container, "create", &[]);
+    Ok(container)
 }
 
 /// Unpacks the image's layers (unless they are) and returns their snapshot directories,

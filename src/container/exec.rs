@@ -41,7 +41,9 @@ fn record_start(container: &mut Container, pid: Option<u32>) -> Result<()> {
     container.state.process = pid.and_then(ProcessId::of);
     container.state.owner = ProcessId::current();
     container.state.started_at = Some(now_rfc3339());
-    container.save_state()
+    container.save_state()?;
+    super::state::event(container, "start", &[]);
+    Ok(())
 }
 
 fn record_end(container: &mut Container, outcome: &RunOutcome) -> Result<()> {
@@ -57,6 +59,7 @@ fn record_end(container: &mut Container, outcome: &RunOutcome) -> Result<()> {
         container.state.started_at = container.state.finished_at.clone();
     }
     container.save_state()?;
+    super::state::event(container, "die", &[("exitCode", &outcome.code.to_string())]);
     if container.config.auto_remove {
         remove_dir(container)?;
     }

@@ -350,12 +350,27 @@ pub(super) fn remove_dir(container: &Container) -> Result<()> {
     Ok(())
 }
 
+/// The store a container lives in (`<root>/containers-v1/<id>`).
+fn store_of(container: &Container) -> Option<Store> {
+    let root = container.dir.parent().and_then(Path::parent)?;
+    Store::open(root).ok()
+}
+
+/// Records a container event (best effort), with its name and image as Docker does.
+pub(super) fn event(container: &Container, action: &str, extra: &[(&str, &str)]) {
+    if let Some(store) = store_of(container) {
+        let mut attributes = vec![
+            ("name", container.config.name.as_str()),
+            ("image", container.config.image_ref.as_str()),
+        ];
+        attributes.extend_from_slice(extra);
+        store.record_event("container", action, &container.config.id, &attributes);
+    }
+}
+
 /// Removes the container's anonymous volumes (those another container mounts too stay).
 fn remove_anonymous_volumes(container: &Container) {
-    let Some(store) = container.dir.parent().and_then(Path::parent) else {
-        return;
-    };
-    let Ok(store) = Store::open(store) else {
+    let Some(store) = store_of(container) else {
         return;
     };
     for name in &container.config.anonymous_volumes {
@@ -369,7 +384,7 @@ fn remove_dir_only(container: &Container) -> Result<()> {
     };
     let aside = parent.join(format!("{REMOVING_PREFIX}{}", container.config.id));
     match fs::rename(&container.dir, &aside) {
-        Ok(()) => {}
+        Ok(()) => event(container, "destroy", &[]),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io_err("rename", &container.dir)(e)),
     }

@@ -11,6 +11,7 @@
 mod attach;
 mod containers;
 mod error;
+mod events;
 mod http;
 mod images;
 mod server;
@@ -89,6 +90,7 @@ async fn route(daemon: Arc<Daemon>, request: http::Request) -> Result<http::Resp
         (&Method::GET | &Method::HEAD, "_ping", "") => Ok(system::ping(&request.method)),
         (&Method::GET, "version", "") => Ok(system::version()),
         (&Method::GET, "info", "") => system::info(&daemon).await,
+        (&Method::GET, "events", "") => events::stream(daemon, &request),
         (_, "images", _) => images::route(daemon, &request, &rest).await,
         (_, "containers", _) => containers::route(daemon, &request, &rest).await,
         (_, "volumes", _) => volumes::route(daemon, &request, &rest).await,

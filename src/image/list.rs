@@ -128,9 +128,16 @@ fn index_platforms(store: &Store, index: &Digest) -> Result<Vec<(Platform, Diges
 
 /// `kiln tag SRC DST`: names the image `src` also as `dst`.
 pub fn tag(store: &Store, src: &str, dst: &Reference) -> Result<()> {
-    let (descriptor, _) = resolve(store, src)?;
+    let (descriptor, image) = resolve(store, src)?;
     let _lease = store.lease()?;
     store.tag(dst, &descriptor)?;
+    let name = dst.to_string();
+    store.record_event(
+        "image",
+        "tag",
+        &image.config_digest.to_string(),
+        &[("name", &name)],
+    );
     Ok(())
 }
 
@@ -361,6 +368,9 @@ pub fn remove(store: &Store, query: &str, force: bool) -> Result<Vec<Removed>> {
                 Some(tag) => format!("{}:{tag}", reference.familiar()),
                 None => reference.to_string(),
             };
+            let name = reference.to_string();
+            let id = image.config_digest.to_string();
+            store.record_event("image", "untag", &id, &[("name", &name)]);
             removed.push(Removed::Untagged(shown));
         }
     }

@@ -97,6 +97,10 @@ async fn pull_and_maybe_tag(
     let src_store = store.clone();
     let (registry, repository) = (rref.registry.clone(), rref.repository.clone());
     blocking(move || sources::record(&src_store, &registry, &repository, &all)).await?;
+    if tag {
+        let name = reference.to_string();
+        store.record_event("image", "pull", &name, &[("name", &name)]);
+    }
 
     Ok(Pulled {
         reference: reference.clone(),

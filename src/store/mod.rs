@@ -17,6 +17,7 @@
 
 mod blob;
 mod error;
+pub mod events;
 mod fsutil;
 mod image;
 mod index;

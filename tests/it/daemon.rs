@@ -500,3 +500,59 @@ fn volumes_through_the_docker_cli() {
     assert!(!out.status.success());
     assert!(serve.docker_ok(&["volume", "ls", "-q"]).trim().is_empty());
 }
+
+#[test]
+fn events_of_a_container_s_life() {
+    let Some(serve) = Serve::start() else { return };
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    serve.docker_ok(&["run", "--rm", "--name", "evented", "busybox", "true"]);
+    serve.docker_ok(&["tag", "busybox", "busybox:events"]);
+    // Everything has happened: the stream may end a second from now.
+    let until = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    let since = start.to_string();
+    let shown = serve.docker_ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "container=evented",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "container create evented",
+            "container start evented",
+            "container die evented",
+            "container destroy evented",
+        ],
+        "{shown}"
+    );
+    let images = serve.docker_ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "type=image",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    assert!(
+        images.contains("tag docker.io/library/busybox:events"),
+        "{images}"
+    );
+}
