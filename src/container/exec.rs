@@ -12,7 +12,7 @@ use super::{
     Container, ContainerError, ProcessId, Result, SIGKILL, Status, load, now_rfc3339, resolve,
 };
 use crate::sandbox::child::EXIT_SETUP_FAILED;
-use crate::sandbox::{Sandbox, SpawnOptions, StdioMode, Stream};
+use crate::sandbox::{Sandbox, SpawnOptions, Spec, StdioMode, Stream};
 use crate::store::Store;
 
 /// The hidden subcommand of the monitor process.
@@ -264,6 +264,22 @@ pub struct ExecOptions {
 /// root, its environment, user and working directory unless `options` change them, its
 /// capabilities and seccomp profile — on this terminal; returns the exit code.
 pub fn exec(store: &Store, query: &str, options: &ExecOptions) -> Result<i32> {
+    let (init, spec) = exec_spec(store, query, options)?;
+    Ok(crate::sandbox::enter::enter(init, &spec, options.stdin)?)
+}
+
+/// [`exec`] with the output piped, for the daemon: the started command.
+pub fn exec_start(
+    store: &Store,
+    query: &str,
+    options: &ExecOptions,
+) -> Result<crate::sandbox::enter::Entered> {
+    let (init, spec) = exec_spec(store, query, options)?;
+    Ok(crate::sandbox::enter::start(init, &spec)?)
+}
+
+/// The running container's PID 1 (a host pid) and the spec of `options`' command in it.
+fn exec_spec(store: &Store, query: &str, options: &ExecOptions) -> Result<(i32, Spec)> {
     if crate::sys::userns::in_user_namespace() {
         return Err(ContainerError::Usage(
             "kiln exec without root is not supported yet".to_string(),
@@ -296,5 +312,5 @@ pub fn exec(store: &Store, query: &str, options: &ExecOptions) -> Result<i32> {
     if let Some(workdir) = &options.workdir {
         spec.process.cwd = workdir.clone();
     }
-    Ok(crate::sandbox::enter::enter(init, &spec, options.stdin)?)
+    Ok((init, spec))
 }

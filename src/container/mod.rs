@@ -36,7 +36,7 @@ pub use crate::sandbox::{BindMount, CgroupLimits, NetworkMode};
 pub use create::{RunOptions, command_line, create, parse_memory, parse_signal, parse_volume};
 pub use error::{ContainerError, Result};
 pub use exec::{
-    ExecOptions, MONITOR_COMMAND, RunOutcome, exec, kill, monitor_main, run_foreground,
+    ExecOptions, MONITOR_COMMAND, RunOutcome, exec, exec_start, kill, monitor_main, run_foreground,
     start_detached, start_monitor, stop,
 };
 pub use ps::{command_text, status_text};

@@ -43,6 +43,7 @@ pub(super) async fn route(
         (&Method::POST, _, "wait") => wait(&daemon, id, request.param("condition")).await,
         (&Method::GET, _, "logs") => logs(&daemon, id, request).await,
         (&Method::POST, _, "attach") => super::attach::attach(&daemon, id, request).await,
+        (&Method::POST, _, "exec") => super::exec::create(&daemon, id, request).await,
         (&Method::POST, _, "stop") => stop(&daemon, id, request).await,
         (&Method::POST, _, "kill") => kill(&daemon, id, request).await,
         (&Method::DELETE, _, "") => remove(&daemon, id, request.flag("force")).await,
@@ -301,11 +302,7 @@ async fn wait_for(mut current: Container, condition: WaitFor, exits: &Exits) -> 
 
 /// One frame of Docker's multiplexed stream: stream 1 (stdout), length, data.
 pub(super) fn stdout_frame(data: &[u8]) -> Bytes {
-    let mut frame = Vec::with_capacity(8 + data.len());
-    frame.extend_from_slice(&[1, 0, 0, 0]);
-    frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    frame.extend_from_slice(data);
-    Bytes::from(frame)
+    super::exec::frame(1, data)
 }
 
 /// Where the last `tail` lines of `log` begin.

@@ -52,6 +52,9 @@ pub enum DaemonError {
     /// A path the API does not have (404).
     #[error("page not found")]
     NoRoute,
+    /// Something a request names that does not exist, e.g. an exec instance (404).
+    #[error("{0}")]
+    NotFound(String),
     /// A request that conflicts with the state of a container or image (409).
     #[error("{0}")]
     Conflict(String),
@@ -85,7 +88,7 @@ impl DaemonError {
     pub fn status(&self) -> StatusCode {
         match self {
             DaemonError::BadRequest(_) | DaemonError::Json(_) => StatusCode::BAD_REQUEST,
-            DaemonError::NoRoute => StatusCode::NOT_FOUND,
+            DaemonError::NoRoute | DaemonError::NotFound(_) => StatusCode::NOT_FOUND,
             DaemonError::Conflict(_) => StatusCode::CONFLICT,
             DaemonError::Image(error) => image_status(error),
             DaemonError::Container(error) => container_status(error),

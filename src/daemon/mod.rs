@@ -12,6 +12,7 @@ mod attach;
 mod containers;
 mod error;
 mod events;
+mod exec;
 mod http;
 mod images;
 mod server;
@@ -40,6 +41,8 @@ struct Daemon {
     store: Store,
     client: Client,
     exits: Exits,
+    /// The execs created on this daemon (`docker exec`).
+    execs: exec::Execs,
 }
 
 /// Exit codes of ended monitors by container id (a monitor exits with its container's
@@ -94,6 +97,7 @@ async fn route(daemon: Arc<Daemon>, request: http::Request) -> Result<http::Resp
         (_, "images", _) => images::route(daemon, &request, &rest).await,
         (_, "containers", _) => containers::route(daemon, &request, &rest).await,
         (_, "volumes", _) => volumes::route(daemon, &request, &rest).await,
+        (_, "exec", _) => exec::route(daemon, &request, &rest).await,
         _ => Err(DaemonError::NoRoute),
     }
 }

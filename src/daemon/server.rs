@@ -55,6 +55,7 @@ pub async fn serve(
         store,
         client,
         exits: Exits::default(),
+        execs: Default::default(),
     });
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();

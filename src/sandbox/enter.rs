@@ -59,6 +59,61 @@ pub fn enter(target: i32, spec: &Spec, stdin: bool) -> Result<i32, SandboxError>
     outcome
 }
 
+/// A command started by [`start`] in a running sandbox: read its output from `child`'s
+/// pipes, then [`Entered::finish`].
+pub struct Entered {
+    pub child: tokio::process::Child,
+    state_dir: std::path::PathBuf,
+}
+
+impl Entered {
+    /// Waits for the command; its exit code (128 + n for signal n). Cleans up.
+    pub async fn finish(mut self) -> Result<i32, SandboxError> {
+        let status = self.child.wait().await.map_err(SandboxError::Wait);
+        let error = std::fs::read_to_string(self.state_dir.join(ERROR_FILE));
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+        let status = status?;
+        if let Ok(reason) = error {
+            return Err(SandboxError::Enter(reason));
+        }
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+}
+
+/// [`enter`] for a caller that streams the output (the daemon's exec): standard input is
+/// empty, standard output and error are piped. Must be called inside a tokio runtime.
+pub fn start(target: i32, spec: &Spec) -> Result<Entered, SandboxError> {
+    let exe = std::env::current_exe().map_err(SandboxError::NoExecutable)?;
+    let state_dir = super::parent::new_state_dir()?;
+    let started = (|| {
+        let config = EnterConfig {
+            target,
+            spec: spec.clone(),
+        };
+        let path = state_dir.join(ENTER_FILE);
+        std::fs::write(&path, serde_json::to_vec(&config)?).map_err(io_err("write", &path))?;
+        tokio::process::Command::new(&exe)
+            .arg(ENTER_COMMAND)
+            .arg(&state_dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(SandboxError::Spawn)
+    })();
+    match started {
+        Ok(child) => Ok(Entered { child, state_dir }),
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&state_dir);
+            Err(error)
+        }
+    }
+}
+
 /// The hidden command that [`enter`] runs.
 pub const ENTER_COMMAND: &str = "__enter";
 

@@ -556,3 +556,48 @@ fn events_of_a_container_s_life() {
         "{images}"
     );
 }
+
+#[test]
+fn exec_in_a_running_container() {
+    let Some(serve) = Serve::start() else { return };
+    serve.docker_ok(&[
+        "run", "-d", "--name", "exec-me", "-e", "FOO=bar", "busybox", "sleep", "60",
+    ]);
+    let out = serve.docker(&[
+        "exec",
+        "-e",
+        "X=1",
+        "exec-me",
+        "sh",
+        "-c",
+        "echo $FOO $X; echo to-stderr >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(text(&out.stdout), "bar 1\n");
+    assert_eq!(stderr(&out), "to-stderr\n");
+    let out = serve.docker_ok(&[
+        "exec",
+        "-u",
+        "65534",
+        "-w",
+        "/tmp",
+        "exec-me",
+        "sh",
+        "-c",
+        "id -u; pwd",
+    ]);
+    assert_eq!(out, "65534\n/tmp\n");
+    serve.docker_ok(&["exec", "-d", "exec-me", "touch", "/tmp/detached"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !serve
+        .docker(&["exec", "exec-me", "test", "-e", "/tmp/detached"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the detached exec never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    serve.docker_ok(&["rm", "-f", "exec-me"]);
+    let out = serve.docker(&["exec", "exec-me", "true"]);
+    assert!(!out.status.success());
+}
