@@ -50,7 +50,7 @@ fn unix_time(text: Option<&str>) -> i64 {
 }
 
 /// How Docker names an image in messages: `busybox:latest`, `repo@sha256:…`.
-fn shown_name(reference: &Reference) -> String {
+pub(super) fn shown_name(reference: &Reference) -> String {
     match (reference.tag(), reference.digest()) {
         (_, Some(digest)) => format!("{}@{digest}", reference.familiar()),
         (Some(tag), None) => format!("{}:{tag}", reference.familiar()),

@@ -9,6 +9,7 @@
 //! L6: may use what `build` may, and `container` and `build`.
 
 mod attach;
+mod build;
 mod containers;
 mod error;
 mod http;
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use hyper::Method;
 
-use crate::registry::Client;
+use crate::registry::{Client, ClientConfig};
 use crate::store::Store;
 
 pub use error::{DaemonError, Result};
@@ -37,6 +38,9 @@ pub const MIN_API_VERSION: &str = "1.41";
 struct Daemon {
     store: Store,
     client: Client,
+    /// How `client` was made: builds and pushes with the client's credentials make
+    /// clients of their own from it.
+    registry: ClientConfig,
     exits: Exits,
 }
 
@@ -88,6 +92,7 @@ async fn route(daemon: Arc<Daemon>, request: http::Request) -> Result<http::Resp
         (&Method::GET | &Method::HEAD, "_ping", "") => Ok(system::ping(&request.method)),
         (&Method::GET, "version", "") => Ok(system::version()),
         (&Method::GET, "info", "") => system::info(&daemon).await,
+        (&Method::POST, "build", "") => build::build(daemon, &request).await,
         (_, "images", _) => images::route(daemon, &request, &rest).await,
         (_, "containers", _) => containers::route(daemon, &request, &rest).await,
         _ => Err(DaemonError::NoRoute),

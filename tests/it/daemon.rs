@@ -85,6 +85,8 @@ impl Serve {
             .arg(self.host())
             .args(args)
             .env("DOCKER_CONFIG", &self.docker_config)
+            // The classic builder's `POST /build`: the endpoint kiln serves.
+            .env("DOCKER_BUILDKIT", "0")
             .env_remove("DOCKER_HOST")
             .stdin(Stdio::null())
             .output()
@@ -435,4 +437,151 @@ fn run_attached_with_and_without_rm() {
         "{all}"
     );
     serve.docker_ok(&["rm", "kept"]);
+}
+
+/// A build context directory holding `files`.
+fn context(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, body) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+#[test]
+fn docker_build_multi_stage_with_a_heredoc() {
+    let Some(serve) = Serve::start() else { return };
+    let dir = TempRoot::new();
+    let app = context(
+        &dir.join("app"),
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox AS base\nRUN <<EOF\necho hi > /x\nEOF\n\n\
+                 FROM busybox\nCOPY --from=base /x /x\nCOPY data/note.txt /note.txt\n",
+            ),
+            ("data/note.txt", "a note\n"),
+            (".dockerignore", "secret.txt\n"),
+            ("secret.txt", "not sent\n"),
+        ],
+    );
+    let context_arg = app.to_str().unwrap();
+    let built = serve.docker_ok(&[
+        "build",
+        "-t",
+        "app:1",
+        "-t",
+        "kiln-test/app:v2",
+        context_arg,
+    ]);
+    assert!(built.contains("Successfully built "), "{built}");
+    assert!(built.contains("Successfully tagged app:1"), "{built}");
+    assert!(
+        built.contains("Successfully tagged kiln-test/app:v2"),
+        "{built}"
+    );
+    assert_eq!(
+        serve.docker_ok(&["run", "--rm", "app:1", "cat", "/x"]),
+        "hi\n"
+    );
+    assert_eq!(
+        serve.docker_ok(&["run", "--rm", "kiln-test/app:v2", "cat", "/note.txt"]),
+        "a note\n"
+    );
+    let id = serve.docker_ok(&["image", "inspect", "--format", "{{.Id}}", "app:1"]);
+    let short = &id.trim()["sha256:".len()..][..12];
+    assert!(
+        built.contains(&format!("Successfully built {short}")),
+        "{built}"
+    );
+    // kiln's own build of the same context on the same root: the same steps, cached, give
+    // the same image.
+    let out = harness::kiln(&serve.root, &["build", "-q", context_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), id.trim());
+    // Quiet: only the id.
+    let quiet = serve.docker_ok(&["build", "-q", context_arg]);
+    assert_eq!(quiet.trim(), id.trim());
+}
+
+#[test]
+fn docker_build_failures() {
+    let Some(serve) = Serve::start() else { return };
+    let dir = TempRoot::new();
+    let failing = context(
+        &dir.join("failing"),
+        &[("Dockerfile", "FROM busybox\nRUN echo boom; exit 3\n")],
+    );
+    let out = serve.docker(&["build", failing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("exit code: 3"), "{stderr}");
+    assert!(text(&out.stdout).contains("boom"), "{}", text(&out.stdout));
+    let broken = context(
+        &dir.join("broken"),
+        &[("Dockerfile", "FROM busybox\nRUN --mount=type=nope true\n")],
+    );
+    let out = serve.docker(&["build", broken.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Dockerfile:2: "),
+        "{}",
+        text(&out.stderr)
+    );
+    // A Dockerfile outside the context is refused.
+    let (status, body) = serve.raw("POST", "/build?dockerfile=../etc/passwd", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("errorDetail"), "{body}");
+    let (status, body) = serve.raw("POST", "/build?buildargs=%7Bnot-json", "");
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn a_client_gone_mid_build_cancels_it() {
+    let Some(serve) = Serve::start() else { return };
+    let dir = TempRoot::new();
+    let slow = context(
+        &dir.join("slow"),
+        &[("Dockerfile", "FROM busybox\nRUN echo started; sleep 60\n")],
+    );
+    let mut child = Command::new(DOCKER)
+        .arg("-H")
+        .arg(serve.host())
+        .args(["build", slow.to_str().unwrap()])
+        .env("DOCKER_CONFIG", &serve.docker_config)
+        .env("DOCKER_BUILDKIT", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("started") {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(read > 0, "the build ended early: {seen}");
+        seen.push_str(&line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = Instant::now();
+    loop {
+        let records = std::fs::read_dir(serve.root.join("builds-v1"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        let cancelled = records
+            .filter_map(|r| std::fs::read_to_string(r.path().join("record.json")).ok())
+            .any(|record| record.contains("\"status\": \"cancelled\""));
+        if cancelled {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the build went on after its client left"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
