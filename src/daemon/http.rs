@@ -108,6 +108,7 @@ pub(super) struct Request {
     pub query: HashMap<String, String>,
     /// Every query parameter in order, for the repeatable ones (`t` of a build).
     pairs: Vec<(String, String)>,
+    headers: hyper::HeaderMap,
     pub body: Bytes,
     /// The body of an upload endpoint ([`is_upload`]), unread: taken once, by the handler.
     upload: std::sync::Mutex<Option<hyper::body::Incoming>>,
@@ -122,6 +123,7 @@ impl Request {
         let upgrade = hyper::upgrade::on(&mut request);
         let (parts, body) = request.into_parts();
         let path = strip_version(parts.uri.path())?.to_string();
+        let headers = parts.headers;
         let pairs: Vec<(String, String)> = parts
             .uri
             .query()
@@ -149,6 +151,7 @@ impl Request {
             path,
             query,
             pairs,
+            headers,
             body,
             upload: std::sync::Mutex::new(upload),
             upgrade,
@@ -166,6 +169,11 @@ impl Request {
 
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query.get(name).map(String::as_str)
+    }
+
+    /// A header's value, when it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// Every value of a repeatable query parameter, in order.

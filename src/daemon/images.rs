@@ -1,4 +1,4 @@
-//! `/images/…`: list, inspect, history, tag, remove and pull (a stream of JSON progress
+//! `/images/…`: list, inspect, history, tag, remove and pull (`push` pushes) (a stream of JSON progress
 //! lines, as dockerd sends them). Image names may contain `/`, so the name is the rest of
 //! the path before the endpoint's last segment.
 
@@ -34,6 +34,9 @@ pub(super) async fn route(
         (&Method::POST, _, _, Some(name)) => return tag(&daemon, name, request).await,
         _ => rest,
     };
+    if let (&Method::POST, Some(name)) = (method, named("/push")) {
+        return super::push::push(&daemon, name, request);
+    }
     if method == Method::DELETE && !name.is_empty() {
         return remove(&daemon, name, request.flag("force")).await;
     }
@@ -176,7 +179,7 @@ fn pull_reference(request: &Request) -> Result<Reference> {
 }
 
 /// One line of the pull stream.
-fn line(value: &Value) -> Bytes {
+pub(super) fn line(value: &Value) -> Bytes {
     let mut bytes = serde_json::to_vec(value).unwrap_or_default();
     bytes.push(b'\n');
     Bytes::from(bytes)
@@ -241,7 +244,7 @@ fn pull(daemon: &Arc<Daemon>, request: &Request) -> Result<http::Response> {
 }
 
 /// Turns the pull's layer events into dockerd's progress lines until the pull is done.
-async fn forward_progress(
+pub(super) async fn forward_progress(
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
     sender: mpsc::Sender<Bytes>,
 ) {

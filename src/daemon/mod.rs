@@ -14,6 +14,7 @@ mod containers;
 mod error;
 mod http;
 mod images;
+mod push;
 mod server;
 mod system;
 

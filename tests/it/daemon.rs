@@ -585,3 +585,72 @@ fn a_client_gone_mid_build_cancels_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn push_to_the_loopback_registry() {
+    let Some(registry) = harness::registry::plain() else {
+        return;
+    };
+    if !harness::have(harness::SKOPEO) {
+        return;
+    }
+    let Some(serve) = Serve::start() else { return };
+    let name = format!("{}/daemon-push/busybox:v1", registry.addr);
+    serve.docker_ok(&["tag", "busybox", &name]);
+    let pushed = serve.docker_ok(&["push", &name]);
+    assert!(
+        pushed.contains(&format!(
+            "The push refers to repository [{}/daemon-push/busybox]",
+            registry.addr
+        )),
+        "{pushed}"
+    );
+    let digest = pushed
+        .lines()
+        .find_map(|l| l.strip_prefix("v1: digest: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{pushed}"))
+        .to_string();
+    let out = Command::new(harness::SKOPEO)
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), digest);
+    // An image the store does not have is an error line; docker exits non-zero.
+    let out = serve.docker(&["push", &format!("{}/daemon-push/none:v1", registry.addr)]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("No such image"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn push_with_the_clients_credentials() {
+    use base64::Engine as _;
+    let Some(registry) = harness::registry::basic_auth() else {
+        return;
+    };
+    let Some(serve) = Serve::start() else { return };
+    let name = format!("{}/daemon-auth/busybox:v1", registry.addr);
+    serve.docker_ok(&["tag", "busybox", &name]);
+    // The daemon's store has no credentials: without the client's, the push is refused.
+    let out = serve.docker(&["push", &name]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    // The docker CLI sends its own in X-Registry-Auth.
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        harness::registry::USER,
+        harness::registry::PASSWORD
+    ));
+    std::fs::write(
+        serve.docker_config.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, registry.addr),
+    )
+    .unwrap();
+    let pushed = serve.docker_ok(&["push", &name]);
+    assert!(pushed.contains("v1: digest: sha256:"), "{pushed}");
+}

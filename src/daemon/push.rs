@@ -1,0 +1,170 @@
+//! `POST /images/{name}/push?tag=`: pushes with `image::push`, streaming dockerd's
+//! progress lines and, last, the `aux` object with the tag, digest and size. The
+//! credentials are the `X-Registry-Auth` header's when it carries some, else the store's,
+//! as `kiln push` finds them.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::http::{self, Request};
+use super::images::{forward_progress, line};
+use super::{Daemon, DaemonError, Result};
+use crate::image::{self, LayerOptions};
+use crate::oci::Reference;
+use crate::progress::{Clock, Items, Sink};
+use crate::registry::{Client, ClientConfig, CredentialSource, Credentials};
+
+/// The JSON the docker CLI sends, base64 (URL alphabet) encoded, in `X-Registry-Auth`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RegistryAuth {
+    username: String,
+    password: String,
+    #[serde(rename = "identitytoken")]
+    identity_token: String,
+}
+
+impl RegistryAuth {
+    /// The header's credentials; `None` when it carries none (the CLI sends `{}` then).
+    fn parse(header: &str) -> Result<Option<Credentials>> {
+        let header = header.trim();
+        if header.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |reason: String| {
+            DaemonError::BadRequest(format!("invalid X-Registry-Auth header: {reason}"))
+        };
+        let engines = [
+            base64::engine::general_purpose::URL_SAFE,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            base64::engine::general_purpose::STANDARD,
+        ];
+        let bytes = engines
+            .iter()
+            .find_map(|engine| engine.decode(header).ok())
+            .ok_or_else(|| invalid("not base64".into()))?;
+        let auth: RegistryAuth =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        Ok(if !auth.identity_token.is_empty() {
+            Some(Credentials::IdentityToken(auth.identity_token))
+        } else if !auth.username.is_empty() || !auth.password.is_empty() {
+            Some(Credentials::Basic {
+                username: auth.username,
+                password: auth.password,
+            })
+        } else {
+            None
+        })
+    }
+}
+
+/// The header's credentials for the registry pushed to, the store's for any other.
+struct HeaderCredentials {
+    registry: String,
+    credentials: Credentials,
+    fallback: Arc<dyn CredentialSource>,
+}
+
+impl CredentialSource for HeaderCredentials {
+    fn credentials(&self, registry: &str) -> crate::registry::Result<Option<Credentials>> {
+        if registry == self.registry {
+            return Ok(Some(self.credentials.clone()));
+        }
+        self.fallback.credentials(registry)
+    }
+}
+
+/// The image `POST /images/{name}/push` names: `name` with `tag` (empty: `latest`).
+fn push_reference(name: &str, tag: Option<&str>) -> Result<Reference> {
+    let full = match tag.filter(|t| !t.is_empty()) {
+        Some(digest) if digest.contains(':') => format!("{name}@{digest}"),
+        Some(tag) => format!("{name}:{tag}"),
+        None => name.to_string(),
+    };
+    Ok(image::parse_reference(&full)?)
+}
+
+pub(super) fn push(daemon: &Arc<Daemon>, name: &str, request: &Request) -> Result<http::Response> {
+    let reference = push_reference(name, request.param("tag"))?;
+    let client = match request
+        .header("x-registry-auth")
+        .map(RegistryAuth::parse)
+        .transpose()?
+        .flatten()
+    {
+        Some(credentials) => Client::new(ClientConfig {
+            credentials: Arc::new(HeaderCredentials {
+                registry: reference.registry().to_string(),
+                credentials,
+                fallback: daemon.registry.credentials.clone(),
+            }),
+            ..daemon.registry.clone()
+        })?,
+        None => daemon.client.clone(),
+    };
+    let (response, sender) = http::stream("application/json");
+    let store = daemon.store.clone();
+    tokio::spawn(async move {
+        let _ = sender
+            .send(line(&json!({
+                "status": format!("The push refers to repository [{}]", reference.name())
+            })))
+            .await;
+        let (sink, events) = Sink::channel();
+        let forward = tokio::spawn(forward_progress(events, sender.clone()));
+        let items = Items::new(sink, Clock::from_fn(|| 0.0), 0);
+        let options = LayerOptions::default();
+        let pushed = image::push(&store, &client, &reference, &options, items).await;
+        let _ = forward.await;
+        let lines = match pushed {
+            Ok(pushed) => {
+                let tag = reference
+                    .tag()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| pushed.digest.to_string());
+                vec![
+                    json!({ "status": format!(
+                        "{tag}: digest: {} size: {}", pushed.digest, pushed.size
+                    )}),
+                    json!({
+                        "progressDetail": {},
+                        "aux": { "Tag": tag, "Digest": pushed.digest.to_string(), "Size": pushed.size },
+                    }),
+                ]
+            }
+            Err(error) => {
+                let message = DaemonError::from(error).message();
+                vec![json!({ "errorDetail": { "message": message }, "error": message })]
+            }
+        };
+        for value in lines {
+            let _ = sender.send(line(&value)).await;
+        }
+    });
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_auth_header() {
+        let encode = |text: &str| base64::engine::general_purpose::URL_SAFE.encode(text);
+        assert!(RegistryAuth::parse(&encode("{}")).unwrap().is_none());
+        assert!(RegistryAuth::parse("").unwrap().is_none());
+        let basic = RegistryAuth::parse(&encode(
+            r#"{"username":"u","password":"p","serveraddress":"127.0.0.1:5000"}"#,
+        ))
+        .unwrap();
+        assert!(matches!(
+            basic,
+            Some(Credentials::Basic { username, password }) if username == "u" && password == "p"
+        ));
+        assert!(RegistryAuth::parse("%%%").is_err());
+        assert!(RegistryAuth::parse(&encode("[1]")).is_err());
+    }
+}
