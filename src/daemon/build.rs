@@ -112,12 +112,13 @@ fn options(request: &Request) -> Result<Options> {
     })
 }
 
-/// A scratch directory under the store, removed on drop: the uploaded context.
-struct Scratch(PathBuf);
+/// A scratch directory under the store, removed on drop: an uploaded context or archive.
+pub(super) struct Scratch(pub(super) PathBuf);
 
 impl Scratch {
-    fn create(root: &Path) -> Result<Scratch> {
-        let dir = root.join(format!("tmp-build-context-{}", crate::store::random_name()));
+    /// `ROOT/tmp-KIND-…`.
+    pub(super) fn create(root: &Path, kind: &str) -> Result<Scratch> {
+        let dir = root.join(format!("tmp-{kind}-{}", crate::store::random_name()));
         std::fs::create_dir(&dir).map_err(io_err("create", &dir))?;
         Ok(Scratch(dir))
     }
@@ -138,7 +139,7 @@ impl Drop for Scratch {
 pub(super) async fn build(daemon: Arc<Daemon>, request: &Request) -> Result<http::Response> {
     let options = options(request)?;
     let upload = request.take_upload()?;
-    let scratch = Scratch::create(daemon.store.root())?;
+    let scratch = Scratch::create(daemon.store.root(), "build-context")?;
     let archive = scratch.0.join("context.tar");
     save_upload(upload, &archive).await?;
     let context = scratch.context();

@@ -1,4 +1,5 @@
-//! `/images/…`: list, inspect, history, tag, remove and pull (`push` pushes) (a stream of JSON progress
+//! `/images/…`: list, inspect, history, tag, remove and pull (`push` pushes, `archive`
+//! saves and loads) (a stream of JSON progress
 //! lines, as dockerd sends them). Image names may contain `/`, so the name is the rest of
 //! the path before the endpoint's last segment.
 
@@ -27,6 +28,13 @@ pub(super) async fn route(
     if method == Method::POST && rest == "create" {
         return pull(&daemon, request);
     }
+    if method == Method::GET && rest == "get" {
+        let names = request.params("names").into_iter().map(str::to_string);
+        return super::archive::save(&daemon, names.collect()).await;
+    }
+    if method == Method::POST && rest == "load" {
+        return super::archive::load(&daemon, request).await;
+    }
     let named = |suffix: &str| rest.strip_suffix(suffix).filter(|n| !n.is_empty());
     let name = match (method, named("/json"), named("/history"), named("/tag")) {
         (&Method::GET, Some(name), _, _) => return inspect(&daemon, name).await,
@@ -36,6 +44,9 @@ pub(super) async fn route(
     };
     if let (&Method::POST, Some(name)) = (method, named("/push")) {
         return super::push::push(&daemon, name, request);
+    }
+    if let (&Method::GET, Some(name)) = (method, named("/get")) {
+        return super::archive::save(&daemon, vec![name.to_string()]).await;
     }
     if method == Method::DELETE && !name.is_empty() {
         return remove(&daemon, name, request.flag("force")).await;

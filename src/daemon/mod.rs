@@ -8,6 +8,7 @@
 //!
 //! L6: may use what `build` may, and `container` and `build`.
 
+mod archive;
 mod attach;
 mod build;
 mod containers;

@@ -654,3 +654,43 @@ fn push_with_the_clients_credentials() {
     let pushed = serve.docker_ok(&["push", &name]);
     assert!(pushed.contains("v1: digest: sha256:"), "{pushed}");
 }
+
+#[test]
+fn save_and_load_round_trip() {
+    let Some(first) = Serve::start() else { return };
+    let Some(second) = Serve::start() else { return };
+    let dir = TempRoot::new();
+    let app = context(
+        &dir.join("app"),
+        &[("Dockerfile", "FROM busybox\nRUN echo saved > /s\n")],
+    );
+    first.docker_ok(&["build", "-q", "-t", "app:1", app.to_str().unwrap()]);
+    let id = first.docker_ok(&["image", "inspect", "--format", "{{.Id}}", "app:1"]);
+    let archive = dir.join("app.tar");
+    first.docker_ok(&["save", "-o", archive.to_str().unwrap(), "app:1"]);
+    // Into a daemon of another store: the image, its layers and its name come with it.
+    let loaded = second.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: app:1"), "{loaded}");
+    assert_eq!(
+        second.docker_ok(&["image", "inspect", "--format", "{{.Id}}", "app:1"]),
+        id
+    );
+    assert_eq!(
+        second.docker_ok(&["run", "--rm", "app:1", "cat", "/s"]),
+        "saved\n"
+    );
+    // And back into the first after its name is gone.
+    first.docker_ok(&["rmi", "app:1"]);
+    let loaded = first.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: app:1"), "{loaded}");
+    assert!(
+        first
+            .docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .lines()
+            .any(|l| l == "app:1")
+    );
+    let (status, body) = first.raw("GET", "/images/get?names=nothing-here", "");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = first.raw("POST", "/images/load", "not an archive");
+    assert_eq!(status, 400, "{body}");
+}
