@@ -694,3 +694,45 @@ fn save_and_load_round_trip() {
     let (status, body) = first.raw("POST", "/images/load", "not an archive");
     assert_eq!(status, 400, "{body}");
 }
+
+#[test]
+fn start_again_and_restart() {
+    let Some(serve) = Serve::start() else { return };
+    let script = "echo ran >> /count; cat /count";
+    assert_eq!(
+        serve.docker_ok(&["run", "--name", "again", "busybox", "sh", "-c", script]),
+        "ran\n"
+    );
+    // An exited container runs again, on the filesystem it left.
+    assert_eq!(serve.docker_ok(&["start", "-a", "again"]), "ran\nran\n");
+    let state = serve.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "again",
+    ]);
+    assert_eq!(state.trim(), "exited 0");
+    serve.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "looping",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; sleep 30",
+    ]);
+    serve.docker_ok(&["restart", "-t", "1", "looping"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while serve.docker_ok(&["logs", "looping"]) != "started\nstarted\n" {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            serve.docker_ok(&["logs", "looping"])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let running = serve.docker_ok(&["inspect", "--format", "{{.State.Status}}", "looping"]);
+    assert_eq!(running.trim(), "running");
+    serve.docker_ok(&["rm", "-f", "again", "looping"]);
+}
