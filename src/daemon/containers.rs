@@ -538,25 +538,28 @@ async fn list(daemon: &Arc<Daemon>, all: bool) -> Result<http::Response> {
     let entries: Vec<Value> = containers
         .iter()
         .filter(|c| all || c.state.status == Status::Running)
-        .map(|c| {
-            json!({
-                "Id": c.config.id,
-                "Names": [format!("/{}", c.config.name)],
-                "Image": c.config.image_ref,
-                "ImageID": c.config.image,
-                "Command": c.config.command.join(" "),
-                "Created": crate::image::parse_rfc3339(&c.config.created).unwrap_or(0),
-                "Ports": [],
-                "Labels": {},
-                "State": status_word(c.state.status),
-                "Status": container::status_text(c, now),
-                "HostConfig": { "NetworkMode": network_mode(c.config.network) },
-                "NetworkSettings": { "Networks": {} },
-                "Mounts": [],
-            })
-        })
+        .map(|c| summary(c, now))
         .collect();
     Ok(http::json(StatusCode::OK, &Value::Array(entries)))
+}
+
+/// One container as `/containers/json` (and `/system/df`) lists it.
+pub(super) fn summary(c: &Container, now: i64) -> Value {
+    json!({
+        "Id": c.config.id,
+        "Names": [format!("/{}", c.config.name)],
+        "Image": c.config.image_ref,
+        "ImageID": c.config.image,
+        "Command": c.config.command.join(" "),
+        "Created": crate::image::parse_rfc3339(&c.config.created).unwrap_or(0),
+        "Ports": [],
+        "Labels": {},
+        "State": status_word(c.state.status),
+        "Status": container::status_text(c, now),
+        "HostConfig": { "NetworkMode": network_mode(c.config.network) },
+        "NetworkSettings": { "Networks": {} },
+        "Mounts": [],
+    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use super::{Daemon, DaemonError, Result, blocking};
 use crate::image::{self, Removed};
 use crate::oci::{Platform, Reference};
 use crate::progress::{Clock, Event, Items, Sink};
+use crate::store::Store;
 
 pub(super) async fn route(
     daemon: Arc<Daemon>,
@@ -75,43 +76,46 @@ pub(super) fn shown_name(reference: &Reference) -> String {
 /// `GET /images/json`: one entry per image (id), with all its names.
 async fn list(daemon: &Arc<Daemon>) -> Result<http::Response> {
     let store = daemon.store.clone();
-    let entries = blocking(move || {
-        let rows = image::list(&store)?;
-        let mut entries: Vec<Value> = Vec::new();
-        let mut seen: Vec<String> = Vec::new();
-        for row in &rows {
-            let id = row.id.to_string();
-            if seen.contains(&id) {
-                continue;
-            }
-            seen.push(id.clone());
-            let names: Vec<&image::ImageSummary> = rows.iter().filter(|r| r.id == row.id).collect();
-            let tags: Vec<String> = names
-                .iter()
-                .filter_map(|r| r.tag.as_ref().map(|t| format!("{}:{t}", r.repository)))
-                .collect();
-            let query = match &row.tag {
-                Some(tag) => format!("{}:{tag}", row.repository),
-                None => format!("{}@{}", row.repository, row.digest),
-            };
-            let inspected = image::inspect(&store, &query).unwrap_or_default();
-            entries.push(json!({
-                "Id": id,
-                "ParentId": "",
-                "RepoTags": tags,
-                "RepoDigests": inspected.get("RepoDigests").cloned().unwrap_or(json!([])),
-                "Created": unix_time(row.created.as_deref()),
-                "Size": row.size,
-                "SharedSize": -1,
-                "VirtualSize": row.size,
-                "Labels": inspected["Config"].get("Labels").cloned().unwrap_or(json!({})),
-                "Containers": -1,
-            }));
-        }
-        Ok(entries)
-    })
-    .await?;
+    let entries = blocking(move || summaries(&store)).await?;
     Ok(ok(&Value::Array(entries)))
+}
+
+/// Docker's image summaries of the store: one per image id, with all its names
+/// (`Containers` is -1, not counted, as `/images/json` answers by default).
+pub(super) fn summaries(store: &Store) -> Result<Vec<Value>> {
+    let rows = image::list(store)?;
+    let mut entries: Vec<Value> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for row in &rows {
+        let id = row.id.to_string();
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id.clone());
+        let names: Vec<&image::ImageSummary> = rows.iter().filter(|r| r.id == row.id).collect();
+        let tags: Vec<String> = names
+            .iter()
+            .filter_map(|r| r.tag.as_ref().map(|t| format!("{}:{t}", r.repository)))
+            .collect();
+        let query = match &row.tag {
+            Some(tag) => format!("{}:{tag}", row.repository),
+            None => format!("{}@{}", row.repository, row.digest),
+        };
+        let inspected = image::inspect(store, &query).unwrap_or_default();
+        entries.push(json!({
+            "Id": id,
+            "ParentId": "",
+            "RepoTags": tags,
+            "RepoDigests": inspected.get("RepoDigests").cloned().unwrap_or(json!([])),
+            "Created": unix_time(row.created.as_deref()),
+            "Size": row.size,
+            "SharedSize": -1,
+            "VirtualSize": row.size,
+            "Labels": inspected["Config"].get("Labels").cloned().unwrap_or(json!({})),
+            "Containers": -1,
+        }));
+    }
+    Ok(entries)
 }
 
 /// `GET /images/{name}/json`.

@@ -94,6 +94,7 @@ async fn route(daemon: Arc<Daemon>, request: http::Request) -> Result<http::Resp
         (&Method::GET | &Method::HEAD, "_ping", "") => Ok(system::ping(&request.method)),
         (&Method::GET, "version", "") => Ok(system::version()),
         (&Method::GET, "info", "") => system::info(&daemon).await,
+        (&Method::GET, "system", "df") => system::df(&daemon).await,
         (&Method::POST, "build", "") => build::build(daemon, &request).await,
         (_, "images", _) => images::route(daemon, &request, &rest).await,
         (_, "containers", _) => containers::route(daemon, &request, &rest).await,

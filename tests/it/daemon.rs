@@ -736,3 +736,23 @@ fn start_again_and_restart() {
     assert_eq!(running.trim(), "running");
     serve.docker_ok(&["rm", "-f", "again", "looping"]);
 }
+
+#[test]
+fn system_df() {
+    let Some(serve) = Serve::start() else { return };
+    serve.docker_ok(&["run", "--name", "user", "busybox", "true"]);
+    let df = serve.docker_ok(&["system", "df"]);
+    let row = |kind: &str| -> Vec<String> {
+        df.lines()
+            .find(|l| l.starts_with(kind))
+            .unwrap_or_else(|| panic!("{df}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    // TYPE TOTAL ACTIVE SIZE RECLAIMABLE
+    assert_eq!(row("Images")[1..3], ["1", "1"], "{df}");
+    assert_eq!(row("Containers")[1..3], ["1", "0"], "{df}");
+    assert_eq!(row("Local Volumes")[2..4], ["0", "0"], "{df}");
+    serve.docker_ok(&["rm", "user"]);
+}
