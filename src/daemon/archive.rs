@@ -10,10 +10,9 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::build::Scratch;
 use super::http::{self, Request, save_upload};
 use super::images::line;
-use super::{Daemon, DaemonError, Result, blocking};
+use super::{Daemon, DaemonError, Result, Scratch, blocking};
 use crate::image::{self, ArchiveFormat};
 
 /// How much of the archive is gathered before it goes to the client as one chunk.
@@ -68,8 +67,8 @@ pub(super) async fn save(daemon: &Arc<Daemon>, names: Vec<String>) -> Result<htt
 /// reported as dockerd does (`Loaded image: NAME`, or its id when unnamed).
 pub(super) async fn load(daemon: &Arc<Daemon>, request: &Request) -> Result<http::Response> {
     let upload = request.take_upload()?;
-    let scratch = Scratch::create(daemon.store.root(), "load")?;
-    let archive = scratch.0.join("images.tar");
+    let scratch = Scratch::create(&daemon.store, "load").await?;
+    let archive = scratch.dir.join("images.tar");
     save_upload(upload, &archive).await?;
     let store = daemon.store.clone();
     let loaded = blocking(move || {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::error::io_err;
 use super::http::{self, Request, save_upload};
-use super::{Daemon, DaemonError, Result, blocking};
+use super::{Daemon, DaemonError, Result, Scratch, blocking};
 use crate::build::{Build, BuildError, BuildRequest, CacheImport, ParsedDockerfile};
 use crate::oci::Reference;
 use crate::progress::{Event, Sink};
@@ -112,37 +112,15 @@ fn options(request: &Request) -> Result<Options> {
     })
 }
 
-/// A scratch directory under the store, removed on drop: an uploaded context or archive.
-pub(super) struct Scratch(pub(super) PathBuf);
-
-impl Scratch {
-    /// `ROOT/tmp-KIND-…`.
-    pub(super) fn create(root: &Path, kind: &str) -> Result<Scratch> {
-        let dir = root.join(format!("tmp-{kind}-{}", crate::store::random_name()));
-        std::fs::create_dir(&dir).map_err(io_err("create", &dir))?;
-        Ok(Scratch(dir))
-    }
-
-    fn context(&self) -> PathBuf {
-        self.0.join("context")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `POST /build`: reads the context, then answers 200 with the build's stream (a
 /// Dockerfile that does not parse is an error line in it, as dockerd answers).
 pub(super) async fn build(daemon: Arc<Daemon>, request: &Request) -> Result<http::Response> {
     let options = options(request)?;
     let upload = request.take_upload()?;
-    let scratch = Scratch::create(daemon.store.root(), "build-context")?;
-    let archive = scratch.0.join("context.tar");
+    let scratch = Scratch::create(&daemon.store, "build-context").await?;
+    let archive = scratch.dir.join("context.tar");
+    let context = scratch.dir.join("context");
     save_upload(upload, &archive).await?;
-    let context = scratch.context();
     blocking(move || unpack_context(&archive, &context)).await?;
     let (response, sender) = http::stream("application/json");
     tokio::spawn(async move {
@@ -176,7 +154,7 @@ async fn run(
     options: Options,
     sender: &mpsc::Sender<Bytes>,
 ) -> std::result::Result<(), String> {
-    let context = scratch.context();
+    let context = scratch.dir.join("context");
     let bytes = read_dockerfile(&context, &options.dockerfile).map_err(|e| e.to_string())?;
     let parsed = ParsedDockerfile::parse(&bytes).map_err(|diagnostics| {
         let lines: Vec<String> = diagnostics

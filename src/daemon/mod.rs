@@ -20,12 +20,13 @@ mod server;
 mod system;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hyper::Method;
 
 use crate::registry::{Client, ClientConfig};
-use crate::store::Store;
+use crate::store::{Lease, Store};
 
 pub use error::{DaemonError, Result};
 pub use server::{ServeOptions, serve, socket_path};
@@ -74,6 +75,35 @@ where
     T: Send + 'static,
 {
     tokio::task::spawn_blocking(work).await?
+}
+
+/// A scratch directory among the store's snapshots (`tmp-KIND-…`) for an uploaded build
+/// context or archive, removed on drop. Its lease keeps `image prune` away while it is in
+/// use, and prune removes one that a crash leaves behind.
+struct Scratch {
+    dir: PathBuf,
+    _lease: Lease,
+}
+
+impl Scratch {
+    async fn create(store: &Store, kind: &str) -> Result<Scratch> {
+        let store = store.clone();
+        let dir = store
+            .snapshots_dir()
+            .join(format!("tmp-{kind}-{}", crate::store::random_name()));
+        blocking(move || {
+            let lease = store.lease()?;
+            std::fs::create_dir(&dir).map_err(error::io_err("create", &dir))?;
+            Ok(Scratch { dir, _lease: lease })
+        })
+        .await
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Answers one request: the route's response, or Docker's error body.

@@ -194,22 +194,6 @@ pub(super) async fn info(daemon: &Arc<Daemon>) -> Result<http::Response> {
     Ok(json_ok(&counts))
 }
 
-/// Bytes of the files under `path` (symbolic links not followed); unreadable parts count 0.
-fn disk_usage(path: &std::path::Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    std::fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| disk_usage(&entry.path()))
-        .sum()
-}
-
 /// `GET /system/df`: the store's images (with how many containers use each) and
 /// containers (with what each has written); kiln has no volumes or build cache entries
 /// to report here. `LayersSize` adds the images' sizes up (a layer two images share
@@ -230,7 +214,7 @@ pub(super) async fn df(daemon: &Arc<Daemon>) -> Result<http::Response> {
         .iter()
         .map(|c| {
             let mut entry = super::containers::summary(c, now);
-            entry["SizeRw"] = json!(disk_usage(&c.dir));
+            entry["SizeRw"] = json!(crate::store::disk_usage(&c.dir));
             entry["SizeRootFs"] = json!(0);
             entry
         })

@@ -504,6 +504,13 @@ fn docker_build_multi_stage_with_a_heredoc() {
     // Quiet: only the id.
     let quiet = serve.docker_ok(&["build", "-q", context_arg]);
     assert_eq!(quiet.trim(), id.trim());
+    // The uploaded contexts are gone once their builds end.
+    let left: Vec<_> = std::fs::read_dir(serve.root.join("snapshots-v1"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
