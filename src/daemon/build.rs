@@ -212,7 +212,10 @@ async fn run(
     drop(sink);
     watcher.abort();
     let _ = forward.await;
-    let outcome = outcome.map_err(|error| failure(sender, error))?;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => return Err(failure(sender, error).await),
+    };
     let id = outcome.exported.image_id.to_string();
     let mut lines = vec![line(&json!({ "aux": { "ID": id } }))];
     if quiet {
@@ -236,7 +239,7 @@ async fn run(
 
 /// The message of a failed build: a failing step's own words, after its last lines of
 /// output (sent as stream lines, as the command line shows them).
-fn failure(sender: &mpsc::Sender<Bytes>, error: BuildError) -> String {
+async fn failure(sender: &mpsc::Sender<Bytes>, error: BuildError) -> String {
     if let BuildError::Solve { source, .. } = &error
         && let SolveError::Step { message, tail, .. } = &**source
     {
@@ -245,7 +248,7 @@ fn failure(sender: &mpsc::Sender<Bytes>, error: BuildError) -> String {
             text.push_str(&format!(" > {line}\n"));
         }
         if !text.is_empty() {
-            let _ = sender.try_send(stream_line(&text));
+            let _ = sender.send(stream_line(&text)).await;
         }
         return message.to_string();
     }
