@@ -44,7 +44,7 @@ pub(super) async fn route(
         _ => rest,
     };
     if let (&Method::POST, Some(name)) = (method, named("/push")) {
-        return super::push::push(&daemon, name, request);
+        return super::push::push(&daemon, name, request).await;
     }
     if let (&Method::GET, Some(name)) = (method, named("/get")) {
         return super::archive::save(&daemon, vec![name.to_string()]).await;

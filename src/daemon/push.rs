@@ -1,5 +1,5 @@
 //! `POST /images/{name}/push?tag=`: pushes with `image::push`, streaming dockerd's
-//! progress lines and, last, the `aux` object with the tag, digest and size. The
+//! progress lines and, after each tag, the `aux` object with the tag, digest and size. The
 //! credentials are the `X-Registry-Auth` header's when it carries some, else the store's,
 //! as `kiln push` finds them.
 
@@ -11,11 +11,12 @@ use serde_json::json;
 
 use super::http::{self, Request};
 use super::images::{forward_progress, line};
-use super::{Daemon, DaemonError, Result};
+use super::{Daemon, DaemonError, Result, blocking};
 use crate::image::{self, LayerOptions};
 use crate::oci::Reference;
 use crate::progress::{Clock, Items, Sink};
 use crate::registry::{Client, ClientConfig, CredentialSource, Credentials};
+use crate::store::Store;
 
 /// The JSON the docker CLI sends, base64 (URL alphabet) encoded, in `X-Registry-Auth`.
 #[derive(Debug, Default, Deserialize)]
@@ -77,18 +78,40 @@ impl CredentialSource for HeaderCredentials {
     }
 }
 
-/// The image `POST /images/{name}/push` names: `name` with `tag` (empty: `latest`).
-fn push_reference(name: &str, tag: Option<&str>) -> Result<Reference> {
+/// The images `POST /images/{name}/push` names: `name` with `tag` (a tag or a digest),
+/// or without one every tag the store has of that repository (`docker push -a`).
+fn push_references(store: &Store, name: &str, tag: Option<&str>) -> Result<Vec<Reference>> {
     let full = match tag.filter(|t| !t.is_empty()) {
         Some(digest) if digest.contains(':') => format!("{name}@{digest}"),
         Some(tag) => format!("{name}:{tag}"),
-        None => name.to_string(),
+        None => {
+            let repository = image::parse_reference(name)?.familiar();
+            let tagged: Vec<Reference> = image::list(store)?
+                .into_iter()
+                .filter(|row| row.repository == repository)
+                .filter_map(|row| row.tag)
+                .map(|tag| image::parse_reference(&format!("{name}:{tag}")))
+                .collect::<std::result::Result<_, _>>()?;
+            if tagged.is_empty() {
+                return Err(image::ImageError::NotFound(name.to_string()).into());
+            }
+            return Ok(tagged);
+        }
     };
-    Ok(image::parse_reference(&full)?)
+    Ok(vec![image::parse_reference(&full)?])
 }
 
-pub(super) fn push(daemon: &Arc<Daemon>, name: &str, request: &Request) -> Result<http::Response> {
-    let reference = push_reference(name, request.param("tag"))?;
+pub(super) async fn push(
+    daemon: &Arc<Daemon>,
+    name: &str,
+    request: &Request,
+) -> Result<http::Response> {
+    let references = {
+        let (store, name) = (daemon.store.clone(), name.to_string());
+        let tag = request.param("tag").map(str::to_string);
+        blocking(move || push_references(&store, &name, tag.as_deref())).await?
+    };
+    let registry = references[0].registry().to_string();
     let client = match request
         .header("x-registry-auth")
         .map(RegistryAuth::parse)
@@ -97,7 +120,7 @@ pub(super) fn push(daemon: &Arc<Daemon>, name: &str, request: &Request) -> Resul
     {
         Some(credentials) => Client::new(ClientConfig {
             credentials: Arc::new(HeaderCredentials {
-                registry: reference.registry().to_string(),
+                registry,
                 credentials,
                 fallback: daemon.registry.credentials.clone(),
             }),
@@ -110,41 +133,48 @@ pub(super) fn push(daemon: &Arc<Daemon>, name: &str, request: &Request) -> Resul
     tokio::spawn(async move {
         let _ = sender
             .send(line(&json!({
-                "status": format!("The push refers to repository [{}]", reference.name())
+                "status": format!("The push refers to repository [{}]", references[0].name())
             })))
             .await;
-        let (sink, events) = Sink::channel();
-        let forward = tokio::spawn(forward_progress(events, sender.clone()));
-        let items = Items::new(sink, Clock::from_fn(|| 0.0), 0);
-        let options = LayerOptions::default();
-        let pushed = image::push(&store, &client, &reference, &options, items).await;
-        let _ = forward.await;
-        let lines = match pushed {
-            Ok(pushed) => {
-                let tag = reference
-                    .tag()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| pushed.digest.to_string());
-                vec![
-                    json!({ "status": format!(
-                        "{tag}: digest: {} size: {}", pushed.digest, pushed.size
-                    )}),
-                    json!({
-                        "progressDetail": {},
-                        "aux": { "Tag": tag, "Digest": pushed.digest.to_string(), "Size": pushed.size },
-                    }),
-                ]
+        for reference in &references {
+            let (sink, events) = Sink::channel();
+            let forward = tokio::spawn(forward_progress(events, sender.clone()));
+            let items = Items::new(sink, Clock::from_fn(|| 0.0), 0);
+            let options = LayerOptions::default();
+            let pushed = image::push(&store, &client, reference, &options, items).await;
+            let _ = forward.await;
+            let (lines, failed) = match pushed {
+                Ok(pushed) => (pushed_lines(reference, &pushed), false),
+                Err(error) => {
+                    let message = DaemonError::from(error).message();
+                    let error = json!({ "errorDetail": { "message": message }, "error": message });
+                    (vec![error], true)
+                }
+            };
+            for value in lines {
+                let _ = sender.send(line(&value)).await;
             }
-            Err(error) => {
-                let message = DaemonError::from(error).message();
-                vec![json!({ "errorDetail": { "message": message }, "error": message })]
+            if failed {
+                return;
             }
-        };
-        for value in lines {
-            let _ = sender.send(line(&value)).await;
         }
     });
     Ok(response)
+}
+
+/// dockerd's last lines for one pushed tag: its digest and size, and the `aux` object.
+fn pushed_lines(reference: &Reference, pushed: &image::Pushed) -> Vec<serde_json::Value> {
+    let tag = reference
+        .tag()
+        .map(str::to_string)
+        .unwrap_or_else(|| pushed.digest.to_string());
+    vec![
+        json!({ "status": format!("{tag}: digest: {} size: {}", pushed.digest, pushed.size) }),
+        json!({
+            "progressDetail": {},
+            "aux": { "Tag": tag, "Digest": pushed.digest.to_string(), "Size": pushed.size },
+        }),
+    ]
 }
 
 #[cfg(test)]

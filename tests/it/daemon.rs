@@ -625,6 +625,14 @@ fn push_to_the_loopback_registry() {
         .unwrap();
     assert!(out.status.success(), "skopeo: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), digest);
+    // Every tag of the repository (`--all-tags`: no tag in the request).
+    let repository = format!("{}/daemon-push/busybox", registry.addr);
+    serve.docker_ok(&["tag", "busybox", &format!("{repository}:v2")]);
+    let all = serve.docker_ok(&["push", "--all-tags", &repository]);
+    assert!(all.contains("v1: digest: sha256:"), "{all}");
+    assert!(all.contains("v2: digest: sha256:"), "{all}");
+    let (status, body) = serve.raw("POST", "/images/daemon-push/nothing-here/push", "");
+    assert_eq!(status, 404, "{body}");
     // An image the store does not have is an error line; docker exits non-zero.
     let out = serve.docker(&["push", &format!("{}/daemon-push/none:v1", registry.addr)]);
     assert!(!out.status.success());
