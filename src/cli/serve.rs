@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use super::image::{GlobalArgs, client, open_store, runtime};
+use super::image::{GlobalArgs, client_config, open_store, runtime};
 use crate::daemon::{self, ServeOptions};
 
 #[derive(Debug, Args)]
@@ -27,12 +27,12 @@ pub fn run(args: &ServeArgs, global: &GlobalArgs) -> Result<ExitCode> {
         None => default_socket(),
     };
     let store = open_store(global)?;
-    let client = client(global)?;
+    let registry = client_config(global);
     let options = ServeOptions {
         socket,
         group: args.group.clone(),
     };
-    runtime()?.block_on(daemon::serve(store, client, &options, |path| {
+    runtime()?.block_on(daemon::serve(store, registry, &options, |path| {
         eprintln!(
             "kiln: serving the Docker Engine API on unix://{}",
             path.display()

@@ -1,7 +1,7 @@
 //! `POST /containers/{id}/attach`: the connection is hijacked (`101`, then raw bytes),
 //! and the container's output goes over it in Docker's multiplexed frames until the
-//! container ends. This is how `docker run` without `-d` shows the output: it attaches,
-//! asks to wait, then starts. kiln forwards no stdin.
+//! container ends. This is how `docker run` without `-d` (and `docker start -a`) shows
+//! the output: it attaches, asks to wait, then starts. kiln forwards no stdin.
 
 use std::sync::Arc;
 
@@ -10,10 +10,10 @@ use hyper::header::{CONNECTION, HeaderValue, UPGRADE};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
-use super::containers::follow_log;
+use super::containers::{POLL, follow_log};
 use super::http::{self, Body, Request};
 use super::{Daemon, Result, blocking};
-use crate::container;
+use crate::container::{self, Container, Status};
 
 pub(super) async fn attach(
     daemon: &Arc<Daemon>,
@@ -36,7 +36,12 @@ pub(super) async fn attach(
         let mut io = TokioIo::new(upgraded);
         let (sender, mut frames) = tokio::sync::mpsc::channel(64);
         let follow = if stream {
-            tokio::spawn(follow_log(found, offset, sender))
+            tokio::spawn(async move {
+                // `docker start -a` of an exited container attaches before it starts.
+                if let Some(found) = until_started(found, &sender).await {
+                    follow_log(found, offset, sender).await;
+                }
+            })
         } else {
             drop(sender);
             tokio::spawn(async {})
@@ -60,4 +65,20 @@ pub(super) async fn attach(
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static("tcp"));
     Ok(response)
+}
+
+/// `found` once it is not the exited container it was (started again), polled until
+/// then; `None` when the client leaves first.
+async fn until_started(
+    mut found: Container,
+    sender: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+) -> Option<Container> {
+    let started_before = found.state.started_at.clone();
+    while found.state.status == Status::Exited && found.state.started_at == started_before {
+        if sender.is_closed() || found.reload().is_err() {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Some(found)
 }

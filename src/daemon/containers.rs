@@ -1,5 +1,5 @@
 //! `/containers/…`: create, start (under a `kiln __monitor`, so the container outlives
-//! the daemon), wait, logs (Docker's multiplexed frames), stop, kill, remove, inspect
+//! the daemon; an exited container runs again), restart, wait, logs (Docker's multiplexed frames), stop, kill, remove, inspect
 //! and list.
 
 use std::io::{Read, Seek, SeekFrom};
@@ -14,11 +14,13 @@ use tokio::sync::mpsc;
 
 use super::http::{self, Request};
 use super::{Daemon, DaemonError, Exits, Result, blocking};
-use crate::container::{self, CgroupLimits, Container, NetworkMode, RunOptions, Status};
+use crate::container::{
+    self, CgroupLimits, Container, ContainerState, NetworkMode, RunOptions, Status,
+};
 use crate::oci::Platform;
 
 /// How often `wait` and `logs --follow` look at a container's state and log.
-const POLL: Duration = Duration::from_millis(50);
+pub(super) const POLL: Duration = Duration::from_millis(50);
 /// How many [`POLL`]s `wait` gives a monitor to exit after removing its container.
 const MONITOR_EXIT_POLLS: usize = 40;
 /// Docker's time for `stop` before SIGKILL.
@@ -45,6 +47,7 @@ pub(super) async fn route(
         (&Method::POST, _, "attach") => super::attach::attach(&daemon, id, request).await,
         (&Method::POST, _, "exec") => super::exec::create(&daemon, id, request).await,
         (&Method::POST, _, "stop") => stop(&daemon, id, request).await,
+        (&Method::POST, _, "restart") => restart(&daemon, id, request).await,
         (&Method::POST, _, "kill") => kill(&daemon, id, request).await,
         (&Method::DELETE, _, "") => remove(&daemon, id, request.flag("force")).await,
         _ => Err(DaemonError::NoRoute),
@@ -203,12 +206,24 @@ async fn start(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
     let (store, exits) = (daemon.store.clone(), daemon.exits.clone());
     let started = blocking(move || {
         let found = container::resolve(&store, &id)?;
+        let mut found = found;
         match found.state.status {
             Status::Running => return Ok(false),
             Status::Exited => {
-                return Err(DaemonError::Conflict(format!(
-                    "container {id} has already run: kiln starts a container once"
-                )));
+                // Runs again with the same config and filesystem, as Docker's start of a
+                // stopped container does; its log goes on.
+                found.state = ContainerState {
+                    status: Status::Created,
+                    pid: None,
+                    process: None,
+                    owner: None,
+                    exit_code: None,
+                    started_at: None,
+                    finished_at: None,
+                    error: None,
+                };
+                found.save_state()?;
+                exits.take(&found.config.id);
             }
             Status::Created => {}
         }
@@ -378,15 +393,27 @@ pub(super) async fn follow_log(mut found: Container, offset: u64, sender: mpsc::
     }
 }
 
-/// `POST /containers/{id}/stop?t=`: 304 when it was not running.
-async fn stop(daemon: &Arc<Daemon>, id: String, request: &Request) -> Result<http::Response> {
-    let seconds = match request.param("t").filter(|t| !t.is_empty()) {
+/// The `t` of `stop` and `restart`: seconds before SIGKILL.
+fn stop_seconds(request: &Request) -> Result<u64> {
+    Ok(match request.param("t").filter(|t| !t.is_empty()) {
         Some(t) => t
             .parse::<i64>()
             .map_err(|_| DaemonError::BadRequest(format!("invalid value for t: {t}")))?
             .max(0) as u64,
         None => DEFAULT_STOP_SECONDS,
-    };
+    })
+}
+
+/// `POST /containers/{id}/restart?t=`: stopped if running, then started again.
+async fn restart(daemon: &Arc<Daemon>, id: String, request: &Request) -> Result<http::Response> {
+    stop(daemon, id.clone(), request).await?;
+    start(daemon, id).await?;
+    Ok(done(true))
+}
+
+/// `POST /containers/{id}/stop?t=`: 304 when it was not running.
+async fn stop(daemon: &Arc<Daemon>, id: String, request: &Request) -> Result<http::Response> {
+    let seconds = stop_seconds(request)?;
     let store = daemon.store.clone();
     let stopped = blocking(move || {
         if container::resolve(&store, &id)?.state.status != Status::Running {
@@ -508,25 +535,28 @@ async fn list(daemon: &Arc<Daemon>, all: bool) -> Result<http::Response> {
     let entries: Vec<Value> = containers
         .iter()
         .filter(|c| all || c.state.status == Status::Running)
-        .map(|c| {
-            json!({
-                "Id": c.config.id,
-                "Names": [format!("/{}", c.config.name)],
-                "Image": c.config.image_ref,
-                "ImageID": c.config.image,
-                "Command": c.config.command.join(" "),
-                "Created": crate::image::parse_rfc3339(&c.config.created).unwrap_or(0),
-                "Ports": [],
-                "Labels": {},
-                "State": status_word(c.state.status),
-                "Status": container::status_text(c, now),
-                "HostConfig": { "NetworkMode": network_mode(c.config.network) },
-                "NetworkSettings": { "Networks": {} },
-                "Mounts": [],
-            })
-        })
+        .map(|c| summary(c, now))
         .collect();
     Ok(http::json(StatusCode::OK, &Value::Array(entries)))
+}
+
+/// One container as `/containers/json` (and `/system/df`) lists it.
+pub(super) fn summary(c: &Container, now: i64) -> Value {
+    json!({
+        "Id": c.config.id,
+        "Names": [format!("/{}", c.config.name)],
+        "Image": c.config.image_ref,
+        "ImageID": c.config.image,
+        "Command": c.config.command.join(" "),
+        "Created": crate::image::parse_rfc3339(&c.config.created).unwrap_or(0),
+        "Ports": [],
+        "Labels": {},
+        "State": status_word(c.state.status),
+        "Status": container::status_text(c, now),
+        "HostConfig": { "NetworkMode": network_mode(c.config.network) },
+        "NetworkSettings": { "Networks": {} },
+        "Mounts": [],
+    })
 }
 
 #[cfg(test)]

@@ -120,9 +120,12 @@ fn image_status(error: &ImageError) -> StatusCode {
             StatusCode::NOT_FOUND
         }
         ImageError::InUse { .. } | ImageError::MultipleReferences { .. } => StatusCode::CONFLICT,
-        ImageError::Usage(_) | ImageError::Reference(_) | ImageError::Platform { .. } => {
-            StatusCode::BAD_REQUEST
-        }
+        // An archive that is not one (`load`) is the client's.
+        ImageError::Usage(_)
+        | ImageError::Reference(_)
+        | ImageError::Platform { .. }
+        | ImageError::Archive { .. }
+        | ImageError::ArchivePart { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

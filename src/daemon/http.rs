@@ -106,18 +106,25 @@ pub(super) struct Request {
     /// The path without the version prefix, e.g. `/images/busybox/json`.
     pub path: String,
     pub query: HashMap<String, String>,
+    /// Every query parameter in order, for the repeatable ones (`t` of a build).
+    pairs: Vec<(String, String)>,
+    headers: hyper::HeaderMap,
     pub body: Bytes,
+    /// The body of an upload endpoint ([`is_upload`]), unread: taken once, by the handler.
+    upload: std::sync::Mutex<Option<hyper::body::Incoming>>,
     /// The connection after a `101` answer (attach hijacks it).
     pub upgrade: hyper::upgrade::OnUpgrade,
 }
 
 impl Request {
     /// Reads `request`: a body over [`MAX_JSON_BODY`] or an unsupported version is a 400.
+    /// The body of an upload endpoint is left to its handler.
     pub async fn read(mut request: hyper::Request<hyper::body::Incoming>) -> Result<Request> {
         let upgrade = hyper::upgrade::on(&mut request);
         let (parts, body) = request.into_parts();
         let path = strip_version(parts.uri.path())?.to_string();
-        let query = parts
+        let headers = parts.headers;
+        let pairs: Vec<(String, String)> = parts
             .uri
             .query()
             .map(|q| {
@@ -126,22 +133,56 @@ impl Request {
                     .collect()
             })
             .unwrap_or_default();
-        let body = http_body_util::Limited::new(body, MAX_JSON_BODY)
-            .collect()
-            .await
-            .map_err(|error| DaemonError::BadRequest(format!("reading the request body: {error}")))?
-            .to_bytes();
+        let query = pairs.iter().cloned().collect();
+        let (body, upload) = if is_upload(&parts.method, &path) {
+            (Bytes::new(), Some(body))
+        } else {
+            let bytes = http_body_util::Limited::new(body, MAX_JSON_BODY)
+                .collect()
+                .await
+                .map_err(|error| {
+                    DaemonError::BadRequest(format!("reading the request body: {error}"))
+                })?
+                .to_bytes();
+            (bytes, None)
+        };
         Ok(Request {
             method: parts.method,
             path,
             query,
+            pairs,
+            headers,
             body,
+            upload: std::sync::Mutex::new(upload),
             upgrade,
         })
     }
 
+    /// The unread body of an upload endpoint (once).
+    pub fn take_upload(&self) -> Result<hyper::body::Incoming> {
+        self.upload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| DaemonError::BadRequest("the request body was already read".into()))
+    }
+
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query.get(name).map(String::as_str)
+    }
+
+    /// A header's value, when it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Every value of a repeatable query parameter, in order.
+    pub fn params(&self, name: &str) -> Vec<&str> {
+        self.pairs
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+            .collect()
     }
 
     /// A boolean query parameter as Docker reads them: absent, empty, `0`, `false` and
@@ -158,6 +199,32 @@ impl Request {
         }
         serde_json::from_slice(&self.body).map_err(DaemonError::Json)
     }
+}
+
+/// Endpoints whose body is an archive of any size (a build context, images to load):
+/// streamed by the handler instead of read whole.
+fn is_upload(method: &Method, path: &str) -> bool {
+    method == Method::POST && matches!(path.trim_end_matches('/'), "/build" | "/images/load")
+}
+
+/// Writes `body` into the new file `path`, chunk by chunk.
+pub(super) async fn save_upload(body: hyper::body::Incoming, path: &std::path::Path) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let io = |action| super::error::io_err(action, path);
+    let mut file = tokio::fs::File::create_new(path)
+        .await
+        .map_err(io("create"))?;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            DaemonError::BadRequest(format!("reading the request body: {error}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            file.write_all(&data).await.map_err(io("write"))?;
+        }
+    }
+    file.flush().await.map_err(io("write"))?;
+    Ok(())
 }
 
 /// `/v1.43/images/json` → `/images/json`; versions outside what kiln serves are a 400.

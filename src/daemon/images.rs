@@ -1,4 +1,5 @@
-//! `/images/…`: list, inspect, history, tag, remove and pull (a stream of JSON progress
+//! `/images/…`: list, inspect, history, tag, remove and pull (`push` pushes, `archive`
+//! saves and loads) (a stream of JSON progress
 //! lines, as dockerd sends them). Image names may contain `/`, so the name is the rest of
 //! the path before the endpoint's last segment.
 
@@ -14,6 +15,7 @@ use super::{Daemon, DaemonError, Result, blocking};
 use crate::image::{self, Removed};
 use crate::oci::{Platform, Reference};
 use crate::progress::{Clock, Event, Items, Sink};
+use crate::store::Store;
 
 pub(super) async fn route(
     daemon: Arc<Daemon>,
@@ -27,6 +29,13 @@ pub(super) async fn route(
     if method == Method::POST && rest == "create" {
         return pull(&daemon, request);
     }
+    if method == Method::GET && rest == "get" {
+        let names = request.params("names").into_iter().map(str::to_string);
+        return super::archive::save(&daemon, names.collect()).await;
+    }
+    if method == Method::POST && rest == "load" {
+        return super::archive::load(&daemon, request).await;
+    }
     let named = |suffix: &str| rest.strip_suffix(suffix).filter(|n| !n.is_empty());
     let name = match (method, named("/json"), named("/history"), named("/tag")) {
         (&Method::GET, Some(name), _, _) => return inspect(&daemon, name).await,
@@ -34,6 +43,12 @@ pub(super) async fn route(
         (&Method::POST, _, _, Some(name)) => return tag(&daemon, name, request).await,
         _ => rest,
     };
+    if let (&Method::POST, Some(name)) = (method, named("/push")) {
+        return super::push::push(&daemon, name, request).await;
+    }
+    if let (&Method::GET, Some(name)) = (method, named("/get")) {
+        return super::archive::save(&daemon, vec![name.to_string()]).await;
+    }
     if method == Method::DELETE && !name.is_empty() {
         return remove(&daemon, name, request.flag("force")).await;
     }
@@ -50,7 +65,7 @@ fn unix_time(text: Option<&str>) -> i64 {
 }
 
 /// How Docker names an image in messages: `busybox:latest`, `repo@sha256:…`.
-fn shown_name(reference: &Reference) -> String {
+pub(super) fn shown_name(reference: &Reference) -> String {
     match (reference.tag(), reference.digest()) {
         (_, Some(digest)) => format!("{}@{digest}", reference.familiar()),
         (Some(tag), None) => format!("{}:{tag}", reference.familiar()),
@@ -61,43 +76,46 @@ fn shown_name(reference: &Reference) -> String {
 /// `GET /images/json`: one entry per image (id), with all its names.
 async fn list(daemon: &Arc<Daemon>) -> Result<http::Response> {
     let store = daemon.store.clone();
-    let entries = blocking(move || {
-        let rows = image::list(&store)?;
-        let mut entries: Vec<Value> = Vec::new();
-        let mut seen: Vec<String> = Vec::new();
-        for row in &rows {
-            let id = row.id.to_string();
-            if seen.contains(&id) {
-                continue;
-            }
-            seen.push(id.clone());
-            let names: Vec<&image::ImageSummary> = rows.iter().filter(|r| r.id == row.id).collect();
-            let tags: Vec<String> = names
-                .iter()
-                .filter_map(|r| r.tag.as_ref().map(|t| format!("{}:{t}", r.repository)))
-                .collect();
-            let query = match &row.tag {
-                Some(tag) => format!("{}:{tag}", row.repository),
-                None => format!("{}@{}", row.repository, row.digest),
-            };
-            let inspected = image::inspect(&store, &query).unwrap_or_default();
-            entries.push(json!({
-                "Id": id,
-                "ParentId": "",
-                "RepoTags": tags,
-                "RepoDigests": inspected.get("RepoDigests").cloned().unwrap_or(json!([])),
-                "Created": unix_time(row.created.as_deref()),
-                "Size": row.size,
-                "SharedSize": -1,
-                "VirtualSize": row.size,
-                "Labels": inspected["Config"].get("Labels").cloned().unwrap_or(json!({})),
-                "Containers": -1,
-            }));
-        }
-        Ok(entries)
-    })
-    .await?;
+    let entries = blocking(move || summaries(&store)).await?;
     Ok(ok(&Value::Array(entries)))
+}
+
+/// Docker's image summaries of the store: one per image id, with all its names
+/// (`Containers` is -1, not counted, as `/images/json` answers by default).
+pub(super) fn summaries(store: &Store) -> Result<Vec<Value>> {
+    let rows = image::list(store)?;
+    let mut entries: Vec<Value> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for row in &rows {
+        let id = row.id.to_string();
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id.clone());
+        let names: Vec<&image::ImageSummary> = rows.iter().filter(|r| r.id == row.id).collect();
+        let tags: Vec<String> = names
+            .iter()
+            .filter_map(|r| r.tag.as_ref().map(|t| format!("{}:{t}", r.repository)))
+            .collect();
+        let query = match &row.tag {
+            Some(tag) => format!("{}:{tag}", row.repository),
+            None => format!("{}@{}", row.repository, row.digest),
+        };
+        let inspected = image::inspect(store, &query).unwrap_or_default();
+        entries.push(json!({
+            "Id": id,
+            "ParentId": "",
+            "RepoTags": tags,
+            "RepoDigests": inspected.get("RepoDigests").cloned().unwrap_or(json!([])),
+            "Created": unix_time(row.created.as_deref()),
+            "Size": row.size,
+            "SharedSize": -1,
+            "VirtualSize": row.size,
+            "Labels": inspected["Config"].get("Labels").cloned().unwrap_or(json!({})),
+            "Containers": -1,
+        }));
+    }
+    Ok(entries)
 }
 
 /// `GET /images/{name}/json`.
@@ -176,7 +194,7 @@ fn pull_reference(request: &Request) -> Result<Reference> {
 }
 
 /// One line of the pull stream.
-fn line(value: &Value) -> Bytes {
+pub(super) fn line(value: &Value) -> Bytes {
     let mut bytes = serde_json::to_vec(value).unwrap_or_default();
     bytes.push(b'\n');
     Bytes::from(bytes)
@@ -241,7 +259,7 @@ fn pull(daemon: &Arc<Daemon>, request: &Request) -> Result<http::Response> {
 }
 
 /// Turns the pull's layer events into dockerd's progress lines until the pull is done.
-async fn forward_progress(
+pub(super) async fn forward_progress(
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
     sender: mpsc::Sender<Bytes>,
 ) {

@@ -8,24 +8,28 @@
 //!
 //! L6: may use what `build` may, and `container` and `build`.
 
+mod archive;
 mod attach;
+mod build;
 mod containers;
 mod error;
 mod events;
 mod exec;
 mod http;
 mod images;
+mod push;
 mod server;
 mod system;
 mod volumes;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hyper::Method;
 
-use crate::registry::Client;
-use crate::store::Store;
+use crate::registry::{Client, ClientConfig};
+use crate::store::{Lease, Store};
 
 pub use error::{DaemonError, Result};
 pub use server::{ServeOptions, serve, socket_path};
@@ -40,6 +44,9 @@ pub const MIN_API_VERSION: &str = "1.41";
 struct Daemon {
     store: Store,
     client: Client,
+    /// How `client` was made: builds and pushes with the client's credentials make
+    /// clients of their own from it.
+    registry: ClientConfig,
     exits: Exits,
     /// The execs created on this daemon (`docker exec`).
     execs: exec::Execs,
@@ -75,6 +82,35 @@ where
     tokio::task::spawn_blocking(work).await?
 }
 
+/// A scratch directory among the store's snapshots (`tmp-KIND-…`) for an uploaded build
+/// context or archive, removed on drop. Its lease keeps `image prune` away while it is in
+/// use, and prune removes one that a crash leaves behind.
+struct Scratch {
+    dir: PathBuf,
+    _lease: Lease,
+}
+
+impl Scratch {
+    async fn create(store: &Store, kind: &str) -> Result<Scratch> {
+        let store = store.clone();
+        let dir = store
+            .snapshots_dir()
+            .join(format!("tmp-{kind}-{}", crate::store::random_name()));
+        blocking(move || {
+            let lease = store.lease()?;
+            std::fs::create_dir(&dir).map_err(error::io_err("create", &dir))?;
+            Ok(Scratch { dir, _lease: lease })
+        })
+        .await
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Answers one request: the route's response, or Docker's error body.
 async fn handle(daemon: Arc<Daemon>, request: http::Request) -> http::Response {
     match route(daemon, request).await {
@@ -94,6 +130,8 @@ async fn route(daemon: Arc<Daemon>, request: http::Request) -> Result<http::Resp
         (&Method::GET, "version", "") => Ok(system::version()),
         (&Method::GET, "info", "") => system::info(&daemon).await,
         (&Method::GET, "events", "") => events::stream(daemon, &request),
+        (&Method::GET, "system", "df") => system::df(&daemon).await,
+        (&Method::POST, "build", "") => build::build(daemon, &request).await,
         (_, "images", _) => images::route(daemon, &request, &rest).await,
         (_, "containers", _) => containers::route(daemon, &request, &rest).await,
         (_, "volumes", _) => volumes::route(daemon, &request, &rest).await,

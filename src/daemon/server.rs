@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use super::error::io_err;
 use super::{Daemon, DaemonError, Exits, Result, handle, http};
-use crate::registry::Client;
+use crate::registry::{Client, ClientConfig};
 use crate::store::Store;
 
 /// How long a stop waits for requests in flight (a `logs --follow` may never end).
@@ -43,7 +43,7 @@ pub fn socket_path(host: &str) -> Result<PathBuf> {
 /// `ready` is called once the socket accepts connections.
 pub async fn serve(
     store: Store,
-    client: Client,
+    registry: ClientConfig,
     options: &ServeOptions,
     ready: impl FnOnce(&Path),
 ) -> Result<()> {
@@ -53,7 +53,8 @@ pub async fn serve(
     ready(&options.socket);
     let daemon = Arc::new(Daemon {
         store,
-        client,
+        client: Client::new(registry.clone())?,
+        registry,
         exits: Exits::default(),
         execs: Default::default(),
     });

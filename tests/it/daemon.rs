@@ -85,6 +85,8 @@ impl Serve {
             .arg(self.host())
             .args(args)
             .env("DOCKER_CONFIG", &self.docker_config)
+            // The classic builder's `POST /build`: the endpoint kiln serves.
+            .env("DOCKER_BUILDKIT", "0")
             .env_remove("DOCKER_HOST")
             .stdin(Stdio::null())
             .output()
@@ -435,6 +437,339 @@ fn run_attached_with_and_without_rm() {
         "{all}"
     );
     serve.docker_ok(&["rm", "kept"]);
+}
+
+/// A build context directory holding `files`.
+fn context(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, body) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+#[test]
+fn docker_build_multi_stage_with_a_heredoc() {
+    let Some(serve) = Serve::start() else { return };
+    let dir = TempRoot::new();
+    let app = context(
+        &dir.join("app"),
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox AS base\nRUN <<EOF\necho hi > /x\nEOF\n\n\
+                 FROM busybox\nCOPY --from=base /x /x\nCOPY data/note.txt /note.txt\n",
+            ),
+            ("data/note.txt", "a note\n"),
+            (".dockerignore", "secret.txt\n"),
+            ("secret.txt", "not sent\n"),
+        ],
+    );
+    let context_arg = app.to_str().unwrap();
+    let built = serve.docker_ok(&[
+        "build",
+        "-t",
+        "app:1",
+        "-t",
+        "kiln-test/app:v2",
+        context_arg,
+    ]);
+    assert!(built.contains("Successfully built "), "{built}");
+    assert!(built.contains("Successfully tagged app:1"), "{built}");
+    assert!(
+        built.contains("Successfully tagged kiln-test/app:v2"),
+        "{built}"
+    );
+    assert_eq!(
+        serve.docker_ok(&["run", "--rm", "app:1", "cat", "/x"]),
+        "hi\n"
+    );
+    assert_eq!(
+        serve.docker_ok(&["run", "--rm", "kiln-test/app:v2", "cat", "/note.txt"]),
+        "a note\n"
+    );
+    let id = serve.docker_ok(&["image", "inspect", "--format", "{{.Id}}", "app:1"]);
+    let short = &id.trim()["sha256:".len()..][..12];
+    assert!(
+        built.contains(&format!("Successfully built {short}")),
+        "{built}"
+    );
+    // kiln's own build of the same context on the same root: the same steps, cached, give
+    // the same image.
+    let out = harness::kiln(&serve.root, &["build", "-q", context_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), id.trim());
+    // Quiet: only the id.
+    let quiet = serve.docker_ok(&["build", "-q", context_arg]);
+    assert_eq!(quiet.trim(), id.trim());
+    // The uploaded contexts are gone once their builds end.
+    let left: Vec<_> = std::fs::read_dir(serve.root.join("snapshots-v1"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn docker_build_failures() {
+    let Some(serve) = Serve::start() else { return };
+    let dir = TempRoot::new();
+    let failing = context(
+        &dir.join("failing"),
+        &[("Dockerfile", "FROM busybox\nRUN echo boom; exit 3\n")],
+    );
+    let out = serve.docker(&["build", failing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("exit code: 3"), "{stderr}");
+    assert!(text(&out.stdout).contains("boom"), "{}", text(&out.stdout));
+    let broken = context(
+        &dir.join("broken"),
+        &[("Dockerfile", "FROM busybox\nRUN --mount=type=nope true\n")],
+    );
+    let out = serve.docker(&["build", broken.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Dockerfile:2: "),
+        "{}",
+        text(&out.stderr)
+    );
+    // A Dockerfile outside the context is refused.
+    let (status, body) = serve.raw("POST", "/build?dockerfile=../etc/passwd", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("errorDetail"), "{body}");
+    let (status, body) = serve.raw("POST", "/build?buildargs=%7Bnot-json", "");
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn a_client_gone_mid_build_cancels_it() {
+    let Some(serve) = Serve::start() else { return };
+    let dir = TempRoot::new();
+    let slow = context(
+        &dir.join("slow"),
+        &[("Dockerfile", "FROM busybox\nRUN echo started; sleep 60\n")],
+    );
+    let mut child = Command::new(DOCKER)
+        .arg("-H")
+        .arg(serve.host())
+        .args(["build", slow.to_str().unwrap()])
+        .env("DOCKER_CONFIG", &serve.docker_config)
+        .env("DOCKER_BUILDKIT", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("started") {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(read > 0, "the build ended early: {seen}");
+        seen.push_str(&line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = Instant::now();
+    loop {
+        let records = std::fs::read_dir(serve.root.join("builds-v1"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        let cancelled = records
+            .filter_map(|r| std::fs::read_to_string(r.path().join("record.json")).ok())
+            .any(|record| record.contains("\"status\": \"cancelled\""));
+        if cancelled {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the build went on after its client left"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn push_to_the_loopback_registry() {
+    let Some(registry) = harness::registry::plain() else {
+        return;
+    };
+    if !harness::have(harness::SKOPEO) {
+        return;
+    }
+    let Some(serve) = Serve::start() else { return };
+    let name = format!("{}/daemon-push/busybox:v1", registry.addr);
+    serve.docker_ok(&["tag", "busybox", &name]);
+    let pushed = serve.docker_ok(&["push", &name]);
+    assert!(
+        pushed.contains(&format!(
+            "The push refers to repository [{}/daemon-push/busybox]",
+            registry.addr
+        )),
+        "{pushed}"
+    );
+    let digest = pushed
+        .lines()
+        .find_map(|l| l.strip_prefix("v1: digest: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{pushed}"))
+        .to_string();
+    let out = Command::new(harness::SKOPEO)
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), digest);
+    // Every tag of the repository (`--all-tags`: no tag in the request).
+    let repository = format!("{}/daemon-push/busybox", registry.addr);
+    serve.docker_ok(&["tag", "busybox", &format!("{repository}:v2")]);
+    let all = serve.docker_ok(&["push", "--all-tags", &repository]);
+    assert!(all.contains("v1: digest: sha256:"), "{all}");
+    assert!(all.contains("v2: digest: sha256:"), "{all}");
+    let (status, body) = serve.raw("POST", "/images/daemon-push/nothing-here/push", "");
+    assert_eq!(status, 404, "{body}");
+    // An image the store does not have is an error line; docker exits non-zero.
+    let out = serve.docker(&["push", &format!("{}/daemon-push/none:v1", registry.addr)]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("No such image"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn push_with_the_clients_credentials() {
+    use base64::Engine as _;
+    let Some(registry) = harness::registry::basic_auth() else {
+        return;
+    };
+    let Some(serve) = Serve::start() else { return };
+    let name = format!("{}/daemon-auth/busybox:v1", registry.addr);
+    serve.docker_ok(&["tag", "busybox", &name]);
+    // The daemon's store has no credentials: without the client's, the push is refused.
+    let out = serve.docker(&["push", &name]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    // The docker CLI sends its own in X-Registry-Auth.
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        harness::registry::USER,
+        harness::registry::PASSWORD
+    ));
+    std::fs::write(
+        serve.docker_config.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, registry.addr),
+    )
+    .unwrap();
+    let pushed = serve.docker_ok(&["push", &name]);
+    assert!(pushed.contains("v1: digest: sha256:"), "{pushed}");
+}
+
+#[test]
+fn save_and_load_round_trip() {
+    let Some(first) = Serve::start() else { return };
+    let Some(second) = Serve::start() else { return };
+    let dir = TempRoot::new();
+    let app = context(
+        &dir.join("app"),
+        &[("Dockerfile", "FROM busybox\nRUN echo saved > /s\n")],
+    );
+    first.docker_ok(&["build", "-q", "-t", "app:1", app.to_str().unwrap()]);
+    let id = first.docker_ok(&["image", "inspect", "--format", "{{.Id}}", "app:1"]);
+    let archive = dir.join("app.tar");
+    first.docker_ok(&["save", "-o", archive.to_str().unwrap(), "app:1"]);
+    // Into a daemon of another store: the image, its layers and its name come with it.
+    let loaded = second.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: app:1"), "{loaded}");
+    assert_eq!(
+        second.docker_ok(&["image", "inspect", "--format", "{{.Id}}", "app:1"]),
+        id
+    );
+    assert_eq!(
+        second.docker_ok(&["run", "--rm", "app:1", "cat", "/s"]),
+        "saved\n"
+    );
+    // And back into the first after its name is gone.
+    first.docker_ok(&["rmi", "app:1"]);
+    let loaded = first.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: app:1"), "{loaded}");
+    assert!(
+        first
+            .docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .lines()
+            .any(|l| l == "app:1")
+    );
+    let (status, body) = first.raw("GET", "/images/get?names=nothing-here", "");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = first.raw("POST", "/images/load", "not an archive");
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn start_again_and_restart() {
+    let Some(serve) = Serve::start() else { return };
+    let script = "echo ran >> /count; cat /count";
+    assert_eq!(
+        serve.docker_ok(&["run", "--name", "again", "busybox", "sh", "-c", script]),
+        "ran\n"
+    );
+    // An exited container runs again, on the filesystem it left.
+    assert_eq!(serve.docker_ok(&["start", "-a", "again"]), "ran\nran\n");
+    let state = serve.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "again",
+    ]);
+    assert_eq!(state.trim(), "exited 0");
+    serve.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "looping",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; sleep 30",
+    ]);
+    serve.docker_ok(&["restart", "-t", "1", "looping"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while serve.docker_ok(&["logs", "looping"]) != "started\nstarted\n" {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            serve.docker_ok(&["logs", "looping"])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let running = serve.docker_ok(&["inspect", "--format", "{{.State.Status}}", "looping"]);
+    assert_eq!(running.trim(), "running");
+    serve.docker_ok(&["rm", "-f", "again", "looping"]);
+}
+
+#[test]
+fn system_df() {
+    let Some(serve) = Serve::start() else { return };
+    serve.docker_ok(&["run", "--name", "user", "busybox", "true"]);
+    let df = serve.docker_ok(&["system", "df"]);
+    let row = |kind: &str| -> Vec<String> {
+        df.lines()
+            .find(|l| l.starts_with(kind))
+            .unwrap_or_else(|| panic!("{df}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    // TYPE TOTAL ACTIVE SIZE RECLAIMABLE
+    assert_eq!(row("Images")[1..3], ["1", "1"], "{df}");
+    assert_eq!(row("Containers")[1..3], ["1", "0"], "{df}");
+    assert_eq!(row("Local Volumes")[2..4], ["0", "0"], "{df}");
+    serve.docker_ok(&["rm", "user"]);
 }
 
 #[test]
