@@ -171,6 +171,22 @@ pub enum ContainerCommand {
         )]
         command: Vec<String>,
     },
+    /// Start created or stopped containers again (with their config and filesystem).
+    Start {
+        /// Stay attached: print the container's output and exit with its exit code.
+        #[arg(short = 'a', long = "attach")]
+        attach: bool,
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// Stop running containers (as `stop`), then start them again.
+    Restart {
+        /// Seconds to wait for the stop before killing.
+        #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
     /// Internal: owns a detached container (`run -d`).
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
@@ -220,6 +236,21 @@ pub fn run(command: ContainerCommand, global: &GlobalArgs) -> Result<ExitCode> {
             container::exec(&open_store(global)?, &container, &options)
                 .map(|code| ExitCode::from(u8::try_from(code).unwrap_or(255)))
                 .map_err(anyhow::Error::from)
+        }
+        ContainerCommand::Start { attach, containers } => {
+            let store = open_store(global)?;
+            if let ([one], true) = (containers.as_slice(), attach) {
+                return start_attached(&store, one);
+            }
+            each(&store, &containers, |store, query| {
+                start_detached(store, query)
+            })
+        }
+        ContainerCommand::Restart { time, containers } => {
+            each(&open_store(global)?, &containers, |store, query| {
+                container::stop(store, query, Duration::from_secs(time))?;
+                start_detached(store, query)
+            })
         }
         ContainerCommand::Enter { state_dir } => {
             return Ok(crate::sandbox::enter::enter_main(&state_dir));
@@ -442,4 +473,26 @@ fn run_container(args: &RunArgs, global: &GlobalArgs) -> ExitCode {
             ExitCode::from(EXIT_RUN_FAILED)
         }
     }
+}
+
+/// `start`: a created or stopped container runs again under a monitor, as `run -d` does.
+fn start_detached(store: &Store, query: &str) -> container::Result<()> {
+    let mut found = container::resolve(store, query)?;
+    if container::ready_to_start(&mut found)? {
+        container::start_detached(store, &found)?;
+    }
+    Ok(())
+}
+
+/// `start -a`: runs a created or stopped container again in the foreground.
+fn start_attached(store: &Store, query: &str) -> Result<ExitCode> {
+    let mut found = container::resolve(store, query)?;
+    if !container::ready_to_start(&mut found)? {
+        return Err(container::ContainerError::Usage(format!(
+            "container {query} is running: attach with kiln logs"
+        ))
+        .into());
+    }
+    let outcome = container::run_foreground(found, false)?;
+    Ok(ExitCode::from(u8::try_from(outcome.code).unwrap_or(255)))
 }

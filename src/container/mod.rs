@@ -42,8 +42,8 @@ pub use exec::{
 pub use ps::{command_text, status_text};
 pub use security::{Security, parse_security};
 pub use state::{
-    Container, ContainerConfig, ContainerState, ProcessId, Status, list, load, read_log, refresh,
-    remove, remove_with_volumes, resolve,
+    Container, ContainerConfig, ContainerState, ProcessId, Status, list, load, read_log,
+    ready_to_start, refresh, remove, remove_with_volumes, resolve,
 };
 
 /// Exit code recorded for a container whose owner vanished (its processes got SIGKILL).

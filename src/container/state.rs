@@ -350,6 +350,21 @@ pub(super) fn remove_dir(container: &Container) -> Result<()> {
     Ok(())
 }
 
+/// Readies a container to start: a created one as it is; an exited one runs again with its
+/// config and filesystem, as Docker's start of a stopped container does (its log goes
+/// on). `false` when it is running already.
+pub fn ready_to_start(container: &mut Container) -> Result<bool> {
+    match container.state.status {
+        Status::Running => Ok(false),
+        Status::Created => Ok(true),
+        Status::Exited => {
+            container.state = ContainerState::created();
+            container.save_state()?;
+            Ok(true)
+        }
+    }
+}
+
 /// The store a container lives in (`<root>/containers-v1/<id>`).
 fn store_of(container: &Container) -> Option<Store> {
     let root = container.dir.parent().and_then(Path::parent)?;

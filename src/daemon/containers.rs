@@ -14,9 +14,7 @@ use tokio::sync::mpsc;
 
 use super::http::{self, Request};
 use super::{Daemon, DaemonError, Exits, Result, blocking};
-use crate::container::{
-    self, CgroupLimits, Container, ContainerState, NetworkMode, RunOptions, Status,
-};
+use crate::container::{self, CgroupLimits, Container, NetworkMode, RunOptions, Status};
 use crate::oci::Platform;
 
 /// How often `wait` and `logs --follow` look at a container's state and log.
@@ -205,27 +203,13 @@ async fn resolve(daemon: &Arc<Daemon>, id: String) -> Result<Container> {
 async fn start(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
     let (store, exits) = (daemon.store.clone(), daemon.exits.clone());
     let started = blocking(move || {
-        let found = container::resolve(&store, &id)?;
-        let mut found = found;
-        match found.state.status {
-            Status::Running => return Ok(false),
-            Status::Exited => {
-                // Runs again with the same config and filesystem, as Docker's start of a
-                // stopped container does; its log goes on.
-                found.state = ContainerState {
-                    status: Status::Created,
-                    pid: None,
-                    process: None,
-                    owner: None,
-                    exit_code: None,
-                    started_at: None,
-                    finished_at: None,
-                    error: None,
-                };
-                found.save_state()?;
-                exits.take(&found.config.id);
-            }
-            Status::Created => {}
+        let mut found = container::resolve(&store, &id)?;
+        let was_exited = found.state.status == Status::Exited;
+        if !container::ready_to_start(&mut found)? {
+            return Ok(false);
+        }
+        if was_exited {
+            exits.take(&found.config.id);
         }
         let mut monitor = container::start_monitor(&store, &found)?;
         // The monitor exits with the container's code: kept for `wait` on a container

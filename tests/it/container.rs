@@ -715,3 +715,48 @@ fn exec_runs_in_the_running_container() {
     let out = f.kiln(&["exec", "exec-target", "true"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn start_runs_a_stopped_container_again_and_restart_stops_then_starts() {
+    let f = fixture!();
+    let script = "n=$(cat /count 2>/dev/null || echo 0); echo run-$n; echo $((n + 1)) > /count";
+    let out = f.kiln(&["run", "--name", "again", "busybox", "sh", "-c", script]);
+    assert_eq!(text(&out.stdout), "run-0\n");
+    // The same container, on the filesystem it left.
+    let out = f.kiln(&["start", "-a", "again"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "run-1\n");
+    let out = f.kiln(&["start", "again"]);
+    assert_eq!(text(&out.stdout), "again\n");
+    f.wait_for_status("again", "Exited (0)");
+    assert_eq!(
+        text(&f.kiln(&["logs", "again"]).stdout),
+        "run-0\nrun-1\nrun-2\n"
+    );
+    assert!(f.kiln(&["rm", "again"]).status.success());
+
+    let out = f.kiln(&[
+        "run",
+        "-d",
+        "--name",
+        "cycled",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; echo up; while true; do sleep 0.1; done",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    f.wait_for_status("cycled", "Up ");
+    let out = f.kiln(&["restart", "-t", "5", "cycled"]);
+    assert_eq!(text(&out.stdout), "cycled\n", "{}", text(&out.stderr));
+    f.wait_for_status("cycled", "Up ");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while text(&f.kiln(&["logs", "cycled"]).stdout) != "up\nup\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the restart never ran the command again"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(f.kiln(&["rm", "-f", "cycled"]).status.success());
+}
