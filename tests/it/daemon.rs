@@ -936,3 +936,62 @@ fn exec_in_a_running_container() {
     let out = serve.docker(&["exec", "exec-me", "true"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn fifty_concurrent_runs_all_succeed() {
+    let Some(serve) = Serve::start() else { return };
+    let serve = std::sync::Arc::new(serve);
+    let runs: Vec<_> = (0..50)
+        .map(|n| {
+            let serve = serve.clone();
+            std::thread::spawn(move || {
+                serve.docker(&[
+                    "run",
+                    "--rm",
+                    "busybox",
+                    "sh",
+                    "-c",
+                    &format!("echo run-{n}"),
+                ])
+            })
+        })
+        .collect();
+    for (n, run) in runs.into_iter().enumerate() {
+        let out = run.join().unwrap();
+        assert!(out.status.success(), "run {n}: {}", stderr(&out));
+        assert_eq!(text(&out.stdout), format!("run-{n}\n"));
+    }
+    // `--rm` left nothing behind.
+    assert!(serve.docker_ok(&["ps", "-aq"]).trim().is_empty());
+}
+
+#[test]
+fn a_daemon_killed_mid_run_restarts_and_reports_the_container() {
+    let Some(mut serve) = Serve::start() else {
+        return;
+    };
+    serve.docker_ok(&["run", "-d", "--name", "survivor", "busybox", "sleep", "60"]);
+    serve.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "short",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 7",
+    ]);
+    // kill -9: the containers are their monitors', not the daemon's.
+    let _ = kiln::sys::process::send_signal(serve.child.id() as i32, 9);
+    let _ = serve.child.wait();
+    std::thread::sleep(Duration::from_millis(1500));
+    serve.child = serve_command(&serve.root, &serve.socket).spawn().unwrap();
+    serve.wait_ready();
+    let ps = serve.docker_ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.lines().any(|l| l.starts_with("survivor Up ")), "{ps}");
+    assert!(
+        ps.lines().any(|l| l.starts_with("short Exited (7)")),
+        "{ps}"
+    );
+    serve.docker_ok(&["rm", "-f", "survivor", "short"]);
+}
