@@ -172,6 +172,13 @@ pub fn start_monitor(store: &Store, container: &Container) -> Result<Child> {
             return Ok(child);
         }
         if let Ok(Some(status)) = child.try_wait() {
+            // A quick container may have run, ended and (with `--rm`) gone since the
+            // last look: that monitor did take over.
+            if !current.dir.exists()
+                || (current.reload().is_ok() && current.state.status != Status::Created)
+            {
+                return Ok(child);
+            }
             // It ended before taking over: say why (it wrote to the log).
             let log = fs::read_to_string(&log_path).unwrap_or_default();
             return Err(ContainerError::MonitorExited {

@@ -5,13 +5,11 @@
 
 use std::sync::Arc;
 
-use hyper::StatusCode;
-use hyper::header::{CONNECTION, HeaderValue, UPGRADE};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::containers::{POLL, follow_log};
-use super::http::{self, Body, Request};
+use super::http::{self, Request};
 use super::{Daemon, Result, blocking};
 use crate::container::{self, Container, Status};
 
@@ -56,15 +54,7 @@ pub(super) async fn attach(
         let _ = follow.await;
         let _ = io.shutdown().await;
     });
-    let mut response = http::respond(
-        StatusCode::SWITCHING_PROTOCOLS,
-        "application/vnd.docker.raw-stream",
-        Body::Full(None),
-    );
-    let headers = response.headers_mut();
-    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(UPGRADE, HeaderValue::from_static("tcp"));
-    Ok(response)
+    Ok(http::hijacked())
 }
 
 /// `found` once it is not the exited container it was (started again), polled until

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use hyper::header::{CONNECTION, HeaderValue, UPGRADE};
 use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -15,7 +14,7 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::http::{self, Body, Request};
+use super::http::{self, Request};
 use super::{Daemon, DaemonError, Result};
 use crate::container::{self, ExecOptions};
 
@@ -180,15 +179,7 @@ fn start(daemon: Arc<Daemon>, id: String, request: &Request) -> Result<http::Res
     if body.detach {
         return Ok(http::empty(StatusCode::OK));
     }
-    let mut response = http::respond(
-        StatusCode::SWITCHING_PROTOCOLS,
-        "application/vnd.docker.raw-stream",
-        Body::Full(None),
-    );
-    let headers = response.headers_mut();
-    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(UPGRADE, HeaderValue::from_static("tcp"));
-    Ok(response)
+    Ok(http::hijacked())
 }
 
 /// Sends what `from` yields as frames of `stream` (1 stdout, 2 stderr).

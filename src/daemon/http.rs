@@ -91,6 +91,20 @@ pub(super) fn error(error: &DaemonError) -> Response {
     )
 }
 
+/// `101`: the client takes the connection over for a raw stream (attach, exec start).
+pub(super) fn hijacked() -> Response {
+    use hyper::header::{CONNECTION, HeaderValue, UPGRADE};
+    let mut response = respond(
+        StatusCode::SWITCHING_PROTOCOLS,
+        "application/vnd.docker.raw-stream",
+        Body::Full(None),
+    );
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("tcp"));
+    response
+}
+
 /// A streamed response (`content_type`) and the sender that feeds it.
 pub(super) fn stream(content_type: &str) -> (Response, mpsc::Sender<Bytes>) {
     let (sender, receiver) = mpsc::channel(64);
