@@ -301,7 +301,7 @@ impl Build {
                 message: warning.clone(),
             });
         }
-        let (mut solver, cache, _lease) = self
+        let (mut solver, cache) = self
             .open_solver(request, remote.as_ref(), sink, &clock)
             .await?;
         let early = layers::write_early(
@@ -332,23 +332,9 @@ impl Build {
         let written = early.collect_image().await;
         let written_early = written.clone();
         let exported = async {
-            let layers = layers::inputs(
-                &plan,
-                &solved,
-                plan.source_date_epoch,
-                pushed_compression(outputs),
-            )?;
-            layers::materialize_unexported(&solver, &plan, &solved, &layers).await?;
-            // Layers of imported steps and lazily resolved bases are fetched when an
-            // output needs their bytes (a push alone mounts them where they are), before
-            // the export names the image.
-            if let Some(remote) = &remote {
-                let all = outputs.iter().any(OutputSpec::needs_layer_bytes);
-                remote
-                    .fetch_missing_layers(&self.store, &plan, &layers, all)
-                    .await
-                    .map_err(|source| BuildError::CacheImport { source })?;
-            }
+            let layers = self
+                .ready_layers(&solver, &plan, &solved, outputs, remote.as_ref())
+                .await?;
             let inline_cache = match &remote {
                 Some(remote)
                     if request
@@ -365,35 +351,19 @@ impl Build {
                 }
                 _ => None,
             };
-            let newest = solved.results.values().map(|r| r.created_at).max();
             let options = ExportOptions {
                 inline_cache,
                 source_date_epoch: plan.source_date_epoch,
-                created: match newest {
-                    Some(t) if t > 0 => t,
-                    _ => crate::cache::unix_now(),
-                },
+                created: image_created(&solved),
                 tags: stored_names.to_vec(),
                 keep_unnamed: true,
                 written,
             };
-            let store = self.store.clone();
-            let plan = plan.clone();
-            let exported = {
-                let cache = cache.clone();
-                tokio::task::spawn_blocking(move || {
-                    export::export(&store, &cache, &plan, &layers, &options)
-                })
-                .await??
-            };
-            Ok::<_, BuildError>(exported)
+            self.export_plan(&cache, plan.clone(), layers, options)
+                .await
         }
         .await;
-        match &exported {
-            Ok(_) => vertex.done(),
-            Err(error) => vertex.error(error.to_string()),
-        }
-        let exported = exported?;
+        let exported = ended(vertex, exported)?;
         let first_vertex = vertex_id + 1;
         let (clock, remote, cache, plan, solved) = (&clock, &remote, &cache, &plan, &solved);
         let caches = |outputs_done| async move {
@@ -460,16 +430,55 @@ impl Build {
         Ok(pushed)
     }
 
-    /// The build context, the cache index, the store lease (held from the first step to
-    /// the tag: layers written early are not referenced by any manifest until the export,
-    /// and `image prune` must not take them meanwhile) and a solver over them.
+    /// The layer inputs of `plan`'s image, each there to be read: layers of the solve that
+    /// were not made yet, and (when an output needs their bytes; a push alone mounts them
+    /// where they are) those of imported steps and lazily resolved bases, fetched before
+    /// the export names the image.
+    async fn ready_layers(
+        &self,
+        solver: &Solver,
+        plan: &Plan,
+        solved: &crate::solve::Solved,
+        outputs: &[OutputSpec],
+        remote: Option<&cache::Remote>,
+    ) -> Result<Vec<export::LayerInput>, BuildError> {
+        let epoch = plan.source_date_epoch;
+        let inputs = layers::inputs(plan, solved, epoch, pushed_compression(outputs))?;
+        layers::materialize_unexported(solver, plan, solved, &inputs).await?;
+        if let Some(remote) = remote {
+            let all = outputs.iter().any(OutputSpec::needs_layer_bytes);
+            remote
+                .fetch_missing_layers(&self.store, plan, &inputs, all)
+                .await
+                .map_err(|source| BuildError::CacheImport { source })?;
+        }
+        Ok(inputs)
+    }
+
+    /// Writes `plan`'s image into the store (off the reactor).
+    async fn export_plan(
+        &self,
+        cache: &Arc<CacheIndex>,
+        plan: Arc<Plan>,
+        layers: Vec<export::LayerInput>,
+        options: ExportOptions,
+    ) -> Result<Exported, BuildError> {
+        let (store, cache) = (self.store.clone(), cache.clone());
+        Ok(tokio::task::spawn_blocking(move || {
+            export::export(&store, &cache, &plan, &layers, &options)
+        })
+        .await??)
+    }
+
+    /// The build context, the cache index and a solver over them. (The lease [`Build::run`]
+    /// holds keeps `image prune` from layers written early, unnamed until the export.)
     async fn open_solver(
         &self,
         request: &BuildRequest,
         remote: Option<&cache::Remote>,
         sink: &Sink,
         clock: &Clock,
-    ) -> Result<(Solver, Arc<CacheIndex>, crate::store::Lease), BuildError> {
+    ) -> Result<(Solver, Arc<CacheIndex>), BuildError> {
         let store = self.store.clone();
         let (context, cache) = {
             let dir = request.context.clone();
@@ -480,10 +489,6 @@ impl Build {
                 Ok((Arc::new(context), Arc::new(CacheIndex::for_store(&store)?)))
             })
             .await??
-        };
-        let lease = {
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.lease()).await??
         };
         let solver = Solver::new(
             self.store.clone(),
@@ -506,7 +511,7 @@ impl Build {
                 fetcher: remote.map(|r| r.fetcher.clone() as Arc<dyn crate::solve::BlobFetcher>),
             },
         );
-        Ok((solver, cache, lease))
+        Ok((solver, cache))
     }
 
     /// What a cache export reads.
@@ -666,6 +671,27 @@ fn forward_cancel(
             let _ = solver.send(true);
         }
     })
+}
+
+/// An image's `created` time without `SOURCE_DATE_EPOCH`: its newest step's, so that a
+/// rebuild from the cache gives the same image id; now when nothing was dated.
+fn image_created(solved: &crate::solve::Solved) -> u64 {
+    match solved.results.values().map(|r| r.created_at).max() {
+        Some(t) if t > 0 => t,
+        _ => crate::cache::unix_now(),
+    }
+}
+
+/// Ends `vertex` as `outcome` says, and passes the outcome on.
+fn ended<T>(
+    vertex: crate::progress::Vertex,
+    outcome: Result<T, BuildError>,
+) -> Result<T, BuildError> {
+    match &outcome {
+        Ok(_) => vertex.done(),
+        Err(error) => vertex.error(error.to_string()),
+    }
+    outcome
 }
 
 /// The number of the step a solve error names.

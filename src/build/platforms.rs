@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::{Build, BuildError, BuildRequest, CacheTarget, OutputSpec, base, cache, layers};
+use super::{Build, BuildError, BuildRequest, CacheTarget, OutputSpec, base, cache};
 use crate::export::{self, ExportOptions, Exported};
 use crate::image;
 use crate::oci::Reference;
@@ -62,7 +62,7 @@ pub(super) async fn solve_and_export(
             message: warning.clone(),
         });
     }
-    let (solver, cache, _lease) = build
+    let (solver, cache) = build
         .open_solver(request, remote.as_ref(), sink, &clock)
         .await?;
     let forward = super::forward_cancel(cancel, solver.canceller());
@@ -76,37 +76,24 @@ pub(super) async fn solve_and_export(
     let vertex_id = merged.graph.node_count() as u64 + 1;
     let vertex = sink.vertex(&clock, vertex_id, "exporting to image");
     let exported = async {
-        let newest = solved.results.values().map(|r| r.created_at).max();
+        let created = super::image_created(&solved);
         let mut images = Vec::with_capacity(merged.plans.len());
         for plan in &merged.plans {
-            let epoch = plan.source_date_epoch;
-            let inputs = layers::inputs(plan, &solved, epoch, super::pushed_compression(outputs))?;
-            layers::materialize_unexported(&solver, plan, &solved, &inputs).await?;
-            if let Some(remote) = &remote {
-                let all = outputs.iter().any(OutputSpec::needs_layer_bytes);
-                remote
-                    .fetch_missing_layers(&build.store, plan, &inputs, all)
-                    .await
-                    .map_err(|source| BuildError::CacheImport { source })?;
-            }
+            let inputs = build
+                .ready_layers(&solver, plan, &solved, outputs, remote.as_ref())
+                .await?;
             let options = ExportOptions {
                 inline_cache: None,
-                source_date_epoch: epoch,
-                created: match newest {
-                    Some(t) if t > 0 => t,
-                    _ => crate::cache::unix_now(),
-                },
+                source_date_epoch: plan.source_date_epoch,
+                created,
                 tags: Vec::new(),
                 keep_unnamed: false,
                 written: Default::default(),
             };
-            let platform = plan.image.platform.clone();
-            let (store, cache, plan) = (build.store.clone(), cache.clone(), Arc::new(plan.clone()));
-            let exported = tokio::task::spawn_blocking(move || {
-                export::export(&store, &cache, &plan, &inputs, &options)
-            })
-            .await??;
-            images.push((platform, exported));
+            let exported = build
+                .export_plan(&cache, Arc::new(plan.clone()), inputs, options)
+                .await?;
+            images.push((plan.image.platform.clone(), exported));
         }
         let (store, names) = (build.store.clone(), stored_names.to_vec());
         let index =
@@ -114,11 +101,7 @@ pub(super) async fn solve_and_export(
         Ok::<_, BuildError>(index)
     }
     .await;
-    match &exported {
-        Ok(_) => vertex.done(),
-        Err(error) => vertex.error(error.to_string()),
-    }
-    let exported = exported?;
+    let exported = super::ended(vertex, exported)?;
     let first_vertex = vertex_id + 1;
     let (clock, remote, cache, solved, merged) = (&clock, &remote, &cache, &solved, &merged);
     let caches = |outputs_done| async move {

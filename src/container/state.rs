@@ -373,18 +373,23 @@ fn store_of(container: &Container) -> Option<Store> {
 
 /// Records a container event (best effort), with its name and image as Docker does.
 pub(super) fn event(container: &Container, action: &str, extra: &[(&str, &str)]) {
-    if let Some(store) = store_of(container) {
-        let mut attributes = vec![
-            ("name", container.config.name.as_str()),
-            ("image", container.config.image_ref.as_str()),
-        ];
-        attributes.extend_from_slice(extra);
-        store.record_event("container", action, &container.config.id, &attributes);
-    }
+    // The store's root: only the event log is written, so the store is not opened.
+    let Some(root) = container.dir.parent().and_then(Path::parent) else {
+        return;
+    };
+    let mut attributes = vec![
+        ("name", container.config.name.as_str()),
+        ("image", container.config.image_ref.as_str()),
+    ];
+    attributes.extend_from_slice(extra);
+    crate::store::events::record(root, "container", action, &container.config.id, &attributes);
 }
 
 /// Removes the container's anonymous volumes (those another container mounts too stay).
 fn remove_anonymous_volumes(container: &Container) {
+    if container.config.anonymous_volumes.is_empty() {
+        return;
+    }
     let Some(store) = store_of(container) else {
         return;
     };

@@ -170,18 +170,11 @@ pub fn index(
     let manifests: Vec<Value> = images
         .iter()
         .map(|(platform, exported)| {
-            let mut platform_json = json!({
-                "architecture": platform.architecture,
-                "os": platform.os,
-            });
-            if let Some(variant) = &platform.variant {
-                platform_json["variant"] = variant.clone().into();
-            }
             json!({
                 "mediaType": media_type::OCI_MANIFEST,
                 "digest": exported.manifest_digest.to_string(),
                 "size": exported.manifest_size,
-                "platform": platform_json,
+                "platform": platform,
             })
         })
         .collect();

@@ -101,10 +101,7 @@ pub(crate) fn stored_index(
     let json: Value = serde_json::from_slice(&store.read_blob(digest)?).unwrap_or_default();
     let is_index = json["mediaType"].as_str().is_some_and(media_type::is_index)
         || (json.get("manifests").is_some() && json.get("config").is_none());
-    if !is_index {
-        return Ok(None);
-    }
-    index_platforms(store, digest).map(Some)
+    Ok(is_index.then(|| entries_of(&json)))
 }
 
 /// The platforms of a stored image index, in its order.
@@ -114,7 +111,12 @@ fn index_platforms(store: &Store, index: &Digest) -> Result<Vec<(Platform, Diges
             what: format!("image index {index}"),
             source,
         })?;
-    Ok(json["manifests"]
+    Ok(entries_of(&json))
+}
+
+/// The (platform, manifest) entries of an index's JSON.
+fn entries_of(json: &Value) -> Vec<(Platform, Digest)> {
+    json["manifests"]
         .as_array()
         .into_iter()
         .flatten()
@@ -123,7 +125,7 @@ fn index_platforms(store: &Store, index: &Digest) -> Result<Vec<(Platform, Diges
             let digest = entry["digest"].as_str()?.parse().ok()?;
             Some((platform, digest))
         })
-        .collect())
+        .collect()
 }
 
 /// `kiln tag SRC DST`: names the image `src` also as `dst`.

@@ -4,7 +4,7 @@
 //! is best effort: an event that cannot be written never fails the operation.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -48,37 +48,7 @@ impl Store {
 
     /// Appends an event (`kind`, `action`, the actor's id and attributes), dated now.
     pub fn record_event(&self, kind: &str, action: &str, id: &str, attributes: &[(&str, &str)]) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let event = Event {
-            kind: kind.to_string(),
-            action: action.to_string(),
-            actor: Actor {
-                id: id.to_string(),
-                attributes: attributes
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            },
-            time: now.as_secs() as i64,
-            time_nano: now.as_nanos() as i64,
-        };
-        let Ok(mut line) = serde_json::to_vec(&event) else {
-            return;
-        };
-        line.push(b'\n');
-        let path = self.events_path();
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_BYTES) {
-            let _ = std::fs::rename(&path, path.with_extension("old"));
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path);
-        if let Ok(mut file) = file {
-            let _ = file.write_all(&line);
-        }
+        record(self.root(), kind, action, id, attributes);
     }
 
     /// The events recorded from byte `offset` of the log on, and the offset after them.
@@ -108,6 +78,42 @@ impl Store {
             line.clear();
         }
         (events, position)
+    }
+}
+
+/// [`Store::record_event`] for the store at `root`, for callers that hold only its path
+/// (a container's directory lies below it).
+pub fn record(root: &Path, kind: &str, action: &str, id: &str, attributes: &[(&str, &str)]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let event = Event {
+        kind: kind.to_string(),
+        action: action.to_string(),
+        actor: Actor {
+            id: id.to_string(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        },
+        time: now.as_secs() as i64,
+        time_nano: now.as_nanos() as i64,
+    };
+    let Ok(mut line) = serde_json::to_vec(&event) else {
+        return;
+    };
+    line.push(b'\n');
+    let path = root.join(FILE);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_BYTES) {
+        let _ = std::fs::rename(&path, path.with_extension("old"));
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path);
+    if let Ok(mut file) = file {
+        let _ = file.write_all(&line);
     }
 }
 
