@@ -41,6 +41,7 @@ pub mod syntax;
 // L4
 pub mod cache;
 pub mod fileop;
+pub mod network;
 pub mod sandbox;
 pub mod snapshot;
 pub mod source;

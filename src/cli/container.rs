@@ -7,26 +7,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 
 use super::progress::{self, Output};
 use crate::container::{self, ContainerError, RunOptions, Status};
 use crate::image::{self, ImageError};
-use crate::sandbox::{CgroupLimits, NetworkMode};
+use crate::sandbox::CgroupLimits;
 use crate::store::Store;
 
 use super::image::{GlobalArgs, client, open_store, render, runtime, shown_name};
 
 /// Docker's exit code when `docker run` itself fails.
 const EXIT_RUN_FAILED: u8 = 125;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum NetworkArg {
-    /// The host's network (kiln has no bridge network).
-    Host,
-    /// Only a loopback interface.
-    None,
-}
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -54,9 +46,17 @@ pub struct RunArgs {
     /// Replace the image's ENTRYPOINT (and clear its CMD).
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Network: host (default; kiln has no bridge network) or none.
-    #[arg(long, value_enum, default_value = "host")]
-    network: NetworkArg,
+    /// Network: host (default), none, bridge, or the name of a network (`kiln network
+    /// create`).
+    #[arg(long, default_value = "host")]
+    network: String,
+    /// Another name the container is reached by on its network.
+    #[arg(long = "network-alias", value_name = "NAME")]
+    network_alias: Vec<String>,
+    /// Publish a port on the host: [IP:][HOST_PORT:]PORT[/tcp|udp] (IP defaults to
+    /// 127.0.0.1; without --network, the container joins the default `bridge`).
+    #[arg(short = 'p', long = "publish", value_name = "[IP:][HOST:]PORT")]
+    publish: Vec<String>,
     /// Container host name (default: the short container id).
     #[arg(long)]
     hostname: Option<String>,
@@ -425,6 +425,7 @@ fn run_options(args: &RunArgs) -> Result<RunOptions> {
         .map(container::parse_memory)
         .transpose()?;
     let pids = args.pids_limit.filter(|n| *n > 0).map(|n| n as u64);
+    let (network, networks) = container::network_choice(&args.network, &args.network_alias);
     Ok(RunOptions {
         name: args.name.clone(),
         image_ref: args.image.clone(),
@@ -434,10 +435,13 @@ fn run_options(args: &RunArgs) -> Result<RunOptions> {
         workdir: args.workdir.clone(),
         user: args.user.clone(),
         hostname: args.hostname.clone(),
-        network: match args.network {
-            NetworkArg::Host => NetworkMode::Host,
-            NetworkArg::None => NetworkMode::None,
-        },
+        network,
+        networks,
+        ports: args
+            .publish
+            .iter()
+            .map(|spec| crate::network::PortBinding::parse(spec))
+            .collect::<std::result::Result<_, _>>()?,
         volumes: args.volume.clone(),
         limits: CgroupLimits { memory_bytes, pids },
         auto_remove: args.rm,
@@ -458,7 +462,7 @@ fn run_container(args: &RunArgs, global: &GlobalArgs) -> ExitCode {
             println!("{}", created.config.id);
             return Ok(ExitCode::SUCCESS);
         }
-        let outcome = container::run_foreground(created, args.interactive)?;
+        let outcome = container::run_foreground(&store, created, args.interactive)?;
         if outcome.code == 125
             && let Some(error) = outcome.setup_error
         {
@@ -493,6 +497,6 @@ fn start_attached(store: &Store, query: &str) -> Result<ExitCode> {
         ))
         .into());
     }
-    let outcome = container::run_foreground(found, false)?;
+    let outcome = container::run_foreground(&store, found, false)?;
     Ok(ExitCode::from(u8::try_from(outcome.code).unwrap_or(255)))
 }

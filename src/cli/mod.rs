@@ -7,6 +7,7 @@ mod debug;
 mod diagnostic;
 mod generate;
 mod image;
+mod network;
 pub mod progress;
 mod rootless;
 mod serve;
@@ -55,6 +56,11 @@ enum Command {
     Image(image::ImageCommand),
     #[command(flatten)]
     Container(container::ContainerCommand),
+    /// Manage bridge networks.
+    Network {
+        #[command(subcommand)]
+        command: network::NetworkCommand,
+    },
     /// Manage named volumes.
     Volume {
         #[command(subcommand)]
@@ -122,6 +128,7 @@ pub fn main() -> ExitCode {
         cli.command,
         Command::Image(_)
             | Command::Volume { .. }
+            | Command::Network { .. }
             | Command::System { .. }
             | Command::Builder { .. }
     ) {
@@ -147,6 +154,7 @@ pub fn main() -> ExitCode {
         Command::Container(command) => container::run(command, &cli.global),
         Command::Serve(args) => serve::run(&args, &cli.global),
         Command::Volume { command } => volume::run(command, &cli.global),
+        Command::Network { command } => network::run(command, &cli.global),
         Command::Builder { command } => system::builder(command, &cli.global),
         Command::System { command } => system::system(command, &cli.global),
         Command::Completion { shell } => generate::completion(shell, Cli::command()),

@@ -12,6 +12,7 @@ use super::{
     CONFIG_FILE, Container, ContainerConfig, ContainerError, ContainerState, LOG_FILE, NAMES_LOCK,
     Result, SIGTERM, STATE_FILE, list, load, names, now_rfc3339,
 };
+use crate::network::{Attachment, PortBinding};
 use crate::oci::Digest;
 use crate::sandbox::{BindMount, CgroupLimits, NetworkMode};
 use crate::store::{Image, Store};
@@ -32,6 +33,11 @@ pub struct RunOptions {
     pub user: Option<String>,
     pub hostname: Option<String>,
     pub network: NetworkMode,
+    /// The bridge networks to join (with [`NetworkMode::Bridge`]; `-p` alone means
+    /// the default `bridge`).
+    pub networks: Vec<Attachment>,
+    /// `-p`.
+    pub ports: Vec<PortBinding>,
     /// `-v SRC:DST[:ro]`.
     pub volumes: Vec<String>,
     pub limits: CgroupLimits,
@@ -202,6 +208,7 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
         .as_deref()
         .and_then(parse_signal)
         .unwrap_or(SIGTERM);
+    let (network, networks) = networks_of(store, options)?;
     let containers = store.containers_dir();
     fs::create_dir_all(&containers).map_err(io_err("create", &containers))?;
     // Held until the container is listed, so no other `run` takes the same name.
@@ -222,7 +229,9 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
             .or_else(|| config.user().clone())
             .unwrap_or_default(),
         hostname,
-        network: options.network,
+        network,
+        networks,
+        ports: options.ports.clone(),
         mounts,
         limits: options.limits,
         lowers,
@@ -238,6 +247,65 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
     let container = load(&dir)?;
     super::state::event(&container, "create", &[]);
     Ok(container)
+}
+
+/// Docker's `--network` value: `host` and `default` (kiln's default is the host's
+/// network), `none`, or a bridge network by name (`bridge` is the default one), with
+/// `--network-alias`es for it.
+pub fn network_choice(mode: &str, aliases: &[String]) -> (NetworkMode, Vec<Attachment>) {
+    match mode {
+        "" | "default" | "host" if aliases.is_empty() => (NetworkMode::Host, Vec::new()),
+        "none" if aliases.is_empty() => (NetworkMode::None, Vec::new()),
+        // Aliases on host or none: refused by `create`, which sees a bridge without a name.
+        "" | "default" | "host" | "none" => (NetworkMode::Bridge, Vec::new()),
+        name => (
+            NetworkMode::Bridge,
+            vec![Attachment {
+                network: name.to_string(),
+                aliases: aliases.to_vec(),
+                address: None,
+            }],
+        ),
+    }
+}
+
+/// The network mode and bridge networks a container gets: publishing ports without a
+/// network puts it on the default `bridge`, as Docker's default mode would; every
+/// network named must exist (the default `bridge` is made when first asked for).
+fn networks_of(store: &Store, options: &RunOptions) -> Result<(NetworkMode, Vec<Attachment>)> {
+    let mut networks = options.networks.clone();
+    if networks.is_empty() && !options.ports.is_empty() && options.network == NetworkMode::Host {
+        networks.push(Attachment {
+            network: crate::network::DEFAULT_BRIDGE.to_string(),
+            aliases: Vec::new(),
+            address: None,
+        });
+    }
+    if networks.is_empty() {
+        if options.network == NetworkMode::Bridge {
+            return Err(ContainerError::Usage(
+                "network-scoped aliases are only supported for user-defined networks".into(),
+            ));
+        }
+        return Ok((options.network, networks));
+    }
+    if options.network == NetworkMode::None {
+        return Err(ContainerError::Usage(
+            "container cannot be disconnected from host network or connected to host network"
+                .into(),
+        ));
+    }
+    for attachment in &mut networks {
+        let network = crate::network::find(store, &attachment.network)?;
+        // Docker's default bridge knows no names: aliases are for user-defined networks.
+        if network.name == crate::network::DEFAULT_BRIDGE && !attachment.aliases.is_empty() {
+            return Err(ContainerError::Usage(
+                "network-scoped aliases are only supported for user-defined networks".into(),
+            ));
+        }
+        attachment.network = network.name;
+    }
+    Ok((NetworkMode::Bridge, networks))
 }
 
 /// Unpacks the image's layers (unless they are) and returns their snapshot directories,

@@ -26,6 +26,8 @@ pub enum ContainerError {
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
     Sys(#[from] crate::sys::SysError),
     #[error("container state is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -3,6 +3,8 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,7 @@ use super::{
     Container, ContainerError, ProcessId, Result, SIGKILL, Status, load, now_rfc3339, resolve,
 };
 use crate::sandbox::child::EXIT_SETUP_FAILED;
-use crate::sandbox::{Sandbox, SpawnOptions, Spec, StdioMode, Stream};
+use crate::sandbox::{NetworkMode, Sandbox, SpawnOptions, Spec, StdioMode, Stream};
 use crate::store::Store;
 
 /// The hidden subcommand of the monitor process.
@@ -34,9 +36,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(ContainerError::Runtime)
 }
 
-fn record_start(container: &mut Container, pid: Option<u32>) -> Result<()> {
+fn record_start(
+    container: &mut Container,
+    pid: Option<u32>,
+    ports: Vec<crate::network::PortBinding>,
+) -> Result<()> {
     let pid = pid.and_then(|p| i32::try_from(p).ok());
     container.state.status = Status::Running;
+    container.state.ports = ports;
     container.state.pid = pid;
     container.state.process = pid.and_then(ProcessId::of);
     container.state.owner = ProcessId::current();
@@ -52,6 +59,7 @@ fn record_end(container: &mut Container, outcome: &RunOutcome) -> Result<()> {
         return Ok(());
     }
     container.state.status = Status::Exited;
+    container.state.ports.clear();
     container.state.exit_code = Some(outcome.code);
     container.state.finished_at = Some(now_rfc3339());
     container.state.error = outcome.setup_error.clone();
@@ -66,18 +74,96 @@ fn record_end(container: &mut Container, outcome: &RunOutcome) -> Result<()> {
     Ok(())
 }
 
+/// A container's network namespace, plugged into its bridge networks, and its published
+/// ports; held while it runs.
+struct Wired {
+    namespace: OwnedFd,
+    published: crate::network::Published,
+}
+
+impl Wired {
+    /// The path the sandbox joins the namespace by.
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.namespace.as_raw_fd()
+        ))
+    }
+}
+
+/// Joins the container's networks in a new namespace, publishes its ports and writes
+/// its `/etc/hosts` into `spec`; nothing for the host's network or none.
+fn wire(store: &Store, container: &Container, spec: &mut Spec) -> Result<Option<Wired>> {
+    let config = &container.config;
+    if config.network != NetworkMode::Bridge {
+        return Ok(None);
+    }
+    let namespace = crate::sys::namespace::new_empty_net_ns()?;
+    let member = crate::network::Member {
+        id: config.id.clone(),
+        name: config.name.clone(),
+        hostname: config.hostname.clone(),
+    };
+    let endpoints = crate::network::join(store, &member, &config.networks, &namespace)?;
+    let wired = (|| {
+        let first = endpoints.first().map(|e| e.address);
+        let published = match first {
+            Some(address) => crate::network::publish(&config.ports, address)?,
+            None => crate::network::Published {
+                bindings: Vec::new(),
+            },
+        };
+        spec.etc.hosts = crate::network::hosts_for(store, &config.id, &config.hostname)?;
+        Ok::<_, ContainerError>(Wired {
+            namespace,
+            published,
+        })
+    })();
+    if wired.is_err() {
+        let _ = crate::network::leave(store, &config.id);
+    }
+    wired.map(Some)
+}
+
 /// Spawns the sandbox, records it running, forwards (and logs) its output, waits.
 async fn supervise(
+    store: &Store,
     container: &mut Container,
     stdio: StdioMode,
     log: Option<&mut fs::File>,
 ) -> Result<RunOutcome> {
-    let spec = container.spec();
+    let mut spec = container.spec();
+    let setup_failed = |error: ContainerError| RunOutcome {
+        code: i32::from(EXIT_SETUP_FAILED),
+        setup_error: Some(error.to_string()),
+    };
+    let wired = match wire(store, container, &mut spec) {
+        Ok(wired) => wired,
+        Err(error) => return Ok(setup_failed(error)),
+    };
+    let outcome = run_wired(store, container, &spec, wired.as_ref(), stdio, log).await;
+    if wired.is_some() {
+        drop(wired);
+        crate::network::leave(store, &container.config.id)?;
+    }
+    outcome
+}
+
+async fn run_wired(
+    store: &Store,
+    container: &mut Container,
+    spec: &Spec,
+    wired: Option<&Wired>,
+    stdio: StdioMode,
+    log: Option<&mut fs::File>,
+) -> Result<RunOutcome> {
     let options = SpawnOptions {
         stdio,
+        net_ns: wired.map(Wired::path),
         ..Default::default()
     };
-    let mut running = match Sandbox::spawn(&spec, &options) {
+    let mut running = match Sandbox::spawn(spec, &options) {
         Ok(running) => running,
         Err(error) => {
             return Ok(RunOutcome {
@@ -86,7 +172,15 @@ async fn supervise(
             });
         }
     };
-    record_start(container, running.pid())?;
+    let ports = match wired {
+        Some(wired) => {
+            let hosts = running.state_dir().join("hosts");
+            crate::network::set_hosts_file(store, &container.config.id, &hosts)?;
+            wired.published.bindings.clone()
+        }
+        None => Vec::new(),
+    };
+    record_start(container, running.pid(), ports)?;
     if let Some(log) = log {
         let mut stdout = std::io::stdout();
         let mut stderr = std::io::stderr();
@@ -109,7 +203,11 @@ async fn supervise(
 /// Runs a created container in the foreground: stdin forwarded when `interactive`,
 /// stdout/stderr forwarded and copied to the log. Records the exit and, with `--rm`,
 /// removes the container.
-pub fn run_foreground(mut container: Container, interactive: bool) -> Result<RunOutcome> {
+pub fn run_foreground(
+    store: &Store,
+    mut container: Container,
+    interactive: bool,
+) -> Result<RunOutcome> {
     let log_path = container.log_path();
     let mut log = fs::OpenOptions::new()
         .append(true)
@@ -120,7 +218,7 @@ pub fn run_foreground(mut container: Container, interactive: bool) -> Result<Run
     } else {
         StdioMode::Piped
     };
-    let outcome = runtime()?.block_on(supervise(&mut container, stdio, Some(&mut log)));
+    let outcome = runtime()?.block_on(supervise(store, &mut container, stdio, Some(&mut log)));
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => RunOutcome {
@@ -202,7 +300,7 @@ pub fn monitor_main(store: &Store, id: &str) -> Result<i32> {
     container.state.owner = ProcessId::current();
     container.save_state()?;
     // Our stdout and stderr are the log; the sandbox inherits them.
-    let outcome = runtime()?.block_on(supervise(&mut container, StdioMode::Inherit, None));
+    let outcome = runtime()?.block_on(supervise(store, &mut container, StdioMode::Inherit, None));
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => RunOutcome {

@@ -26,6 +26,7 @@ mod create;
 mod error;
 mod exec;
 mod names;
+mod networks;
 mod ps;
 mod security;
 mod state;
@@ -33,12 +34,15 @@ pub mod volume;
 
 /// What [`RunOptions`] is made of, for callers that build one.
 pub use crate::sandbox::{BindMount, CgroupLimits, NetworkMode};
-pub use create::{RunOptions, command_line, create, parse_memory, parse_signal, parse_volume};
+pub use create::{
+    RunOptions, command_line, create, network_choice, parse_memory, parse_signal, parse_volume,
+};
 pub use error::{ContainerError, Result};
 pub use exec::{
     ExecOptions, MONITOR_COMMAND, RunOutcome, exec, exec_start, kill, monitor_main, run_foreground,
     start_detached, start_monitor, stop,
 };
+pub use networks::{connect_network, disconnect_network};
 pub use ps::{command_text, status_text};
 pub use security::{Security, parse_security};
 pub use state::{

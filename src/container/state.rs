@@ -13,8 +13,10 @@ use super::{
     CONFIG_FILE, ContainerError, EXIT_OWNER_GONE, LOG_FILE, REMOVING_PREFIX, Result, SIGKILL,
     STATE_FILE, now_rfc3339,
 };
+use crate::network::{Attachment, PortBinding};
 use crate::sandbox::{BindMount, CgroupLimits, NetworkMode, Rootfs, Spec};
 use crate::store::Store;
+pub use crate::sys::process::ProcessId;
 
 /// What a container runs (`config.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +58,12 @@ pub struct ContainerConfig {
     /// Capabilities, seccomp and no_new_privs (Docker's defaults when absent).
     #[serde(default)]
     pub security: Security,
+    /// The bridge networks it joins when it starts (with [`NetworkMode::Bridge`]).
+    #[serde(default)]
+    pub networks: Vec<Attachment>,
+    /// `-p`: published on the host while it runs.
+    #[serde(default)]
+    pub ports: Vec<PortBinding>,
 }
 
 /// `created`, `running` or `exited`.
@@ -65,36 +73,6 @@ pub enum Status {
     Created,
     Running,
     Exited,
-}
-
-/// A process, identified by its pid and start time (so a reused pid is not it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessId {
-    pub pid: i32,
-    pub start_time: u64,
-}
-
-impl ProcessId {
-    /// This process.
-    pub fn current() -> Option<ProcessId> {
-        ProcessId::of(crate::sys::process::own_pid())
-    }
-
-    /// `pid` if it is alive (not a zombie), with its start time.
-    pub fn of(pid: i32) -> Option<ProcessId> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
-            return None;
-        }
-        let start_time = fields.get(19)?.parse().ok()?;
-        Some(ProcessId { pid, start_time })
-    }
-
-    pub fn is_alive(&self) -> bool {
-        ProcessId::of(self.pid).is_some_and(|p| p.start_time == self.start_time)
-    }
 }
 
 /// Where a container is (`state.json`).
@@ -114,6 +92,9 @@ pub struct ContainerState {
     /// Why the sandbox could not start the command, when it could not.
     #[serde(default)]
     pub error: Option<String>,
+    /// The published ports as bound (a host port of 0 replaced), while it runs.
+    #[serde(default)]
+    pub ports: Vec<PortBinding>,
 }
 
 impl ContainerState {
@@ -127,6 +108,7 @@ impl ContainerState {
             started_at: None,
             finished_at: None,
             error: None,
+            ports: Vec::new(),
         }
     }
 }

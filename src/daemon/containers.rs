@@ -2,6 +2,7 @@
 //! the daemon; an exited container runs again), restart, wait, logs (Docker's multiplexed frames), stop, kill, remove, inspect
 //! and list.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +14,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::http::{self, Request};
+use super::networks::EndpointConfig;
 use super::{Daemon, DaemonError, Exits, Result, blocking};
 use crate::container::{self, CgroupLimits, Container, NetworkMode, RunOptions, Status};
+use crate::network::{Attachment, PortBinding};
 use crate::oci::Platform;
 
 /// How often `wait` and `logs --follow` look at a container's state and log.
@@ -91,6 +94,21 @@ struct CreateBody {
     user: Option<String>,
     hostname: Option<String>,
     host_config: Option<HostConfig>,
+    networking_config: Option<NetworkingConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct NetworkingConfig {
+    endpoints_config: Option<BTreeMap<String, Option<EndpointConfig>>>,
+}
+
+/// One `HostConfig.PortBindings` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct HostPort {
+    host_ip: String,
+    host_port: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +116,7 @@ struct CreateBody {
 struct HostConfig {
     auto_remove: bool,
     network_mode: Option<String>,
+    port_bindings: Option<BTreeMap<String, Option<Vec<HostPort>>>>,
     binds: Option<Vec<String>>,
     memory: Option<i64>,
     pids_limit: Option<i64>,
@@ -122,15 +141,11 @@ fn run_options(
         DaemonError::BadRequest("config cannot be empty in order to create a container".into())
     })?;
     let host = body.host_config.unwrap_or_default();
-    let network = match host.network_mode.as_deref().unwrap_or("") {
-        "" | "default" | "host" => NetworkMode::Host,
-        "none" => NetworkMode::None,
-        other => {
-            return Err(DaemonError::BadRequest(format!(
-                "network {other} not found: kiln runs containers on the host network or none"
-            )));
-        }
-    };
+    let (network, networks) = networks_of(
+        host.network_mode.as_deref().unwrap_or(""),
+        body.networking_config.unwrap_or_default(),
+    )?;
+    let ports = port_bindings(host.port_bindings.unwrap_or_default())?;
     let mut args = Vec::new();
     let entrypoint = body.entrypoint.map(StrSlice::into_vec).map(|mut words| {
         let first = if words.is_empty() {
@@ -163,6 +178,8 @@ fn run_options(
         user: non_empty(body.user),
         hostname: non_empty(body.hostname),
         network,
+        networks,
+        ports,
         volumes: strings(host.binds),
         limits: CgroupLimits {
             memory_bytes: host.memory.filter(|m| *m > 0).map(|m| m as u64),
@@ -173,6 +190,49 @@ fn run_options(
         platform,
         security,
     })
+}
+
+/// The network mode and networks of a create body: `NetworkMode` names the first, and
+/// `NetworkingConfig.EndpointsConfig` gives aliases and addresses (and, as API 1.44
+/// allows, more networks).
+fn networks_of(mode: &str, config: NetworkingConfig) -> Result<(NetworkMode, Vec<Attachment>)> {
+    let endpoints = config.endpoints_config.unwrap_or_default();
+    let (network, mut networks) = container::network_choice(mode, &[]);
+    for attachment in &mut networks {
+        if let Some(Some(endpoint)) = endpoints.get(&attachment.network) {
+            *attachment = endpoint.attachment(&attachment.network)?;
+        }
+    }
+    if network == NetworkMode::Bridge {
+        for (name, endpoint) in &endpoints {
+            if !networks.iter().any(|a| &a.network == name) {
+                let endpoint = endpoint.clone().unwrap_or_default();
+                networks.push(endpoint.attachment(name)?);
+            }
+        }
+    }
+    Ok((network, networks))
+}
+
+/// `HostConfig.PortBindings`: `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`.
+fn port_bindings(bindings: BTreeMap<String, Option<Vec<HostPort>>>) -> Result<Vec<PortBinding>> {
+    let mut out = Vec::new();
+    for (port, hosts) in bindings {
+        for host in hosts.unwrap_or_default() {
+            let ip = if host.host_ip.is_empty() || host.host_ip == "0.0.0.0" {
+                // Loopback only: kiln publishes nothing on the host's other interfaces
+                // unless an address is named.
+                String::new()
+            } else {
+                format!("{}:", host.host_ip)
+            };
+            let spec = format!("{ip}{}:{port}", host.host_port);
+            out.push(
+                PortBinding::parse(&spec).map_err(|e| DaemonError::BadRequest(e.to_string()))?,
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// `POST /containers/create?name=`: 201 `{"Id", "Warnings"}`.
@@ -437,10 +497,14 @@ fn status_word(status: Status) -> &'static str {
     }
 }
 
-fn network_mode(mode: NetworkMode) -> &'static str {
-    match mode {
-        NetworkMode::Host => "host",
-        NetworkMode::None => "none",
+fn network_mode(config: &container::ContainerConfig) -> String {
+    match config.network {
+        NetworkMode::Host => "host".into(),
+        NetworkMode::None => "none".into(),
+        NetworkMode::Bridge => config
+            .networks
+            .first()
+            .map_or_else(|| "none".into(), |a| a.network.clone()),
     }
 }
 
@@ -456,9 +520,39 @@ fn binds(found: &Container) -> Vec<String> {
         .collect()
 }
 
+/// `HostConfig.PortBindings` as asked for.
+fn port_bindings_of(config: &container::ContainerConfig) -> Value {
+    let mut map = serde_json::Map::new();
+    for b in &config.ports {
+        let key = format!("{}/{}", b.container_port, b.protocol.as_str());
+        let entry = map.entry(key).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            let port = if b.host_port == 0 {
+                String::new()
+            } else {
+                b.host_port.to_string()
+            };
+            list.push(json!({ "HostIp": b.host_ip.to_string(), "HostPort": port }));
+        }
+    }
+    Value::Object(map)
+}
+
+/// The networks `docker ps` names (without addresses, which need the network records).
+fn networks_summary(config: &container::ContainerConfig) -> Value {
+    let names: Vec<String> = match config.network {
+        NetworkMode::Bridge => config.networks.iter().map(|a| a.network.clone()).collect(),
+        _ => vec![network_mode(config)],
+    };
+    Value::Object(names.into_iter().map(|n| (n, json!({}))).collect())
+}
+
 /// `GET /containers/{id}/json`.
 async fn inspect(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
     let found = resolve(daemon, id).await?;
+    let store = daemon.store.clone();
+    let shown = found.clone();
+    let settings = blocking(move || Ok(super::networks::settings(&store, &shown))).await?;
     let (c, s) = (&found.config, &found.state);
     let running = s.status == Status::Running;
     let value = json!({
@@ -487,7 +581,8 @@ async fn inspect(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
         "LogPath": found.log_path().display().to_string(),
         "HostConfig": {
             "AutoRemove": c.auto_remove,
-            "NetworkMode": network_mode(c.network),
+            "NetworkMode": network_mode(c),
+            "PortBindings": port_bindings_of(c),
             "Binds": binds(&found),
             "Memory": c.limits.memory_bytes.unwrap_or(0),
             "PidsLimit": c.limits.pids.unwrap_or(0),
@@ -506,7 +601,7 @@ async fn inspect(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
             "Labels": {},
         },
         "Mounts": [],
-        "NetworkSettings": { "Networks": {} },
+        "NetworkSettings": settings,
     });
     Ok(http::json(StatusCode::OK, &value))
 }
@@ -533,12 +628,12 @@ pub(super) fn summary(c: &Container, now: i64) -> Value {
         "ImageID": c.config.image,
         "Command": c.config.command.join(" "),
         "Created": crate::image::parse_rfc3339(&c.config.created).unwrap_or(0),
-        "Ports": [],
+        "Ports": super::networks::port_summary(c),
         "Labels": {},
         "State": status_word(c.state.status),
         "Status": container::status_text(c, now),
-        "HostConfig": { "NetworkMode": network_mode(c.config.network) },
-        "NetworkSettings": { "Networks": {} },
+        "HostConfig": { "NetworkMode": network_mode(&c.config) },
+        "NetworkSettings": { "Networks": networks_summary(&c.config) },
         "Mounts": [],
     })
 }

@@ -6,6 +6,7 @@ use hyper::StatusCode;
 
 use crate::container::ContainerError;
 use crate::image::ImageError;
+use crate::network::NetworkError;
 use crate::registry::RegistryError;
 use crate::store::StoreError;
 
@@ -144,6 +145,22 @@ fn container_status(error: &ContainerError) -> StatusCode {
         | ContainerError::SeccompProfile { .. }
         | ContainerError::SeccompProfileRead { .. } => StatusCode::BAD_REQUEST,
         ContainerError::Image(error) => image_status(error),
+        ContainerError::Network(error) => network_status(error),
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn network_status(error: &NetworkError) -> StatusCode {
+    match error {
+        NetworkError::NotFound(_) => StatusCode::NOT_FOUND,
+        NetworkError::Exists(_) => StatusCode::CONFLICT,
+        NetworkError::Predefined(_)
+        | NetworkError::ActiveEndpoints { .. }
+        | NetworkError::AlreadyConnected { .. }
+        | NetworkError::AddressInUse { .. } => StatusCode::FORBIDDEN,
+        NetworkError::InvalidName(_)
+        | NetworkError::Usage(_)
+        | NetworkError::NotConnected { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

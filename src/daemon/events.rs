@@ -87,32 +87,37 @@ fn time_param(text: Option<&str>) -> Result<Option<f64>> {
 #[derive(Debug, Default)]
 struct Filters(HashMap<String, Vec<String>>);
 
+/// Docker's `filters` parameter as a map from filter name to wanted values.
+pub(super) fn parse_filters(text: Option<&str>) -> Result<HashMap<String, Vec<String>>> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(HashMap::new());
+    };
+    let value: Value = serde_json::from_str(text).map_err(DaemonError::Json)?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| DaemonError::BadRequest("filters must be a JSON object".into()))?;
+    let mut filters = HashMap::new();
+    for (key, values) in object {
+        let list: Vec<String> = match values {
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            Value::Object(map) => map.keys().cloned().collect(),
+            _ => {
+                return Err(DaemonError::BadRequest(format!(
+                    "filter {key}: a list of values"
+                )));
+            }
+        };
+        filters.insert(key.clone(), list);
+    }
+    Ok(filters)
+}
+
 impl Filters {
     fn parse(text: Option<&str>) -> Result<Filters> {
-        let Some(text) = text.filter(|t| !t.is_empty()) else {
-            return Ok(Filters::default());
-        };
-        let value: Value = serde_json::from_str(text).map_err(DaemonError::Json)?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| DaemonError::BadRequest("filters must be a JSON object".into()))?;
-        let mut filters = HashMap::new();
-        for (key, values) in object {
-            let list: Vec<String> = match values {
-                Value::Array(items) => items
-                    .iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect(),
-                Value::Object(map) => map.keys().cloned().collect(),
-                _ => {
-                    return Err(DaemonError::BadRequest(format!(
-                        "filter {key}: a list of values"
-                    )));
-                }
-            };
-            filters.insert(key.clone(), list);
-        }
-        Ok(Filters(filters))
+        parse_filters(text).map(Filters)
     }
 
     fn keep(&self, event: &Event) -> bool {

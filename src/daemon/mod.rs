@@ -17,6 +17,7 @@ mod events;
 mod exec;
 mod http;
 mod images;
+mod networks;
 mod push;
 mod server;
 mod system;
@@ -32,6 +33,7 @@ use crate::registry::{Client, ClientConfig};
 use crate::store::{Lease, Store};
 
 pub use error::{DaemonError, Result};
+pub use networks::network_json;
 pub use server::{ServeOptions, serve, socket_path};
 
 /// The newest API version served (and the one `/_ping` announces).
@@ -135,6 +137,7 @@ async fn route(daemon: Arc<Daemon>, request: http::Request) -> Result<http::Resp
         (_, "images", _) => images::route(daemon, &request, &rest).await,
         (_, "containers", _) => containers::route(daemon, &request, &rest).await,
         (_, "volumes", _) => volumes::route(daemon, &request, &rest).await,
+        (_, "networks", _) => networks::route(daemon, &request, &rest).await,
         (_, "exec", _) => exec::route(daemon, &request, &rest).await,
         _ => Err(DaemonError::NoRoute),
     }

@@ -46,6 +46,9 @@ pub enum SandboxError {
          to your user (systemd's Delegate=yes), which this machine does not give: {0}"
     )]
     CgroupNotDelegated(#[source] SysError),
+    /// A bridge-network sandbox was spawned without the namespace to join.
+    #[error("a sandbox on a bridge network needs the network namespace to join")]
+    BridgeWithoutNamespace,
     /// The empty network namespace `--network none` steps share could not be created.
     #[error("invalid argument for shared network namespace: {0}")]
     SharedNetNs(#[source] Arc<SysError>),

@@ -58,6 +58,9 @@ pub struct SpawnOptions {
     /// process creates once and keeps, instead of each creating its own
     /// (~0.6 ms per step). Steps running at the same time then share `lo`.
     pub share_empty_net_ns: bool,
+    /// For [`NetworkMode::Bridge`]: the network namespace to join, as a path the child
+    /// can open (`/proc/<this pid>/fd/<n>` of a descriptor held until the sandbox ends).
+    pub net_ns: Option<PathBuf>,
 }
 
 /// The shared empty network namespace, created on first use.
@@ -207,15 +210,21 @@ impl Sandbox {
                     }
                 })?)
             };
-            let shared_net_ns = match spec.network {
+            let join_net_ns = match spec.network {
                 NetworkMode::None if options.share_empty_net_ns => Some(shared_net_ns()?),
+                NetworkMode::Bridge => Some(
+                    options
+                        .net_ns
+                        .clone()
+                        .ok_or(SandboxError::BridgeWithoutNamespace)?,
+                ),
                 _ => None,
             };
             let config = ChildConfig {
                 spec: spec.clone(),
                 cgroup_procs: cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default(),
                 parent_pid: std::process::id() as i32,
-                shared_net_ns,
+                join_net_ns,
             };
             for (name, text) in [
                 (SPEC_FILE, serde_json::to_string(&config)?),

@@ -158,7 +158,7 @@ impl Host {
 }
 
 pub fn build(spec: &Spec, state_dir: &Path, host: Host) -> Plan {
-    let new_net = spec.network == NetworkMode::None;
+    let new_net = spec.network != NetworkMode::Host;
     let namespaces = Namespaces {
         mount: false,
         uts: true,

@@ -56,6 +56,9 @@ pub enum NetworkMode {
     Host,
     /// A new network namespace with only `lo`, up.
     None,
+    /// A network namespace wired to kiln's bridge networks by the caller, joined from
+    /// [`SpawnOptions::net_ns`](super::SpawnOptions::net_ns).
+    Bridge,
 }
 
 /// A bind mount (`-v src:dst[:ro]`).
@@ -125,7 +128,9 @@ impl EtcFiles {
             ),
             resolv_conf: match network {
                 NetworkMode::Host => host_resolv_conf.to_string(),
-                NetworkMode::None => String::new(),
+                // No resolver is reachable from a bridge network: an empty file makes
+                // lookups of unknown names fail at once instead of timing out.
+                NetworkMode::None | NetworkMode::Bridge => String::new(),
             },
             hostname: format!("{hostname}\n"),
         }

@@ -13,6 +13,7 @@ pub mod fs;
 pub mod inspect;
 pub mod mount;
 pub mod namespace;
+pub mod netlink;
 pub mod process;
 pub mod seccomp;
 pub mod userns;

@@ -375,6 +375,36 @@ pub fn drop_privileges(creds: &Credentials) -> Result<()> {
     Ok(())
 }
 
+/// A process, identified by its pid and start time (so a reused pid is not it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessId {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl ProcessId {
+    /// This process.
+    pub fn current() -> Option<ProcessId> {
+        ProcessId::of(own_pid())
+    }
+
+    /// `pid` if it is alive (not a zombie), with its start time.
+    pub fn of(pid: i32) -> Option<ProcessId> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+            return None;
+        }
+        let start_time = fields.get(19)?.parse().ok()?;
+        Some(ProcessId { pid, start_time })
+    }
+
+    pub fn is_alive(&self) -> bool {
+        ProcessId::of(self.pid).is_some_and(|p| p.start_time == self.start_time)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,192 @@
+//! kiln's own network namespace, the bridges in it, and the veth pairs that plug a
+//! container's namespace into them.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::error::{NetworkError, Result, io_err};
+use super::{Endpoint, Network};
+use crate::sys::netlink::{Netlink, in_net_ns, open_net_ns, pin_net_ns};
+
+/// A rootless kiln runs in a user and mount namespace of its own per command: a pinned
+/// namespace would not outlive it.
+pub(super) fn rootless() -> bool {
+    crate::sys::userns::in_user_namespace() || !crate::sys::is_root()
+}
+
+fn netns_dir() -> PathBuf {
+    crate::sandbox::runtime_dir().join("netns")
+}
+
+/// Holds the machine-wide lock on kiln's namespace while alive.
+pub(super) struct RuntimeLock {
+    _file: fs::File,
+}
+
+pub(super) fn lock_runtime() -> Result<RuntimeLock> {
+    let dir = netns_dir();
+    fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    let path = dir.join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
+    file.lock().map_err(io_err("lock", &path))?;
+    Ok(RuntimeLock { _file: file })
+}
+
+/// kiln's network namespace, created and pinned the first time (and again after a
+/// reboot emptied the runtime directory).
+pub(super) fn kiln_ns() -> Result<OwnedFd> {
+    if rootless() {
+        return Err(NetworkError::Rootless);
+    }
+    let path = netns_dir().join("kiln");
+    if let Ok(ns) = open_net_ns(&path) {
+        return Ok(ns);
+    }
+    let _locked = lock_runtime()?;
+    if let Ok(ns) = open_net_ns(&path) {
+        return Ok(ns);
+    }
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("create", &path))?;
+    let ns = crate::sys::namespace::new_empty_net_ns()?;
+    pin_net_ns(&ns, &path)?;
+    Ok(ns)
+}
+
+/// Every IPv4 address (with prefix) assigned in `ns`.
+pub(super) fn addresses(ns: &OwnedFd) -> Result<Vec<(Ipv4Addr, u8)>> {
+    Ok(in_net_ns(ns, || Netlink::open()?.ipv4_addresses())?)
+}
+
+/// Creates the network's bridge, with the gateway address, if it is not there.
+pub(super) fn ensure_bridge(kiln: &OwnedFd, network: &Network) -> Result<()> {
+    let name = network.bridge_name();
+    let (gateway, prefix) = (network.gateway, network.prefix);
+    in_net_ns(kiln, move || {
+        let mut netlink = Netlink::open()?;
+        if netlink.link_index(&name)?.is_some() {
+            return Ok(());
+        }
+        netlink.add_bridge(&name)?;
+        let index = netlink.link_index(&name)?.ok_or_else(|| missing(&name))?;
+        netlink.add_address(index, gateway, prefix)?;
+        netlink.set_up(index, None)
+    })?;
+    Ok(())
+}
+
+fn missing(name: &str) -> crate::sys::SysError {
+    crate::sys::SysError::Invalid {
+        call: "netlink",
+        reason: format!("link {name} vanished right after it was made"),
+    }
+}
+
+pub(super) fn remove_bridge(kiln: &OwnedFd, network: &Network) -> Result<()> {
+    let name = network.bridge_name();
+    in_net_ns(kiln, move || {
+        let mut netlink = Netlink::open()?;
+        match netlink.link_index(&name)? {
+            Some(index) => netlink.delete_link(index),
+            None => Ok(()),
+        }
+    })?;
+    Ok(())
+}
+
+/// The host-side interface name of a container's endpoint on a network: unique in
+/// kiln's namespace, which every store shares.
+pub(super) fn host_interface(container_id: &str, network_id: &str) -> String {
+    let digest = Sha256::digest(format!("{container_id}/{network_id}").as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("kv{}", &hex[..11])
+}
+
+/// Docker's MAC for an address: `02:42` and the address's bytes.
+pub(super) fn mac_for(address: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = address.octets();
+    [0x02, 0x42, a, b, c, d]
+}
+
+/// The first `ethN` not yet in the container's namespace.
+pub(super) fn free_interface(container_ns: &OwnedFd) -> Result<String> {
+    let names = in_net_ns(container_ns, || Netlink::open()?.link_names())?;
+    Ok((0..)
+        .map(|n| format!("eth{n}"))
+        .find(|name| !names.contains(name))
+        .unwrap_or_default())
+}
+
+/// Plugs the container's namespace into the network: a veth whose host end is on the
+/// bridge, and whose container end (`endpoint.interface`) has the endpoint's address.
+pub(super) fn plug(
+    kiln: &OwnedFd,
+    network: &Network,
+    endpoint: &Endpoint,
+    container_ns: &OwnedFd,
+) -> Result<()> {
+    ensure_bridge(kiln, network)?;
+    let bridge = network.bridge_name();
+    let host_end = endpoint.host_interface.clone();
+    let inner = endpoint.interface.clone();
+    let mac = mac_for(endpoint.address);
+    let peer_ns = container_ns
+        .try_clone()
+        .map_err(io_err("duplicate", "the container's network namespace"))?;
+    in_net_ns(kiln, move || {
+        let mut netlink = Netlink::open()?;
+        // A leftover from a supervisor that was killed before its container's namespace went.
+        if let Some(index) = netlink.link_index(&host_end)? {
+            netlink.delete_link(index)?;
+        }
+        netlink.add_veth(&host_end, &inner, peer_ns.as_fd(), mac)?;
+        let index = netlink
+            .link_index(&host_end)?
+            .ok_or_else(|| missing(&host_end))?;
+        let bridge = netlink
+            .link_index(&bridge)?
+            .ok_or_else(|| missing(&bridge))?;
+        netlink.set_up(index, Some(bridge))
+    })?;
+    let inner = endpoint.interface.clone();
+    let (address, prefix) = (endpoint.address, network.prefix);
+    in_net_ns(container_ns, move || {
+        let mut netlink = Netlink::open()?;
+        let index = netlink.link_index(&inner)?.ok_or_else(|| missing(&inner))?;
+        netlink.add_address(index, address, prefix)?;
+        netlink.set_up(index, None)
+    })?;
+    Ok(())
+}
+
+/// Removes an endpoint's veth pair (both ends go together).
+pub(super) fn unplug(endpoint: &Endpoint) -> Result<()> {
+    let kiln = kiln_ns()?;
+    let host_end = endpoint.host_interface.clone();
+    in_net_ns(&kiln, move || {
+        let mut netlink = Netlink::open()?;
+        match netlink.link_index(&host_end)? {
+            Some(index) => netlink.delete_link(index),
+            None => Ok(()),
+        }
+    })?;
+    Ok(())
+}
+
+/// kiln's namespace, for the port forwarders.
+pub fn forwarding_ns() -> Result<OwnedFd> {
+    kiln_ns()
+}
