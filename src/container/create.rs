@@ -10,11 +10,12 @@ use super::security::Security;
 use super::state::write_atomic;
 use super::{
     CONFIG_FILE, Container, ContainerConfig, ContainerError, ContainerState, LOG_FILE, NAMES_LOCK,
-    Result, SIGTERM, STATE_FILE, list, load, names, now_rfc3339,
+    Result, SIGTERM, STATE_FILE, STDIN_FIFO, StdinConfig, list, load, names, now_rfc3339,
 };
 use crate::oci::Digest;
 use crate::sandbox::{BindMount, CgroupLimits, NetworkMode};
 use crate::store::{Image, Store};
+use crate::sys::NodeKind;
 
 /// What `kiln run` asks for.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +43,8 @@ pub struct RunOptions {
     pub platform: Option<crate::oci::Platform>,
     /// `--cap-add`, `--cap-drop` and `--security-opt`, read by [`parse_security`](super::parse_security).
     pub security: Security,
+    /// Standard input for attaches (the daemon's `OpenStdin`); closed by default.
+    pub stdin: StdinConfig,
 }
 
 /// Docker's argv rules: `--entrypoint` replaces the Entrypoint and clears the Cmd; CMD
@@ -232,6 +235,7 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
         init: options.init,
         security: options.security.clone(),
         anonymous_volumes,
+        stdin: options.stdin,
     };
     let dir = write_container_dir(&containers, &container_config)?;
     drop(names_lock);
@@ -405,6 +409,9 @@ fn write_container_dir(containers: &Path, config: &ContainerConfig) -> Result<Pa
         }
         let log = building.join(LOG_FILE);
         fs::write(&log, b"").map_err(io_err("write", &log))?;
+        if config.stdin.open {
+            crate::sys::mknod(&building.join(STDIN_FIFO), NodeKind::Fifo, 0o600, 0, 0)?;
+        }
         write_atomic(
             &building.join(CONFIG_FILE),
             &serde_json::to_vec_pretty(config)?,

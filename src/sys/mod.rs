@@ -8,12 +8,14 @@ pub mod binfmt;
 pub mod cgroup;
 pub mod dir;
 pub mod error;
+pub mod fifo;
 pub mod fileop;
 pub mod fs;
 pub mod inspect;
 pub mod mount;
 pub mod namespace;
 pub mod process;
+pub mod rootdir;
 pub mod seccomp;
 pub mod userns;
 
