@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
@@ -131,12 +131,20 @@ impl Dir {
             AtFlags::SYMLINK_NOFOLLOW,
         )?;
         if let Some(permissions) = permissions {
-            rustix::fs::chmodat(
+            // `fchmodat` cannot leave a symlink alone: the entry is pinned through an
+            // `O_PATH` descriptor (refused if it is a symlink by now) and changed through
+            // that, so a link a running container swaps in is never followed.
+            let pinned = rustix::fs::openat(
                 self.fd(),
                 name,
-                Mode::from_raw_mode(permissions),
-                AtFlags::empty(),
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
             )?;
+            let stat = rustix::fs::fstat(&pinned)?;
+            if FileType::from_raw_mode(stat.st_mode) != FileType::Symlink {
+                let by_fd = format!("/proc/self/fd/{}", pinned.as_raw_fd());
+                rustix::fs::chmod(by_fd.as_str(), Mode::from_raw_mode(permissions))?;
+            }
         }
         let time = Timespec {
             tv_sec: mtime,
@@ -158,6 +166,7 @@ impl Dir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn paths_stay_inside_the_root() {
@@ -178,10 +187,19 @@ mod tests {
         etc.make_dir(OsStr::new("d"), 0o750).unwrap();
         etc.create_file(OsStr::new("f"), 0o600).unwrap();
         assert!(etc.create_file(OsStr::new("f"), 0o600).is_err());
-        etc.make_symlink(OsStr::new("l"), OsStr::new("/etc"))
+        etc.make_symlink(OsStr::new("l"), OsStr::new("inside"))
             .unwrap();
-        etc.set_owner_mode_time(OsStr::new("f"), (0, 0), Some(0o640), 1_000_000)
-            .unwrap_or_else(|e| assert_eq!(e.raw_os_error(), Some(libc::EPERM)));
+        let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
+        let owner = (uid.as_raw(), gid.as_raw());
+        etc.set_owner_mode_time(OsStr::new("f"), owner, Some(0o640), 1_000_000)
+            .unwrap();
+        let stat = etc.stat(OsStr::new("f")).unwrap();
+        assert_eq!((stat.permissions, stat.mtime.0), (0o640, 1_000_000));
+        // A symlink keeps its mode, and what it points to is not touched.
+        etc.set_owner_mode_time(OsStr::new("l"), owner, Some(0o600), 1_000_000)
+            .unwrap();
+        let inside = std::fs::metadata(root_path.join("etc/inside")).unwrap();
+        assert_ne!(inside.permissions().mode() & 0o777, 0o600);
         etc.remove_all(OsStr::new("d")).unwrap();
         assert!(etc.stat(OsStr::new("d")).is_err());
         assert!(root.open_dir(Path::new("/etc/inside")).is_err());
