@@ -1,6 +1,7 @@
 //! `kiln run`'s options and the creation of a container from an image: Docker's argv,
 //! environment, working directory, volume and name rules.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,8 @@ pub struct RunOptions {
     pub security: Security,
     /// Standard input for attaches (the daemon's `OpenStdin`); closed by default.
     pub stdin: StdinConfig,
+    /// Labels over the image's (the daemon's create body's `Labels`).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Docker's argv rules: `--entrypoint` replaces the Entrypoint and clears the Cmd; CMD
@@ -236,6 +239,13 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
         security: options.security.clone(),
         anonymous_volumes,
         stdin: options.stdin,
+        labels: config
+            .labels()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(options.labels.clone())
+            .collect(),
     };
     let dir = write_container_dir(&containers, &container_config)?;
     drop(names_lock);

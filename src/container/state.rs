@@ -1,6 +1,7 @@
 //! A container on disk: its `config.json`, its `state.json` (replaced atomically), and
 //! finding, refreshing and removing containers.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,9 @@ pub struct ContainerConfig {
     /// Whether the command's standard input is open for an attach to write into.
     #[serde(default)]
     pub stdin: StdinConfig,
+    /// The image's labels with the creator's over them, as Docker's container labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Docker's `OpenStdin`, `StdinOnce` and `AttachStdin` of a container. With `open`, the

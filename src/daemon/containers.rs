@@ -2,6 +2,7 @@
 //! the daemon; an exited container runs again), restart, wait, logs (Docker's multiplexed frames), stop, kill, remove, inspect
 //! and list.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +102,7 @@ struct CreateBody {
     open_stdin: bool,
     stdin_once: bool,
     attach_stdin: bool,
+    labels: Option<BTreeMap<String, String>>,
     hostname: Option<String>,
     host_config: Option<HostConfig>,
 }
@@ -189,6 +191,7 @@ fn run_options(
             once: body.stdin_once,
             attach: body.attach_stdin,
         },
+        labels: body.labels.unwrap_or_default(),
     })
 }
 
@@ -522,7 +525,7 @@ async fn inspect(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
             "OpenStdin": c.stdin.open,
             "StdinOnce": c.stdin.once,
             "AttachStdin": c.stdin.attach,
-            "Labels": {},
+            "Labels": c.labels,
         },
         "Mounts": [],
         "NetworkSettings": { "Networks": {} },
@@ -554,7 +557,7 @@ pub(super) fn summary(c: &Container, now: i64) -> Value {
         "Command": c.config.command.join(" "),
         "Created": crate::image::parse_rfc3339(&c.config.created).unwrap_or(0),
         "Ports": [],
-        "Labels": {},
+        "Labels": c.config.labels,
         "State": status_word(c.state.status),
         "Status": container::status_text(c, now),
         "HostConfig": { "NetworkMode": network_mode(c.config.network) },

@@ -111,7 +111,6 @@ pub(super) fn containers(
         .map(created_of)
         .collect::<Result<_>>()?;
     let ancestors = ancestor_ids(store, filters.values("ancestor"));
-    let no_labels = BTreeMap::new();
     let mut chosen: Vec<Container> = all
         .iter()
         .filter(|c| everything || c.state.status == Status::Running)
@@ -122,17 +121,20 @@ pub(super) fn containers(
                 values.is_empty() || values.iter().any(test)
             };
             any("id", &|id| config.id.starts_with(id.as_str()))
-                && any("name", &|name| config.name.contains(name.trim_start_matches('/')))
+                && any("name", &|name| {
+                    config.name.contains(name.trim_start_matches('/'))
+                })
                 && any("status", &|status| status == status_word(state.status))
                 && (exited.is_empty()
                     || (state.status == Status::Exited
                         && exited.contains(&state.exit_code.unwrap_or(0))))
                 && (ancestors.is_empty()
-                    || ancestors.iter().any(|a| *a == config.image || *a == config.image_ref))
+                    || ancestors
+                        .iter()
+                        .any(|a| *a == config.image || *a == config.image_ref))
                 && before.iter().all(|t| config.created < *t)
                 && since.iter().all(|t| config.created > *t)
-                // kiln's containers carry no labels.
-                && filters.labels_match(&no_labels)
+                && filters.labels_match(&config.labels)
         })
         .cloned()
         .collect();

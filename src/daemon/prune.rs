@@ -25,7 +25,7 @@ fn list_or_null(items: Vec<Value>) -> Value {
 }
 
 /// `POST /containers/prune?filters=`: every container that is not running (`label`,
-/// `label!`, `until` narrow it); kiln's containers carry no labels.
+/// `label!`, `until` narrow it).
 pub(super) async fn containers(daemon: &Arc<Daemon>, request: &Request) -> Result<http::Response> {
     let filters = Filters::of(request, &["label", "label!", "until"])?;
     let store = daemon.store.clone();
@@ -35,7 +35,7 @@ pub(super) async fn containers(daemon: &Arc<Daemon>, request: &Request) -> Resul
         for found in container::list(&store)? {
             let created = image::parse_rfc3339(&found.config.created).unwrap_or(0);
             if found.state.status == Status::Running
-                || !filters.labels_match(&BTreeMap::new())
+                || !filters.labels_match(&found.config.labels)
                 || !filters.until_match(created, now)?
             {
                 continue;

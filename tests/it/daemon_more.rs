@@ -245,10 +245,23 @@ fn labelled_image(serve: &Serve, tag: &str, label: &str) {
 fn prune_containers_images_and_volumes() {
     let Some(serve) = Serve::start() else { return };
     let stopped = serve.docker_ok(&["create", "--name", "p-stopped", "busybox", "true"]);
+    serve.docker_ok(&[
+        "create",
+        "--name",
+        "p-labelled",
+        "--label",
+        "keep=1",
+        "busybox",
+    ]);
     serve.docker_ok(&["run", "-d", "--name", "p-running", "busybox", "sleep", "60"]);
-    let out = serve.docker_ok(&["container", "prune", "-f"]);
+    let out = serve.docker_ok(&["container", "prune", "-f", "--filter", "label!=keep"]);
     assert!(out.contains(stopped.trim()), "{out}");
     assert!(out.contains("Total reclaimed space"), "{out}");
+    let left = serve.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(left, "p-running\np-labelled\n");
+    let out = serve.docker_ok(&["container", "prune", "-f", "--filter", "until=1h"]);
+    assert!(!out.contains("p-labelled"), "too new to go: {out}");
+    serve.docker_ok(&["container", "prune", "-f", "--filter", "label=keep=1"]);
     let left = serve.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]);
     assert_eq!(left, "p-running\n");
 
@@ -284,7 +297,9 @@ fn prune_containers_images_and_volumes() {
 #[test]
 fn ps_and_images_filters() {
     let Some(serve) = Serve::start() else { return };
-    serve.docker_ok(&["run", "--name", "f-zero", "busybox", "true"]);
+    serve.docker_ok(&[
+        "run", "--name", "f-zero", "--label", "team=a", "busybox", "true",
+    ]);
     serve.docker(&["run", "--name", "f-three", "busybox", "sh", "-c", "exit 3"]);
     let running = serve.docker_ok(&["run", "-d", "--name", "f-run", "busybox", "sleep", "60"]);
     let names = |filters: &[&str]| -> String {
@@ -312,7 +327,11 @@ fn ps_and_images_filters() {
     assert_eq!(names(&["-a", "--filter", "ancestor=other"]), "");
     assert_eq!(names(&["-a", "--filter", "before=f-three"]), "f-zero");
     assert_eq!(names(&["-a", "--filter", "since=f-zero"]), "f-run f-three");
-    assert_eq!(names(&["-a", "--filter", "label=x"]), "");
+    assert_eq!(names(&["-a", "--filter", "label=team"]), "f-zero");
+    assert_eq!(names(&["-a", "--filter", "label=team=a"]), "f-zero");
+    assert_eq!(names(&["-a", "--filter", "label=team=b"]), "");
+    let labels = serve.docker_ok(&["inspect", "--format", "{{.Config.Labels.team}}", "f-zero"]);
+    assert_eq!(labels, "a\n");
     assert_eq!(names(&["-n", "1"]), "f-run");
     assert_eq!(names(&["-n", "2"]), "f-run f-three");
     for bad in ["status=sleepy", "colour=red", "exited=x"] {
