@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::error::io_err;
@@ -239,13 +240,47 @@ impl<W: Write> TarWriter<'_, W> {
         header
     }
 
+    /// Appends an entry named `name` exactly as given (the tar crate would drop a leading
+    /// `./`, which the docker CLI renames for `DIR/.`), with GNU long-name entries before
+    /// it for a name or link target over the header's 100 bytes.
+    fn append(
+        &mut self,
+        mut header: tar::Header,
+        name: &[u8],
+        link: Option<&[u8]>,
+        data: impl Read,
+    ) -> io::Result<()> {
+        let old = header.as_old_mut();
+        for (kind, value, field) in [
+            (tar::EntryType::GNULongName, Some(name), &mut old.name),
+            (tar::EntryType::GNULongLink, link, &mut old.linkname),
+        ] {
+            let Some(value) = value else { continue };
+            if value.len() > field.len() {
+                let mut long = tar::Header::new_gnu();
+                long.set_entry_type(kind);
+                long.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+                long.set_mode(0o644);
+                long.set_size(value.len() as u64 + 1);
+                long.set_cksum();
+                self.builder.append(&long, value.chain(&[0u8][..]))?;
+            }
+            let kept = value.len().min(field.len());
+            field.fill(0);
+            field[..kept].copy_from_slice(&value[..kept]);
+        }
+        header.set_cksum();
+        self.builder.append(&header, data)
+    }
+
     /// The directory `dir` as `path`, and everything in it.
     fn dir(&mut self, dir: &Dir, path: &Path) -> Result<()> {
         let fail = |action| io_err(action, path.to_path_buf());
         let stat = dir.stat_self().map_err(fail("stat"))?;
-        let mut header = Self::header(&stat, tar::EntryType::Directory);
-        self.builder
-            .append_data(&mut header, path, io::empty())
+        let header = Self::header(&stat, tar::EntryType::Directory);
+        let mut name = path.as_os_str().as_bytes().to_vec();
+        name.push(b'/');
+        self.append(header, &name, None, io::empty())
             .map_err(fail("archive"))?;
         let mut names = dir.names().map_err(fail("read"))?;
         names.sort();
@@ -261,11 +296,10 @@ impl<W: Write> TarWriter<'_, W> {
         let stat = parent.stat(name).map_err(fail("stat"))?;
         if stat.nlink > 1 && !stat.is_dir() {
             if let Some(first) = self.links.get(&(stat.dev, stat.ino)) {
-                let mut header = Self::header(&stat, tar::EntryType::Link);
+                let header = Self::header(&stat, tar::EntryType::Link);
                 let first = first.clone();
                 return self
-                    .builder
-                    .append_link(&mut header, path, first)
+                    .append(header, bytes(path), Some(bytes(&first)), io::empty())
                     .map_err(fail("archive"));
             }
             self.links.insert((stat.dev, stat.ino), path.to_path_buf());
@@ -278,15 +312,13 @@ impl<W: Write> TarWriter<'_, W> {
                 header.set_size(stat.size);
                 // A file that shrinks meanwhile is padded, one that grows cut.
                 let content = file.take(stat.size).chain(io::repeat(0)).take(stat.size);
-                self.builder
-                    .append_data(&mut header, path, content)
+                self.append(header, bytes(path), None, content)
                     .map_err(fail("archive"))
             }
             Kind::Symlink => {
                 let target = parent.read_link(name).map_err(fail("readlink"))?;
-                let mut header = Self::header(&stat, tar::EntryType::Symlink);
-                self.builder
-                    .append_link(&mut header, path, target)
+                let header = Self::header(&stat, tar::EntryType::Symlink);
+                self.append(header, bytes(path), Some(target.as_bytes()), io::empty())
                     .map_err(fail("archive"))
             }
             Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {
@@ -299,14 +331,17 @@ impl<W: Write> TarWriter<'_, W> {
                 let (major, minor) = crate::sys::inspect::device_numbers(stat.rdev);
                 header.set_device_major(major).map_err(fail("archive"))?;
                 header.set_device_minor(minor).map_err(fail("archive"))?;
-                self.builder
-                    .append_data(&mut header, path, io::empty())
+                self.append(header, bytes(path), None, io::empty())
                     .map_err(fail("archive"))
             }
             // A tar cannot hold a socket (Docker leaves them out too).
             Kind::Socket => Ok(()),
         }
     }
+}
+
+fn bytes(path: &Path) -> &[u8] {
+    path.as_os_str().as_bytes()
 }
 
 /// `PUT /containers/{id}/archive`: extracts the tar `archive` into the directory `path`.

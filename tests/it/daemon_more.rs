@@ -91,6 +91,13 @@ fn cp_both_ways_running_and_stopped() {
         "-c",
         "mkdir -p /data/sub && echo inside > /data/sub/f && ln -s / /data/up",
     ]);
+    // Names past the tar header's 100 bytes.
+    let long_dir = format!("/data/{}/{}", "d".repeat(60), "e".repeat(60));
+    let long_file = format!("{long_dir}/{}", "f".repeat(40));
+    let script = format!(
+        "mkdir -p {long_dir} && echo long > {long_file} && ln -s {long_file} /data/long-link"
+    );
+    serve.docker_ok(&["exec", "cp-run", "sh", "-c", &script]);
     let out = host.join("out");
     std::fs::create_dir(&out).unwrap();
     serve.docker_ok(&["cp", "cp-run:/data", out.to_str().unwrap()]);
@@ -102,6 +109,25 @@ fn cp_both_ways_running_and_stopped() {
         std::fs::read_link(out.join("data/up")).unwrap(),
         Path::new("/")
     );
+    let on_host = out.join(long_file.trim_start_matches('/'));
+    assert_eq!(std::fs::read_to_string(&on_host).unwrap(), "long\n");
+    assert_eq!(
+        std::fs::read_link(out.join("data/long-link")).unwrap(),
+        Path::new(&long_file)
+    );
+    // `DIR/.`: what the directory holds, into a directory that does not exist yet.
+    let contents = host.join("contents");
+    serve.docker_ok(&["cp", "cp-run:/data/.", contents.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(contents.join("sub/f")).unwrap(),
+        "inside\n"
+    );
+    // `-L` follows a final symlink: the file, not the link.
+    serve.docker_ok(&["exec", "cp-run", "ln", "-s", "/data/sub/f", "/data/link"]);
+    let followed = host.join("followed");
+    serve.docker_ok(&["cp", "-L", "cp-run:/data/link", followed.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&followed).unwrap(), "inside\n");
+    assert!(!std::fs::symlink_metadata(&followed).unwrap().is_symlink());
     serve.docker_ok(&["rm", "-f", "cp-run"]);
 
     // A stopped container: written into its writable layer, which a start then sees.
