@@ -84,6 +84,11 @@ impl Asked {
     }
 }
 
+/// A path the kernel cannot take (a NUL byte in it).
+fn invalid_path(asked: &Asked) -> ContainerError {
+    ContainerError::ArchiveRequest(format!("invalid path {:?}", asked.shown()))
+}
+
 /// What [`Asked`] names in a root: a directory reached to its end, or an entry of a
 /// directory (itself, not what it may link to).
 enum Target {
@@ -97,6 +102,7 @@ impl Target {
             io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
                 ContainerError::NoSuchPath(asked.shown())
             }
+            io::ErrorKind::InvalidInput => invalid_path(asked),
             _ => io_err("open", asked.path())(e),
         };
         match asked.parts.split_last() {
@@ -362,6 +368,7 @@ pub fn extract_archive(
                 ContainerError::ArchiveRequest("extraction point is not a directory".into())
             }
             io::ErrorKind::NotFound => ContainerError::NoSuchPath(asked.shown()),
+            io::ErrorKind::InvalidInput => invalid_path(&asked),
             _ => io_err("open", asked.path())(e),
         })?;
         Extractor {

@@ -230,6 +230,10 @@ fn cp_paths_stay_inside_the_container() {
         404
     );
     assert_eq!(four("GET", "/containers/jail/archive", b""), 400);
+    assert_eq!(
+        four("GET", "/containers/jail/archive?path=/etc%00x", b""),
+        400
+    );
     assert_eq!(four("GET", "/containers/ghost/archive?path=/", b""), 404);
     let good = tar_of(&[("f", "x")]);
     assert_eq!(
