@@ -448,6 +448,8 @@ fn run_options(args: &RunArgs) -> Result<RunOptions> {
         init: args.init,
         platform: args.platform.clone(),
         security: container::parse_security(&args.security_opt, &args.cap_add, &args.cap_drop)?,
+        stdin: Default::default(),
+        labels: Default::default(),
     })
 }
 

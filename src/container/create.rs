@@ -1,6 +1,7 @@
 //! `kiln run`'s options and the creation of a container from an image: Docker's argv,
 //! environment, working directory, volume and name rules.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,12 +11,13 @@ use super::security::Security;
 use super::state::write_atomic;
 use super::{
     CONFIG_FILE, Container, ContainerConfig, ContainerError, ContainerState, LOG_FILE, NAMES_LOCK,
-    Result, SIGTERM, STATE_FILE, list, load, names, now_rfc3339,
+    Result, SIGTERM, STATE_FILE, STDIN_FIFO, StdinConfig, list, load, names, now_rfc3339,
 };
 use crate::network::{Attachment, PortBinding};
 use crate::oci::Digest;
 use crate::sandbox::{BindMount, CgroupLimits, NetworkMode};
 use crate::store::{Image, Store};
+use crate::sys::NodeKind;
 
 /// What `kiln run` asks for.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +50,10 @@ pub struct RunOptions {
     pub platform: Option<crate::oci::Platform>,
     /// `--cap-add`, `--cap-drop` and `--security-opt`, read by [`parse_security`](super::parse_security).
     pub security: Security,
+    /// Standard input for attaches (the daemon's `OpenStdin`); closed by default.
+    pub stdin: StdinConfig,
+    /// Labels over the image's (the daemon's create body's `Labels`).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Docker's argv rules: `--entrypoint` replaces the Entrypoint and clears the Cmd; CMD
@@ -241,6 +247,14 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
         init: options.init,
         security: options.security.clone(),
         anonymous_volumes,
+        stdin: options.stdin,
+        labels: config
+            .labels()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(options.labels.clone())
+            .collect(),
     };
     let dir = write_container_dir(&containers, &container_config)?;
     drop(names_lock);
@@ -473,6 +487,9 @@ fn write_container_dir(containers: &Path, config: &ContainerConfig) -> Result<Pa
         }
         let log = building.join(LOG_FILE);
         fs::write(&log, b"").map_err(io_err("write", &log))?;
+        if config.stdin.open {
+            crate::sys::mknod(&building.join(STDIN_FIFO), NodeKind::Fifo, 0o600, 0, 0)?;
+        }
         write_atomic(
             &building.join(CONFIG_FILE),
             &serde_json::to_vec_pretty(config)?,

@@ -51,6 +51,13 @@ pub enum ContainerError {
     Running(String),
     #[error("Container {0} is not running")]
     NotRunning(String),
+    /// A path `docker cp` names that the container does not have.
+    #[error("Could not find the file {0} in container")]
+    NoSuchPath(String),
+    /// A copy into or out of a container that cannot be done as asked: the destination is
+    /// not a directory, the archive is unreadable or names a path outside it.
+    #[error("{0}")]
+    ArchiveRequest(String),
     #[error("no command specified")]
     NoCommand,
     #[error("{0}")]

@@ -252,12 +252,20 @@ pub fn start_monitor(store: &Store, container: &Container) -> Result<Child> {
             .map_err(io_err("open", &log_path))
     };
     let root = fs::canonicalize(store.root()).map_err(io_err("resolve", store.root()))?;
+    // The command's standard input, inherited through the monitor: the fifo an attach
+    // writes into, opened here so that it is open before the container runs.
+    let stdin = if container.config.stdin.open {
+        let fifo = container.stdin_path();
+        Stdio::from(crate::sys::fifo::open_reader(&fifo).map_err(io_err("open", &fifo))?)
+    } else {
+        Stdio::null()
+    };
     let mut child = Command::new(&exe)
         .arg("--root")
         .arg(&root)
         .arg(MONITOR_COMMAND)
         .arg(&container.config.id)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(open_log()?)
         .stderr(open_log()?)
         .spawn()
@@ -299,7 +307,17 @@ pub fn monitor_main(store: &Store, id: &str) -> Result<i32> {
     let mut container = load(&dir)?;
     container.state.owner = ProcessId::current();
     container.save_state()?;
-    // Our stdout and stderr are the log; the sandbox inherits them.
+    // Input open beyond the first attach: a writer kept until the command ends, so that
+    // the command never reads the end of it.
+    let stdin = &container.config.stdin;
+    let _keeper = if stdin.open && !stdin.once {
+        let fifo = container.stdin_path();
+        Some(crate::sys::fifo::open_keeper(&fifo).map_err(io_err("open", &fifo))?)
+    } else {
+        None
+    };
+    // Our stdin is the container's, our stdout and stderr are the log; the sandbox
+    // inherits them.
     let outcome = runtime()?.block_on(supervise(store, &mut container, StdioMode::Inherit, None));
     let outcome = match outcome {
         Ok(outcome) => outcome,
@@ -380,7 +398,23 @@ pub fn exec_start(
     options: &ExecOptions,
 ) -> Result<crate::sandbox::enter::Entered> {
     let (init, spec) = exec_spec(store, query, options)?;
-    Ok(crate::sandbox::enter::start(init, &spec)?)
+    Ok(crate::sandbox::enter::start(init, &spec, options.stdin)?)
+}
+
+/// The host pid of a running container's PID 1.
+pub(super) fn init_pid(container: &Container) -> Result<i32> {
+    let outer = match (container.state.status, container.state.process) {
+        (Status::Running, Some(process)) if process.is_alive() => process.pid,
+        _ => return Err(ContainerError::NotRunning(container.config.name.clone())),
+    };
+    // The sandbox's first process waits outside; its child is the container's PID 1.
+    let children =
+        fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).unwrap_or_default();
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .ok_or_else(|| ContainerError::NotRunning(container.config.name.clone()))
 }
 
 /// The running container's PID 1 (a host pid) and the spec of `options`' command in it.
@@ -392,18 +426,7 @@ fn exec_spec(store: &Store, query: &str, options: &ExecOptions) -> Result<(i32, 
     }
     let mut container = resolve(store, query)?;
     let _ = super::refresh(&mut container);
-    let outer = match (container.state.status, container.state.process) {
-        (Status::Running, Some(process)) if process.is_alive() => process.pid,
-        _ => return Err(ContainerError::NotRunning(container.config.name.clone())),
-    };
-    // The sandbox's first process waits outside; its child is the container's PID 1.
-    let children =
-        fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).unwrap_or_default();
-    let init: i32 = children
-        .split_whitespace()
-        .next()
-        .and_then(|pid| pid.parse().ok())
-        .ok_or_else(|| ContainerError::NotRunning(container.config.name.clone()))?;
+    let init = init_pid(&container)?;
     let mut spec = container.spec();
     spec.process.argv = options.argv.clone();
     spec.process.env = super::create::environment(

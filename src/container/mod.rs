@@ -22,6 +22,7 @@
 //!
 //! L5: uses `oci`, `sys`, `store`, `snapshot`, `sandbox`, `image`.
 
+mod archive;
 mod create;
 mod error;
 mod exec;
@@ -34,6 +35,9 @@ pub mod volume;
 
 /// What [`RunOptions`] is made of, for callers that build one.
 pub use crate::sandbox::{BindMount, CgroupLimits, NetworkMode};
+/// The kinds of file a [`PathStat`] tells apart.
+pub use crate::sys::dir::Kind as FileKind;
+pub use archive::{PathStat, archive_path, extract_archive, stat_path};
 pub use create::{
     RunOptions, command_line, create, network_choice, parse_memory, parse_signal, parse_volume,
 };
@@ -46,8 +50,8 @@ pub use networks::{connect_network, disconnect_network};
 pub use ps::{command_text, status_text};
 pub use security::{Security, parse_security};
 pub use state::{
-    Container, ContainerConfig, ContainerState, ProcessId, Status, list, load, read_log,
-    ready_to_start, refresh, remove, remove_with_volumes, resolve,
+    Container, ContainerConfig, ContainerState, ProcessId, Status, StdinConfig, list, load,
+    read_log, ready_to_start, refresh, remove, remove_with_volumes, resolve,
 };
 
 /// Exit code recorded for a container whose owner vanished (its processes got SIGKILL).
@@ -56,6 +60,7 @@ pub const EXIT_OWNER_GONE: i32 = 137;
 const CONFIG_FILE: &str = "config.json";
 const STATE_FILE: &str = "state.json";
 const LOG_FILE: &str = "log";
+const STDIN_FIFO: &str = "stdin";
 const NAMES_LOCK: &str = ".names.lock";
 const REMOVING_PREFIX: &str = ".removing-";
 

@@ -1,6 +1,7 @@
 //! A container on disk: its `config.json`, its `state.json` (replaced atomically), and
 //! finding, refreshing and removing containers.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use super::error::io_err;
 use super::security::Security;
 use super::{
     CONFIG_FILE, ContainerError, EXIT_OWNER_GONE, LOG_FILE, REMOVING_PREFIX, Result, SIGKILL,
-    STATE_FILE, now_rfc3339,
+    STATE_FILE, STDIN_FIFO, now_rfc3339,
 };
 use crate::network::{Attachment, PortBinding};
 use crate::sandbox::{BindMount, CgroupLimits, NetworkMode, Rootfs, Spec};
@@ -64,6 +65,24 @@ pub struct ContainerConfig {
     /// `-p`: published on the host while it runs.
     #[serde(default)]
     pub ports: Vec<PortBinding>,
+    /// Whether the command's standard input is open for an attach to write into.
+    #[serde(default)]
+    pub stdin: StdinConfig,
+    /// The image's labels with the creator's over them, as Docker's container labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Docker's `OpenStdin`, `StdinOnce` and `AttachStdin` of a container. With `open`, the
+/// command's standard input is the fifo `stdin` in the container's directory, which an
+/// attach writes into; with `once` it ends when the first attach's input does, else it
+/// stays open (the monitor keeps a writer) until the command ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdinConfig {
+    pub open: bool,
+    pub once: bool,
+    /// The creator asked to attach to it (the docker CLI's `run -i`).
+    pub attach: bool,
 }
 
 /// `created`, `running` or `exited`.
@@ -128,6 +147,11 @@ impl Container {
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.join(LOG_FILE)
+    }
+
+    /// The fifo that is the command's standard input (with [`StdinConfig::open`]).
+    pub fn stdin_path(&self) -> PathBuf {
+        self.dir.join(STDIN_FIFO)
     }
 
     /// Rewrites `state.json` atomically.

@@ -16,11 +16,11 @@ use super::{Daemon, DaemonError, Result, Scratch, blocking};
 use crate::image::{self, ArchiveFormat};
 
 /// How much of the archive is gathered before it goes to the client as one chunk.
-const CHUNK: usize = 256 << 10;
+pub(super) const CHUNK: usize = 256 << 10;
 
 /// Writes into the response body's channel from a blocking thread; a client gone is a
 /// broken pipe, which stops the save.
-struct ChannelWriter(mpsc::Sender<Bytes>);
+pub(super) struct ChannelWriter(pub(super) mpsc::Sender<Bytes>);
 
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use super::http::{self, Request};
 use super::networks::EndpointConfig;
 use super::{Daemon, DaemonError, Exits, Result, blocking};
-use crate::container::{self, CgroupLimits, Container, NetworkMode, RunOptions, Status};
+use crate::container::{
+    self, CgroupLimits, Container, NetworkMode, RunOptions, Status, StdinConfig,
+};
 use crate::network::{Attachment, PortBinding};
 use crate::oci::Platform;
 
@@ -38,7 +40,8 @@ pub(super) async fn route(
     let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
     let id = id.to_string();
     match (&request.method, id.as_str(), action) {
-        (&Method::GET, "json", "") => list(&daemon, request.flag("all")).await,
+        (&Method::GET, "json", "") => list(&daemon, request).await,
+        (&Method::POST, "prune", "") => super::prune::containers(&daemon, request).await,
         (&Method::POST, "create", "") => create(&daemon, request).await,
         (_, "", _) => Err(DaemonError::NoRoute),
         (&Method::GET, _, "json") => inspect(&daemon, id).await,
@@ -50,6 +53,12 @@ pub(super) async fn route(
         (&Method::POST, _, "stop") => stop(&daemon, id, request).await,
         (&Method::POST, _, "restart") => restart(&daemon, id, request).await,
         (&Method::POST, _, "kill") => kill(&daemon, id, request).await,
+        (&Method::POST, _, "resize") => resolve(&daemon, id)
+            .await
+            .map(|_| http::empty(StatusCode::OK)),
+        (&Method::GET | &Method::HEAD | &Method::PUT, _, "archive") => {
+            super::copy::route(&daemon, id, request).await
+        }
         (&Method::DELETE, _, "") => remove(&daemon, id, request.flag("force")).await,
         _ => Err(DaemonError::NoRoute),
     }
@@ -92,6 +101,10 @@ struct CreateBody {
     env: Option<Vec<String>>,
     working_dir: Option<String>,
     user: Option<String>,
+    open_stdin: bool,
+    stdin_once: bool,
+    attach_stdin: bool,
+    labels: Option<BTreeMap<String, String>>,
     hostname: Option<String>,
     host_config: Option<HostConfig>,
     networking_config: Option<NetworkingConfig>,
@@ -189,6 +202,12 @@ fn run_options(
         init: host.init.unwrap_or(false),
         platform,
         security,
+        stdin: StdinConfig {
+            open: body.open_stdin,
+            once: body.stdin_once,
+            attach: body.attach_stdin,
+        },
+        labels: body.labels.unwrap_or_default(),
     })
 }
 
@@ -489,7 +508,7 @@ async fn remove(daemon: &Arc<Daemon>, id: String, force: bool) -> Result<http::R
     Ok(done(true))
 }
 
-fn status_word(status: Status) -> &'static str {
+pub(super) fn status_word(status: Status) -> &'static str {
     match status {
         Status::Created => "created",
         Status::Running => "running",
@@ -597,8 +616,10 @@ async fn inspect(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
             "Image": c.image_ref,
             "WorkingDir": c.working_dir,
             "Tty": false,
-            "OpenStdin": false,
-            "Labels": {},
+            "OpenStdin": c.stdin.open,
+            "StdinOnce": c.stdin.once,
+            "AttachStdin": c.stdin.attach,
+            "Labels": c.labels,
         },
         "Mounts": [],
         "NetworkSettings": settings,
@@ -606,16 +627,17 @@ async fn inspect(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
     Ok(http::json(StatusCode::OK, &value))
 }
 
-/// `GET /containers/json?all=`: what `docker ps` prints.
-async fn list(daemon: &Arc<Daemon>, all: bool) -> Result<http::Response> {
+/// `GET /containers/json?all=&limit=&filters=`: what `docker ps` prints.
+async fn list(daemon: &Arc<Daemon>, request: &Request) -> Result<http::Response> {
+    let query = super::listing::ContainerQuery::of(request)?;
     let store = daemon.store.clone();
-    let containers = blocking(move || Ok(container::list(&store)?)).await?;
+    let chosen = blocking(move || {
+        let all = container::list(&store)?;
+        super::listing::containers(&store, &query, all)
+    })
+    .await?;
     let now = container::now_secs();
-    let entries: Vec<Value> = containers
-        .iter()
-        .filter(|c| all || c.state.status == Status::Running)
-        .map(|c| summary(c, now))
-        .collect();
+    let entries: Vec<Value> = chosen.iter().map(|c| summary(c, now)).collect();
     Ok(http::json(StatusCode::OK, &Value::Array(entries)))
 }
 
@@ -629,7 +651,7 @@ pub(super) fn summary(c: &Container, now: i64) -> Value {
         "Command": c.config.command.join(" "),
         "Created": crate::image::parse_rfc3339(&c.config.created).unwrap_or(0),
         "Ports": super::networks::port_summary(c),
-        "Labels": {},
+        "Labels": c.config.labels,
         "State": status_word(c.state.status),
         "Status": container::status_text(c, now),
         "HostConfig": { "NetworkMode": network_mode(&c.config) },

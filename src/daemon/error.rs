@@ -133,7 +133,9 @@ fn image_status(error: &ImageError) -> StatusCode {
 
 fn container_status(error: &ContainerError) -> StatusCode {
     match error {
-        ContainerError::NotFound(_) | ContainerError::NoSuchVolume(_) => StatusCode::NOT_FOUND,
+        ContainerError::NotFound(_)
+        | ContainerError::NoSuchVolume(_)
+        | ContainerError::NoSuchPath(_) => StatusCode::NOT_FOUND,
         ContainerError::VolumeInUse { .. } => StatusCode::CONFLICT,
         ContainerError::NameInUse { .. }
         | ContainerError::Running(_)
@@ -141,6 +143,7 @@ fn container_status(error: &ContainerError) -> StatusCode {
         ContainerError::Ambiguous(_)
         | ContainerError::NoCommand
         | ContainerError::Usage(_)
+        | ContainerError::ArchiveRequest(_)
         | ContainerError::Capability(_)
         | ContainerError::SeccompProfile { .. }
         | ContainerError::SeccompProfileRead { .. } => StatusCode::BAD_REQUEST,

@@ -49,6 +49,8 @@ struct CreateBody {
     env: Option<Vec<String>>,
     user: Option<String>,
     working_dir: Option<String>,
+    #[serde(default)]
+    attach_stdin: bool,
 }
 
 /// `POST /containers/{id}/exec`: records the command; `201 {"Id"}`.
@@ -73,7 +75,7 @@ pub(super) async fn create(
             env: body.env.unwrap_or_default(),
             user: body.user.filter(|u| !u.is_empty()),
             workdir: body.working_dir.filter(|w| !w.is_empty()),
-            stdin: false,
+            stdin: body.attach_stdin,
         },
         running: false,
         exit_code: None,
@@ -114,8 +116,11 @@ pub(super) async fn route(
             })?;
             Ok(http::json(StatusCode::OK, &shown))
         }
-        // No terminal is allocated: a resize has nothing to change.
-        (&Method::POST, "resize") => Ok(http::empty(StatusCode::OK)),
+        // No terminal is allocated: a resize of an exec that exists has nothing to change.
+        (&Method::POST, "resize") => {
+            daemon.execs.with(&id, |_| ())?;
+            Ok(http::empty(StatusCode::OK))
+        }
         _ => Err(DaemonError::NoRoute),
     }
 }
@@ -144,6 +149,7 @@ fn start(daemon: Arc<Daemon>, id: String, request: &Request) -> Result<http::Res
         }
     };
     let (stdout, stderr) = (entered.child.stdout.take(), entered.child.stderr.take());
+    let stdin = entered.child.stdin.take();
     let (sender, mut frames) = mpsc::channel::<Bytes>(64);
     let readers = [
         stdout.map(|out| tokio::spawn(forward(out, 1, sender.clone()))),
@@ -153,9 +159,21 @@ fn start(daemon: Arc<Daemon>, id: String, request: &Request) -> Result<http::Res
     let upgrade = (!body.detach).then(|| request.upgrade.clone());
     let execs = daemon.execs.clone();
     tokio::spawn(async move {
-        let mut io = match upgrade {
+        let io = match upgrade {
             Some(upgrade) => upgrade.await.ok().map(TokioIo::new),
             None => None,
+        };
+        let (input, mut io) = match io.map(tokio::io::split) {
+            Some((input, output)) => (Some(input), Some(output)),
+            None => (None, None),
+        };
+        // The client's input until it half-closes; then the command's stdin closes. With
+        // no client, its stdin is closed at once.
+        let feeding = match (stdin, input) {
+            (Some(mut stdin), Some(mut input)) => Some(tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut input, &mut stdin).await;
+            })),
+            _ => None,
         };
         while let Some(frame) = frames.recv().await {
             if let Some(connection) = io.as_mut()
@@ -166,6 +184,9 @@ fn start(daemon: Arc<Daemon>, id: String, request: &Request) -> Result<http::Res
         }
         for reader in readers.into_iter().flatten() {
             let _ = reader.await;
+        }
+        if let Some(feeding) = feeding {
+            feeding.abort();
         }
         let code = entered.finish().await.unwrap_or(126);
         let _ = execs.with(&id, |exec| {

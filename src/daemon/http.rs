@@ -119,6 +119,8 @@ pub(super) struct Request {
     pub method: Method,
     /// The path without the version prefix, e.g. `/images/busybox/json`.
     pub path: String,
+    /// The API version of the prefix (`/v1.41/…`), when there is one.
+    pub version: Option<(u32, u32)>,
     pub query: HashMap<String, String>,
     /// Every query parameter in order, for the repeatable ones (`t` of a build).
     pairs: Vec<(String, String)>,
@@ -137,6 +139,11 @@ impl Request {
         let upgrade = hyper::upgrade::on(&mut request);
         let (parts, body) = request.into_parts();
         let path = strip_version(parts.uri.path())?.to_string();
+        let version = parts
+            .uri
+            .path()
+            .strip_prefix("/v")
+            .and_then(|rest| parse_version(rest.split('/').next().unwrap_or("")));
         let headers = parts.headers;
         let pairs: Vec<(String, String)> = parts
             .uri
@@ -163,6 +170,7 @@ impl Request {
         Ok(Request {
             method: parts.method,
             path,
+            version,
             query,
             pairs,
             headers,
@@ -215,10 +223,13 @@ impl Request {
     }
 }
 
-/// Endpoints whose body is an archive of any size (a build context, images to load):
+/// Endpoints whose body is an archive of any size (a build context, images to load, files
+/// copied into a container):
 /// streamed by the handler instead of read whole.
 fn is_upload(method: &Method, path: &str) -> bool {
-    method == Method::POST && matches!(path.trim_end_matches('/'), "/build" | "/images/load")
+    let path = path.trim_end_matches('/');
+    (method == Method::POST && matches!(path, "/build" | "/images/load"))
+        || (method == Method::PUT && path.starts_with("/containers/") && path.ends_with("/archive"))
 }
 
 /// Writes `body` into the new file `path`, chunk by chunk.

@@ -24,7 +24,10 @@ pub(super) async fn route(
 ) -> Result<http::Response> {
     let method = &request.method;
     if method == Method::GET && rest == "json" {
-        return list(&daemon).await;
+        return list(&daemon, request).await;
+    }
+    if method == Method::POST && rest == "prune" {
+        return super::prune::images(&daemon, request).await;
     }
     if method == Method::POST && rest == "create" {
         return pull(&daemon, request);
@@ -73,10 +76,11 @@ pub(super) fn shown_name(reference: &Reference) -> String {
     }
 }
 
-/// `GET /images/json`: one entry per image (id), with all its names.
-async fn list(daemon: &Arc<Daemon>) -> Result<http::Response> {
+/// `GET /images/json?filters=`: one entry per image (id), with all its names.
+async fn list(daemon: &Arc<Daemon>, request: &Request) -> Result<http::Response> {
+    let filters = super::listing::image_filters(request)?;
     let store = daemon.store.clone();
-    let entries = blocking(move || summaries(&store)).await?;
+    let entries = blocking(move || super::listing::images(&filters, summaries(&store)?)).await?;
     Ok(ok(&Value::Array(entries)))
 }
 

@@ -196,18 +196,30 @@ pub(super) async fn info(daemon: &Arc<Daemon>) -> Result<http::Response> {
 
 /// `GET /system/df`: the store's images (with how many containers use each) and
 /// containers (with what each has written); kiln has no volumes or build cache entries
-/// to report here. `LayersSize` adds the images' sizes up (a layer two images share
-/// counts twice).
+/// to report here. `LayersSize` counts each layer once however many images share it (for
+/// an image of several platforms, this machine's platform's layers).
 pub(super) async fn df(daemon: &Arc<Daemon>) -> Result<http::Response> {
     let store = daemon.store.clone();
-    let (mut images, containers) =
-        blocking(move || Ok((super::images::summaries(&store)?, container::list(&store)?))).await?;
-    let mut layers_size = 0;
+    let (mut images, containers, layers_size) = blocking(move || {
+        let images = super::images::summaries(&store)?;
+        let mut layers = std::collections::HashMap::new();
+        for image in &images {
+            let hex = image["Id"].as_str().unwrap_or_default();
+            let hex = hex.trim_start_matches("sha256:");
+            if let Ok((_, resolved)) = crate::image::resolve(&store, hex) {
+                for layer in &resolved.layers {
+                    layers.insert(layer.digest().to_string(), layer.size());
+                }
+            }
+        }
+        let layers_size: u64 = layers.values().sum();
+        Ok((images, container::list(&store)?, layers_size))
+    })
+    .await?;
     for image in &mut images {
         let id = image["Id"].as_str().unwrap_or_default().to_string();
         let users = containers.iter().filter(|c| c.config.image == id).count();
         image["Containers"] = json!(users);
-        layers_size += image["Size"].as_u64().unwrap_or(0);
     }
     let now = container::now_secs();
     let containers: Vec<Value> = containers

@@ -40,16 +40,7 @@ pub(super) async fn route(
             .await?;
             Ok(http::json(StatusCode::CREATED, &shape(&created)))
         }
-        (&Method::POST, "prune") => {
-            // API 1.42+ prunes anonymous volumes unless `filters` asks for all.
-            let all = request
-                .param("filters")
-                .is_some_and(|f| f.contains("\"all\"") && f.contains("true"));
-            let removed = blocking(move || Ok(volume::prune(&store, all)?)).await?;
-            Ok(ok(
-                &json!({ "VolumesDeleted": removed, "SpaceReclaimed": 0 }),
-            ))
-        }
+        (&Method::POST, "prune") => super::prune::volumes(&daemon, request).await,
         (&Method::GET, name) if !name.is_empty() => {
             let name = name.to_string();
             let found = blocking(move || Ok(volume::get(&store, &name)?)).await?;

@@ -83,9 +83,10 @@ impl Entered {
     }
 }
 
-/// [`enter`] for a caller that streams the output (the daemon's exec): standard input is
-/// empty, standard output and error are piped. Must be called inside a tokio runtime.
-pub fn start(target: i32, spec: &Spec) -> Result<Entered, SandboxError> {
+/// [`enter`] for a caller that streams the output (the daemon's exec): standard output and
+/// error are piped, and standard input too with `stdin` (else it is empty). Must be called
+/// inside a tokio runtime.
+pub fn start(target: i32, spec: &Spec, stdin: bool) -> Result<Entered, SandboxError> {
     let exe = std::env::current_exe().map_err(SandboxError::NoExecutable)?;
     let state_dir = super::parent::new_state_dir()?;
     let started = (|| {
@@ -98,7 +99,11 @@ pub fn start(target: i32, spec: &Spec) -> Result<Entered, SandboxError> {
         tokio::process::Command::new(&exe)
             .arg(ENTER_COMMAND)
             .arg(&state_dir)
-            .stdin(std::process::Stdio::null())
+            .stdin(if stdin {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)

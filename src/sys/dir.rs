@@ -92,6 +92,17 @@ impl Dir {
     }
 }
 
+impl Dir {
+    /// The directory an open descriptor names (for [`super::rootdir`]).
+    pub(super) fn from_fd(fd: OwnedFd) -> Dir {
+        Dir { fd }
+    }
+
+    pub(super) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 fn dir_flags() -> OFlags {
     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
 }

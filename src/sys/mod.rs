@@ -8,6 +8,7 @@ pub mod binfmt;
 pub mod cgroup;
 pub mod dir;
 pub mod error;
+pub mod fifo;
 pub mod fileop;
 pub mod fs;
 pub mod inspect;
@@ -15,6 +16,7 @@ pub mod mount;
 pub mod namespace;
 pub mod netlink;
 pub mod process;
+pub mod rootdir;
 pub mod seccomp;
 pub mod userns;
 

@@ -14,9 +14,9 @@ const DOCKER: &str = "/usr/bin/docker";
 const SIGTERM: i32 = 15;
 
 /// A `kiln serve` on a socket of its own, stopped (SIGTERM) on drop.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    socket: PathBuf,
+    pub(crate) socket: PathBuf,
     root: PathBuf,
     docker_config: PathBuf,
     // Last: its drop checks that no process still uses the directory.
@@ -33,7 +33,7 @@ impl Drop for Serve {
 impl Serve {
     /// A daemon on a fresh root with busybox:latest loaded; `None` (after a skip) when the
     /// tests cannot run here.
-    fn start() -> Option<Serve> {
+    pub(crate) fn start() -> Option<Serve> {
         if !harness::privileged() || !harness::have(DOCKER) {
             return None;
         }
@@ -79,22 +79,29 @@ impl Serve {
         format!("unix://{}", self.socket.display())
     }
 
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new(DOCKER)
+    /// `docker ARGS` against this daemon, to be run.
+    pub(crate) fn docker_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(DOCKER);
+        command
             .arg("-H")
             .arg(self.host())
             .args(args)
             .env("DOCKER_CONFIG", &self.docker_config)
             // The classic builder's `POST /build`: the endpoint kiln serves.
             .env("DOCKER_BUILDKIT", "0")
-            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_HOST");
+        command
+    }
+
+    pub(crate) fn docker(&self, args: &[&str]) -> Output {
+        self.docker_command(args)
             .stdin(Stdio::null())
             .output()
             .unwrap()
     }
 
     /// `docker ARGS`, which must succeed; its stdout.
-    fn docker_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn docker_ok(&self, args: &[&str]) -> String {
         let out = self.docker(args);
         assert!(
             out.status.success(),
@@ -106,7 +113,7 @@ impl Serve {
     }
 
     /// One HTTP/1.0 request on the socket: the status and the body.
-    fn raw(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+    pub(crate) fn raw(&self, method: &str, path: &str, body: &str) -> (u16, String) {
         let mut stream = UnixStream::connect(&self.socket).unwrap();
         let request = format!(
             "{method} {path} HTTP/1.0\r\nHost: kiln\r\nContent-Type: application/json\r\n\

@@ -15,6 +15,7 @@ mod cli;
 mod completion;
 mod container;
 mod daemon;
+mod daemon_more;
 mod debug;
 mod differential;
 mod emulation;
