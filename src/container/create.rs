@@ -474,6 +474,29 @@ fn choose_name(store: &Store, requested: Option<&str>, id: &str) -> Result<Strin
     Ok(name)
 }
 
+/// `docker rename`: gives the container `new_name` (checked and free, as a create's
+/// `--name`); a running one is known by it on its networks at once.
+pub fn rename(store: &Store, query: &str, new_name: &str) -> Result<()> {
+    let mut container = super::resolve(store, query)?;
+    let _names = lock_names(&store.containers_dir())?;
+    if new_name.trim_start_matches('/') == container.config.name {
+        return Err(ContainerError::Usage(
+            "Renaming a container with the same name as its current name".into(),
+        ));
+    }
+    let name = choose_name(store, Some(new_name), &container.config.id)?;
+    let old = std::mem::replace(&mut container.config.name, name);
+    write_atomic(
+        &container.dir.join(CONFIG_FILE),
+        &serde_json::to_vec_pretty(&container.config)?,
+    )?;
+    if container.state.status == super::Status::Running {
+        crate::network::rename_member(store, &container.config.id, &container.config.name)?;
+    }
+    super::state::event(&container, "rename", &[("oldName", &format!("/{old}"))]);
+    Ok(())
+}
+
 /// Makes the container's directory under a hidden name, then renames it into place: a
 /// half-made container is never listed. Returns the directory.
 fn write_container_dir(containers: &Path, config: &ContainerConfig) -> Result<PathBuf> {

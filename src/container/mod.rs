@@ -40,6 +40,7 @@ pub use crate::sys::dir::Kind as FileKind;
 pub use archive::{PathStat, archive_path, extract_archive, stat_path};
 pub use create::{
     RunOptions, command_line, create, network_choice, parse_memory, parse_signal, parse_volume,
+    rename,
 };
 pub use error::{ContainerError, Result};
 pub use exec::{

@@ -1,5 +1,5 @@
 //! `/containers/…`: create, start (under a `kiln __monitor`, so the container outlives
-//! the daemon; an exited container runs again), restart, wait, logs (Docker's multiplexed frames), stop, kill, remove, inspect
+//! the daemon; an exited container runs again), restart, wait, logs (Docker's multiplexed frames), stop, kill, rename, remove, inspect
 //! and list.
 
 use std::collections::BTreeMap;
@@ -53,6 +53,7 @@ pub(super) async fn route(
         (&Method::POST, _, "stop") => stop(&daemon, id, request).await,
         (&Method::POST, _, "restart") => restart(&daemon, id, request).await,
         (&Method::POST, _, "kill") => kill(&daemon, id, request).await,
+        (&Method::POST, _, "rename") => rename(&daemon, id, request).await,
         (&Method::POST, _, "resize") => resolve(&daemon, id)
             .await
             .map(|_| http::empty(StatusCode::OK)),
@@ -501,6 +502,15 @@ async fn kill(daemon: &Arc<Daemon>, id: String, request: &Request) -> Result<htt
     Ok(done(true))
 }
 
+/// `POST /containers/{id}/rename?name=` (compose renames the container it replaces).
+async fn rename(daemon: &Arc<Daemon>, id: String, request: &Request) -> Result<http::Response> {
+    let name = non_empty(request.param("name").map(str::to_string))
+        .ok_or_else(|| DaemonError::BadRequest("Neither old nor new names may be empty".into()))?;
+    let store = daemon.store.clone();
+    blocking(move || Ok(container::rename(&store, &id, &name)?)).await?;
+    Ok(http::empty(StatusCode::NO_CONTENT))
+}
+
 /// `DELETE /containers/{id}?force=`.
 async fn remove(daemon: &Arc<Daemon>, id: String, force: bool) -> Result<http::Response> {
     let store = daemon.store.clone();
@@ -606,6 +616,9 @@ async fn inspect(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
             "Memory": c.limits.memory_bytes.unwrap_or(0),
             "PidsLimit": c.limits.pids.unwrap_or(0),
             "Init": c.init,
+            // What `docker logs` reads; clients (compose's `logs`, the SDK's `run`) look
+            // for a driver whose logs the API serves, as Docker's default `json-file`'s are.
+            "LogConfig": { "Type": "json-file", "Config": {} },
         },
         "Config": {
             "Hostname": c.hostname,

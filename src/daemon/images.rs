@@ -128,7 +128,36 @@ async fn inspect(daemon: &Arc<Daemon>, name: &str) -> Result<http::Response> {
     let mut object = blocking(move || Ok(image::inspect(&store, &name)?)).await?;
     let size = object["Size"].clone();
     object["VirtualSize"] = size;
+    // The build container's config, which API 1.45 dropped, stays at every version:
+    // docker-compose 1.29 negotiates the newest one and still indexes it (for its
+    // `Volumes`) when it recreates a container. kiln keeps none, so it is empty, as
+    // dockerd's is for images BuildKit made.
+    object["Container"] = json!("");
+    object["ContainerConfig"] = empty_container_config();
     Ok(ok(&object))
+}
+
+/// Docker's container config with nothing set.
+fn empty_container_config() -> Value {
+    json!({
+        "Hostname": "",
+        "Domainname": "",
+        "User": "",
+        "AttachStdin": false,
+        "AttachStdout": false,
+        "AttachStderr": false,
+        "Tty": false,
+        "OpenStdin": false,
+        "StdinOnce": false,
+        "Env": null,
+        "Cmd": null,
+        "Image": "",
+        "Volumes": null,
+        "WorkingDir": "",
+        "Entrypoint": null,
+        "OnBuild": null,
+        "Labels": null,
+    })
 }
 
 /// `GET /images/{name}/history`, newest first.

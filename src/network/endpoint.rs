@@ -335,6 +335,24 @@ pub fn set_hosts_file(store: &Store, container_id: &str, path: &Path) -> Result<
     refresh_networks(store, &networks)
 }
 
+/// A running container renamed: its records carry the new name, and every `/etc/hosts`
+/// on its networks follows.
+pub fn rename_member(store: &Store, container_id: &str, name: &str) -> Result<()> {
+    let mut networks = Vec::new();
+    let _locked = lock(store)?;
+    for network in list_stored(store)? {
+        let record = endpoint_path(store, &network, container_id);
+        if !record.exists() {
+            continue;
+        }
+        let mut endpoint: Endpoint = read_json(&record)?;
+        endpoint.container_name = name.to_string();
+        write_json(&record, &endpoint)?;
+        networks.push(network);
+    }
+    refresh_networks(store, &networks)
+}
+
 /// The `/etc/hosts` of a container on networks: localhost, its hostname, and every
 /// container on its networks by name, alias and short id.
 pub fn hosts_for(store: &Store, container_id: &str, hostname: &str) -> Result<String> {

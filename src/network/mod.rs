@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 pub use endpoint::{
     Attachment, Endpoint, Member, connect_running, disconnect_running, endpoints_of,
-    endpoints_of_network, hosts_for, join, leave, set_hosts_file,
+    endpoints_of_network, hosts_for, join, leave, rename_member, set_hosts_file,
 };
 pub use error::{NetworkError, Result};
 pub use forward::{PortBinding, Protocol, Published, publish};
