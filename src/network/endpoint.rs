@@ -216,7 +216,7 @@ fn attach(
         write_json(&endpoint_path(store, &network, &member.id), &endpoint)?;
         endpoint
     };
-    if let Err(error) = namespace::plug(&kiln, &network, &endpoint, ns) {
+    if let Err(error) = namespace::plug(&kiln, &network, &network.record(store), &endpoint, ns) {
         let _ = fs::remove_file(endpoint_path(store, &network, &member.id));
         return Err(error);
     }

@@ -380,3 +380,30 @@ fn a_killed_supervisor_leaves_no_endpoint_behind() {
     ok(root, &["network", "rm", "crash"]);
     ok(root, &["rm", "victim"]);
 }
+
+#[test]
+fn a_deleted_store_gives_its_subnet_back() {
+    if !harness::privileged() {
+        return;
+    }
+    let subnet = "10.66.0.0/24";
+    let (gone, gone_path) = harness::temp_dir();
+    ok(
+        &gone_path.join("root"),
+        &["network", "create", "--subnet", subnet, "gone"],
+    );
+    let (_dir, path) = harness::temp_dir();
+    let root = &path.join("root");
+    // Every store shares kiln's namespace: the subnet is taken while the other store is.
+    let overlap = kiln(root, &["network", "create", "--subnet", subnet, "again"]);
+    assert!(!overlap.status.success());
+    assert!(
+        text(&overlap.stderr).contains("overlaps"),
+        "{}",
+        text(&overlap.stderr)
+    );
+    // Deleted without `network rm`: its bridge is swept at the next create.
+    drop(gone);
+    ok(root, &["network", "create", "--subnet", subnet, "again"]);
+    ok(root, &["network", "rm", "again"]);
+}
