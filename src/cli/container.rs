@@ -374,7 +374,7 @@ fn ps(store: &Store, all: bool, quiet: bool, no_trunc: bool) -> Result<ExitCode>
             container::command_text(&c.config.command, no_trunc),
             created,
             container::status_text(c, now),
-            String::new(),
+            container::ports_text(c),
             c.config.name.clone(),
         ]);
     }

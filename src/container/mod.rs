@@ -48,7 +48,7 @@ pub use exec::{
     start_detached, start_monitor, stop,
 };
 pub use networks::{connect_network, disconnect_network};
-pub use ps::{command_text, status_text};
+pub use ps::{command_text, ports_text, status_text};
 pub use security::{Security, parse_security};
 pub use state::{
     Container, ContainerConfig, ContainerState, ProcessId, Status, StdinConfig, list, load,

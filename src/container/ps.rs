@@ -3,6 +3,25 @@
 use super::{Container, EXIT_OWNER_GONE, Status};
 use crate::gocompat::go_quote;
 
+/// `docker ps`'s PORTS: `127.0.0.1:8080->80/tcp, …` while it runs.
+pub fn ports_text(container: &Container) -> String {
+    container
+        .state
+        .ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p.host_ip,
+                p.host_port,
+                p.container_port,
+                p.protocol.as_str()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `docker ps`'s STATUS: `Up 3 seconds`, `Exited (0) 19 seconds ago`, `Created`.
 pub fn status_text(container: &Container, now: i64) -> String {
     let since = |t: &Option<String>| {

@@ -216,7 +216,7 @@ fn attach(
         write_json(&endpoint_path(store, &network, &member.id), &endpoint)?;
         endpoint
     };
-    if let Err(error) = namespace::plug(&kiln, &network, &endpoint, ns) {
+    if let Err(error) = namespace::plug(&kiln, &network, &network.record(store), &endpoint, ns) {
         let _ = fs::remove_file(endpoint_path(store, &network, &member.id));
         return Err(error);
     }
@@ -293,7 +293,7 @@ pub fn disconnect_running(store: &Store, container_id: &str, network: &str) -> R
         &[("container", container_id), ("type", "bridge")],
     );
     refresh_networks(store, &[network])?;
-    rewrite_hosts(store, &endpoint)
+    rewrite_hosts(&all_live(store)?, &endpoint)
 }
 
 /// Takes an ended container off every network (its veths went with its namespace) and
@@ -356,13 +356,28 @@ pub fn rename_member(store: &Store, container_id: &str, name: &str) -> Result<()
 /// The `/etc/hosts` of a container on networks: localhost, its hostname, and every
 /// container on its networks by name, alias and short id.
 pub fn hosts_for(store: &Store, container_id: &str, hostname: &str) -> Result<String> {
-    let own = endpoints_of(store, container_id)?;
-    let mut peers = Vec::new();
-    for endpoint in &own {
-        let network = stored(store, &endpoint.network_id)?;
-        peers.extend(live(store, &network)?);
-    }
-    Ok(super::hosts::render(hostname, &own, &peers))
+    Ok(hosts_from(&all_live(store)?, container_id, hostname))
+}
+
+/// Every network's live endpoints, read once for a round of `/etc/hosts` rewrites.
+fn all_live(store: &Store) -> Result<Vec<Vec<Endpoint>>> {
+    list_stored(store)?
+        .iter()
+        .map(|network| live(store, network))
+        .collect()
+}
+
+fn hosts_from(all: &[Vec<Endpoint>], container_id: &str, hostname: &str) -> String {
+    let mine =
+        |endpoints: &&Vec<Endpoint>| endpoints.iter().any(|e| e.container_id == container_id);
+    let own: Vec<Endpoint> = all
+        .iter()
+        .flatten()
+        .filter(|e| e.container_id == container_id)
+        .cloned()
+        .collect();
+    let peers: Vec<Endpoint> = all.iter().filter(mine).flatten().cloned().collect();
+    super::hosts::render(hostname, &own, &peers)
 }
 
 /// The stored network with this id (never creates one: callers may hold the lock).
@@ -385,12 +400,13 @@ fn refresh(store: &Store, container_id: &str) -> Result<()> {
 /// Rewrites the `/etc/hosts` of every running container on `networks`. The caller holds
 /// the lock, so two writers never interleave in one file.
 fn refresh_networks(store: &Store, networks: &[Network]) -> Result<()> {
+    let all = all_live(store)?;
     let mut done = BTreeSet::new();
-    for network in networks {
-        for endpoint in live(store, network)? {
-            if done.insert(endpoint.container_id.clone()) {
-                rewrite_hosts(store, &endpoint)?;
-            }
+    for endpoint in all.iter().flatten() {
+        if networks.iter().any(|n| n.id == endpoint.network_id)
+            && done.insert(endpoint.container_id.clone())
+        {
+            rewrite_hosts(&all, endpoint)?;
         }
     }
     Ok(())
@@ -398,11 +414,11 @@ fn refresh_networks(store: &Store, networks: &[Network]) -> Result<()> {
 
 /// Writes the container's hosts file in place: it is bind-mounted, so a rename would
 /// leave the container on the old file.
-fn rewrite_hosts(store: &Store, endpoint: &Endpoint) -> Result<()> {
+fn rewrite_hosts(all: &[Vec<Endpoint>], endpoint: &Endpoint) -> Result<()> {
     let Some(path) = endpoint.hosts_file.as_ref() else {
         return Ok(());
     };
-    let text = hosts_for(store, &endpoint.container_id, &endpoint.hostname)?;
+    let text = hosts_from(all, &endpoint.container_id, &endpoint.hostname);
     match fs::OpenOptions::new().write(true).truncate(true).open(path) {
         Ok(mut file) => {
             std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io_err("write", path))

@@ -81,6 +81,16 @@ impl Network {
     fn dir(&self, store: &Store) -> PathBuf {
         networks_dir(store).join(&self.id)
     }
+
+    /// Its `network.json` by absolute path: the sweep of kiln's namespace checks it
+    /// from any working directory.
+    fn record(&self, store: &Store) -> PathBuf {
+        fs::canonicalize(store.root())
+            .unwrap_or_else(|_| store.root().to_path_buf())
+            .join(DIR)
+            .join(&self.id)
+            .join(META)
+    }
 }
 
 /// What `network create` may set.
@@ -254,6 +264,7 @@ pub fn create(store: &Store, name: &str, options: CreateOptions) -> Result<Netwo
     let kiln = namespace::kiln_ns()?;
     // Subnets are unique in kiln's namespace, which every store on this machine shares.
     let _runtime = namespace::lock_runtime()?;
+    namespace::sweep(&kiln)?;
     let taken: Vec<(Ipv4Addr, u8)> = existing
         .iter()
         .map(|n| (n.subnet, n.prefix))
@@ -262,14 +273,11 @@ pub fn create(store: &Store, name: &str, options: CreateOptions) -> Result<Netwo
     let subnet = match &options.subnet {
         Some(text) => {
             let subnet = parse_subnet(text)?;
-            if let Some(other) = existing
-                .iter()
-                .find(|n| overlaps((n.subnet, n.prefix), subnet))
-            {
+            if taken.iter().any(|t| overlaps(*t, subnet)) {
                 return Err(NetworkError::Usage(format!(
                     "invalid pool request: Pool overlaps with other one on this address space \
-                     (network {})",
-                    other.name
+                     ({}/{} is in use by another kiln network)",
+                    subnet.0, subnet.1
                 )));
             }
             subnet
@@ -305,8 +313,8 @@ pub fn create(store: &Store, name: &str, options: CreateOptions) -> Result<Netwo
         options: options.options,
         internal: options.internal,
     };
-    namespace::ensure_bridge(&kiln, &network)?;
     let dir = network.dir(store);
+    namespace::ensure_bridge(&kiln, &network, &network.record(store))?;
     fs::create_dir_all(dir.join(endpoint::ENDPOINTS)).map_err(io_err("create", &dir))?;
     write_json(&dir.join(META), &network)?;
     event(store, "create", &network, &[("type", "bridge")]);

@@ -4,7 +4,8 @@
 use std::fs;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -71,9 +72,64 @@ pub(super) fn addresses(ns: &OwnedFd) -> Result<Vec<(Ipv4Addr, u8)>> {
     Ok(in_net_ns(ns, || Netlink::open()?.ipv4_addresses())?)
 }
 
-/// Creates the network's bridge, with the gateway address, if it is not there.
-pub(super) fn ensure_bridge(kiln: &OwnedFd, network: &Network) -> Result<()> {
+fn owners_dir() -> PathBuf {
+    netns_dir().join("bridges")
+}
+
+/// Notes which network record (`network.json`) a bridge belongs to: every store shares
+/// kiln's namespace, and a store deleted with its networks leaves bridges behind that
+/// [`sweep`] finds by their missing record.
+fn note_owner(bridge: &str, record: &Path) -> Result<()> {
+    let dir = owners_dir();
+    fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    let path = dir.join(bridge);
+    fs::write(&path, record.as_os_str().as_bytes()).map_err(io_err("write", &path))
+}
+
+/// Removes the bridges whose network record is gone (their store was deleted), so their
+/// subnets are free again; and any bridge with no owner noted at all (the note is
+/// written before the bridge is made). The caller holds [`lock_runtime`].
+pub(super) fn sweep(kiln: &OwnedFd) -> Result<()> {
+    let dir = owners_dir();
+    let links = in_net_ns(kiln, || Netlink::open()?.link_names())?;
+    for link in links.into_iter().filter(|l| l.starts_with("kb-")) {
+        if !dir.join(&link).exists() {
+            delete_link(kiln, link)?;
+        }
+    }
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let Ok(record) = fs::read(entry.path()) else {
+            continue;
+        };
+        if Path::new(std::ffi::OsStr::from_bytes(&record)).exists() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        delete_link(kiln, name)?;
+        let _ = fs::remove_file(entry.path());
+    }
+    Ok(())
+}
+
+fn delete_link(ns: &OwnedFd, name: String) -> Result<()> {
+    in_net_ns(ns, move || {
+        let mut netlink = Netlink::open()?;
+        match netlink.link_index(&name)? {
+            Some(index) => netlink.delete_link(index),
+            None => Ok(()),
+        }
+    })?;
+    Ok(())
+}
+
+/// Creates the network's bridge, with the gateway address, if it is not there;
+/// `record` is the network's `network.json`.
+pub(super) fn ensure_bridge(kiln: &OwnedFd, network: &Network, record: &Path) -> Result<()> {
     let name = network.bridge_name();
+    note_owner(&name, record)?;
     let (gateway, prefix) = (network.gateway, network.prefix);
     in_net_ns(kiln, move || {
         let mut netlink = Netlink::open()?;
@@ -97,13 +153,8 @@ fn missing(name: &str) -> crate::sys::SysError {
 
 pub(super) fn remove_bridge(kiln: &OwnedFd, network: &Network) -> Result<()> {
     let name = network.bridge_name();
-    in_net_ns(kiln, move || {
-        let mut netlink = Netlink::open()?;
-        match netlink.link_index(&name)? {
-            Some(index) => netlink.delete_link(index),
-            None => Ok(()),
-        }
-    })?;
+    delete_link(kiln, name.clone())?;
+    let _ = fs::remove_file(owners_dir().join(name));
     Ok(())
 }
 
@@ -135,10 +186,11 @@ pub(super) fn free_interface(container_ns: &OwnedFd) -> Result<String> {
 pub(super) fn plug(
     kiln: &OwnedFd,
     network: &Network,
+    record: &Path,
     endpoint: &Endpoint,
     container_ns: &OwnedFd,
 ) -> Result<()> {
-    ensure_bridge(kiln, network)?;
+    ensure_bridge(kiln, network, record)?;
     let bridge = network.bridge_name();
     let host_end = endpoint.host_interface.clone();
     let inner = endpoint.interface.clone();

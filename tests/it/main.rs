@@ -24,6 +24,7 @@ mod git;
 mod image;
 mod instruction;
 mod layers;
+mod network;
 mod output;
 mod parity;
 mod plan;
