@@ -25,6 +25,14 @@ pub(crate) struct Serve {
 
 impl Drop for Serve {
     fn drop(&mut self) {
+        // A failed test's containers would outlive it (their monitors outlive the daemon),
+        // holding whatever the test process's children inherited.
+        if std::thread::panicking() {
+            let _ = self
+                .docker_command(&["rm", "-f", "-v"])
+                .args(self.docker_stdout(&["ps", "-aq"]).split_whitespace())
+                .output();
+        }
         let _ = kiln::sys::process::send_signal(self.child.id() as i32, SIGTERM);
         let _ = self.child.wait();
     }
@@ -75,7 +83,7 @@ impl Serve {
         }
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("unix://{}", self.socket.display())
     }
 
@@ -98,6 +106,11 @@ impl Serve {
             .stdin(Stdio::null())
             .output()
             .unwrap()
+    }
+
+    /// `docker ARGS`'s stdout, whether or not it succeeds.
+    fn docker_stdout(&self, args: &[&str]) -> String {
+        text(&self.docker(args).stdout)
     }
 
     /// `docker ARGS`, which must succeed; its stdout.
