@@ -499,6 +499,6 @@ fn start_attached(store: &Store, query: &str) -> Result<ExitCode> {
         ))
         .into());
     }
-    let outcome = container::run_foreground(&store, found, false)?;
+    let outcome = container::run_foreground(store, found, false)?;
     Ok(ExitCode::from(u8::try_from(outcome.code).unwrap_or(255)))
 }

@@ -291,6 +291,7 @@ async fn start(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
             exits.take(&found.config.id);
         }
         let mut monitor = container::start_monitor(&store, &found)?;
+        let failure = container::start_failure(&found);
         // The monitor exits with the container's code: kept for `wait` on a container
         // that `--rm` removes before its end is seen.
         std::thread::spawn(move || {
@@ -299,6 +300,9 @@ async fn start(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
                 exits.record(found.config.id, code);
             }
         });
+        if let Some(reason) = failure {
+            return Err(container::ContainerError::StartFailed(reason).into());
+        }
         Ok(true)
     })
     .await?;

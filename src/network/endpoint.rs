@@ -135,6 +135,15 @@ pub fn endpoints_of(store: &Store, container_id: &str) -> Result<Vec<Endpoint>> 
     Ok(out)
 }
 
+/// A name `/etc/hosts` can carry: one word of host-name characters.
+fn valid_alias(alias: &str) -> bool {
+    !alias.is_empty()
+        && alias.len() <= 253
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
 /// Picks the address: the one asked for if free, else the lowest free one.
 fn allocate(network: &Network, taken: &[Endpoint], wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
     let subnet = (network.subnet, network.prefix);
@@ -176,6 +185,16 @@ fn attach(
     interface: String,
 ) -> Result<Endpoint> {
     let network = find(store, &attachment.network)?;
+    if let Some(bad) = attachment.aliases.iter().find(|a| !valid_alias(a)) {
+        return Err(NetworkError::Usage(format!(
+            "invalid network alias {bad:?}: a host name of letters, digits, '.', '-' and '_'"
+        )));
+    }
+    if network.name == super::DEFAULT_BRIDGE && attachment.address.is_some() {
+        return Err(NetworkError::Usage(
+            "user specified IP address is supported on user defined networks only".into(),
+        ));
+    }
     let kiln = namespace::kiln_ns()?;
     let endpoint = {
         let _locked = lock(store)?;
@@ -401,10 +420,12 @@ fn rewrite_hosts(all: &[Vec<Endpoint>], endpoint: &Endpoint) -> Result<()> {
         return Ok(());
     };
     let text = hosts_from(all, &endpoint.container_id, &endpoint.hostname);
-    match fs::OpenOptions::new().write(true).truncate(true).open(path) {
-        Ok(mut file) => {
-            std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io_err("write", path))
-        }
+    // Written over the old text, then cut to length: a lookup at that moment reads
+    // whole lines (old or new), never an empty file.
+    match fs::OpenOptions::new().write(true).open(path) {
+        Ok(mut file) => std::io::Write::write_all(&mut file, text.as_bytes())
+            .and_then(|()| file.set_len(text.len() as u64))
+            .map_err(io_err("write", path)),
         // The container ended meanwhile and its state went with it.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("open", path)(e)),
@@ -449,6 +470,15 @@ mod tests {
                 start_time: 0,
             },
             hosts_file: None,
+        }
+    }
+
+    #[test]
+    fn aliases_are_host_names() {
+        assert!(valid_alias("db"));
+        assert!(valid_alias("api.v2-x_y"));
+        for bad in ["", "a b", "x\n10.0.0.1 evil", "a#b", "a\tb"] {
+            assert!(!valid_alias(bad), "{bad:?}");
         }
     }
 
