@@ -18,13 +18,7 @@ struct NetworksLock {
 
 fn lock_networks(container: &Container) -> Result<NetworksLock> {
     let path = container.dir.join(".networks.lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
-    file.lock().map_err(io_err("lock", &path))?;
+    let file = crate::sys::lock_file(&path).map_err(io_err("lock", &path))?;
     Ok(NetworksLock { _file: file })
 }
 

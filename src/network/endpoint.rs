@@ -84,14 +84,8 @@ fn endpoint_path(store: &Store, network: &Network, container_id: &str) -> PathBu
 
 /// The network's endpoints whose owner is alive; stale records are removed on the way.
 pub(super) fn live(store: &Store, network: &Network) -> Result<Vec<Endpoint>> {
-    let dir = endpoints_dir(store, network);
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("read", &dir)(e)),
-    };
     let mut out = Vec::new();
-    for entry in entries.flatten() {
+    for entry in super::entries(&endpoints_dir(store, network))? {
         let path = entry.path();
         if path.extension().is_none_or(|e| e != "json") {
             continue;
@@ -303,16 +297,22 @@ pub fn disconnect_running(store: &Store, container_id: &str, network: &str) -> R
         })?;
     namespace::unplug(&endpoint)?;
     let _locked = lock(store)?;
-    let path = endpoint_path(store, &network, container_id);
+    forget(store, &network, container_id)?;
+    refresh_networks(store, &[network])?;
+    rewrite_hosts(&all_live(store)?, &endpoint)
+}
+
+/// Removes the container's record on `network` and says so in the event log.
+fn forget(store: &Store, network: &Network, container_id: &str) -> Result<()> {
+    let path = endpoint_path(store, network, container_id);
     fs::remove_file(&path).map_err(io_err("remove", &path))?;
     super::event(
         store,
         "disconnect",
-        &network,
+        network,
         &[("container", container_id), ("type", "bridge")],
     );
-    refresh_networks(store, &[network])?;
-    rewrite_hosts(&all_live(store)?, &endpoint)
+    Ok(())
 }
 
 /// Takes an ended container off every network (its veths went with its namespace) and
@@ -321,15 +321,8 @@ pub fn leave(store: &Store, container_id: &str) -> Result<()> {
     let _locked = lock(store)?;
     let mut left = Vec::new();
     for network in list_stored(store)? {
-        let path = endpoint_path(store, &network, container_id);
-        if path.exists() {
-            fs::remove_file(&path).map_err(io_err("remove", &path))?;
-            super::event(
-                store,
-                "disconnect",
-                &network,
-                &[("container", container_id), ("type", "bridge")],
-            );
+        if endpoint_path(store, &network, container_id).exists() {
+            forget(store, &network, container_id)?;
             left.push(network);
         }
     }
@@ -433,7 +426,7 @@ fn rewrite_hosts(all: &[Vec<Endpoint>], endpoint: &Endpoint) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn network() -> Network {
@@ -450,17 +443,23 @@ mod tests {
         }
     }
 
-    fn endpoint(address: Ipv4Addr) -> Endpoint {
+    /// A record for the tests of this module and of `hosts`.
+    pub(in crate::network) fn endpoint(
+        name: &str,
+        id: &str,
+        address: Ipv4Addr,
+        aliases: &[&str],
+    ) -> Endpoint {
         Endpoint {
             id: String::new(),
             network_id: String::new(),
             network: String::new(),
-            container_id: "c".repeat(64),
-            container_name: "c".into(),
-            hostname: "c".into(),
-            aliases: Vec::new(),
+            container_id: id.repeat(64),
+            container_name: name.into(),
+            hostname: name.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
             address,
-            prefix: 29,
+            prefix: 24,
             gateway: Ipv4Addr::new(10, 89, 0, 1),
             mac: String::new(),
             interface: "eth0".into(),
@@ -489,13 +488,13 @@ mod tests {
             allocate(&net, &[], None).unwrap(),
             Ipv4Addr::new(10, 89, 0, 2)
         );
-        let taken = [endpoint(Ipv4Addr::new(10, 89, 0, 2))];
+        let taken = [endpoint("c", "c", Ipv4Addr::new(10, 89, 0, 2), &[])];
         assert_eq!(
             allocate(&net, &taken, None).unwrap(),
             Ipv4Addr::new(10, 89, 0, 3)
         );
         let full: Vec<Endpoint> = (2..=6)
-            .map(|d| endpoint(Ipv4Addr::new(10, 89, 0, d)))
+            .map(|d| endpoint("c", "c", Ipv4Addr::new(10, 89, 0, d), &[]))
             .collect();
         assert!(matches!(
             allocate(&net, &full, None),

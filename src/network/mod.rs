@@ -137,13 +137,7 @@ pub(crate) fn lock(store: &Store) -> Result<Locked> {
     let dir = networks_dir(store);
     fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let path = dir.join(LOCK);
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
-    file.lock().map_err(io_err("lock", &path))?;
+    let file = crate::sys::lock_file(&path).map_err(io_err("lock", &path))?;
     Ok(Locked { _file: file })
 }
 
@@ -168,15 +162,18 @@ pub fn list(store: &Store) -> Result<Vec<Network>> {
     list_stored(store)
 }
 
+/// The entries of `dir`; none when it does not exist (yet).
+fn entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.flatten().collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err("read", dir)(e)),
+    }
+}
+
 fn list_stored(store: &Store) -> Result<Vec<Network>> {
-    let dir = networks_dir(store);
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("read", &dir)(e)),
-    };
     let mut out = Vec::new();
-    for entry in entries.flatten() {
+    for entry in entries(&networks_dir(store))? {
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }

@@ -32,13 +32,7 @@ pub(super) fn lock_runtime() -> Result<RuntimeLock> {
     let dir = netns_dir();
     fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let path = dir.join(".lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
-    file.lock().map_err(io_err("lock", &path))?;
+    let file = crate::sys::lock_file(&path).map_err(io_err("lock", &path))?;
     Ok(RuntimeLock { _file: file })
 }
 

@@ -15,19 +15,7 @@ use crate::harness::{self, TempRoot, kiln_with_root, text};
 
 /// A store root of its own with busybox:latest loaded.
 fn root() -> Option<(TempRoot, PathBuf)> {
-    if !harness::privileged() {
-        return None;
-    }
-    let archive = harness::busybox()?.oci_archive()?;
-    let (dir, path) = harness::temp_dir();
-    let root = path.join("root");
-    let out = kiln_with_root(&root)
-        .args(["load", "-q", "-i"])
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "load: {}", text(&out.stderr));
-    Some((dir, root))
+    harness::busybox_root()
 }
 
 fn kiln(root: &Path, args: &[&str]) -> Output {
