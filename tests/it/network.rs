@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, TempRoot, kiln_with_root, text};
+use crate::harness::{self, TempRoot, text};
 
 /// A store root of its own with busybox:latest loaded.
 fn root() -> Option<(TempRoot, PathBuf)> {
