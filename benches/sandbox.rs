@@ -79,6 +79,8 @@ fn main() {
             (NetworkMode::Host, _) => "host",
             (NetworkMode::None, false) => "none (new netns per step)",
             (NetworkMode::None, true) => "none (shared empty netns)",
+            // Not measured here: bridges need kiln's namespace and a network record.
+            (NetworkMode::Bridge, _) => "bridge",
         };
         report(label, times, cpu);
     }

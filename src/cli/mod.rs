@@ -94,6 +94,15 @@ enum Command {
 impl Command {
     /// Whether the command reads or writes the store (and, without root, must run in a
     /// user namespace).
+    /// `kiln exec`: without root, it runs in the user's own namespace and joins the
+    /// container's.
+    fn joins_a_container(&self) -> bool {
+        matches!(
+            self,
+            Command::Container(container::ContainerCommand::Exec { .. })
+        )
+    }
+
     fn uses_the_store(&self) -> bool {
         !matches!(
             self,
@@ -136,10 +145,12 @@ pub fn main() -> ExitCode {
     }
     if rootless::needed() && cli.command.uses_the_store() {
         return match crate::store::select_root(cli.global.root.as_deref()) {
-            Ok(root) => rootless::rerun(&root).unwrap_or_else(|error| {
-                eprintln!("error: running without root: {error:#}");
-                ExitCode::from(125)
-            }),
+            Ok(root) => {
+                rootless::rerun(&root, !cli.command.joins_a_container()).unwrap_or_else(|error| {
+                    eprintln!("error: running without root: {error:#}");
+                    ExitCode::from(125)
+                })
+            }
             Err(error) => {
                 eprintln!("error: {error}");
                 ExitCode::FAILURE

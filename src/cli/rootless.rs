@@ -15,6 +15,9 @@ use crate::sys::userns;
 
 /// Set (to the parent's pid) for the re-run child.
 const CHILD_MARK: &str = "_KILN_USERNS_PARENT";
+/// Set for a re-run child that stays in the user's own namespace: `kiln exec`, whose
+/// `__enter` joins the container's user namespace instead of one of its own.
+const JOIN_MARK: &str = "_KILN_USERNS_JOIN";
 
 /// In the re-run child: enters the new user namespace and waits there until the parent
 /// has mapped it. Any other process returns at once.
@@ -23,7 +26,9 @@ pub fn enter_if_child() -> Result<()> {
         return Ok(());
     };
     // Processes the child starts (the sandbox, monitors) inherit the mark, not the parent.
-    if parent.to_string_lossy() != crate::sys::process::parent_pid().to_string() {
+    if parent.to_string_lossy() != crate::sys::process::parent_pid().to_string()
+        || std::env::var_os(JOIN_MARK).is_some()
+    {
         return Ok(());
     }
     userns::unshare_user().context("entering a user namespace")?;
@@ -45,17 +50,29 @@ pub fn needed() -> bool {
     !crate::sys::is_root() && std::env::var_os(CHILD_MARK).is_none()
 }
 
-/// Re-runs this command line in a user namespace over the store `root`; its exit status.
-pub fn rerun(root: &Path) -> Result<ExitCode> {
+/// Re-runs this command line in a user namespace over the store `root` (with
+/// `new_namespace` false, in the user's own: for `kiln exec`, which joins the
+/// container's); its exit status.
+pub fn rerun(root: &Path, new_namespace: bool) -> Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the kiln binary")?;
-    let mut child = std::process::Command::new(&exe)
+    let mut command = std::process::Command::new(&exe);
+    command
         .args(std::env::args_os().skip(1))
         .env(CHILD_MARK, crate::sys::process::own_pid().to_string())
         .env("KILN_ROOT", root)
-        .env(crate::sandbox::RUNTIME_DIR_ENV, runtime_dir(root))
+        .env(crate::sandbox::RUNTIME_DIR_ENV, runtime_dir(root));
+    if !new_namespace {
+        command.env(JOIN_MARK, "1");
+    }
+    let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", exe.display()))?;
     let pid = i32::try_from(child.id()).context("child pid")?;
+    if !new_namespace {
+        crate::sys::process::block_supervised_signals()?;
+        let code = crate::sys::process::supervise(pid)?;
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+    }
     if !userns::wait_stopped(pid)? {
         // It failed before entering the namespace (and said why).
         let status = child.wait()?;

@@ -441,14 +441,7 @@ fn volumes(
 /// Locks `containers/.names.lock`: one creation at a time picks a name.
 fn lock_names(containers: &Path) -> Result<fs::File> {
     let lock_path = containers.join(NAMES_LOCK);
-    let lock = fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_err("open", &lock_path))?;
-    lock.lock().map_err(io_err("lock", &lock_path))?;
-    Ok(lock)
+    crate::sys::lock_file(&lock_path).map_err(io_err("lock", &lock_path))
 }
 
 /// `--name` (checked and free), else a generated name no container has.

@@ -81,6 +81,9 @@ pub enum ContainerError {
     /// The runtime that supervises the sandbox could not start.
     #[error("background task failed: {0}")]
     Runtime(#[source] std::io::Error),
+    /// A detached container could not start: what its monitor recorded.
+    #[error("{0}")]
+    StartFailed(String),
     /// The monitor of a detached container ended before taking over; `log` is what it said.
     #[error("background task failed: the container monitor exited ({status}): {log}")]
     MonitorExited {

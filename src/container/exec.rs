@@ -235,7 +235,21 @@ pub fn run_foreground(
 /// returns.
 pub fn start_detached(store: &Store, container: &Container) -> Result<()> {
     // The monitor must outlive this process: it is deliberately never waited for.
-    start_monitor(store, container).map(drop)
+    start_monitor(store, container).map(drop)?;
+    match start_failure(container) {
+        Some(reason) => Err(ContainerError::StartFailed(reason)),
+        None => Ok(()),
+    }
+}
+
+/// Why a container that [`start_monitor`] just started could not run (a port already
+/// allocated, a network gone), as its monitor recorded it; `None` when it runs or ran.
+pub fn start_failure(container: &Container) -> Option<String> {
+    let now = load(&container.dir).ok()?;
+    match (now.state.status, now.state.error) {
+        (Status::Exited, Some(reason)) => Some(reason),
+        _ => None,
+    }
 }
 
 /// [`start_detached`], returning the monitor process: a long-lived caller (the daemon)

@@ -45,7 +45,7 @@ pub use create::{
 pub use error::{ContainerError, Result};
 pub use exec::{
     ExecOptions, MONITOR_COMMAND, RunOutcome, exec, exec_start, kill, monitor_main, run_foreground,
-    start_detached, start_monitor, stop,
+    start_detached, start_failure, start_monitor, stop,
 };
 pub use networks::{connect_network, disconnect_network};
 pub use ps::{command_text, ports_text, status_text};

@@ -2,10 +2,25 @@
 //! the change goes into its `config.json`, and a running one is plugged in or out at
 //! once (its `/etc/hosts`, and its peers', follow).
 
+use std::fs;
+
+use super::error::io_err;
 use super::state::write_atomic;
 use super::{CONFIG_FILE, Container, ContainerError, NetworkMode, Result, Status, resolve};
 use crate::network::{self, Attachment, NetworkError};
 use crate::store::Store;
+
+/// Held while a container's networks change, so two `network connect`s to one
+/// container neither lose each other's config nor pick the same `ethN`.
+struct NetworksLock {
+    _file: fs::File,
+}
+
+fn lock_networks(container: &Container) -> Result<NetworksLock> {
+    let path = container.dir.join(".networks.lock");
+    let file = crate::sys::lock_file(&path).map_err(io_err("lock", &path))?;
+    Ok(NetworksLock { _file: file })
+}
 
 fn save_config(container: &Container) -> Result<()> {
     write_atomic(
@@ -21,9 +36,17 @@ fn running_process(container: &Container) -> Option<crate::sys::process::Process
         .filter(|p| container.state.status == Status::Running && p.is_alive())
 }
 
+/// The container as it is now, with its networks locked.
+fn locked(store: &Store, query: &str) -> Result<(Container, NetworksLock)> {
+    let found = resolve(store, query)?;
+    let lock = lock_networks(&found)?;
+    // Re-read under the lock: another change may have landed while we waited.
+    Ok((super::load(&found.dir)?, lock))
+}
+
 /// `network connect`: adds the network to the container (with its aliases).
 pub fn connect_network(store: &Store, query: &str, mut attachment: Attachment) -> Result<()> {
-    let mut container = resolve(store, query)?;
+    let (mut container, _lock) = locked(store, query)?;
     let found = network::find(store, &attachment.network)?;
     attachment.network = found.name.clone();
     if container.config.network != NetworkMode::Bridge {
@@ -59,28 +82,48 @@ pub fn connect_network(store: &Store, query: &str, mut attachment: Attachment) -
     save_config(&container)
 }
 
-/// `network disconnect`: takes the network away from the container.
+/// `network disconnect`: takes the network away from the container. A network removed
+/// since (a stopped container may still name it) is taken off by its name.
 pub fn disconnect_network(store: &Store, query: &str, network_name: &str) -> Result<()> {
-    let mut container = resolve(store, query)?;
-    let found = network::find(store, network_name)?;
-    if !container
-        .config
-        .networks
-        .iter()
-        .any(|a| a.network == found.name)
-    {
+    let (mut container, _lock) = locked(store, query)?;
+    let name = match network::find(store, network_name) {
+        Ok(found) => found.name,
+        Err(NetworkError::NotFound(_))
+            if container
+                .config
+                .networks
+                .iter()
+                .any(|a| a.network == network_name) =>
+        {
+            network_name.to_string()
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if !container.config.networks.iter().any(|a| a.network == name) {
         return Err(NetworkError::NotConnected {
             container: container.config.name.clone(),
-            network: found.name,
+            network: name,
         }
         .into());
     }
     if running_process(&container).is_some() {
-        network::disconnect_running(store, &container.config.id, &found.name)?;
+        let endpoints = network::endpoints_of(store, &container.config.id)?;
+        let publishing = endpoints
+            .iter()
+            .any(|e| e.network == name && e.interface == "eth0");
+        // The listeners forward to this network's address, which would go to the next
+        // container given it.
+        if publishing && !container.state.ports.is_empty() {
+            return Err(ContainerError::Usage(format!(
+                "container {} publishes ports through network {name}: stop it before \
+                 disconnecting it",
+                container.config.name
+            )));
+        }
+        if endpoints.iter().any(|e| e.network == name) {
+            network::disconnect_running(store, &container.config.id, &name)?;
+        }
     }
-    container
-        .config
-        .networks
-        .retain(|a| a.network != found.name);
+    container.config.networks.retain(|a| a.network != name);
     save_config(&container)
 }

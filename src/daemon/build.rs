@@ -35,6 +35,8 @@ struct Options {
     platforms: Vec<crate::plan::Platform>,
     cache_from: Vec<CacheImport>,
     quiet: bool,
+    /// The client's credentials for the registries it pulls from (`X-Registry-Config`).
+    credentials: Option<super::push::ConfigCredentials>,
 }
 
 fn bad(message: String) -> DaemonError {
@@ -53,7 +55,7 @@ fn json_param<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
-fn options(request: &Request) -> Result<Options> {
+fn options(request: &Request, daemon: &Daemon) -> Result<Options> {
     let tags = request
         .params("t")
         .into_iter()
@@ -109,13 +111,17 @@ fn options(request: &Request) -> Result<Options> {
         platforms,
         cache_from,
         quiet: request.flag("q"),
+        credentials: super::push::ConfigCredentials::parse(
+            request.header("x-registry-config"),
+            daemon.registry.credentials.clone(),
+        )?,
     })
 }
 
 /// `POST /build`: reads the context, then answers 200 with the build's stream (a
 /// Dockerfile that does not parse is an error line in it, as dockerd answers).
 pub(super) async fn build(daemon: Arc<Daemon>, request: &Request) -> Result<http::Response> {
-    let options = options(request)?;
+    let options = options(request, &daemon)?;
     let upload = request.take_upload()?;
     let scratch = Scratch::create(&daemon.store, "build-context").await?;
     let archive = scratch.dir.join("context.tar");
@@ -207,7 +213,14 @@ async fn run(
             let _ = cancel.send(true);
         })
     };
-    let builder = Build::new(daemon.store.clone(), daemon.registry.clone());
+    let registry = match options.credentials {
+        Some(credentials) => crate::registry::ClientConfig {
+            credentials: Arc::new(credentials),
+            ..daemon.registry.clone()
+        },
+        None => daemon.registry.clone(),
+    };
+    let builder = Build::new(daemon.store.clone(), registry);
     let outcome = builder.run(request, &sink, cancelled).await;
     drop(sink);
     watcher.abort();

@@ -292,17 +292,7 @@ async fn start(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
             exits.take(&found.config.id);
         }
         let mut monitor = container::start_monitor(&store, &found)?;
-        // A container that could not be set up (a port taken, a command missing) fails
-        // its start, as dockerd's does, rather than starting and exiting at once.
-        if let Ok(started) = container::load(&found.dir)
-            && started.state.status == Status::Exited
-            && let Some(error) = started.state.error
-        {
-            if let Some(code) = monitor.wait().ok().and_then(|status| status.code()) {
-                exits.record(found.config.id, code);
-            }
-            return Err(DaemonError::StartFailed(error));
-        }
+        let failure = container::start_failure(&found);
         // The monitor exits with the container's code: kept for `wait` on a container
         // that `--rm` removes before its end is seen.
         std::thread::spawn(move || {
@@ -311,6 +301,9 @@ async fn start(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
                 exits.record(found.config.id, code);
             }
         });
+        if let Some(reason) = failure {
+            return Err(container::ContainerError::StartFailed(reason).into());
+        }
         Ok(true)
     })
     .await?;

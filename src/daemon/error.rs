@@ -59,9 +59,6 @@ pub enum DaemonError {
     /// A request that conflicts with the state of a container or image (409).
     #[error("{0}")]
     Conflict(String),
-    /// A container that could not be set up to start: why (500, as dockerd's).
-    #[error("{0}")]
-    StartFailed(String),
     /// A blocking task that panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

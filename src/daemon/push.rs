@@ -18,14 +18,33 @@ use crate::progress::{Clock, Items, Sink};
 use crate::registry::{Client, ClientConfig, CredentialSource, Credentials};
 use crate::store::Store;
 
-/// The JSON the docker CLI sends, base64 (URL alphabet) encoded, in `X-Registry-Auth`.
+/// The JSON the docker CLI sends, base64 (URL alphabet) encoded, in `X-Registry-Auth`
+/// (and, one per registry, in `X-Registry-Config`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RegistryAuth {
     username: String,
     password: String,
+    /// `base64(user:password)`, as `config.json` keeps it.
+    auth: String,
     #[serde(rename = "identitytoken")]
     identity_token: String,
+}
+
+/// Decodes a base64 header (either alphabet, padded or not) holding JSON.
+fn decode_header<T: serde::de::DeserializeOwned>(name: &str, header: &str) -> Result<T> {
+    let invalid =
+        |reason: String| DaemonError::BadRequest(format!("invalid {name} header: {reason}"));
+    let engines = [
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD,
+    ];
+    let bytes = engines
+        .iter()
+        .find_map(|engine| engine.decode(header).ok())
+        .ok_or_else(|| invalid("not base64".into()))?;
+    serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))
 }
 
 impl RegistryAuth {
@@ -35,30 +54,75 @@ impl RegistryAuth {
         if header.is_empty() {
             return Ok(None);
         }
-        let invalid = |reason: String| {
-            DaemonError::BadRequest(format!("invalid X-Registry-Auth header: {reason}"))
+        decode_header::<RegistryAuth>("X-Registry-Auth", header)?.credentials()
+    }
+
+    fn credentials(self) -> Result<Option<Credentials>> {
+        if !self.identity_token.is_empty() {
+            return Ok(Some(Credentials::IdentityToken(self.identity_token)));
+        }
+        if !self.username.is_empty() || !self.password.is_empty() {
+            return Ok(Some(Credentials::Basic {
+                username: self.username,
+                password: self.password,
+            }));
+        }
+        if self.auth.is_empty() {
+            return Ok(None);
+        }
+        let pair = base64::engine::general_purpose::STANDARD
+            .decode(&self.auth)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| {
+                DaemonError::BadRequest("invalid auth in registry credentials".into())
+            })?;
+        let (username, password) = pair.split_once(':').ok_or_else(|| {
+            DaemonError::BadRequest("registry credentials' auth is not user:password".into())
+        })?;
+        Ok(Some(Credentials::Basic {
+            username: username.to_string(),
+            password: password.to_string(),
+        }))
+    }
+}
+
+/// `X-Registry-Config` (sent with `POST /build`): credentials per registry, keyed as
+/// `config.json` keys them, for the base images the build pulls; other registries fall
+/// back to the daemon's own.
+pub(super) struct ConfigCredentials {
+    by_key: std::collections::HashMap<String, Credentials>,
+    fallback: Arc<dyn CredentialSource>,
+}
+
+impl ConfigCredentials {
+    /// `None` for an absent header or one that names no credentials.
+    pub(super) fn parse(
+        header: Option<&str>,
+        fallback: Arc<dyn CredentialSource>,
+    ) -> Result<Option<ConfigCredentials>> {
+        let Some(header) = header.map(str::trim).filter(|h| !h.is_empty()) else {
+            return Ok(None);
         };
-        let engines = [
-            base64::engine::general_purpose::URL_SAFE,
-            base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            base64::engine::general_purpose::STANDARD,
-        ];
-        let bytes = engines
-            .iter()
-            .find_map(|engine| engine.decode(header).ok())
-            .ok_or_else(|| invalid("not base64".into()))?;
-        let auth: RegistryAuth =
-            serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-        Ok(if !auth.identity_token.is_empty() {
-            Some(Credentials::IdentityToken(auth.identity_token))
-        } else if !auth.username.is_empty() || !auth.password.is_empty() {
-            Some(Credentials::Basic {
-                username: auth.username,
-                password: auth.password,
-            })
-        } else {
-            None
-        })
+        let entries: std::collections::HashMap<String, RegistryAuth> =
+            decode_header("X-Registry-Config", header)?;
+        let mut by_key = std::collections::HashMap::new();
+        for (key, auth) in entries {
+            if let Some(credentials) = auth.credentials()? {
+                let host = crate::registry::key_to_hostname(&key);
+                by_key.insert(crate::registry::auth_key(host), credentials);
+            }
+        }
+        Ok((!by_key.is_empty()).then_some(ConfigCredentials { by_key, fallback }))
+    }
+}
+
+impl CredentialSource for ConfigCredentials {
+    fn credentials(&self, registry: &str) -> crate::registry::Result<Option<Credentials>> {
+        match self.by_key.get(&crate::registry::auth_key(registry)) {
+            Some(credentials) => Ok(Some(credentials.clone())),
+            None => self.fallback.credentials(registry),
+        }
     }
 }
 
@@ -196,5 +260,46 @@ mod tests {
         ));
         assert!(RegistryAuth::parse("%%%").is_err());
         assert!(RegistryAuth::parse(&encode("[1]")).is_err());
+    }
+
+    struct NoCredentials;
+
+    impl CredentialSource for NoCredentials {
+        fn credentials(&self, _: &str) -> crate::registry::Result<Option<Credentials>> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn registry_config_header_per_registry() {
+        let encode = |text: &str| base64::engine::general_purpose::URL_SAFE.encode(text);
+        let fallback: Arc<dyn CredentialSource> = Arc::new(NoCredentials);
+        assert!(
+            ConfigCredentials::parse(None, fallback.clone())
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            ConfigCredentials::parse(Some(&encode("{}")), fallback.clone())
+                .unwrap()
+                .is_none()
+        );
+        let header = encode(
+            r#"{"https://index.docker.io/v1/":{"auth":"aHViOnNlY3JldA=="},
+                "127.0.0.1:5000":{"username":"u","password":"p"}}"#,
+        );
+        let config = ConfigCredentials::parse(Some(&header), fallback.clone())
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            config.credentials("docker.io").unwrap(),
+            Some(Credentials::Basic { username, password }) if username == "hub" && password == "secret"
+        ));
+        assert!(matches!(
+            config.credentials("127.0.0.1:5000").unwrap(),
+            Some(Credentials::Basic { username, .. }) if username == "u"
+        ));
+        assert!(config.credentials("quay.io").unwrap().is_none());
+        assert!(ConfigCredentials::parse(Some("%%%"), fallback).is_err());
     }
 }

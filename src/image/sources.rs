@@ -64,13 +64,7 @@ pub fn record(store: &Store, registry: &str, repository: &str, digests: &[Digest
     let dir = dir(store);
     fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
     let lock_path = dir.join(LOCK);
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_err("open lock", &lock_path))?;
-    lock.lock().map_err(io_err("lock", &lock_path))?;
+    let _lock = crate::sys::lock_file(&lock_path).map_err(io_err("lock", &lock_path))?;
     let mut sources = read(store);
     let location = format!("{registry}/{repository}");
     for digest in digests {

@@ -84,14 +84,8 @@ fn endpoint_path(store: &Store, network: &Network, container_id: &str) -> PathBu
 
 /// The network's endpoints whose owner is alive; stale records are removed on the way.
 pub(super) fn live(store: &Store, network: &Network) -> Result<Vec<Endpoint>> {
-    let dir = endpoints_dir(store, network);
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("read", &dir)(e)),
-    };
     let mut out = Vec::new();
-    for entry in entries.flatten() {
+    for entry in super::entries(&endpoints_dir(store, network))? {
         let path = entry.path();
         if path.extension().is_none_or(|e| e != "json") {
             continue;
@@ -135,6 +129,15 @@ pub fn endpoints_of(store: &Store, container_id: &str) -> Result<Vec<Endpoint>> 
     Ok(out)
 }
 
+/// A name `/etc/hosts` can carry: one word of host-name characters.
+fn valid_alias(alias: &str) -> bool {
+    !alias.is_empty()
+        && alias.len() <= 253
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
 /// Picks the address: the one asked for if free, else the lowest free one.
 fn allocate(network: &Network, taken: &[Endpoint], wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
     let subnet = (network.subnet, network.prefix);
@@ -176,6 +179,16 @@ fn attach(
     interface: String,
 ) -> Result<Endpoint> {
     let network = find(store, &attachment.network)?;
+    if let Some(bad) = attachment.aliases.iter().find(|a| !valid_alias(a)) {
+        return Err(NetworkError::Usage(format!(
+            "invalid network alias {bad:?}: a host name of letters, digits, '.', '-' and '_'"
+        )));
+    }
+    if network.name == super::DEFAULT_BRIDGE && attachment.address.is_some() {
+        return Err(NetworkError::Usage(
+            "user specified IP address is supported on user defined networks only".into(),
+        ));
+    }
     let kiln = namespace::kiln_ns()?;
     let endpoint = {
         let _locked = lock(store)?;
@@ -284,16 +297,22 @@ pub fn disconnect_running(store: &Store, container_id: &str, network: &str) -> R
         })?;
     namespace::unplug(&endpoint)?;
     let _locked = lock(store)?;
-    let path = endpoint_path(store, &network, container_id);
+    forget(store, &network, container_id)?;
+    refresh_networks(store, &[network])?;
+    rewrite_hosts(&all_live(store)?, &endpoint)
+}
+
+/// Removes the container's record on `network` and says so in the event log.
+fn forget(store: &Store, network: &Network, container_id: &str) -> Result<()> {
+    let path = endpoint_path(store, network, container_id);
     fs::remove_file(&path).map_err(io_err("remove", &path))?;
     super::event(
         store,
         "disconnect",
-        &network,
+        network,
         &[("container", container_id), ("type", "bridge")],
     );
-    refresh_networks(store, &[network])?;
-    rewrite_hosts(&all_live(store)?, &endpoint)
+    Ok(())
 }
 
 /// Takes an ended container off every network (its veths went with its namespace) and
@@ -302,15 +321,8 @@ pub fn leave(store: &Store, container_id: &str) -> Result<()> {
     let _locked = lock(store)?;
     let mut left = Vec::new();
     for network in list_stored(store)? {
-        let path = endpoint_path(store, &network, container_id);
-        if path.exists() {
-            fs::remove_file(&path).map_err(io_err("remove", &path))?;
-            super::event(
-                store,
-                "disconnect",
-                &network,
-                &[("container", container_id), ("type", "bridge")],
-            );
+        if endpoint_path(store, &network, container_id).exists() {
+            forget(store, &network, container_id)?;
             left.push(network);
         }
     }
@@ -419,10 +431,12 @@ fn rewrite_hosts(all: &[Vec<Endpoint>], endpoint: &Endpoint) -> Result<()> {
         return Ok(());
     };
     let text = hosts_from(all, &endpoint.container_id, &endpoint.hostname);
-    match fs::OpenOptions::new().write(true).truncate(true).open(path) {
-        Ok(mut file) => {
-            std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io_err("write", path))
-        }
+    // Written over the old text, then cut to length: a lookup at that moment reads
+    // whole lines (old or new), never an empty file.
+    match fs::OpenOptions::new().write(true).open(path) {
+        Ok(mut file) => std::io::Write::write_all(&mut file, text.as_bytes())
+            .and_then(|()| file.set_len(text.len() as u64))
+            .map_err(io_err("write", path)),
         // The container ended meanwhile and its state went with it.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("open", path)(e)),
@@ -430,7 +444,7 @@ fn rewrite_hosts(all: &[Vec<Endpoint>], endpoint: &Endpoint) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn network() -> Network {
@@ -447,17 +461,23 @@ mod tests {
         }
     }
 
-    fn endpoint(address: Ipv4Addr) -> Endpoint {
+    /// A record for the tests of this module and of `hosts`.
+    pub(in crate::network) fn endpoint(
+        name: &str,
+        id: &str,
+        address: Ipv4Addr,
+        aliases: &[&str],
+    ) -> Endpoint {
         Endpoint {
             id: String::new(),
             network_id: String::new(),
             network: String::new(),
-            container_id: "c".repeat(64),
-            container_name: "c".into(),
-            hostname: "c".into(),
-            aliases: Vec::new(),
+            container_id: id.repeat(64),
+            container_name: name.into(),
+            hostname: name.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
             address,
-            prefix: 29,
+            prefix: 24,
             gateway: Ipv4Addr::new(10, 89, 0, 1),
             mac: String::new(),
             interface: "eth0".into(),
@@ -471,19 +491,28 @@ mod tests {
     }
 
     #[test]
+    fn aliases_are_host_names() {
+        assert!(valid_alias("db"));
+        assert!(valid_alias("api.v2-x_y"));
+        for bad in ["", "a b", "x\n10.0.0.1 evil", "a#b", "a\tb"] {
+            assert!(!valid_alias(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn allocation_skips_the_gateway_and_taken_addresses() {
         let net = network();
         assert_eq!(
             allocate(&net, &[], None).unwrap(),
             Ipv4Addr::new(10, 89, 0, 2)
         );
-        let taken = [endpoint(Ipv4Addr::new(10, 89, 0, 2))];
+        let taken = [endpoint("c", "c", Ipv4Addr::new(10, 89, 0, 2), &[])];
         assert_eq!(
             allocate(&net, &taken, None).unwrap(),
             Ipv4Addr::new(10, 89, 0, 3)
         );
         let full: Vec<Endpoint> = (2..=6)
-            .map(|d| endpoint(Ipv4Addr::new(10, 89, 0, d)))
+            .map(|d| endpoint("c", "c", Ipv4Addr::new(10, 89, 0, d), &[]))
             .collect();
         assert!(matches!(
             allocate(&net, &full, None),

@@ -36,36 +36,18 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::sys::process::ProcessId;
-
-    fn endpoint(name: &str, id: &str, address: [u8; 4], aliases: &[&str]) -> Endpoint {
-        Endpoint {
-            id: String::new(),
-            network_id: String::new(),
-            network: String::new(),
-            container_id: id.repeat(64),
-            container_name: name.into(),
-            hostname: name.into(),
-            aliases: aliases.iter().map(|a| a.to_string()).collect(),
-            address: Ipv4Addr::from(address),
-            prefix: 24,
-            gateway: Ipv4Addr::new(10, 89, 0, 1),
-            mac: String::new(),
-            interface: "eth0".into(),
-            host_interface: String::new(),
-            owner: ProcessId {
-                pid: 1,
-                start_time: 0,
-            },
-            hosts_file: None,
-        }
-    }
+    use crate::network::endpoint::tests::endpoint;
 
     #[test]
     fn peers_by_name_alias_and_short_id_first_one_wins() {
-        let me = endpoint("web", "a", [10, 89, 0, 2], &[]);
-        let db = endpoint("db", "b", [10, 89, 0, 3], &["database", "store"]);
-        let other = endpoint("cache", "c", [10, 89, 0, 4], &["store"]);
+        let me = endpoint("web", "a", Ipv4Addr::new(10, 89, 0, 2), &[]);
+        let db = endpoint(
+            "db",
+            "b",
+            Ipv4Addr::new(10, 89, 0, 3),
+            &["database", "store"],
+        );
+        let other = endpoint("cache", "c", Ipv4Addr::new(10, 89, 0, 4), &["store"]);
         let text = render(
             "aaaaaaaaaaaa",
             std::slice::from_ref(&me),

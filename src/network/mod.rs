@@ -137,13 +137,7 @@ pub(crate) fn lock(store: &Store) -> Result<Locked> {
     let dir = networks_dir(store);
     fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let path = dir.join(LOCK);
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
-    file.lock().map_err(io_err("lock", &path))?;
+    let file = crate::sys::lock_file(&path).map_err(io_err("lock", &path))?;
     Ok(Locked { _file: file })
 }
 
@@ -168,15 +162,18 @@ pub fn list(store: &Store) -> Result<Vec<Network>> {
     list_stored(store)
 }
 
+/// The entries of `dir`; none when it does not exist (yet).
+fn entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.flatten().collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err("read", dir)(e)),
+    }
+}
+
 fn list_stored(store: &Store) -> Result<Vec<Network>> {
-    let dir = networks_dir(store);
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("read", &dir)(e)),
-    };
     let mut out = Vec::new();
-    for entry in entries.flatten() {
+    for entry in entries(&networks_dir(store))? {
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
@@ -224,7 +221,15 @@ fn parse_subnet(text: &str) -> Result<(Ipv4Addr, u8)> {
             "invalid subnet {text:?}: the prefix must be between /8 and /30"
         )));
     }
-    Ok((Ipv4Addr::from(u32::from(address) & mask(prefix)), prefix))
+    let subnet = (Ipv4Addr::from(u32::from(address) & mask(prefix)), prefix);
+    let first = subnet.0.octets()[0];
+    // Not "this network", loopback, multicast or reserved: no host could sit there.
+    if first == 0 || first == 127 || first >= 224 {
+        return Err(NetworkError::Usage(format!(
+            "invalid subnet {text:?}: not a range of unicast host addresses"
+        )));
+    }
+    Ok(subnet)
 }
 
 fn mask(prefix: u8) -> u32 {
@@ -264,11 +269,14 @@ pub fn create(store: &Store, name: &str, options: CreateOptions) -> Result<Netwo
     let kiln = namespace::kiln_ns()?;
     // Subnets are unique in kiln's namespace, which every store on this machine shares.
     let _runtime = namespace::lock_runtime()?;
+    // Set again for a namespace made before kiln turned it off there.
+    namespace::no_forwarding(&kiln)?;
     namespace::sweep(&kiln)?;
     let taken: Vec<(Ipv4Addr, u8)> = existing
         .iter()
         .map(|n| (n.subnet, n.prefix))
         .chain(namespace::addresses(&kiln)?)
+        .chain(namespace::noted_subnets())
         .collect();
     let subnet = match &options.subnet {
         Some(text) => {
@@ -276,7 +284,7 @@ pub fn create(store: &Store, name: &str, options: CreateOptions) -> Result<Netwo
             if taken.iter().any(|t| overlaps(*t, subnet)) {
                 return Err(NetworkError::Usage(format!(
                     "invalid pool request: Pool overlaps with other one on this address space \
-                     ({}/{} is in use by another kiln network)",
+                     ({}/{} overlaps a subnet or address in kiln's network namespace)",
                     subnet.0, subnet.1
                 )));
             }
@@ -393,6 +401,9 @@ mod tests {
         assert!(parse_subnet("10.1.2.0").is_err());
         assert!(parse_subnet("10.1.2.0/31").is_err());
         assert!(parse_subnet("fe80::/64").is_err());
+        for reserved in ["0.0.0.0/8", "127.0.0.0/24", "224.0.0.0/24", "240.0.0.0/8"] {
+            assert!(parse_subnet(reserved).is_err(), "{reserved}");
+        }
         let a = (Ipv4Addr::new(10, 89, 0, 0), 24);
         assert!(overlaps(a, (Ipv4Addr::new(10, 89, 0, 1), 32)));
         assert!(overlaps(a, (Ipv4Addr::new(10, 0, 0, 0), 8)));

@@ -32,13 +32,7 @@ pub(super) fn lock_runtime() -> Result<RuntimeLock> {
     let dir = netns_dir();
     fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let path = dir.join(".lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
-    file.lock().map_err(io_err("lock", &path))?;
+    let file = crate::sys::lock_file(&path).map_err(io_err("lock", &path))?;
     Ok(RuntimeLock { _file: file })
 }
 
@@ -63,8 +57,24 @@ pub(super) fn kiln_ns() -> Result<OwnedFd> {
         .open(&path)
         .map_err(io_err("create", &path))?;
     let ns = crate::sys::namespace::new_empty_net_ns()?;
+    no_forwarding(&ns)?;
     pin_net_ns(&ns, &path)?;
     Ok(ns)
+}
+
+/// Turns IPv4 forwarding off in kiln's namespace: it holds every bridge's gateway, and a
+/// new namespace copies the host's setting (on where Docker or Kubernetes run), which
+/// would route between networks that must stay apart.
+pub(super) fn no_forwarding(ns: &OwnedFd) -> Result<()> {
+    in_net_ns(ns, || {
+        // /proc/sys/net shows the namespace of the thread that opens it.
+        for name in ["all", "default"] {
+            let path = format!("/proc/sys/net/ipv4/conf/{name}/forwarding");
+            fs::write(&path, "0").map_err(|e| crate::sys::SysError::path("write", &path, e))?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// Every IPv4 address (with prefix) assigned in `ns`.
@@ -76,40 +86,79 @@ fn owners_dir() -> PathBuf {
     netns_dir().join("bridges")
 }
 
-/// Notes which network record (`network.json`) a bridge belongs to: every store shares
-/// kiln's namespace, and a store deleted with its networks leaves bridges behind that
-/// [`sweep`] finds by their missing record.
-fn note_owner(bridge: &str, record: &Path) -> Result<()> {
+/// Who a bridge belongs to: its network's record (`network.json`) and subnet.
+struct Owner {
+    record: PathBuf,
+    subnet: Option<(Ipv4Addr, u8)>,
+}
+
+/// Notes a bridge's owner: every store shares kiln's namespace, so a store deleted with
+/// its networks leaves bridges behind that [`sweep`] finds by their missing record, and
+/// a subnet noted here is taken even while its bridge is not up (after a reboot, until
+/// a container needs it again).
+fn note_owner(bridge: &str, record: &Path, network: &Network) -> Result<()> {
     let dir = owners_dir();
     fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let path = dir.join(bridge);
-    fs::write(&path, record.as_os_str().as_bytes()).map_err(io_err("write", &path))
+    let mut text = record.as_os_str().as_bytes().to_vec();
+    text.extend_from_slice(format!("\n{}\n", network.subnet_text()).as_bytes());
+    fs::write(&path, text).map_err(io_err("write", &path))
 }
 
-/// Removes the bridges whose network record is gone (their store was deleted), so their
-/// subnets are free again; and any bridge with no owner noted at all (the note is
-/// written before the bridge is made). The caller holds [`lock_runtime`].
-pub(super) fn sweep(kiln: &OwnedFd) -> Result<()> {
-    let dir = owners_dir();
-    let links = in_net_ns(kiln, || Netlink::open()?.link_names())?;
-    for link in links.into_iter().filter(|l| l.starts_with("kb-")) {
-        if !dir.join(&link).exists() {
-            delete_link(kiln, link)?;
-        }
-    }
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Ok(());
+fn read_owners() -> Vec<(String, Owner)> {
+    let Ok(entries) = fs::read_dir(owners_dir()) else {
+        return Vec::new();
     };
+    let mut out = Vec::new();
     for entry in entries.flatten() {
-        let Ok(record) = fs::read(entry.path()) else {
+        let Ok(text) = fs::read(entry.path()) else {
             continue;
         };
-        if Path::new(std::ffi::OsStr::from_bytes(&record)).exists() {
+        let mut lines = text.split(|b| *b == b'\n');
+        let record = PathBuf::from(std::ffi::OsStr::from_bytes(
+            lines.next().unwrap_or_default(),
+        ));
+        let subnet = lines
+            .next()
+            .and_then(|line| std::str::from_utf8(line).ok())
+            .and_then(|text| super::parse_subnet(text).ok());
+        let name = entry.file_name().to_string_lossy().into_owned();
+        out.push((name, Owner { record, subnet }));
+    }
+    out
+}
+
+/// The subnets every bridge kiln noted stands for, up or not.
+pub(super) fn noted_subnets() -> Vec<(Ipv4Addr, u8)> {
+    read_owners()
+        .into_iter()
+        .filter_map(|(_, o)| o.subnet)
+        .collect()
+}
+
+/// Removes the bridges of deleted stores, so their subnets are free again: a bridge
+/// whose noted record is gone (or, left from before notes, that has none) and that no
+/// container is plugged into. The caller holds [`lock_runtime`].
+pub(super) fn sweep(kiln: &OwnedFd) -> Result<()> {
+    let links = in_net_ns(kiln, || Netlink::open()?.links())?;
+    let in_use = |name: &str| {
+        links
+            .iter()
+            .find(|l| l.name == name)
+            .is_some_and(|bridge| links.iter().any(|l| l.master == Some(bridge.index)))
+    };
+    let owners = read_owners();
+    for link in links.iter().filter(|l| l.name.starts_with("kb-")) {
+        if !owners.iter().any(|(name, _)| *name == link.name) && !in_use(&link.name) {
+            delete_link(kiln, link.name.clone())?;
+        }
+    }
+    for (name, owner) in owners {
+        if owner.record.exists() || in_use(&name) {
             continue;
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        delete_link(kiln, name)?;
-        let _ = fs::remove_file(entry.path());
+        delete_link(kiln, name.clone())?;
+        let _ = fs::remove_file(owners_dir().join(name));
     }
     Ok(())
 }
@@ -126,21 +175,37 @@ fn delete_link(ns: &OwnedFd, name: String) -> Result<()> {
 }
 
 /// Creates the network's bridge, with the gateway address, if it is not there;
-/// `record` is the network's `network.json`.
+/// `record` is the network's `network.json`. The caller holds [`lock_runtime`]: a bridge
+/// made again (after a reboot) must not take a subnet another bridge has meanwhile.
 pub(super) fn ensure_bridge(kiln: &OwnedFd, network: &Network, record: &Path) -> Result<()> {
     let name = network.bridge_name();
-    note_owner(&name, record)?;
-    let (gateway, prefix) = (network.gateway, network.prefix);
-    in_net_ns(kiln, move || {
+    note_owner(&name, record, network)?;
+    let (gateway, prefix, subnet) = (network.gateway, network.prefix, network.subnet);
+    let taken = in_net_ns(kiln, move || {
         let mut netlink = Netlink::open()?;
         if netlink.link_index(&name)?.is_some() {
-            return Ok(());
+            return Ok(false);
+        }
+        if netlink
+            .ipv4_addresses()?
+            .into_iter()
+            .any(|address| super::overlaps(address, (subnet, prefix)))
+        {
+            return Ok(true);
         }
         netlink.add_bridge(&name)?;
         let index = netlink.link_index(&name)?.ok_or_else(|| missing(&name))?;
         netlink.add_address(index, gateway, prefix)?;
-        netlink.set_up(index, None)
+        netlink.set_up(index, None)?;
+        Ok(false)
     })?;
+    if taken {
+        return Err(NetworkError::Usage(format!(
+            "network {}'s subnet {} is in use by another kiln network: remove one of them",
+            network.name,
+            network.subnet_text()
+        )));
+    }
     Ok(())
 }
 
@@ -174,10 +239,10 @@ pub(super) fn mac_for(address: Ipv4Addr) -> [u8; 6] {
 
 /// The first `ethN` not yet in the container's namespace.
 pub(super) fn free_interface(container_ns: &OwnedFd) -> Result<String> {
-    let names = in_net_ns(container_ns, || Netlink::open()?.link_names())?;
+    let links = in_net_ns(container_ns, || Netlink::open()?.links())?;
     Ok((0..)
         .map(|n| format!("eth{n}"))
-        .find(|name| !names.contains(name))
+        .find(|name| !links.iter().any(|l| l.name == *name))
         .unwrap_or_default())
 }
 
@@ -190,7 +255,10 @@ pub(super) fn plug(
     endpoint: &Endpoint,
     container_ns: &OwnedFd,
 ) -> Result<()> {
-    ensure_bridge(kiln, network, record)?;
+    {
+        let _runtime = lock_runtime()?;
+        ensure_bridge(kiln, network, record)?;
+    }
     let bridge = network.bridge_name();
     let host_end = endpoint.host_interface.clone();
     let inner = endpoint.interface.clone();

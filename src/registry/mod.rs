@@ -46,7 +46,7 @@ pub use error::{RegistryError, RemoteErrors, Result};
 pub use index::{IndexEntry, select_platform};
 pub use scheme::{
     DOCKER_HUB, DOCKER_HUB_API, DOCKER_HUB_AUTH_KEY, Scheme, api_host, auth_key, insecure_from_env,
-    is_loopback, parse_insecure_list, scheme_for,
+    is_loopback, key_to_hostname, parse_insecure_list, scheme_for,
 };
 
 /// An already-normalised image reference (the `oci` module does the parsing).

@@ -30,6 +30,19 @@ pub enum NodeKind {
     Fifo,
 }
 
+/// Opens (creating) the lock file `path` and waits for an exclusive lock on it, held
+/// until the file is dropped. Locks belong to the open file, so a second call in the same
+/// process waits too.
+pub fn lock_file(path: &Path) -> io::Result<std::fs::File> {
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    file.lock()?;
+    Ok(file)
+}
+
 /// Creates a device node or fifo with permission bits `mode` (the umask applies).
 pub fn mknod(path: &Path, kind: NodeKind, mode: u32, major: u64, minor: u64) -> Result<()> {
     let sflag = match kind {

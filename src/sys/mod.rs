@@ -22,6 +22,6 @@ pub mod userns;
 
 pub use error::{Result, SysError};
 pub use fs::{
-    NodeKind, create_whiteout, is_root, is_whiteout, lchown, lgetxattr, llistxattr, lremovexattr,
-    lsetxattr, mknod, set_times_nofollow,
+    NodeKind, create_whiteout, is_root, is_whiteout, lchown, lgetxattr, llistxattr, lock_file,
+    lremovexattr, lsetxattr, mknod, set_times_nofollow,
 };

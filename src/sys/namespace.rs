@@ -123,6 +123,7 @@ pub fn new_empty_net_ns() -> Result<std::os::fd::OwnedFd> {
 /// The mount namespace goes last; entering it makes its root this process's root.
 pub fn join_all(pid: i32) -> Result<()> {
     use rustix::thread::LinkNameSpaceType as Kind;
+    join_if_other(pid, "user", Kind::User)?;
     for (name, kind) in [
         ("ipc", Kind::InterProcessCommunication),
         ("uts", Kind::HostNameAndNISDomainName),
@@ -131,17 +132,37 @@ pub fn join_all(pid: i32) -> Result<()> {
         ("pid", Kind::ProcessID),
         ("mnt", Kind::Mount),
     ] {
-        let path = std::path::PathBuf::from(format!("/proc/{pid}/ns/{name}"));
-        let file = match std::fs::File::open(&path) {
-            Ok(file) => file,
-            // A kernel without cgroup namespaces has no such file.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "cgroup" => continue,
-            Err(e) => return Err(SysError::path("open", &path, e)),
-        };
-        rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&file), Some(kind))
-            .map_err(|e| SysError::path("setns", &path, e))?;
+        join_if_other(pid, name, kind)?;
     }
     Ok(())
+}
+
+/// Joins process `pid`'s namespace `name` unless it is already this process's. A
+/// container of a rootless kiln lives in the user namespace that kiln made: joining it
+/// first is what lets its other namespaces be joined (their owner, this user in the
+/// parent namespace, holds every capability there); and the namespaces it shares with
+/// the host (the network, with `--network host`) are not joined again, which the
+/// rootless user could not do.
+fn join_if_other(pid: i32, name: &str, kind: rustix::thread::LinkNameSpaceType) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = std::path::PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+    let file = match std::fs::File::open(&theirs) {
+        Ok(file) => file,
+        // A kernel without cgroup namespaces has no such file.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "cgroup" => return Ok(()),
+        Err(e) => return Err(SysError::path("open", &theirs, e)),
+    };
+    let ours = std::path::PathBuf::from(format!("/proc/self/ns/{name}"));
+    let identity = |metadata: std::fs::Metadata| (metadata.dev(), metadata.ino());
+    let same = match (file.metadata(), std::fs::metadata(&ours)) {
+        (Ok(a), Ok(b)) => identity(a) == identity(b),
+        _ => false,
+    };
+    if same {
+        return Ok(());
+    }
+    rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&file), Some(kind))
+        .map_err(|e| SysError::path("setns", &theirs, e))
 }
 
 pub fn join_net_ns(path: &std::path::Path) -> Result<()> {

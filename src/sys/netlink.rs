@@ -41,6 +41,15 @@ const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = 2;
 const IFF_UP: u32 = 0x1;
 
+/// A network interface, as a link dump lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub name: String,
+    pub index: u32,
+    /// The bridge it is enslaved to.
+    pub master: Option<u32>,
+}
+
 /// Size of `struct nlmsghdr`.
 const HEADER_LEN: usize = 16;
 
@@ -258,22 +267,34 @@ impl Netlink {
         }
     }
 
-    /// The names of every link in this namespace.
-    pub fn link_names(&mut self) -> Result<Vec<String>> {
+    /// Every link in this namespace.
+    pub fn links(&mut self) -> Result<Vec<Link>> {
         let message = Message::new(RTM_GETLINK, NLM_F_DUMP).link_info(0, 0, 0);
         let replies = self.request(message, "netlink list links")?;
         Ok(replies
             .iter()
             .filter(|(kind, _)| *kind == RTM_NEWLINK)
             .filter_map(|(_, payload)| {
-                attributes(payload.get(16..)?)
-                    .into_iter()
-                    .find(|(kind, _)| *kind == IFLA_IFNAME)
-                    .map(|(_, data)| {
-                        String::from_utf8_lossy(data)
-                            .trim_end_matches('\0')
-                            .to_string()
-                    })
+                let index = u32_at(payload, 4)?;
+                let attrs = attributes(payload.get(16..)?);
+                let name =
+                    attrs
+                        .iter()
+                        .find(|(kind, _)| *kind == IFLA_IFNAME)
+                        .map(|(_, data)| {
+                            String::from_utf8_lossy(data)
+                                .trim_end_matches('\0')
+                                .to_string()
+                        })?;
+                let master = attrs
+                    .iter()
+                    .find(|(kind, _)| *kind == IFLA_MASTER)
+                    .and_then(|(_, data)| u32_at(data, 0));
+                Some(Link {
+                    name,
+                    index,
+                    master,
+                })
             })
             .collect())
     }

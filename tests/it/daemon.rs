@@ -688,6 +688,26 @@ fn push_with_the_clients_credentials() {
     .unwrap();
     let pushed = serve.docker_ok(&["push", &name]);
     assert!(pushed.contains("v1: digest: sha256:"), "{pushed}");
+    // A build pulls its base with the client's credentials (X-Registry-Config).
+    serve.docker_ok(&["rmi", &name]);
+    let dir = TempRoot::new();
+    let app = context(
+        &dir.join("app"),
+        &[(
+            "Dockerfile",
+            &format!("FROM {name}\nRUN echo pulled > /p\n"),
+        )],
+    );
+    let built = serve.docker_ok(&["build", "-t", "from-private", app.to_str().unwrap()]);
+    assert!(
+        built.contains("Successfully tagged from-private"),
+        "{built}"
+    );
+    // Without them, the same pull is refused.
+    serve.docker_ok(&["rmi", &name, "from-private"]);
+    std::fs::write(serve.docker_config.join("config.json"), "{}").unwrap();
+    let refused = serve.docker(&["build", "--no-cache", app.to_str().unwrap()]);
+    assert!(!refused.status.success(), "{}", text(&refused.stdout));
 }
 
 #[test]

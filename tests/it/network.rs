@@ -11,23 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, TempRoot, kiln_with_root, text};
+use crate::harness::{self, TempRoot, text};
 
 /// A store root of its own with busybox:latest loaded.
 fn root() -> Option<(TempRoot, PathBuf)> {
-    if !harness::privileged() {
-        return None;
-    }
-    let archive = harness::busybox()?.oci_archive()?;
-    let (dir, path) = harness::temp_dir();
-    let root = path.join("root");
-    let out = kiln_with_root(&root)
-        .args(["load", "-q", "-i"])
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "load: {}", text(&out.stderr));
-    Some((dir, root))
+    harness::busybox_root()
 }
 
 fn kiln(root: &Path, args: &[&str]) -> Output {
@@ -145,6 +133,45 @@ fn containers_reach_each_other_by_name_and_alias_only_on_their_network() {
     );
     let bad = kiln(root, &["network", "create", "../x"]);
     assert!(!bad.status.success());
+    let bad_alias = kiln(
+        root,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "front",
+            "--network-alias",
+            "x\n10.0.0.1 evil",
+            "busybox",
+            "true",
+        ],
+    );
+    assert_eq!(
+        bad_alias.status.code(),
+        Some(125),
+        "{}",
+        text(&bad_alias.stderr)
+    );
+    assert!(
+        text(&bad_alias.stderr).contains("invalid network alias"),
+        "{}",
+        text(&bad_alias.stderr)
+    );
+    // kiln's namespace routes between no networks, whatever the host does.
+    let forwarding = std::process::Command::new("nsenter")
+        .args([
+            "--net=/run/kiln/netns/kiln",
+            "cat",
+            "/proc/sys/net/ipv4/conf/all/forwarding",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&forwarding.stdout).trim(),
+        "0",
+        "{}",
+        text(&forwarding.stderr)
+    );
 
     serve(
         root,
@@ -301,6 +328,17 @@ fn published_ports_answer_on_loopback() {
         "{}",
         text(&taken.stderr)
     );
+    // Detached too: the run fails, as docker's does, instead of a container that exited.
+    let taken = kiln(
+        root,
+        &["run", "-d", "-p", &format!("{port}:80"), "busybox", "true"],
+    );
+    assert_eq!(taken.status.code(), Some(125), "{}", text(&taken.stderr));
+    assert!(
+        text(&taken.stderr).contains("port is already allocated"),
+        "{}",
+        text(&taken.stderr)
+    );
     // A random host port, on a user network.
     ok(root, &["network", "create", "pubnet"]);
     serve(
@@ -324,6 +362,14 @@ fn published_ports_answer_on_loopback() {
         let reply = http_get(random).unwrap_or_else(|e| e.to_string());
         (!reply.ends_with("random\n")).then_some(reply)
     });
+    // Its ports forward to its address on pubnet: that network stays while it runs.
+    let refused = kiln(root, &["network", "disconnect", "pubnet", "pub2"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("publishes ports"),
+        "{}",
+        text(&refused.stderr)
+    );
     assert_host_untouched();
     ok(root, &["rm", "-f", "pub", "pub2"]);
     // The listener went with the container.

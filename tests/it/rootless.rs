@@ -238,6 +238,18 @@ fn a_build_without_root_equals_the_build_as_root_and_runs() {
     assert!(shown.contains(" 1000     1000 "), "{shown}");
     assert!(shown.ends_with("built\n"), "{shown}");
 
+    // `exec` joins a running container's namespaces (its user namespace first).
+    let out = home.kiln(&["run", "-d", "--name", "svc", "app", "sleep", "30"]);
+    assert!(out.status.success(), "run -d: {}", stderr(&out));
+    let out = home.kiln(&["exec", "svc", "sh", "-c", "id -u; cat /out/file; echo $$"]);
+    assert!(out.status.success(), "exec: {}", stderr(&out));
+    assert_eq!(text(&out.stdout), "0\nbuilt\n2\n");
+    let out = home.kiln(&["exec", "-u", "1000", "svc", "sh", "-c", "id -u; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(text(&out.stdout), "1000\n");
+    let out = home.kiln(&["rm", "-f", "svc"]);
+    assert!(out.status.success(), "rm: {}", stderr(&out));
+
     let after = owned_in_shared_places(&ids, &home.path);
     let new: Vec<&PathBuf> = after.iter().filter(|p| !before.contains(p)).collect();
     assert!(

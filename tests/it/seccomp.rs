@@ -56,18 +56,7 @@ struct Root {
 }
 
 fn root() -> Option<Root> {
-    if !harness::privileged() {
-        return None;
-    }
-    let archive = harness::busybox()?.oci_archive()?;
-    let (dir, path) = harness::temp_dir();
-    let root = path.join("root");
-    let out = kiln_with_root(&root)
-        .args(["load", "-q", "-i"])
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "load: {}", stderr(&out));
+    let (dir, root) = harness::busybox_root()?;
     Some(Root { _dir: dir, root })
 }
 

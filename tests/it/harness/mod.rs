@@ -188,3 +188,25 @@ pub fn set_mtime(path: &Path, mtime: SystemTime) {
         .set_modified(mtime)
         .unwrap();
 }
+
+/// A store root of its own (`root/` in a fresh [`TempRoot`]) with busybox:latest loaded;
+/// `None` (after saying why) when privileged tests cannot run here.
+pub fn busybox_root() -> Option<(TempRoot, std::path::PathBuf)> {
+    if !privileged() {
+        return None;
+    }
+    let archive = busybox()?.oci_archive()?;
+    let (dir, path) = temp_dir();
+    let root = path.join("root");
+    let out = kiln_with_root(&root)
+        .args(["load", "-q", "-i"])
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((dir, root))
+}
