@@ -709,7 +709,17 @@ mod tests {
         let bridge: CreateBody =
             serde_json::from_str(r#"{"Image":"busybox","HostConfig":{"NetworkMode":"bridge"}}"#)
                 .unwrap();
-        assert!(run_options(bridge, None, None).is_err());
+        // `bridge` is the default bridge network, as Docker's; a bad address is refused.
+        let options = run_options(bridge, None, None).unwrap();
+        assert_eq!(options.network, NetworkMode::Bridge);
+        assert_eq!(options.networks.len(), 1);
+        assert_eq!(options.networks[0].network, "bridge");
+        let bad_address: CreateBody = serde_json::from_str(
+            r#"{"Image":"busybox","HostConfig":{"NetworkMode":"front"},
+                "NetworkingConfig":{"EndpointsConfig":{"front":{"IPAMConfig":{"IPv4Address":"x"}}}}}"#,
+        )
+        .unwrap();
+        assert!(run_options(bad_address, None, None).is_err());
         assert!(run_options(CreateBody::default(), None, None).is_err());
     }
 }
