@@ -256,6 +256,9 @@ pub fn run(command: ContainerCommand, global: &GlobalArgs) -> Result<ExitCode> {
             return Ok(crate::sandbox::enter::enter_main(&state_dir));
         }
         ContainerCommand::Monitor { id } => {
+            // Nothing opened yet: whatever descriptors the starter left open (a daemon's,
+            // a shell's lock) must not be held for the container's whole life.
+            crate::sys::process::close_fds_from_3()?;
             let store = open_store(global)?;
             let code = container::monitor_main(&store, &id)?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));

@@ -57,7 +57,8 @@ pub fn new_session() -> Result<()> {
 /// Closes every descriptor from 3 up (close_range, else a /proc/self/fd walk).
 pub fn close_fds_from_3() -> Result<()> {
     // SAFETY: close_range only closes descriptors; nothing in this process keeps
-    // raw descriptors ≥ 3 that it uses afterwards (callers are about to exec).
+    // raw descriptors ≥ 3 that it uses afterwards (callers are about to exec, or have
+    // just started and opened nothing yet).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     if rc == 0 {
         return Ok(());

@@ -760,3 +760,27 @@ fn start_runs_a_stopped_container_again_and_restart_stops_then_starts() {
     }
     assert!(f.kiln(&["rm", "-f", "cycled"]).status.success());
 }
+
+#[test]
+fn a_detached_container_holds_none_of_its_starters_descriptors() {
+    let f = fixture!();
+    let (dir, path) = harness::temp_dir();
+    let lock = path.join("lock");
+    // flock(1) runs kiln with the locked file open: kiln's monitor must not keep it.
+    let out = Command::new("flock")
+        .arg(&lock)
+        .arg(harness::kiln_path())
+        .arg("--root")
+        .arg(&f.root)
+        .args(["run", "-d", "--name", "fd-heir", "busybox", "sleep", "30"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let free = Command::new("flock")
+        .args(["-n", lock.to_str().unwrap(), "true"])
+        .status()
+        .unwrap();
+    let _ = f.kiln(&["rm", "-f", "fd-heir"]);
+    drop(dir);
+    assert!(free.success(), "the monitor kept the starter's lock");
+}

@@ -24,6 +24,11 @@ fn kiln_bin() -> &'static Path {
     })
 }
 
+/// The kiln binary's path, for a test that starts it through another program.
+pub fn kiln_path() -> &'static Path {
+    kiln_bin()
+}
+
 /// `kiln` with a hermetic environment: an empty Docker config (the host's credentials never
 /// leak into tests), none of the caller's `KILN_*` or build variables, stdin empty.
 pub fn kiln_command() -> Command {

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use kiln::instruction::Stages;
 
-pub use binary::{kiln, kiln_command, kiln_with_root};
+pub use binary::{kiln, kiln_command, kiln_path, kiln_with_root};
 pub use busybox::{Busybox, arm64_emulation, busybox, busybox_arm64, push_busybox_index};
 pub use temp::{TempRoot, assert_no_mounts, temp_dir, temp_store};
 
