@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::error::{NetworkError, Result};
 use crate::sys::netlink::join_net_ns_fd;
 
+/// How long a forwarded connection waits for the container to answer.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -89,8 +92,7 @@ pub struct Published {
     pub bindings: Vec<PortBinding>,
 }
 
-/// Binds every listener (failing as a whole when one port is taken), then starts the
-/// forwarding threads towards `target` inside `kiln_ns`.
+/// Binds every listener, failing as a whole when one port is taken.
 fn bind_all(bindings: &[PortBinding]) -> Result<Vec<(PortBinding, Listener)>> {
     let mut bound = Vec::new();
     for binding in bindings {
@@ -168,8 +170,9 @@ fn forward_tcp(listener: TcpListener, destination: SocketAddr) {
         let Ok(client) = client else { continue };
         // Threads made here share this thread's (kiln's) network namespace.
         std::thread::spawn(move || {
-            // Nothing listens in the container yet: the client sees the connection close.
-            let Ok(upstream) = TcpStream::connect(destination) else {
+            // Nothing listens in the container yet (or it is gone): the client sees the
+            // connection close, soon.
+            let Ok(upstream) = TcpStream::connect_timeout(&destination, CONNECT_TIMEOUT) else {
                 return;
             };
             let (Ok(client_read), Ok(upstream_write)) = (client.try_clone(), upstream.try_clone())

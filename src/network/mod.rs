@@ -349,6 +349,8 @@ pub fn remove(store: &Store, name: &str) -> Result<Network> {
     let meta = dir.join(META);
     fs::remove_file(&meta).map_err(io_err("remove", &meta))?;
     if let Ok(kiln) = namespace::kiln_ns() {
+        // Not while another kiln sweeps or makes bridges.
+        let _runtime = namespace::lock_runtime()?;
         namespace::remove_bridge(&kiln, &network)?;
     }
     fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
