@@ -453,6 +453,7 @@ fn run_options(args: &RunArgs) -> Result<RunOptions> {
         security: container::parse_security(&args.security_opt, &args.cap_add, &args.cap_drop)?,
         stdin: Default::default(),
         labels: Default::default(),
+        tty: args.tty,
     })
 }
 

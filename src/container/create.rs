@@ -52,6 +52,9 @@ pub struct RunOptions {
     pub security: Security,
     /// Standard input for attaches (the daemon's `OpenStdin`); closed by default.
     pub stdin: StdinConfig,
+    /// `-t` / `Tty`: the client reads the output as a terminal's (raw, one stream); kiln
+    /// allocates no pseudo-terminal.
+    pub tty: bool,
     /// Labels over the image's (the daemon's create body's `Labels`).
     pub labels: BTreeMap<String, String>,
 }
@@ -248,6 +251,7 @@ pub fn create(store: &Store, options: &RunOptions) -> Result<Container> {
         security: options.security.clone(),
         anonymous_volumes,
         stdin: options.stdin,
+        tty: options.tty,
         labels: config
             .labels()
             .clone()

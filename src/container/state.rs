@@ -68,6 +68,9 @@ pub struct ContainerConfig {
     /// Whether the command's standard input is open for an attach to write into.
     #[serde(default)]
     pub stdin: StdinConfig,
+    /// The creator asked for a terminal (`Tty`): the daemon streams its output raw.
+    #[serde(default)]
+    pub tty: bool,
     /// The image's labels with the creator's over them, as Docker's container labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

@@ -105,6 +105,7 @@ struct CreateBody {
     open_stdin: bool,
     stdin_once: bool,
     attach_stdin: bool,
+    tty: bool,
     labels: Option<BTreeMap<String, String>>,
     hostname: Option<String>,
     host_config: Option<HostConfig>,
@@ -208,6 +209,7 @@ fn run_options(
             once: body.stdin_once,
             attach: body.attach_stdin,
         },
+        tty: body.tty,
         labels: body.labels.unwrap_or_default(),
     })
 }
@@ -383,9 +385,10 @@ async fn wait_for(mut current: Container, condition: WaitFor, exits: &Exits) -> 
     Ok(current.state.exit_code.unwrap_or(0))
 }
 
-/// One frame of Docker's multiplexed stream: stream 1 (stdout), length, data.
-pub(super) fn stdout_frame(data: &[u8]) -> Bytes {
-    super::exec::frame(1, data)
+/// The container's output as the client reads it: a frame of Docker's multiplexed
+/// stream (stdout: kiln's log combines both), or raw for a container created with `Tty`.
+pub(super) fn output_chunk(found: &Container, data: &[u8]) -> Bytes {
+    super::exec::chunk(found.config.tty, 1, data)
 }
 
 /// Where the last `tail` lines of `log` begin.
@@ -424,7 +427,12 @@ async fn logs(daemon: &Arc<Daemon>, id: String, request: &Request) -> Result<htt
     tokio::spawn(async move {
         let log = container::read_log(&found).unwrap_or_default();
         let start = tail_start(&log, tail);
-        if start < log.len() && sender.send(stdout_frame(&log[start..])).await.is_err() {
+        if start < log.len()
+            && sender
+                .send(output_chunk(&found, &log[start..]))
+                .await
+                .is_err()
+        {
             return;
         }
         if follow {
@@ -450,7 +458,7 @@ pub(super) async fn follow_log(mut found: Container, offset: u64, sender: mpsc::
             && !container::refresh(&mut found).unwrap_or(true);
         let mut fresh = Vec::new();
         let _ = file.read_to_end(&mut fresh);
-        if !fresh.is_empty() && sender.send(stdout_frame(&fresh)).await.is_err() {
+        if !fresh.is_empty() && sender.send(output_chunk(&found, &fresh)).await.is_err() {
             return;
         }
         // Read once more after the end, so nothing written before it is lost.
@@ -632,7 +640,7 @@ async fn inspect(daemon: &Arc<Daemon>, id: String) -> Result<http::Response> {
             "Entrypoint": null,
             "Image": c.image_ref,
             "WorkingDir": c.working_dir,
-            "Tty": false,
+            "Tty": c.tty,
             "OpenStdin": c.stdin.open,
             "StdinOnce": c.stdin.once,
             "AttachStdin": c.stdin.attach,

@@ -26,6 +26,9 @@ pub(super) struct Execs(Arc<Mutex<HashMap<String, Exec>>>);
 struct Exec {
     container: String,
     options: ExecOptions,
+    /// The client asked for a terminal: its output is sent raw, not multiplexed (kiln
+    /// allocates no pseudo-terminal, but the client reads the stream as if it had).
+    tty: bool,
     running: bool,
     exit_code: Option<i32>,
 }
@@ -51,6 +54,8 @@ struct CreateBody {
     working_dir: Option<String>,
     #[serde(default)]
     attach_stdin: bool,
+    #[serde(default)]
+    tty: bool,
 }
 
 /// `POST /containers/{id}/exec`: records the command; `201 {"Id"}`.
@@ -77,6 +82,7 @@ pub(super) async fn create(
             workdir: body.working_dir.filter(|w| !w.is_empty()),
             stdin: body.attach_stdin,
         },
+        tty: body.tty,
         running: false,
         exit_code: None,
     };
@@ -136,9 +142,9 @@ struct StartBody {
 /// connection for its output.
 fn start(daemon: Arc<Daemon>, id: String, request: &Request) -> Result<http::Response> {
     let body: StartBody = request.json()?;
-    let (container_id, options) = daemon.execs.with(&id, |exec| {
+    let (container_id, options, tty) = daemon.execs.with(&id, |exec| {
         exec.running = true;
-        (exec.container.clone(), exec.options.clone())
+        (exec.container.clone(), exec.options.clone(), exec.tty)
     })?;
     let started = container::exec_start(&daemon.store, &container_id, &options);
     let mut entered = match started {
@@ -152,8 +158,8 @@ fn start(daemon: Arc<Daemon>, id: String, request: &Request) -> Result<http::Res
     let stdin = entered.child.stdin.take();
     let (sender, mut frames) = mpsc::channel::<Bytes>(64);
     let readers = [
-        stdout.map(|out| tokio::spawn(forward(out, 1, sender.clone()))),
-        stderr.map(|err| tokio::spawn(forward(err, 2, sender.clone()))),
+        stdout.map(|out| tokio::spawn(forward(out, 1, tty, sender.clone()))),
+        stderr.map(|err| tokio::spawn(forward(err, 2, tty, sender.clone()))),
     ];
     drop(sender);
     let upgrade = (!body.detach).then(|| request.upgrade.clone());
@@ -203,13 +209,24 @@ fn start(daemon: Arc<Daemon>, id: String, request: &Request) -> Result<http::Res
     Ok(http::hijacked())
 }
 
-/// Sends what `from` yields as frames of `stream` (1 stdout, 2 stderr).
-async fn forward(mut from: impl AsyncRead + Unpin, stream: u8, to: mpsc::Sender<Bytes>) {
+/// Sends what `from` yields as frames of `stream` (1 stdout, 2 stderr), or raw for a
+/// client that asked for a terminal.
+async fn forward(mut from: impl AsyncRead + Unpin, stream: u8, tty: bool, to: mpsc::Sender<Bytes>) {
     let mut buffer = vec![0u8; 32 << 10];
     while let Ok(read) = from.read(&mut buffer).await {
-        if read == 0 || to.send(frame(stream, &buffer[..read])).await.is_err() {
+        if read == 0 || to.send(chunk(tty, stream, &buffer[..read])).await.is_err() {
             break;
         }
+    }
+}
+
+/// Output as the client reads it: raw when it asked for a terminal (one stream, as a
+/// terminal would merge them), else a frame of Docker's multiplexed stream.
+pub(super) fn chunk(tty: bool, stream: u8, data: &[u8]) -> Bytes {
+    if tty {
+        Bytes::copy_from_slice(data)
+    } else {
+        frame(stream, data)
     }
 }
 

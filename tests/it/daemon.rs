@@ -1035,3 +1035,37 @@ fn a_daemon_killed_mid_run_restarts_and_reports_the_container() {
     );
     serve.docker_ok(&["rm", "-f", "survivor", "short"]);
 }
+
+#[test]
+fn a_terminal_asked_for_gets_the_output_raw() {
+    let Some(serve) = Serve::start() else { return };
+    // Multiplexed frames would show their 8-byte headers to a client that asked for -t.
+    let out = serve.docker_ok(&[
+        "run",
+        "-t",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert_eq!(out, "out\nerr\n");
+    serve.docker_ok(&[
+        "run",
+        "-d",
+        "-t",
+        "--name",
+        "tty-me",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; sleep 60",
+    ]);
+    let exec = serve.docker_ok(&["exec", "-t", "tty-me", "echo", "in-exec"]);
+    assert_eq!(exec, "in-exec\n");
+    let logs = serve.docker_ok(&["logs", "tty-me"]);
+    assert_eq!(logs, "started\n");
+    let inspect = serve.docker_ok(&["inspect", "--format", "{{.Config.Tty}}", "tty-me"]);
+    assert_eq!(inspect.trim(), "true");
+    serve.docker_ok(&["rm", "-f", "tty-me"]);
+}
