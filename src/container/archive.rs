@@ -371,8 +371,13 @@ pub fn extract_archive(
             io::ErrorKind::InvalidInput => invalid_path(&asked),
             _ => io_err("open", asked.path())(e),
         })?;
+        // Entries resolve with the destination as their root, as Docker extracts: a
+        // symlink the archive itself makes (`l -> /`) cannot lead its later entries out.
+        let inside = root
+            .within(&asked.path())
+            .map_err(io_err("open", asked.path()))?;
         Extractor {
-            root,
+            root: &inside,
             dest: asked.path(),
             no_overwrite_dir_non_dir,
             directories: Vec::new(),
@@ -381,7 +386,8 @@ pub fn extract_archive(
     })
 }
 
-/// Extracts one archive under `dest` in `root`.
+/// Extracts one archive into `root`, the destination `dest` (paths are shown as the
+/// container sees them).
 struct Extractor<'a> {
     root: &'a Root,
     dest: PathBuf,
@@ -431,9 +437,9 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    /// The directory `path` in the root, made (0755) where it is missing.
+    /// The directory `path` (under `dest`), made (0755) where it is missing.
     fn parent(&self, path: &Path) -> Result<Dir> {
-        match self.root.open_dir(path) {
+        match self.open(path) {
             Ok(dir) => Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound && path != self.dest => {
                 let name = path.file_name().unwrap_or_default();
@@ -441,10 +447,16 @@ impl Extractor<'_> {
                 above
                     .make_dir(name, 0o755)
                     .map_err(io_err("create", path))?;
-                self.root.open_dir(path).map_err(io_err("open", path))
+                self.open(path).map_err(io_err("open", path))
             }
             Err(e) => Err(io_err("open", path)(e)),
         }
+    }
+
+    /// Opens `path` (under `dest`) in the destination's own root.
+    fn open(&self, path: &Path) -> io::Result<Dir> {
+        self.root
+            .open_dir(path.strip_prefix(&self.dest).unwrap_or(Path::new("")))
     }
 
     fn write(
@@ -511,7 +523,7 @@ impl Extractor<'_> {
                 let target_dir = target_parents
                     .iter()
                     .fold(self.dest.clone(), |p, c| p.join(c));
-                let from = self.root.open_dir(&target_dir).map_err(fail("link"))?;
+                let from = self.open(&target_dir).map_err(fail("link"))?;
                 return from.link(target_name, parent, name).map_err(fail("link"));
             }
             tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {

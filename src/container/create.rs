@@ -474,7 +474,7 @@ fn choose_name(store: &Store, requested: Option<&str>, id: &str) -> Result<Strin
 /// `docker rename`: gives the container `new_name` (checked and free, as a create's
 /// `--name`); a running one is known by it on its networks at once.
 pub fn rename(store: &Store, query: &str, new_name: &str) -> Result<()> {
-    let mut container = super::resolve(store, query)?;
+    let (mut container, _config) = super::networks::locked(store, query)?;
     let _names = lock_names(&store.containers_dir())?;
     if new_name.trim_start_matches('/') == container.config.name {
         return Err(ContainerError::Usage(

@@ -10,16 +10,16 @@ use super::{CONFIG_FILE, Container, ContainerError, NetworkMode, Result, Status,
 use crate::network::{self, Attachment, NetworkError};
 use crate::store::Store;
 
-/// Held while a container's networks change, so two `network connect`s to one
-/// container neither lose each other's config nor pick the same `ethN`.
-struct NetworksLock {
+/// Held while a container's `config.json` changes after its creation (networks,
+/// rename), so two changes neither lose each other's edit nor pick the same `ethN`.
+pub(super) struct ConfigLock {
     _file: fs::File,
 }
 
-fn lock_networks(container: &Container) -> Result<NetworksLock> {
-    let path = container.dir.join(".networks.lock");
+fn lock_config(container: &Container) -> Result<ConfigLock> {
+    let path = container.dir.join(".config.lock");
     let file = crate::sys::lock_file(&path).map_err(io_err("lock", &path))?;
-    Ok(NetworksLock { _file: file })
+    Ok(ConfigLock { _file: file })
 }
 
 fn save_config(container: &Container) -> Result<()> {
@@ -36,10 +36,10 @@ fn running_process(container: &Container) -> Option<crate::sys::process::Process
         .filter(|p| container.state.status == Status::Running && p.is_alive())
 }
 
-/// The container as it is now, with its networks locked.
-fn locked(store: &Store, query: &str) -> Result<(Container, NetworksLock)> {
+/// The container as it is now, with its config locked.
+pub(super) fn locked(store: &Store, query: &str) -> Result<(Container, ConfigLock)> {
     let found = resolve(store, query)?;
-    let lock = lock_networks(&found)?;
+    let lock = lock_config(&found)?;
     // Re-read under the lock: another change may have landed while we waited.
     Ok((super::load(&found.dir)?, lock))
 }

@@ -201,11 +201,12 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique per writer: the daemon's threads write the same container's files too.
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", crate::store::random_name()));
     fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        io_err("rename", path)(e)
+        io_err("rename", &tmp)(e)
     })
 }
 

@@ -138,7 +138,8 @@ fn duration_seconds(text: &str) -> Option<i64> {
             's' => 1,
             _ => return None,
         };
-        total += number.parse::<i64>().ok()? * unit;
+        // Checked: an absurd duration is a bad request, not a wrap into the future.
+        total = total.checked_add(number.parse::<i64>().ok()?.checked_mul(unit)?)?;
         number.clear();
     }
     (number.is_empty() && !text.is_empty()).then_some(total)
@@ -147,23 +148,25 @@ fn duration_seconds(text: &str) -> Option<i64> {
 /// Go's `path.Match` for the patterns Docker's `reference` filter takes: `*` and `?`
 /// match within one `/`-separated part, every other character itself.
 pub(super) fn glob_match(pattern: &str, text: &str) -> bool {
-    fn matches(pattern: &[char], text: &[char]) -> bool {
-        match pattern.split_first() {
-            None => text.is_empty(),
-            Some(('*', rest)) => (0..=text.len())
-                .take_while(|&skip| !text[..skip].contains(&'/'))
-                .any(|skip| matches(rest, &text[skip..])),
-            Some(('?', rest)) => text
-                .split_first()
-                .is_some_and(|(c, tail)| *c != '/' && matches(rest, tail)),
-            Some((p, rest)) => text
-                .split_first()
-                .is_some_and(|(c, tail)| c == p && matches(rest, tail)),
-        }
-    }
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
-    matches(&pattern, &text)
+    // matched[j]: pattern[i..] matches text[j..], filled from the pattern's end: time
+    // pattern × text, however many stars (backtracking would be exponential in them).
+    let mut matched = vec![false; text.len() + 1];
+    matched[text.len()] = true;
+    for p in pattern.iter().rev() {
+        let mut next = vec![false; text.len() + 1];
+        for j in (0..=text.len()).rev() {
+            let c = text.get(j);
+            next[j] = match p {
+                '*' => matched[j] || (c.is_some_and(|c| *c != '/') && next[j + 1]),
+                '?' => c.is_some_and(|c| *c != '/') && matched[j + 1],
+                literal => c == Some(literal) && matched[j + 1],
+            };
+        }
+        matched = next;
+    }
+    matched[0]
 }
 
 #[cfg(test)]
@@ -215,5 +218,18 @@ mod tests {
         assert!(glob_match("*/app", "team/app"));
         assert!(glob_match("b?sybox", "busybox"));
         assert!(!glob_match("busybox", "busybox:latest"));
+        assert!(glob_match("**b*x", "busybox"));
+        assert!(!glob_match("b*?*/", "busybox"));
+        // Stars cost time in proportion, not exponentially.
+        let stars = format!("{}x", "*".repeat(64));
+        assert!(!glob_match(&stars, &"a".repeat(64)));
+        assert!(glob_match(&stars, &format!("{}x", "a".repeat(64))));
+    }
+
+    #[test]
+    fn an_absurd_duration_is_refused_not_wrapped() {
+        assert_eq!(duration_seconds("1h30m"), Some(5400));
+        assert_eq!(duration_seconds("9999999999999999h"), None);
+        assert_eq!(duration_seconds(""), None);
     }
 }

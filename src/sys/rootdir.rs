@@ -33,6 +33,24 @@ impl Root {
         Ok(Root { fd })
     }
 
+    /// The directory `path` names inside the root, as a root of its own: what an archive
+    /// extracted there resolves in, so that its own symlinks cannot lead out of it.
+    pub fn within(&self, path: &Path) -> io::Result<Root> {
+        let path = if path.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            path
+        };
+        let fd = rustix::fs::openat2(
+            &self.fd,
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        Ok(Root { fd })
+    }
+
     /// The directory `path` names inside the root, every symlink on the way followed
     /// inside it (`ENOTDIR` when it is not a directory, `ENOENT` when it is missing).
     pub fn open_dir(&self, path: &Path) -> io::Result<Dir> {

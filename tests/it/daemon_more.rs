@@ -257,6 +257,34 @@ fn cp_paths_stay_inside_the_container() {
         200
     );
     assert_eq!(serve.docker_ok(&["exec", "jail", "cat", "/tmp/f"]), "x");
+    // A symlink the archive makes leads its later entries nowhere outside the
+    // destination: `lnk -> /` then `lnk/etc/pwned` lands in /tmp/etc/pwned.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    builder.append_link(&mut link, "lnk", "/").unwrap();
+    let mut file = tar::Header::new_gnu();
+    file.set_entry_type(tar::EntryType::Regular);
+    file.set_size(5);
+    file.set_mode(0o644);
+    builder
+        .append_data(&mut file, "lnk/etc/pwned", &b"pwned"[..])
+        .unwrap();
+    let linked = builder.into_inner().unwrap();
+    assert_eq!(
+        four("PUT", "/containers/jail/archive?path=/tmp", &linked),
+        200
+    );
+    let seen = serve.docker_ok(&[
+        "exec",
+        "jail",
+        "sh",
+        "-c",
+        "cat /tmp/etc/pwned; test ! -e /etc/pwned && echo clean",
+    ]);
+    assert_eq!(seen, "pwnedclean\n");
     serve.docker_ok(&["rm", "-f", "jail"]);
 }
 
