@@ -128,21 +128,27 @@ impl Target {
     }
 }
 
-/// Runs `work` on the root of the container `query`: its PID 1's when it runs, else its
-/// overlay, mounted for `work` alone.
+/// Runs `work` on the root of the container `query`: its PID 1's when it runs (`work`
+/// is told `true`), else its overlay, mounted for `work` alone. The stopped case holds
+/// the container's lock, which a start takes before it mounts the same layer, so the
+/// writable layer is never mounted twice; `work` must then be short (no client pace).
 fn in_root<T: Send>(
     store: &Store,
     query: &str,
-    work: impl FnOnce(&Root) -> Result<T> + Send,
+    work: impl FnOnce(&Root, bool) -> Result<T> + Send,
 ) -> Result<T> {
-    let mut container = resolve(store, query)?;
+    let found = resolve(store, query)?;
+    let _lock = super::networks::lock_config(&found)?;
+    let mut container = super::load(&found.dir)?;
     let _ = refresh(&mut container);
     if container.state.status == Status::Running {
+        drop(_lock);
         let init = super::exec::init_pid(&container)?;
         let path = PathBuf::from(format!("/proc/{init}/root"));
         let root = Root::open(&path).map_err(io_err("open", &path))?;
-        return work(&root);
+        return work(&root, true);
     }
+    let work = |root: &Root| work(root, false);
     let mounted = std::thread::scope(|scope| scope.spawn(|| mounted(&container, work)).join());
     mounted.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
@@ -198,7 +204,7 @@ fn path_stat(asked: &Asked, target: &Target) -> Result<PathStat> {
 /// `HEAD /containers/{id}/archive`: what `path` is in the container.
 pub fn stat_path(store: &Store, query: &str, path: &str) -> Result<PathStat> {
     let asked = Asked::parse(path);
-    in_root(store, query, |root| {
+    in_root(store, query, |root, _| {
         path_stat(&asked, &Target::find(root, &asked)?)
     })
 }
@@ -206,9 +212,14 @@ pub fn stat_path(store: &Store, query: &str, path: &str) -> Result<PathStat> {
 /// `GET /containers/{id}/archive`: a tar of `path` (a directory with everything in it,
 /// symlinks as links), its entries named from the path's last component. The stat is
 /// taken first; `out` gets the archive.
-pub fn archive_path(store: &Store, query: &str, path: &str, out: impl Write + Send) -> Result<()> {
+pub fn archive_path(
+    store: &Store,
+    query: &str,
+    path: &str,
+    mut out: impl Write + Send,
+) -> Result<()> {
     let asked = Asked::parse(path);
-    in_root(store, query, |root| {
+    let write = |root: &Root, out: &mut dyn Write| -> Result<()> {
         let target = Target::find(root, &asked)?;
         let mut builder = tar::Builder::new(out);
         let mut writer = TarWriter {
@@ -225,7 +236,29 @@ pub fn archive_path(store: &Store, query: &str, path: &str, out: impl Write + Se
             .map_err(io_err("write the archive of", asked.path()))?
             .flush()
             .map_err(io_err("write the archive of", asked.path()))
-    })
+    };
+    // A stopped container's archive is spooled to a file while its layer is mounted, then
+    // sent at the client's pace with the layer free again.
+    let spool = resolve(store, query)?
+        .dir
+        .join(format!(".cp-{}.tar", crate::store::random_name()));
+    let spooled = in_root(store, query, |root, running| {
+        if running {
+            return write(root, &mut out).map(|()| false);
+        }
+        let mut file = std::fs::File::create(&spool).map_err(io_err("create", &spool))?;
+        write(root, &mut file).map(|()| true)
+    });
+    let sent = match spooled {
+        Ok(true) => std::fs::File::open(&spool)
+            .and_then(|mut file| io::copy(&mut file, &mut out))
+            .and_then(|_| out.flush())
+            .map_err(io_err("send the archive of", asked.path())),
+        Ok(false) => Ok(()),
+        Err(error) => Err(error),
+    };
+    let _ = std::fs::remove_file(&spool);
+    sent
 }
 
 /// Writes entries into a tar, hard links as links to the first path of their file.
@@ -361,7 +394,7 @@ pub fn extract_archive(
     no_overwrite_dir_non_dir: bool,
 ) -> Result<()> {
     let asked = Asked::parse(path);
-    in_root(store, query, |root| {
+    in_root(store, query, |root, _| {
         // The destination must be a directory, reached through symlinks.
         root.open_dir(&asked.path()).map_err(|e| match e.kind() {
             io::ErrorKind::NotADirectory => {

@@ -163,6 +163,9 @@ async fn run_wired(
         net_ns: wired.map(Wired::path),
         ..Default::default()
     };
+    // Not while a `cp` has the stopped container's layer mounted; held until it is
+    // recorded running, after which a `cp` goes through its PID 1.
+    let _lock = super::networks::lock_config(container)?;
     let mut running = match Sandbox::spawn(spec, &options) {
         Ok(running) => running,
         Err(error) => {
@@ -181,6 +184,7 @@ async fn run_wired(
         None => Vec::new(),
     };
     record_start(container, running.pid(), ports)?;
+    drop(_lock);
     if let Some(log) = log {
         let mut stdout = std::io::stdout();
         let mut stderr = std::io::stderr();

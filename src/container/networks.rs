@@ -11,12 +11,14 @@ use crate::network::{self, Attachment, NetworkError};
 use crate::store::Store;
 
 /// Held while a container's `config.json` changes after its creation (networks,
-/// rename), so two changes neither lose each other's edit nor pick the same `ethN`.
+/// rename), so two changes neither lose each other's edit nor pick the same `ethN`; and
+/// while its writable layer is mounted outside it (`cp` of a stopped container) or it
+/// starts, so that layer is never mounted twice.
 pub(super) struct ConfigLock {
     _file: fs::File,
 }
 
-fn lock_config(container: &Container) -> Result<ConfigLock> {
+pub(super) fn lock_config(container: &Container) -> Result<ConfigLock> {
     let path = container.dir.join(".config.lock");
     let file = crate::sys::lock_file(&path).map_err(io_err("lock", &path))?;
     Ok(ConfigLock { _file: file })
