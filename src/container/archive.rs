@@ -135,6 +135,7 @@ impl Target {
 fn in_root<T: Send>(
     store: &Store,
     query: &str,
+    asked: &Asked,
     work: impl FnOnce(&Root, bool) -> Result<T> + Send,
 ) -> Result<T> {
     let found = resolve(store, query)?;
@@ -147,6 +148,21 @@ fn in_root<T: Send>(
         let path = PathBuf::from(format!("/proc/{init}/root"));
         let root = Root::open(&path).map_err(io_err("open", &path))?;
         return work(&root, true);
+    }
+    // Only the container's own layers are mounted: a path in one of its volumes or bind
+    // mounts would read or write the layer hidden under it.
+    let path = asked.path();
+    if let Some(mount) = container
+        .config
+        .mounts
+        .iter()
+        .find(|m| path.starts_with(&m.destination))
+    {
+        return Err(ContainerError::ArchiveRequest(format!(
+            "{} is in the volume or bind mount at {}: copy it while the container runs",
+            asked.shown(),
+            mount.destination
+        )));
     }
     let work = |root: &Root| work(root, false);
     let mounted = std::thread::scope(|scope| scope.spawn(|| mounted(&container, work)).join());
@@ -204,7 +220,7 @@ fn path_stat(asked: &Asked, target: &Target) -> Result<PathStat> {
 /// `HEAD /containers/{id}/archive`: what `path` is in the container.
 pub fn stat_path(store: &Store, query: &str, path: &str) -> Result<PathStat> {
     let asked = Asked::parse(path);
-    in_root(store, query, |root, _| {
+    in_root(store, query, &asked, |root, _| {
         path_stat(&asked, &Target::find(root, &asked)?)
     })
 }
@@ -242,7 +258,7 @@ pub fn archive_path(
     let spool = resolve(store, query)?
         .dir
         .join(format!(".cp-{}.tar", crate::store::random_name()));
-    let spooled = in_root(store, query, |root, running| {
+    let spooled = in_root(store, query, &asked, |root, running| {
         if running {
             return write(root, &mut out).map(|()| false);
         }
@@ -394,7 +410,7 @@ pub fn extract_archive(
     no_overwrite_dir_non_dir: bool,
 ) -> Result<()> {
     let asked = Asked::parse(path);
-    in_root(store, query, |root, _| {
+    in_root(store, query, &asked, |root, _| {
         // The destination must be a directory, reached through symlinks.
         root.open_dir(&asked.path()).map_err(|e| match e.kind() {
             io::ErrorKind::NotADirectory => {

@@ -286,6 +286,25 @@ fn cp_paths_stay_inside_the_container() {
     ]);
     assert_eq!(seen, "pwnedclean\n");
     serve.docker_ok(&["rm", "-f", "jail"]);
+    // A stopped container's volumes are not mounted for cp: refused, not written into
+    // the layer the volume hides.
+    serve.docker_ok(&[
+        "create",
+        "--name",
+        "held",
+        "-v",
+        "cp-vol:/data",
+        "busybox",
+        "true",
+    ]);
+    let (status, _, body) = request(&serve, "PUT", "/containers/held/archive?path=/data", &good);
+    assert_eq!(status, 400, "{}", text(&body));
+    assert!(
+        text(&body).contains("volume or bind mount at /data"),
+        "{}",
+        text(&body)
+    );
+    serve.docker_ok(&["rm", "-v", "held"]);
 }
 
 /// Builds `tag` from busybox with `label` (a new image id, the same layers).
