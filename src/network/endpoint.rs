@@ -332,6 +332,14 @@ pub fn leave(store: &Store, container_id: &str) -> Result<()> {
 /// Records where the running container's `/etc/hosts` comes from, and brings every
 /// `/etc/hosts` on its networks up to date (its own included).
 pub fn set_hosts_file(store: &Store, container_id: &str, path: &Path) -> Result<()> {
+    update_records(store, container_id, |endpoint| {
+        endpoint.hosts_file = Some(path.to_path_buf());
+    })
+}
+
+/// Changes every record of the container, then brings the `/etc/hosts` on its networks
+/// up to date, all under the store's network lock.
+fn update_records(store: &Store, container_id: &str, change: impl Fn(&mut Endpoint)) -> Result<()> {
     let mut networks = Vec::new();
     let _locked = lock(store)?;
     for network in list_stored(store)? {
@@ -340,7 +348,7 @@ pub fn set_hosts_file(store: &Store, container_id: &str, path: &Path) -> Result<
             continue;
         }
         let mut endpoint: Endpoint = read_json(&record)?;
-        endpoint.hosts_file = Some(path.to_path_buf());
+        change(&mut endpoint);
         write_json(&record, &endpoint)?;
         networks.push(network);
     }
@@ -350,19 +358,9 @@ pub fn set_hosts_file(store: &Store, container_id: &str, path: &Path) -> Result<
 /// A running container renamed: its records carry the new name, and every `/etc/hosts`
 /// on its networks follows.
 pub fn rename_member(store: &Store, container_id: &str, name: &str) -> Result<()> {
-    let mut networks = Vec::new();
-    let _locked = lock(store)?;
-    for network in list_stored(store)? {
-        let record = endpoint_path(store, &network, container_id);
-        if !record.exists() {
-            continue;
-        }
-        let mut endpoint: Endpoint = read_json(&record)?;
+    update_records(store, container_id, |endpoint| {
         endpoint.container_name = name.to_string();
-        write_json(&record, &endpoint)?;
-        networks.push(network);
-    }
-    refresh_networks(store, &networks)
+    })
 }
 
 /// The `/etc/hosts` of a container on networks: localhost, its hostname, and every

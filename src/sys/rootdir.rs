@@ -36,37 +36,30 @@ impl Root {
     /// The directory `path` names inside the root, as a root of its own: what an archive
     /// extracted there resolves in, so that its own symlinks cannot lead out of it.
     pub fn within(&self, path: &Path) -> io::Result<Root> {
-        let path = if path.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            path
-        };
-        let fd = rustix::fs::openat2(
-            &self.fd,
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )?;
-        Ok(Root { fd })
+        Ok(Root {
+            fd: self.resolve_dir(path, OFlags::PATH)?,
+        })
     }
 
     /// The directory `path` names inside the root, every symlink on the way followed
     /// inside it (`ENOTDIR` when it is not a directory, `ENOENT` when it is missing).
     pub fn open_dir(&self, path: &Path) -> io::Result<Dir> {
+        Ok(Dir::from_fd(self.resolve_dir(path, OFlags::RDONLY)?))
+    }
+
+    fn resolve_dir(&self, path: &Path, access: OFlags) -> io::Result<OwnedFd> {
         let path = if path.as_os_str().is_empty() {
             Path::new(".")
         } else {
             path
         };
-        let fd = rustix::fs::openat2(
+        Ok(rustix::fs::openat2(
             &self.fd,
             path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            access | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )?;
-        Ok(Dir::from_fd(fd))
+        )?)
     }
 }
 

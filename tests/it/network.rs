@@ -5,12 +5,10 @@
 //! busybox-static and skopeo; without them the tests print why and pass, and with `CI`
 //! set they fail instead.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
 
+use crate::daemon_network::{eventually, free_port, http_get};
 use crate::harness::{self, TempRoot, text};
 
 /// A store root of its own with busybox:latest loaded.
@@ -61,20 +59,6 @@ fn on(root: &Path, network: &str, script: &str) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         format!("{}{}", text(&out.stdout), text(&out.stderr)),
     )
-}
-
-/// Polls until `check` holds (a server needs a moment to listen).
-fn eventually(what: &str, mut check: impl FnMut() -> Option<String>) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match check() {
-            None => return,
-            Some(seen) => last = seen,
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what}: {last}");
 }
 
 /// The host's own interfaces: kiln's bridges and veths must never be among them.
@@ -279,24 +263,6 @@ fn containers_reach_each_other_by_name_and_alias_only_on_their_network() {
     );
 }
 
-/// GET `/i` from 127.0.0.1:`port`.
-fn http_get(port: u16) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(b"GET /i HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    Ok(reply)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn published_ports_answer_on_loopback() {
     let Some((_dir, root)) = root() else { return };
@@ -305,7 +271,7 @@ fn published_ports_answer_on_loopback() {
     // Without --network, -p puts the container on the default bridge.
     serve(root, "pub", &["-p", &format!("{port}:80")], "published");
     eventually("the published port", || {
-        let reply = http_get(port).unwrap_or_else(|e| e.to_string());
+        let reply = http_get(port, "/i").unwrap_or_else(|e| e.to_string());
         (!reply.ends_with("published\n")).then_some(reply)
     });
     let ps = ok(root, &["ps"]);
@@ -359,7 +325,7 @@ fn published_ports_answer_on_loopback() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no published port in {line}"));
     eventually("the random published port", || {
-        let reply = http_get(random).unwrap_or_else(|e| e.to_string());
+        let reply = http_get(random, "/i").unwrap_or_else(|e| e.to_string());
         (!reply.ends_with("random\n")).then_some(reply)
     });
     // Its ports forward to its address on pubnet: that network stays while it runs.
@@ -373,7 +339,7 @@ fn published_ports_answer_on_loopback() {
     assert_host_untouched();
     ok(root, &["rm", "-f", "pub", "pub2"]);
     // The listener went with the container.
-    eventually("the listener closes", || http_get(port).ok());
+    eventually("the listener closes", || http_get(port, "/i").ok());
     assert_eq!(endpoints_left(root), Vec::<PathBuf>::new());
     ok(root, &["network", "rm", "pubnet"]);
 }
