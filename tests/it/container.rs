@@ -295,7 +295,12 @@ fn a_command_of_another_user_dies_with_kiln() {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    assert!(sleeping());
+    // `Up` is recorded once the sandbox is spawned; the command is exec'd a moment later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sleeping() {
+        assert!(Instant::now() < deadline, "the command never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let monitors = Command::new("pgrep")
         .args(["-f", "__monitor"])
         .output()
