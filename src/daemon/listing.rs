@@ -13,7 +13,7 @@ use crate::container::{Container, Status};
 use crate::store::Store;
 
 const CONTAINER_FILTERS: &[&str] = &[
-    "id", "name", "label", "label!", "status", "ancestor", "exited", "before", "since",
+    "id", "name", "label", "label!", "status", "ancestor", "exited", "before", "since", "network",
 ];
 const IMAGE_FILTERS: &[&str] = &[
     "dangling",
@@ -111,6 +111,7 @@ pub(super) fn containers(
         .map(created_of)
         .collect::<Result<_>>()?;
     let ancestors = ancestor_ids(store, filters.values("ancestor"));
+    let networks = network_names(store, filters.values("network"));
     let mut chosen: Vec<Container> = all
         .iter()
         .filter(|c| everything || c.state.status == Status::Running)
@@ -135,6 +136,7 @@ pub(super) fn containers(
                 && before.iter().all(|t| config.created < *t)
                 && since.iter().all(|t| config.created > *t)
                 && filters.labels_match(&config.labels)
+                && (networks.is_empty() || on_networks(config).any(|n| networks.contains(&n)))
         })
         .cloned()
         .collect();
@@ -142,6 +144,34 @@ pub(super) fn containers(
         chosen.truncate(limit);
     }
     Ok(chosen)
+}
+
+/// The network names a `network` filter names (by name or id; `host` and `none` too).
+fn network_names(store: &Store, wanted: &[String]) -> Vec<String> {
+    wanted
+        .iter()
+        .map(|w| {
+            let pseudo = crate::network::PSEUDO
+                .iter()
+                .find(|(name, _)| crate::network::pseudo_id(name).starts_with(w.as_str()));
+            match (crate::network::find(store, w), pseudo) {
+                (Ok(network), _) => network.name,
+                (Err(_), Some((name, _))) if w.len() >= 12 => name.to_string(),
+                _ => w.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The networks a container is on, by name.
+fn on_networks(config: &crate::container::ContainerConfig) -> impl Iterator<Item = String> + '_ {
+    let mode = match config.network {
+        crate::container::NetworkMode::Host => Some("host".to_string()),
+        crate::container::NetworkMode::None => Some("none".to_string()),
+        crate::container::NetworkMode::Bridge => None,
+    };
+    mode.into_iter()
+        .chain(config.networks.iter().map(|a| a.network.clone()))
 }
 
 /// The image ids (and the names as given) an `ancestor` filter names.

@@ -104,11 +104,14 @@ impl ConfigCredentials {
         let Some(header) = header.map(str::trim).filter(|h| !h.is_empty()) else {
             return Ok(None);
         };
-        let entries: std::collections::HashMap<String, RegistryAuth> =
+        let entries: std::collections::HashMap<String, serde_json::Value> =
             decode_header("X-Registry-Config", header)?;
         let mut by_key = std::collections::HashMap::new();
-        for (key, auth) in entries {
-            if let Some(credentials) = auth.credentials()? {
+        for (key, entry) in entries {
+            // An entry that does not make sense is skipped, as dockerd does: the build may
+            // not need that registry at all.
+            let auth = serde_json::from_value::<RegistryAuth>(entry).ok();
+            if let Some(Ok(Some(credentials))) = auth.map(RegistryAuth::credentials) {
                 let host = crate::registry::key_to_hostname(&key);
                 by_key.insert(crate::registry::auth_key(host), credentials);
             }
@@ -300,6 +303,15 @@ mod tests {
             Some(Credentials::Basic { username, .. }) if username == "u"
         ));
         assert!(config.credentials("quay.io").unwrap().is_none());
-        assert!(ConfigCredentials::parse(Some("%%%"), fallback).is_err());
+        assert!(ConfigCredentials::parse(Some("%%%"), fallback.clone()).is_err());
+        // A bad entry is skipped; the good ones stay.
+        let header = encode(
+            r#"{"bad.io":{"auth":"not base64!"},"odd.io":[1],"127.0.0.1:5000":{"username":"u"}}"#,
+        );
+        let config = ConfigCredentials::parse(Some(&header), fallback)
+            .unwrap()
+            .unwrap();
+        assert!(config.credentials("bad.io").unwrap().is_none());
+        assert!(config.credentials("127.0.0.1:5000").unwrap().is_some());
     }
 }

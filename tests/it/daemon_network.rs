@@ -171,6 +171,20 @@ fn networks_names_aliases_and_isolation() {
     let mut members: Vec<&str> = members.split_whitespace().collect();
     members.sort();
     assert_eq!(members, ["peer", "web"]);
+    // `ps --filter network=` by name and by id.
+    let front_id = front.trim().to_string();
+    for wanted in ["front", &front_id[..12]] {
+        let listed = serve.docker_ok(&[
+            "ps",
+            "--filter",
+            &format!("network={wanted}"),
+            "--format",
+            "{{.Names}}",
+        ]);
+        let mut listed: Vec<&str> = listed.split_whitespace().collect();
+        listed.sort();
+        assert_eq!(listed, ["peer", "web"], "network={wanted}");
+    }
 
     // Another network neither resolves the names nor routes to the address.
     let web_address = address_on(&serve, "web", "front");
