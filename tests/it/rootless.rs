@@ -215,11 +215,17 @@ fn a_build_without_root_equals_the_build_as_root_and_runs() {
         .output()
         .unwrap();
     assert!(out.status.success(), "root build: {}", stderr(&out));
-    assert_eq!(
-        rootless_id,
-        text(&out.stdout).trim(),
-        "the same image (config, so diff_ids too) as root"
-    );
+    let root_id = text(&out.stdout).trim().to_string();
+    if rootless_id != root_id {
+        // Say what differs: both images as `kiln image inspect` shows them.
+        let listing = |out: Output| format!("{}{}", text(&out.stdout), stderr(&out));
+        let rootless_layers = listing(home.kiln(&["image", "inspect", "app"]));
+        let root_layers = listing(harness::kiln(&root, &["image", "inspect", "app"]));
+        panic!(
+            "not the same image as root: {rootless_id} vs {root_id}\n\
+             without root:\n{rootless_layers}\nas root:\n{root_layers}"
+        );
+    }
 
     // Its result runs, as root inside, with the layers' owners.
     let out = home.kiln(&[
