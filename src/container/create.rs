@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::error::io_err;
@@ -164,17 +163,7 @@ pub fn parse_signal(text: &str) -> Option<i32> {
 
 /// A new random container id (64 hex digits).
 pub(super) fn new_id() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    let path = Path::new("/dev/urandom");
-    fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(io_err("read", path))?;
-    let mut id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    // Docker avoids ids that are all digits (they could be read as numbers).
-    if id[..12].bytes().all(|b| b.is_ascii_digit()) {
-        id.replace_range(0..1, "a");
-    }
-    Ok(id)
+    Ok(crate::store::random_id()?)
 }
 
 fn valid_name(name: &str) -> bool {

@@ -29,6 +29,16 @@ pub struct RunOutcome {
     pub setup_error: Option<String>,
 }
 
+impl RunOutcome {
+    /// kiln could not start the command (exit 125), because of `error`.
+    fn setup_failed(error: impl std::fmt::Display) -> RunOutcome {
+        RunOutcome {
+            code: i32::from(EXIT_SETUP_FAILED),
+            setup_error: Some(error.to_string()),
+        }
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -134,13 +144,9 @@ async fn supervise(
     log: Option<&mut fs::File>,
 ) -> Result<RunOutcome> {
     let mut spec = container.spec();
-    let setup_failed = |error: ContainerError| RunOutcome {
-        code: i32::from(EXIT_SETUP_FAILED),
-        setup_error: Some(error.to_string()),
-    };
     let wired = match wire(store, container, &mut spec) {
         Ok(wired) => wired,
-        Err(error) => return Ok(setup_failed(error)),
+        Err(error) => return Ok(RunOutcome::setup_failed(error)),
     };
     let outcome = run_wired(store, container, &spec, wired.as_ref(), stdio, log).await;
     if wired.is_some() {
@@ -168,12 +174,7 @@ async fn run_wired(
     let _lock = super::networks::lock_config(container)?;
     let mut running = match Sandbox::spawn(spec, &options) {
         Ok(running) => running,
-        Err(error) => {
-            return Ok(RunOutcome {
-                code: i32::from(EXIT_SETUP_FAILED),
-                setup_error: Some(error.to_string()),
-            });
-        }
+        Err(error) => return Ok(RunOutcome::setup_failed(error)),
     };
     let ports = match wired {
         Some(wired) => {
@@ -225,10 +226,7 @@ pub fn run_foreground(
     let outcome = runtime()?.block_on(supervise(store, &mut container, stdio, Some(&mut log)));
     let outcome = match outcome {
         Ok(outcome) => outcome,
-        Err(error) => RunOutcome {
-            code: i32::from(EXIT_SETUP_FAILED),
-            setup_error: Some(error.to_string()),
-        },
+        Err(error) => RunOutcome::setup_failed(error),
     };
     record_end(&mut container, &outcome)?;
     Ok(outcome)
@@ -339,10 +337,7 @@ pub fn monitor_main(store: &Store, id: &str) -> Result<i32> {
     let outcome = runtime()?.block_on(supervise(store, &mut container, StdioMode::Inherit, None));
     let outcome = match outcome {
         Ok(outcome) => outcome,
-        Err(error) => RunOutcome {
-            code: i32::from(EXIT_SETUP_FAILED),
-            setup_error: Some(error.to_string()),
-        },
+        Err(error) => RunOutcome::setup_failed(error),
     };
     if let Some(error) = &outcome.setup_error {
         eprintln!("kiln: {error}");

@@ -68,13 +68,7 @@ const REMOVING_PREFIX: &str = ".removing-";
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
 
-/// Now as RFC 3339 with nanoseconds, UTC.
-pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    crate::oci::time::format_rfc3339(now.as_secs() as i64, Some(now.subsec_nanos()))
-}
+pub use crate::oci::time::now_rfc3339;
 
 /// Seconds since the epoch (UTC) now.
 pub fn now_secs() -> i64 {

@@ -260,12 +260,7 @@ fn port_bindings(bindings: BTreeMap<String, Option<Vec<HostPort>>>) -> Result<Ve
 /// `POST /containers/create?name=`: 201 `{"Id", "Warnings"}`.
 async fn create(daemon: &Arc<Daemon>, request: &Request) -> Result<http::Response> {
     let body: CreateBody = request.json()?;
-    let platform = request
-        .param("platform")
-        .filter(|p| !p.is_empty())
-        .map(Platform::parse_full)
-        .transpose()
-        .map_err(|error| DaemonError::BadRequest(error.to_string()))?;
+    let platform = request.platform()?;
     let name = non_empty(request.param("name").map(str::to_string));
     let options = run_options(body, name, platform)?;
     let store = daemon.store.clone();

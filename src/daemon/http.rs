@@ -214,6 +214,15 @@ impl Request {
             .is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "" | "0" | "false" | "no"))
     }
 
+    /// The `platform` query parameter (`os/arch[/variant]`), when given.
+    pub fn platform(&self) -> Result<Option<crate::oci::Platform>> {
+        self.param("platform")
+            .filter(|p| !p.is_empty())
+            .map(crate::oci::Platform::parse_full)
+            .transpose()
+            .map_err(|error| DaemonError::BadRequest(error.to_string()))
+    }
+
     /// The body as JSON of type `T` (an empty body is `T`'s default).
     pub fn json<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T> {
         if self.body.iter().all(u8::is_ascii_whitespace) {

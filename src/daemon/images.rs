@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::http::{self, Request};
 use super::{Daemon, DaemonError, Result, blocking};
 use crate::image::{self, Removed};
-use crate::oci::{Platform, Reference};
+use crate::oci::Reference;
 use crate::progress::{Clock, Event, Items, Sink};
 use crate::store::Store;
 
@@ -237,12 +237,7 @@ pub(super) fn line(value: &Value) -> Bytes {
 /// failure after the stream began is an `errorDetail` line.
 fn pull(daemon: &Arc<Daemon>, request: &Request) -> Result<http::Response> {
     let reference = pull_reference(request)?;
-    let platform = request
-        .param("platform")
-        .filter(|p| !p.is_empty())
-        .map(Platform::parse_full)
-        .transpose()
-        .map_err(|error| DaemonError::BadRequest(error.to_string()))?;
+    let platform = request.platform()?;
     let (response, sender) = http::stream("application/json");
     let daemon = daemon.clone();
     tokio::spawn(async move {

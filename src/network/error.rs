@@ -50,6 +50,8 @@ pub enum NetworkError {
     Sys(#[from] SysError),
     #[error("bad network record: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("cannot make a network id: {0}")]
+    Id(#[source] crate::store::StoreError),
 }
 
 pub type Result<T> = std::result::Result<T, NetworkError>;

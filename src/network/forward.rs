@@ -138,7 +138,7 @@ pub fn publish(bindings: &[PortBinding], target: Ipv4Addr) -> Result<Published> 
             bindings: Vec::new(),
         });
     }
-    let kiln = super::namespace::forwarding_ns()?;
+    let kiln = super::namespace::kiln_ns()?;
     let bound = bind_all(bindings)?;
     let mut out = Vec::new();
     for (binding, listener) in bound {

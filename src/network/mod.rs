@@ -156,9 +156,11 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 /// Every bridge network of the store (the default `bridge` made on the way, when
 /// kiln can make it), by name.
 pub fn list(store: &Store) -> Result<Vec<Network>> {
-    if !namespace::rootless() {
-        find(store, DEFAULT_BRIDGE)?;
+    let networks = list_stored(store)?;
+    if namespace::rootless() || networks.iter().any(|n| n.name == DEFAULT_BRIDGE) {
+        return Ok(networks);
     }
+    find(store, DEFAULT_BRIDGE)?;
     list_stored(store)
 }
 
@@ -313,7 +315,7 @@ pub fn create(store: &Store, name: &str, options: CreateOptions) -> Result<Netwo
     let network = Network {
         id: random_id()?,
         name: name.to_string(),
-        created: now_rfc3339(),
+        created: crate::oci::time::now_rfc3339(),
         subnet: subnet.0,
         prefix: subnet.1,
         gateway,
@@ -374,20 +376,8 @@ pub fn prune(store: &Store) -> Result<Vec<Network>> {
     Ok(removed)
 }
 
-fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    crate::oci::time::format_rfc3339(now.as_secs() as i64, Some(now.subsec_nanos()))
-}
-
 fn random_id() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    let path = Path::new("/dev/urandom");
-    fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .map_err(io_err("read", path))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    crate::store::random_id().map_err(NetworkError::Id)
 }
 
 #[cfg(test)]

@@ -305,8 +305,3 @@ pub(super) fn unplug(endpoint: &Endpoint) -> Result<()> {
     })?;
     Ok(())
 }
-
-/// kiln's namespace, for the port forwarders.
-pub fn forwarding_ns() -> Result<OwnedFd> {
-    kiln_ns()
-}

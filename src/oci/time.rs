@@ -25,6 +25,14 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
+/// Now as RFC 3339 with nanoseconds, UTC.
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format_rfc3339(now.as_secs() as i64, Some(now.subsec_nanos()))
+}
+
 /// `seconds` since the epoch as RFC 3339 UTC, with `nanos` as a nine-digit fraction when
 /// given (`2024-01-02T03:04:05Z`, `2024-01-02T03:04:05.000000001Z`).
 pub fn format_rfc3339(seconds: i64, nanos: Option<u32>) -> String {

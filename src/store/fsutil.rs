@@ -25,6 +25,21 @@ pub fn random_name() -> String {
     format!("{:016x}", hasher.finish())
 }
 
+/// A new random id of 64 hex digits, as Docker makes container and network ids: never
+/// all digits in its short form (it could be read as a number).
+pub fn random_id() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    let path = Path::new("/dev/urandom");
+    File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .io_context("read", path)?;
+    let mut id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if id[..12].bytes().all(|b| b.is_ascii_digit()) {
+        id.replace_range(0..1, "a");
+    }
+    Ok(id)
+}
+
 /// fsyncs a directory so that a rename or create inside it survives a crash.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

@@ -36,8 +36,8 @@ pub use prune::{PruneReport, PruneRoots, disk_usage};
 pub use root::{RootSources, select_root, select_root_from};
 
 pub(crate) use error::IoContext;
-pub use fsutil::random_name;
 pub(crate) use fsutil::{fsync_dir, write_atomic};
+pub use fsutil::{random_id, random_name};
 
 const OCI_LAYOUT_FILE: &str = "oci-layout";
 const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
